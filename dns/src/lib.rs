@@ -1,0 +1,1 @@
+//! Causeway's authoritative GSLB DNS server (not built yet).

@@ -1,0 +1,1 @@
+//! Causeway's cluster tunnel (not built yet).
