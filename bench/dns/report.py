@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Turns the results.tsv of bench/dns/run.sh into the markdown report (stdout)."""
+import argparse
+import csv
+import statistics
+
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    for k in ["stamp", "quick", "secs", "max-runs", "max-secs", "fix-secs", "mem-names",
+              "mem-prefixes", "mem-ready", "mem-rss-idle", "mem-hwm", "causeway", "commit",
+              "knot", "dnsperf"]:
+        ap.add_argument("--" + k, default="–")
+    a = ap.parse_args()
+    rows = list(csv.DictReader(open(a.results), delimiter="\t"))
+
+    def pick(scen, server, mode, rate):
+        return [r for r in rows if (r["scenario"], r["server"], r["mode"], r["rate"]) ==
+                (scen, server, mode, rate)]
+
+    def median_run(rs):
+        """The run with the median qps (the middle one of an odd count)."""
+        rs = [r for r in rs if num(r["qps"]) is not None]
+        if not rs:
+            return None
+        rs.sort(key=lambda r: num(r["qps"]))
+        return rs[(len(rs) - 1) // 2]
+
+    def one(scen, server, mode, rate):
+        rs = pick(scen, server, mode, rate)
+        return rs[0] if rs else None
+
+    p = print
+    p(f"# DNS benchmark: causeway vs Knot ({a.stamp})")
+    p()
+    p(f"- causeway: `{a.causeway}` at commit `{a.commit}`; {a.knot}; dnsperf {a.dnsperf}")
+    p(f"- mode: {'--quick' if a.quick == '1' else 'full'}; max-rate runs {a.max_runs} × {a.max_secs} s "
+      f"(median shown), fixed-rate runs {a.fix_secs} s; measuring took {a.secs} s")
+    p("- method: /work/shared/peer-baselines.md §1. Unpinned: `dnsperf -c 4 -T 2 -q 500`; "
+      "pinned: server `taskset -a -p -c 1`, `taskset -c 0 dnsperf -c 4 -T 1 -q 200`; "
+      "latency: pinned at 20k qps with `-v`; CPU µs/query: utime+stime of the server process "
+      "(procfs, all threads) over the run / completed queries, at 50k qps unpinned.")
+    p("- load: the `load` column is /proc/loadavg (1, 5, 15 min) at the start of each run; the "
+      "machine has 2 cores shared with dnsperf (and anything else running).")
+    p("- queries: `static` = peer-baselines mix (10 % www, 80 % h0000–h0999, 10 % NXDOMAIN); "
+      "`gslb-ecs` = `app.svc.example. A` with EDNS0 + ECS, a /24 source prefix drawn per query from "
+      "the 4,096 prefixes of the latency map (dnsperf `-B` wire-format file). Knot serves `app` "
+      "as a static A record and ignores ECS, so its gslb-ecs row is a static answer to the same bytes.")
+    p()
+
+    servers = ["knot", "causeway"]
+    summary = {}
+    p("## Summary")
+    p()
+    p("| scenario | server | max qps unpinned, median (range) | lost | avg ms | max qps pinned | "
+      "CPU µs/query @ 50k | completed @ 50k | lost @ 50k | p50 / p99 ms @ 20k pinned | RSS MiB | load |")
+    p("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for scen in ["static", "gslb-ecs"]:
+        for s in servers:
+            mx = pick(scen, s, "unpinned", "max")
+            med = median_run(mx)
+            qs = [num(r["qps"]) for r in mx if num(r["qps"]) is not None]
+            pin = one(scen, s, "pinned", "max")
+            cpu = one(scen, s, "unpinned", "50000")
+            lat = one(scen, s, "latency", "20000")
+            summary[(scen, s)] = dict(
+                qps=num(med["qps"]) if med else None,
+                pinned=num(pin["qps"]) if pin else None,
+                cpu=num(cpu["cpu_us_per_q"]) if cpu else None,
+                p99=num(lat["p99_ms"]) if lat else None,
+            )
+            rng = f" ({fmt(min(qs))}–{fmt(max(qs))})" if len(qs) > 1 else ""
+            p(f"| {scen} | {s} | {fmt(num(med['qps']) if med else None)}{rng} | "
+              f"{med['lost'] if med else '–'} | {med['avg_ms'] if med else '–'} | "
+              f"{fmt(summary[(scen, s)]['pinned'])} | {cpu['cpu_us_per_q'] if cpu else '–'} | "
+              f"{cpu['completed'] if cpu else '–'} | {cpu['lost'] if cpu else '–'} | "
+              f"{(lat['p50_ms'] + ' / ' + lat['p99_ms']) if lat else '–'} | "
+              f"{med['rss_mib'] if med else '–'} | {med['load'] if med else '–'} |")
+    p()
+
+    p("## Ratios causeway / Knot")
+    p()
+    p("| scenario | max qps unpinned | max qps pinned | CPU µs/query @ 50k | p99 @ 20k |")
+    p("|---|---|---|---|---|")
+    for scen in ["static", "gslb-ecs"]:
+        c, k = summary[(scen, "causeway")], summary[(scen, "knot")]
+        p(f"| {scen} | {ratio(c['qps'], k['qps'])} | {ratio(c['pinned'], k['pinned'])} | "
+          f"{ratio(c['cpu'], k['cpu'])} | {ratio(c['p99'], k['p99'])} |")
+    p()
+
+    p("## Targets (issue 3)")
+    p()
+    p("| target | measured | met |")
+    p("|---|---|---|")
+    g, ks = summary[("gslb-ecs", "causeway")]["cpu"], summary[("static", "knot")]["cpu"]
+    met = "–" if g is None or ks is None else ("yes" if g <= ks else f"no ({g / ks:.2f}×)")
+    p(f"| GSLB (latency + ECS) answer CPU ≤ 1.0× Knot's CPU per static answer | "
+      f"{fmt(g, 2)} µs vs {fmt(ks, 2)} µs = {ratio(g, ks)} | {met} |")
+    for scen, label in [("half-max", "GSLB-ECS config"), ("memory-half", "memory config")]:
+        rs = [r for r in rows if r["scenario"] == scen]
+        if rs:
+            r = rs[0]
+            lost = int(r["lost"]) if r["lost"].isdigit() else None
+            p(f"| zero loss at half the max rate ({label}) | {r['rate']} qps for {a.fix_secs} s: "
+              f"{r['completed']} completed, {r['lost']} lost, load {r['load']} | "
+              f"{'yes' if lost == 0 else 'no'} |")
+    hwm = num(a.mem_hwm)
+    p(f"| RSS ≤ 100 MiB with {a.mem_names} GSLB names + {a.mem_prefixes} latency prefixes | "
+      f"{a.mem_rss_idle} MiB after start ({a.mem_ready} s to first answer), peak {a.mem_hwm} MiB "
+      f"(VmHWM after load) | {'–' if hwm is None else ('yes' if hwm <= 100 else 'no')} |")
+    mem = median_run(pick("memory", "causeway", "unpinned", "max"))
+    if mem:
+        p(f"| (info) max qps, memory config, ECS over all {a.mem_names} names | "
+          f"{mem['qps']} qps, CPU {mem['cpu_us_per_q']} µs/query, load {mem['load']} | |")
+    p()
+
+    p("## Every run")
+    p()
+    cols = ["scenario", "server", "mode", "rate", "qps", "sent", "completed", "lost", "avg_ms",
+            "p50_ms", "p99_ms", "cpu_us_per_q", "rss_mib", "load"]
+    p("| " + " | ".join(cols) + " |")
+    p("|" + "---|" * len(cols))
+    for r in rows:
+        p("| " + " | ".join(r[c] for c in cols) + " |")
+    p()
+    p("CPU µs/query in max-rate runs includes the cost of dropped/queued work and is noisier; "
+      "use the 50k column. `rate` is the dnsperf `-Q` limit or `max`.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# bench/dns/run.sh: dnsperf against causeway and Knot serving the same zone, in the same run.
+#
+# Usage: bench/dns/run.sh [--quick] [--no-build] [--keep]
+#   --quick     ~2 minutes: 1 short run per point instead of 3 x 15 s
+#   --no-build  use target/release/causeway as it is
+#   --keep      keep the work directory (configs, logs, raw dnsperf output)
+#
+# Method: /work/shared/peer-baselines.md §1 (same zone, same query mix, same dnsperf flags).
+# Writes a markdown report to bench/out/dns-<UTC date>.md and prints it. See bench/dns/README.md.
+set -euo pipefail
+
+QUICK=0 BUILD=1 KEEP=0
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=1 ;;
+    --no-build) BUILD=0 ;;
+    --keep) KEEP=1 ;;
+    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+    *) echo "unknown argument $a" >&2; exit 2 ;;
+  esac
+done
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+OUTDIR="$ROOT/bench/out"
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+REPORT="$OUTDIR/dns-$STAMP.md"
+WORK=$(mktemp -d /tmp/causeway-dnsbench.XXXXXX)
+mkdir -p "$OUTDIR"
+
+# Addresses of this bench only (127.0.54.0/24), non-default ports.
+KNOT_ADDR=127.0.54.1 KNOT_PORT=5301
+CW_ADDR=127.0.54.2 CW_PORT=5302 CW_API=127.0.54.2:5380
+MEM_ADDR=127.0.54.3 MEM_PORT=5303 MEM_API=127.0.54.3:5381
+
+if [ "$QUICK" = 1 ]; then
+  MAX_RUNS=1 MAX_SECS=5 FIX_SECS=5
+else
+  MAX_RUNS=3 MAX_SECS=15 FIX_SECS=10
+fi
+CPU_RATE=50000   # fixed rate for CPU µs per query (peer-baselines: 50k, unpinned)
+LAT_RATE=20000   # fixed rate for latency percentiles (peer-baselines: 20k, pinned)
+MEM_NAMES=10000 MEM_PREFIXES=100000
+
+die() { echo "bench/dns: $*" >&2; exit 1; }
+for t in knotd kdig dnsperf python3 taskset timeout; do
+  command -v "$t" >/dev/null || die "$t not found: apt-get install -y knot knot-dnsutils dnsperf python3 util-linux coreutils"
+done
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# CPU ticks (utime+stime, all threads) of PID and its descendants.
+cpu_ticks() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/stat" ] || continue
+    # fields after "(comm)": state is $1, utime $12, stime $13
+    total=$((total + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+HZ=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- build + generate
+CW_BIN="$ROOT/target/release/causeway"
+if [ "$BUILD" = 1 ]; then
+  echo "== cargo build --release -j2 (load $(load))" >&2
+  (cd "$ROOT" && timeout 1800 cargo build --release -j2 --bin causeway) || die "release build failed"
+fi
+[ -x "$CW_BIN" ] || die "$CW_BIN missing (drop --no-build)"
+
+python3 "$HERE/gen.py" static "$WORK"
+python3 "$HERE/gen.py" gslb "$WORK"
+python3 "$HERE/gen.py" memory "$WORK" "$MEM_NAMES" "$MEM_PREFIXES"
+
+# ---------------------------------------------------------------- servers
+mkdir -p "$WORK/knot"
+cat >"$WORK/knot/knot.conf" <<EOF
+server:
+  listen: $KNOT_ADDR@$KNOT_PORT
+  udp-workers: 2
+  tcp-workers: 1
+  background-workers: 1
+  rundir: $WORK/knot
+log:
+  - target: stderr
+    any: warning
+database:
+  storage: $WORK/knot
+template:
+  - id: default
+    storage: $WORK
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+zone:
+  - domain: svc.example
+    file: svc.example.zone
+EOF
+
+# wait_answer ADDR PORT NAME SECS: until kdig gets an answer (NOERROR with data).
+wait_answer() {
+  local i
+  for ((i = 0; i < $4 * 10; i++)); do
+    if kdig +time=1 +retry=0 @"$1" -p "$2" "$3" A 2>/dev/null | grep -q "status: NOERROR" &&
+       kdig +short +time=1 +retry=0 @"$1" -p "$2" "$3" A 2>/dev/null | grep -q .; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+echo "== starting knotd on $KNOT_ADDR:$KNOT_PORT" >&2
+knotd -c "$WORK/knot/knot.conf" 2>"$WORK/knot.log" &
+KNOT_PID=$!; PIDS+=("$KNOT_PID")
+wait_answer $KNOT_ADDR $KNOT_PORT www.svc.example. 20 || die "knotd does not answer; see $WORK/knot.log"
+
+# start_causeway CONFIG ADDR PORT API LOG: prints the PID.
+start_causeway() {
+  "$CW_BIN" --log warn,causeway=info,causeway_dns=info dns --config "$1" --listen "$2:$3" \
+    --api-listen "$4" 2>"$5" &
+  echo $!
+}
+echo "== starting causeway dns on $CW_ADDR:$CW_PORT" >&2
+CW_PID=$(start_causeway "$WORK/causeway.yaml" $CW_ADDR $CW_PORT $CW_API "$WORK/causeway.log")
+PIDS+=("$CW_PID")
+wait_answer $CW_ADDR $CW_PORT www.svc.example. 30 ||
+  die "causeway does not answer on $CW_ADDR:$CW_PORT; its log:
+$(tail -20 "$WORK/causeway.log")"
+
+# Both must give the same static answers (and causeway a GSLB answer) before any load.
+for q in www.svc.example. h0000.svc.example. h0999.svc.example.; do
+  k=$(kdig +short @$KNOT_ADDR -p $KNOT_PORT "$q" A); c=$(kdig +short @$CW_ADDR -p $CW_PORT "$q" A)
+  [ "$k" = "$c" ] || die "answers differ for $q: knot '$k' causeway '$c'"
+done
+for s in "$KNOT_ADDR $KNOT_PORT" "$CW_ADDR $CW_PORT"; do
+  set -- $s
+  kdig @"$1" -p "$2" nx1.svc.example. A | grep -q "status: NXDOMAIN" || die "$1:$2: nx1 is not NXDOMAIN"
+done
+GSLB_CHECK=$(kdig +short @$CW_ADDR -p $CW_PORT +subnet=10.0.0.0/24 app.svc.example. A || true)
+[ -n "$GSLB_CHECK" ] || die "causeway gives no answer for app.svc.example. with ECS"
+
+# ---------------------------------------------------------------- measuring
+RESULTS="$WORK/results.tsv"   # one line per run, see header
+printf 'scenario\tserver\tmode\trate\tqps\tsent\tcompleted\tlost\tavg_ms\tp50_ms\tp99_ms\tcpu_us_per_q\trss_mib\tload\n' >"$RESULTS"
+
+# measure SCENARIO SERVER PID ADDR PORT DATAFILE MODE RATE SECS
+#   MODE: unpinned | pinned | latency (pinned, -v for percentiles)
+#   RATE: max or a number of queries per second
+measure() {
+  local scen=$1 name=$2 pid=$3 addr=$4 port=$5 data=$6 mode=$7 rate=$8 secs=$9
+  local out="$WORK/dnsperf-$scen-$name-$mode-$rate-$RANDOM.txt" fmt=() pin=() args=()
+  case "$data" in *.bin) fmt=(-B) ;; esac
+  case "$mode" in
+    unpinned) args=(-c 4 -T 2 -q 500) ;;
+    pinned | latency) pin=(taskset -c 0); args=(-c 4 -T 1 -q 200) ;;
+  esac
+  [ "$mode" = latency ] && args+=(-v)
+  [ "$rate" != max ] && args+=(-Q "$rate")
+  local l0 t0 t1
+  l0=$(load); t0=$(cpu_ticks "$pid")
+  timeout $((secs + 30)) "${pin[@]}" dnsperf -s "$addr" -p "$port" -d "$data" "${fmt[@]}" \
+    -l "$secs" -n 1000 "${args[@]}" >"$out" 2>&1 || echo "dnsperf exit $? ($out)" >&2
+  t1=$(cpu_ticks "$pid")
+  local sent completed lost qps avg p50=- p99=-
+  sent=$(awk '/Queries sent:/ {print $3}' "$out")
+  completed=$(awk '/Queries completed:/ {print $3}' "$out")
+  lost=$(awk '/Queries lost:/ {print $3}' "$out")
+  qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' "$out")
+  avg=$(awk '/Average Latency/ {printf "%.3f", $4 * 1000}' "$out")
+  if [ "$mode" = latency ]; then
+    read -r p50 p99 < <(awk '/^> / {print $NF}' "$out" | sort -g |
+      awk '{a[NR] = $1} END {if (NR) printf "%.3f %.3f\n", a[int(NR*0.50)>0?int(NR*0.50):1]*1000, a[int(NR*0.99)>0?int(NR*0.99):1]*1000; else print "- -"}')
+  fi
+  local cpu=-
+  [ "${completed:-0}" -gt 0 ] && cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$completed" 'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
+  local rss
+  rss=$(awk -v k="$(rss_kib "$pid")" 'BEGIN {printf "%.1f", k / 1024}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$name" "$mode" "$rate" \
+    "${qps:--}" "${sent:--}" "${completed:--}" "${lost:--}" "${avg:--}" "$p50" "$p99" "$cpu" "$rss" \
+    "$l0" >>"$RESULTS"
+  echo "   $scen $name $mode rate=$rate: qps=${qps:--} lost=${lost:--} avg=${avg:--}ms p99=${p99}ms cpu=${cpu}us/q rss=${rss}MiB load=$l0" >&2
+}
+
+# Median of the max-rate runs: the line of RESULTS whose qps is the median for (scen, server).
+pin_server() { taskset -a -p -c "$2" "$1" >/dev/null; }
+
+run_point_set() { # SCEN DATAFILE
+  local scen=$1 data=$2 s i
+  for s in "knot $KNOT_PID $KNOT_ADDR $KNOT_PORT" "causeway $CW_PID $CW_ADDR $CW_PORT"; do
+    set -- $s
+    echo "== $scen / $1" >&2
+    for ((i = 0; i < MAX_RUNS; i++)); do measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned max $MAX_SECS; done
+    measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned $CPU_RATE $FIX_SECS
+    # pinned: server on cpu1, dnsperf on cpu0 (Knot pins its own workers: re-pin after start)
+    pin_server "$2" 1
+    measure "$scen" "$1" "$2" "$3" "$4" "$data" pinned max $MAX_SECS
+    measure "$scen" "$1" "$2" "$3" "$4" "$data" latency $LAT_RATE $FIX_SECS
+    pin_server "$2" 0,1
+  done
+}
+
+START=$(date +%s)
+run_point_set static "$WORK/queries.txt"
+run_point_set gslb-ecs "$WORK/queries-gslb-ecs.bin"
+
+# Zero loss at half the max rate (GSLB with ECS, unpinned): half of causeway's median max.
+half_rate() { # SCEN SERVER
+  awk -F'\t' -v s="$1" -v n="$2" '$1 == s && $2 == n && $3 == "unpinned" && $4 == "max" {print $5}' "$RESULTS" |
+    sort -n | awk '{a[NR] = $1} END {printf "%d", a[int((NR + 1) / 2)] / 2}'
+}
+HALF=$(half_rate gslb-ecs causeway)
+echo "== half of max rate: $HALF qps" >&2
+measure half-max causeway "$CW_PID" $CW_ADDR $CW_PORT "$WORK/queries-gslb-ecs.bin" unpinned "$HALF" $FIX_SECS
+
+kill "$CW_PID" 2>/dev/null || true; wait "$CW_PID" 2>/dev/null || true
+kill "$KNOT_PID" 2>/dev/null || true; wait "$KNOT_PID" 2>/dev/null || true
+
+# ---------------------------------------------------------------- memory test
+echo "== memory: $MEM_NAMES GSLB names, $MEM_PREFIXES latency prefixes" >&2
+MEM_T0=$(date +%s.%N)
+MEM_PID=$(start_causeway "$WORK/causeway-mem.yaml" $MEM_ADDR $MEM_PORT $MEM_API "$WORK/causeway-mem.log")
+PIDS+=("$MEM_PID")
+wait_answer $MEM_ADDR $MEM_PORT www.svc.example. 120 ||
+  die "causeway (memory config) does not answer; its log:
+$(tail -20 "$WORK/causeway-mem.log")"
+MEM_READY=$(awk -v a="$MEM_T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+MEM_RSS_IDLE=$(awk -v k="$(rss_kib "$MEM_PID")" 'BEGIN {printf "%.1f", k / 1024}')
+for ((i = 0; i < MAX_RUNS; i++)); do
+  measure memory causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" unpinned max $MAX_SECS
+done
+MEM_HALF=$(half_rate memory causeway)
+measure memory-half causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" unpinned "$MEM_HALF" $FIX_SECS
+MEM_HWM=$(awk -v k="$(hwm_kib "$MEM_PID")" 'BEGIN {printf "%.1f", k / 1024}')
+kill "$MEM_PID" 2>/dev/null || true; wait "$MEM_PID" 2>/dev/null || true
+END=$(date +%s)
+
+# ---------------------------------------------------------------- report
+python3 "$HERE/report.py" "$RESULTS" \
+  --stamp "$STAMP" --quick "$QUICK" --secs "$((END - START))" \
+  --max-runs "$MAX_RUNS" --max-secs "$MAX_SECS" --fix-secs "$FIX_SECS" \
+  --mem-names "$MEM_NAMES" --mem-prefixes "$MEM_PREFIXES" \
+  --mem-ready "$MEM_READY" --mem-rss-idle "$MEM_RSS_IDLE" --mem-hwm "$MEM_HWM" \
+  --causeway "$("$CW_BIN" --version 2>/dev/null || echo causeway)" \
+  --commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo -)" \
+  --knot "$(knotd -V 2>&1 | head -1)" --dnsperf "$(dnsperf -h 2>&1 | awk '/^Version/ {print $2}')" \
+  >"$REPORT"
+cp "$RESULTS" "${REPORT%.md}.tsv"
+cat "$REPORT"
+echo "report: $REPORT (raw: ${REPORT%.md}.tsv)" >&2
