@@ -1,1 +1,27 @@
-//! Causeway's cluster tunnel (not built yet).
+//! Causeway's cluster tunnel: an agent in each cluster dials out to the stub;
+//! users reach every cluster's Kubernetes API through the stub.
+//!
+//! Start here: [`stub::run`] and [`agent::run`]; `docs/tunnel.md` for the walk-through.
+//!
+//! # Layout
+//! - [`protocol`]: the stub⇄agent wire (HTTP/2 with reversed roles over mutual TLS).
+//! - [`transport`]: TCP/TLS dial and accept.
+//! - [`mux`]: a session (one agent connection) and its streams.
+//! - [`body`]: the body types every hop carries.
+//! - [`stub`]: listeners, the request path (authn → authz → route → stream), the registry of sessions.
+//! - [`agent`]: dialling out with backoff, forwarding to the local API server.
+//! - [`upgrade`]: exec/attach/port-forward: splice after a real `101` only.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`config`]: the stub's YAML configuration.
+//! - [`lease`]: one active stub among several, via a `coordination.k8s.io/v1` Lease.
+#![warn(missing_docs)]
+
+pub mod body;
+pub mod mux;
+pub mod protocol;
+pub mod transport;
+
+pub mod identity;
+pub mod pki;
+pub mod state;
+pub mod status;

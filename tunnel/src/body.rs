@@ -1,0 +1,170 @@
+//! Body types shared by the stub and the agent: one boxed body type for every
+//! hop, a body fed by a channel (the byte pipe of an upgraded stream), and a
+//! wrapper that counts bytes and releases a guard when the body is dropped.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+/// Error type carried by every body in the tunnel.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The one body type requests and responses carry on every hop.
+pub type TunnelBody = BoxBody<Bytes, BoxError>;
+
+/// An empty body.
+pub fn empty() -> TunnelBody {
+    Empty::new().map_err(|e| match e {}).boxed()
+}
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> TunnelBody {
+    Full::new(bytes.into()).map_err(|e| match e {}).boxed()
+}
+
+/// Boxes any body whose error converts into [`BoxError`].
+pub fn boxed<B>(body: B) -> TunnelBody
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
+}
+
+/// A body whose data arrives on a bounded channel: the write half of a byte pipe.
+///
+/// The channel holds at most a few chunks, so a slow peer pushes back on the
+/// producer; dropping the sender ends the body (END_STREAM on HTTP/2).
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl ChannelBody {
+    /// A body and the sender that feeds it, holding up to `depth` chunks.
+    pub fn new(depth: usize) -> (mpsc::Sender<Bytes>, ChannelBody) {
+        let (tx, rx) = mpsc::channel(depth);
+        (tx, ChannelBody { rx })
+    }
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Wraps a body: calls `on_data` with the size of every data frame and holds
+/// `guard` until the body ends or is dropped, whichever comes first.
+///
+/// The guard is how open streams are counted and freed on every path: a stream is
+/// open exactly as long as its response body exists.
+pub struct Tracked<B, G> {
+    inner: B,
+    guard: Option<G>,
+    on_data: Box<dyn Fn(usize) + Send + Sync>,
+}
+
+impl<B, G> Tracked<B, G> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, guard: G, on_data: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        Tracked {
+            inner,
+            guard: Some(guard),
+            on_data: Box::new(on_data),
+        }
+    }
+}
+
+impl<B, G> Body for Tracked<B, G>
+where
+    B: Body<Data = Bytes> + Unpin,
+    G: Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    (this.on_data)(data.len());
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                this.guard = None;
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Guard(Arc<AtomicUsize>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn tracked_counts_bytes_and_releases_guard_at_end() {
+        let open = Arc::new(AtomicUsize::new(1));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let b2 = bytes.clone();
+        let body = Tracked::new(full("hello"), Guard(open.clone()), move |n| {
+            b2.fetch_add(n, Ordering::SeqCst);
+        });
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"hello");
+        assert_eq!(bytes.load(Ordering::SeqCst), 5);
+        assert_eq!(open.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn tracked_releases_guard_when_dropped_early() {
+        let open = Arc::new(AtomicUsize::new(1));
+        let (_tx, ch) = ChannelBody::new(1);
+        let body = Tracked::new(ch, Guard(open.clone()), |_| {});
+        drop(body);
+        assert_eq!(open.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn channel_body_ends_when_sender_drops() {
+        let (tx, body) = ChannelBody::new(2);
+        tx.send(Bytes::from_static(b"ab")).await.unwrap();
+        tx.send(Bytes::from_static(b"cd")).await.unwrap();
+        drop(tx);
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"abcd");
+    }
+}

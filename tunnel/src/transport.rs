@@ -1,0 +1,139 @@
+//! TCP + TLS plumbing for the tunnel: dialling out (agent → stub, agent → API
+//! server), accepting with a handshake deadline, and reading the peer certificate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
+
+/// How long a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a TCP connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection could not be made or accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// TCP connect failed.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed.
+    #[error("TLS handshake with {peer}: {source}")]
+    Handshake {
+        /// The peer.
+        peer: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Connect or handshake took too long.
+    #[error("{what} with {peer} timed out")]
+    Timeout {
+        /// Which step.
+        what: &'static str,
+        /// The peer.
+        peer: String,
+    },
+    /// The server name is not a valid DNS name or IP address.
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
+}
+
+/// Dials `addr` (host:port) over TCP with `TCP_NODELAY`, then TLS as `server_name`.
+pub async fn connect_tls(
+    addr: &str,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<client::TlsStream<TcpStream>, TransportError> {
+    let tcp = connect_tcp(addr).await?;
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|_| TransportError::ServerName(server_name.to_owned()))?;
+    let tls = TlsConnector::from(config).connect(name, tcp);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(source)) => Err(TransportError::Handshake {
+            peer: addr.to_owned(),
+            source,
+        }),
+        Err(_) => Err(TransportError::Timeout {
+            what: "TLS handshake",
+            peer: addr.to_owned(),
+        }),
+    }
+}
+
+/// Dials `addr` over TCP with `TCP_NODELAY`.
+pub async fn connect_tcp(addr: &str) -> Result<TcpStream, TransportError> {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => {
+            return Err(TransportError::Connect {
+                addr: addr.to_owned(),
+                source,
+            });
+        }
+        Err(_) => {
+            return Err(TransportError::Timeout {
+                what: "TCP connect",
+                peer: addr.to_owned(),
+            });
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Accepts TLS on one already-accepted TCP connection, within [`HANDSHAKE_TIMEOUT`].
+pub async fn accept_tls(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+) -> Result<server::TlsStream<TcpStream>, TransportError> {
+    let _ = tcp.set_nodelay(true);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(source)) => Err(TransportError::Handshake {
+            peer: peer.to_string(),
+            source,
+        }),
+        Err(_) => Err(TransportError::Timeout {
+            what: "TLS handshake",
+            peer: peer.to_string(),
+        }),
+    }
+}
+
+/// The peer's leaf certificate on a server-side TLS stream, if it sent one.
+pub fn peer_leaf(tls: &server::TlsStream<TcpStream>) -> Option<CertificateDer<'static>> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned())
+}
+
+/// The negotiated ALPN protocol on a server-side TLS stream.
+pub fn alpn(tls: &server::TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
+}
+
+/// Accepts one TCP connection; errors such as EMFILE are logged and retried after a pause.
+pub async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(pair) => return pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
