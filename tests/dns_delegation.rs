@@ -1,0 +1,593 @@
+//! A real delegation, end to end: a parent zone `example.` served by NSD delegates
+//! `svc.example.` (NS + glue) to the causeway binary; unbound, told only where the
+//! parent is, resolves `app.svc.example.` through that delegation and must get the
+//! address the latency policy picks for unbound's own address. Then the latency map
+//! changes through causeway's HTTP API and, once the short TTL has run out, unbound's
+//! answer must change with it. A second unbound with the `subnetcache` module forwards
+//! the client's EDNS Client Subnet, and the answer must follow the client's network.
+//!
+//! Everything runs on loopback. unbound sends its queries for a delegated zone to
+//! port 53 of the glue address (there is no per-server port in a delegation), so
+//! causeway must listen on port 53. To stay off the host's port 53 the test re-runs
+//! itself in a new user + network namespace (`unshare -rn`, util-linux) with only
+//! `lo` up (`ip`, iproute2); where namespaces are not allowed but the test runs as
+//! root it uses 127.0.53.2:53 on the host. Needs `nsd`, `unbound` and `dig`
+//! (Debian: `apt-get install -y nsd unbound dnsutils iproute2 util-linux`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Parent server (NSD): zone `example.`.
+const PARENT: &str = "127.0.53.1";
+const PARENT_PORT: u16 = 5391;
+/// Child server (causeway): zone `svc.example.`, on port 53 (see the module docs).
+const CHILD: &str = "127.0.53.2";
+const CHILD_API: &str = "127.0.53.2:5380";
+/// unbound without ECS; it queries from this address, which the latency map knows.
+const RESOLVER: &str = "127.0.53.3";
+const RESOLVER_PORT: u16 = 5393;
+/// unbound with the subnetcache module (ECS), querying from 127.0.53.4.
+const ECS_RESOLVER: &str = "127.0.53.4";
+const ECS_RESOLVER_PORT: u16 = 5394;
+/// Address `dig` sends from (for the ECS resolver: the client network).
+const CLIENT: &str = "127.0.99.9";
+
+/// TTL of the GSLB answers and unbound's `cache-max-ttl`.
+const TTL_SECS: u64 = 1;
+
+/// The three clusters behind `app.svc.example.` and their addresses.
+const IDC: (&str, &str) = ("idc-bj", "192.0.2.1");
+const AWS: (&str, &str) = ("aws-sg", "192.0.2.2");
+const GCP: (&str, &str) = ("gcp-us", "192.0.2.3");
+
+/// Set in the re-executed child that runs inside the namespace.
+const IN_NETNS: &str = "CAUSEWAY_TEST_DNS_DELEGATION_NETNS";
+const TEST_NAME: &str = "unbound_resolves_through_delegation_to_latency_choice";
+
+#[test]
+fn unbound_resolves_through_delegation_to_latency_choice() {
+    require_tools();
+    if std::env::var_os(IN_NETNS).is_some() {
+        scenario();
+        return;
+    }
+    match netns_usable() {
+        Ok(()) => run_in_netns(),
+        Err(why) => {
+            if can_bind_port_53() {
+                eprintln!("no network namespace ({why}); running on the host's {CHILD}:53");
+                scenario();
+            } else {
+                panic!(
+                    "this test needs causeway on port 53 (unbound follows NS glue to port 53 only): \
+                     either unprivileged user namespaces for `unshare -rn` (util-linux, iproute2) \
+                     or root / CAP_NET_BIND_SERVICE. Namespace check failed: {why}"
+                );
+            }
+        }
+    }
+}
+
+// === the scenario ===
+
+fn scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // Latency map: unbound's address (127.0.53.3) is closest to aws-sg, the client
+    // network behind the ECS resolver (127.0.99.0/24) to gcp-us.
+    write(
+        d.join("causeway.yaml"),
+        &causeway_config(&[
+            (
+                "127.0.53.0/24",
+                [(IDC.0, 80.0), (AWS.0, 10.0), (GCP.0, 120.0)],
+            ),
+            (
+                "127.0.99.0/24",
+                [(IDC.0, 90.0), (AWS.0, 70.0), (GCP.0, 5.0)],
+            ),
+        ]),
+    );
+    let causeway = Daemon::start(
+        "causeway",
+        Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["--log", "info", "dns", "--config"])
+            .arg(d.join("causeway.yaml"))
+            .args([
+                "--listen",
+                &format!("{CHILD}:53"),
+                "--api-listen",
+                CHILD_API,
+            ]),
+        d,
+    );
+    causeway.wait_for_line("listening on udp", Duration::from_secs(30));
+
+    write(d.join("example.zone"), &parent_zone());
+    write(d.join("nsd.conf"), &nsd_conf(d));
+    let _nsd = Daemon::start(
+        "nsd",
+        Command::new("nsd")
+            .arg("-d")
+            .arg("-c")
+            .arg(d.join("nsd.conf")),
+        d,
+    );
+
+    write(
+        d.join("unbound.conf"),
+        &unbound_conf(d, RESOLVER, RESOLVER_PORT, false),
+    );
+    write(
+        d.join("unbound-ecs.conf"),
+        &unbound_conf(d, ECS_RESOLVER, ECS_RESOLVER_PORT, true),
+    );
+    let _unbound = Daemon::start(
+        "unbound",
+        Command::new("unbound")
+            .arg("-d")
+            .arg("-c")
+            .arg(d.join("unbound.conf")),
+        d,
+    );
+    let _unbound_ecs = Daemon::start(
+        "unbound-ecs",
+        Command::new("unbound")
+            .arg("-d")
+            .arg("-c")
+            .arg(d.join("unbound-ecs.conf")),
+        d,
+    );
+
+    // Each server answers on its own before anything goes through the chain.
+    wait_until("NSD serves the delegation", Duration::from_secs(20), || {
+        let out = dig(PARENT, PARENT_PORT, "app.svc.example.", &["+norec"]);
+        out.contains("status: NOERROR") && out.contains("ns1.svc.example.")
+    });
+    wait_until("causeway answers directly", Duration::from_secs(20), || {
+        dig(CHILD, 53, "app.svc.example.", &["+norec"]).contains("status: NOERROR")
+    });
+    for (addr, port) in [(RESOLVER, RESOLVER_PORT), (ECS_RESOLVER, ECS_RESOLVER_PORT)] {
+        wait_until("unbound is up", Duration::from_secs(20), || {
+            dig(addr, port, "example.", &["SOA"]).contains("status: NOERROR")
+        });
+    }
+
+    // 1. Through the delegation: the latency choice for unbound's address.
+    let first = resolve(RESOLVER, RESOLVER_PORT, &[]);
+    assert_eq!(
+        first,
+        vec![AWS.1.to_string()],
+        "unbound should resolve app.svc.example. through NSD's delegation to causeway and get \
+         aws-sg (10 ms for 127.0.53.0/24)\n{}",
+        causeway.log_tail()
+    );
+    // The referral really comes from the parent: NSD is not authoritative for the child.
+    let referral = dig(PARENT, PARENT_PORT, "app.svc.example.", &["+norec"]);
+    assert!(
+        referral.contains("AUTHORITY: 1") && !referral.contains("flags: qr aa"),
+        "NSD should answer with a referral, got:\n{referral}"
+    );
+
+    // 2. The latency map changes through the API: idc-bj becomes closest.
+    post_latency(
+        CHILD_API,
+        "127.0.53.0/24",
+        &[(IDC.0, 3.0), (AWS.0, 60.0), (GCP.0, 120.0)],
+    );
+    let changed_at = Instant::now();
+    // Right after the change the old answer may still be cached (at most TTL seconds).
+    let mut last = Vec::new();
+    let deadline = Duration::from_secs(TTL_SECS + 10);
+    while changed_at.elapsed() < deadline {
+        last = resolve(RESOLVER, RESOLVER_PORT, &[]);
+        if last == vec![IDC.1.to_string()] {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        last,
+        vec![IDC.1.to_string()],
+        "after the latency update unbound's answer should become idc-bj within {deadline:?}\n{}",
+        causeway.log_tail()
+    );
+    eprintln!(
+        "answer changed {:?} after the API update",
+        changed_at.elapsed()
+    );
+    // And it stays changed (no flapping back to the old choice).
+    std::thread::sleep(Duration::from_millis(TTL_SECS * 1000 + 300));
+    assert_eq!(
+        resolve(RESOLVER, RESOLVER_PORT, &[]),
+        vec![IDC.1.to_string()]
+    );
+
+    // 3. ECS through unbound's subnetcache: the client's network decides, not unbound's.
+    let ecs = resolve(ECS_RESOLVER, ECS_RESOLVER_PORT, &["+subnet=127.0.99.0/24"]);
+    assert_eq!(
+        ecs,
+        vec![GCP.1.to_string()],
+        "with ECS 127.0.99.0/24 forwarded by unbound, causeway should pick gcp-us\n{}",
+        causeway.log_tail()
+    );
+    // Without a client ECS, subnetcache sends the client's own address (/24): dig
+    // queries from 127.0.99.9, the same network.
+    let from_client = resolve(ECS_RESOLVER, ECS_RESOLVER_PORT, &[]);
+    assert_eq!(
+        from_client,
+        vec![GCP.1.to_string()],
+        "ECS from the client's source address"
+    );
+}
+
+// === configs ===
+
+fn causeway_config(map: &[(&str, [(&str, f64); 3])]) -> String {
+    let mut s = format!(
+        "apiVersion: causeway.dev/v1alpha1
+kind: DnsServer
+metadata: {{name: delegation-test}}
+spec:
+  watch: false
+---
+apiVersion: causeway.dev/v1alpha1
+kind: Zone
+metadata: {{name: svc-example}}
+spec:
+  origin: svc.example.
+  ttl: 60
+  soa: {{rname: hostmaster.svc.example., minimum: {TTL_SECS}}}
+  nameservers: [{{name: ns1, addresses: [{CHILD}]}}]
+  gslb:
+    - name: app
+      ttl: {TTL_SECS}
+      policy: latency
+      targets:
+"
+    );
+    for (cluster, addr) in [IDC, AWS, GCP] {
+        s += &format!("        - {{cluster: {cluster}, addresses: [{addr}]}}\n");
+    }
+    s += "---
+apiVersion: causeway.dev/v1alpha1
+kind: LatencyMap
+metadata: {name: delegation-test}
+spec:
+  entries:
+";
+    for (prefix, rtts) in map {
+        let rtts: Vec<String> = rtts.iter().map(|(c, ms)| format!("{c}: {ms}")).collect();
+        s += &format!(
+            "    - {{prefix: {prefix}, rttMs: {{{}}}}}\n",
+            rtts.join(", ")
+        );
+    }
+    s
+}
+
+fn parent_zone() -> String {
+    format!(
+        "$ORIGIN example.
+$TTL 60
+@        IN SOA ns1.example. hostmaster.example. ( 1 3600 900 604800 60 )
+@        IN NS  ns1.example.
+ns1      IN A   {PARENT}
+; the delegation under test
+svc      IN NS  ns1.svc.example.
+ns1.svc  IN A   {CHILD}
+"
+    )
+}
+
+fn nsd_conf(d: &Path) -> String {
+    let d = d.display();
+    format!(
+        "server:
+  ip-address: {PARENT}@{PARENT_PORT}
+  do-ip6: no
+  server-count: 1
+  username: \"\"
+  chroot: \"\"
+  database: \"\"
+  zonelistfile: \"{d}/nsd-zone.list\"
+  pidfile: \"\"
+  xfrdfile: \"{d}/nsd-xfrd.state\"
+  xfrdir: \"{d}\"
+  zonesdir: \"{d}\"
+  logfile: \"\"
+  verbosity: 1
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: example.
+  zonefile: example.zone
+"
+    )
+}
+
+/// unbound that knows only the parent (`stub-zone example.`), caches at most
+/// `TTL_SECS`, and sends its queries from `addr`.
+fn unbound_conf(d: &Path, addr: &str, port: u16, ecs: bool) -> String {
+    let d = d.display();
+    let modules = if ecs {
+        format!(
+            "  module-config: \"subnetcache iterator\"
+  send-client-subnet: {CHILD}
+  max-client-subnet-ipv4: 24
+"
+        )
+    } else {
+        "  module-config: \"iterator\"\n".to_string()
+    };
+    format!(
+        "server:
+  interface: {addr}@{port}
+  port: {port}
+  outgoing-interface: {addr}
+  do-ip4: yes
+  do-ip6: no
+  do-udp: yes
+  do-tcp: yes
+  do-not-query-localhost: no
+  access-control: 127.0.0.0/8 allow
+  username: \"\"
+  chroot: \"\"
+  directory: \"{d}\"
+  pidfile: \"\"
+  use-syslog: no
+  logfile: \"\"
+  verbosity: 1
+  num-threads: 1
+{modules}  cache-max-ttl: {TTL_SECS}
+  cache-max-negative-ttl: {TTL_SECS}
+  prefetch: no
+  serve-expired: no
+  qname-minimisation: no
+  harden-referral-path: no
+  domain-insecure: \"example.\"
+  auto-trust-anchor-file: \"\"
+stub-zone:
+  name: \"example.\"
+  stub-addr: {PARENT}@{PARENT_PORT}
+"
+    )
+}
+
+// === the HTTP API ===
+
+/// Replaces the RTTs of `prefix` with `rtts` through causeway's API.
+fn post_latency(api: &str, prefix: &str, rtts: &[(&str, f64)]) {
+    let measurements: Vec<String> = rtts
+        .iter()
+        .map(|(c, ms)| format!("{{\"prefix\":\"{prefix}\",\"cluster\":\"{c}\",\"rttMs\":{ms}}}"))
+        .collect();
+    let body = format!("{{\"measurements\":[{}]}}", measurements.join(","));
+    let (status, resp) = http(api, "POST", "/v1/latency", &body);
+    assert!(
+        (200..300).contains(&status),
+        "POST /v1/latency {body} answered {status}: {resp}"
+    );
+}
+
+/// A minimal HTTP/1.1 client (one request per connection).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let sa: SocketAddr = addr.parse().unwrap();
+    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("cannot connect to the causeway API at {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response from {addr}: {resp:?}"));
+    (status, resp)
+}
+
+// === dig ===
+
+/// `dig` output for `name` A at `addr:port`, sent from `CLIENT`.
+fn dig(addr: &str, port: u16, name: &str, extra: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args(["-b", CLIENT, &format!("@{addr}"), "-p", &port.to_string()])
+        .args(["+time=2", "+tries=1"])
+        .args(extra)
+        .arg(name)
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The A records unbound returns for `app.svc.example.` (sorted), failing on an error rcode.
+fn resolve(addr: &str, port: u16, extra: &[&str]) -> Vec<String> {
+    let full = dig(addr, port, "app.svc.example.", extra);
+    assert!(
+        full.contains("status: NOERROR"),
+        "unbound at {addr}:{port} failed:\n{full}"
+    );
+    let mut a: Vec<String> = full
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 5 && f[0] == "app.svc.example." && f[3] == "A").then(|| f[4].to_string())
+        })
+        .collect();
+    a.sort();
+    a
+}
+
+// === processes ===
+
+/// A daemon in the foreground, killed (by PID) on drop. Its stderr+stdout is kept.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(name: &'static str, cmd: &mut Command, dir: &Path) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(mut f) = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                    {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self {
+            name,
+            child,
+            log,
+            lines,
+        }
+    }
+
+    fn wait_for_line(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "{} did not log {needle:?} within {timeout:?}\n{}",
+            self.name,
+            self.log_tail()
+        );
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        format!(
+            "--- last lines of {} ({}):\n{tail}",
+            self.name,
+            self.log.display()
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?}: {what}");
+}
+
+fn write(path: PathBuf, text: &str) {
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+// === environment ===
+
+fn require_tools() {
+    let missing: Vec<&str> = [("nsd", "nsd"), ("unbound", "unbound"), ("dig", "dnsutils")]
+        .into_iter()
+        .filter(|(bin, _)| !on_path(bin))
+        .map(|(_, pkg)| pkg)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing tools for the DNS delegation test; install them: apt-get install -y {}",
+        missing.join(" ")
+    );
+}
+
+fn on_path(bin: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|d| d.join(bin).is_file())
+}
+
+fn netns_usable() -> Result<(), String> {
+    for (bin, pkg) in [("unshare", "util-linux"), ("ip", "iproute2")] {
+        if !on_path(bin) {
+            return Err(format!("{bin} not found (install {pkg})"));
+        }
+    }
+    let out = Command::new("unshare")
+        .args(["-rn", "ip", "link", "set", "lo", "up"])
+        .output()
+        .map_err(|e| format!("unshare: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`unshare -rn ip link set lo up` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Re-runs this test in a new user + network namespace with `lo` up.
+fn run_in_netns() {
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("unshare")
+        .args(["-rn", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(exe)
+        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_NETNS, "1")
+        .status()
+        .expect("run unshare");
+    assert!(
+        status.success(),
+        "the scenario failed inside the network namespace (output above)"
+    );
+}
+
+fn can_bind_port_53() -> bool {
+    UdpSocket::bind((CHILD, 53)).is_ok()
+}
