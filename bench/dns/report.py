@@ -122,7 +122,8 @@ def main():
             r = rs[0]
             lost = int(r["lost"]) if r["lost"].isdigit() else None
             p(f"| zero loss at half the max rate ({label}) | {r['rate']} qps for {a.fix_secs} s: "
-              f"{r['completed']} completed, {r['lost']} lost, load {r['load']} | "
+              f"{r['completed']} completed, {r['lost']} lost ({r['rcvbuf_errors']} kernel "
+              f"receive-buffer drops), load {r['load']} | "
               f"{'yes' if lost == 0 else 'no'} |")
     hwm = num(a.mem_hwm)
     p(f"| RSS ≤ 100 MiB with {a.mem_names} GSLB names + {a.mem_prefixes} latency prefixes | "
@@ -136,7 +137,7 @@ def main():
 
     p("## Every run")
     p()
-    cols = ["scenario", "server", "mode", "rate", "qps", "sent", "completed", "lost", "avg_ms",
+    cols = ["scenario", "server", "mode", "rate", "qps", "sent", "completed", "lost", "rcvbuf_errors", "avg_ms",
             "p50_ms", "p99_ms", "cpu_us_per_q", "rss_mib", "load"]
     p("| " + " | ".join(cols) + " |")
     p("|" + "---|" * len(cols))

@@ -5,18 +5,20 @@
 #   --quick     ~2 minutes: 1 short run per point instead of 3 x 15 s
 #   --no-build  use target/release/causeway as it is
 #   --keep      keep the work directory (configs, logs, raw dnsperf output)
+#   --knot-only only the Knot half (checks the bench itself against peer-baselines.md)
 #
 # Method: /work/shared/peer-baselines.md §1 (same zone, same query mix, same dnsperf flags).
 # Writes a markdown report to bench/out/dns-<UTC date>.md and prints it. See bench/dns/README.md.
 set -euo pipefail
 
-QUICK=0 BUILD=1 KEEP=0
+QUICK=0 BUILD=1 KEEP=0 KNOT_ONLY=0
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+    --knot-only) KNOT_ONLY=1; BUILD=0 ;;
+    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -68,6 +70,8 @@ cpu_ticks() {
   done
   echo "$total"
 }
+# UDP receive-buffer drops of the whole host (kernel counter, /proc/net/snmp).
+rcvbuf_errors() { awk '/^Udp:/ {n++; if (n == 1) for (i = 1; i <= NF; i++) h[$i] = i; else print $h["RcvbufErrors"]}' /proc/net/snmp; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 HZ=$(getconf CLK_TCK)
@@ -78,7 +82,7 @@ if [ "$BUILD" = 1 ]; then
   echo "== cargo build --release -j2 (load $(load))" >&2
   (cd "$ROOT" && timeout 1800 cargo build --release -j2 --bin causeway) || die "release build failed"
 fi
-[ -x "$CW_BIN" ] || die "$CW_BIN missing (drop --no-build)"
+[ "$KNOT_ONLY" = 1 ] || [ -x "$CW_BIN" ] || die "$CW_BIN missing (drop --no-build)"
 
 python3 "$HERE/gen.py" static "$WORK"
 python3 "$HERE/gen.py" gslb "$WORK"
@@ -127,15 +131,17 @@ knotd -c "$WORK/knot/knot.conf" 2>"$WORK/knot.log" &
 KNOT_PID=$!; PIDS+=("$KNOT_PID")
 wait_answer $KNOT_ADDR $KNOT_PORT www.svc.example. 20 || die "knotd does not answer; see $WORK/knot.log"
 
-# start_causeway CONFIG ADDR PORT API LOG: prints the PID.
+# start_causeway CONFIG ADDR PORT API LOG: sets STARTED_PID (a child of this shell).
 start_causeway() {
   "$CW_BIN" --log warn,causeway=info,causeway_dns=info dns --config "$1" --listen "$2:$3" \
-    --api-listen "$4" 2>"$5" &
-  echo $!
+    --api-listen "$4" >"$5" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
 }
+if [ "$KNOT_ONLY" = 0 ]; then
 echo "== starting causeway dns on $CW_ADDR:$CW_PORT" >&2
-CW_PID=$(start_causeway "$WORK/causeway.yaml" $CW_ADDR $CW_PORT $CW_API "$WORK/causeway.log")
-PIDS+=("$CW_PID")
+start_causeway "$WORK/causeway.yaml" $CW_ADDR $CW_PORT $CW_API "$WORK/causeway.log"
+CW_PID=$STARTED_PID
 wait_answer $CW_ADDR $CW_PORT www.svc.example. 30 ||
   die "causeway does not answer on $CW_ADDR:$CW_PORT; its log:
 $(tail -20 "$WORK/causeway.log")"
@@ -152,12 +158,16 @@ done
 GSLB_CHECK=$(kdig +short @$CW_ADDR -p $CW_PORT +subnet=10.0.0.0/24 app.svc.example. A || true)
 [ -n "$GSLB_CHECK" ] || die "causeway gives no answer for app.svc.example. with ECS"
 
+fi
+
 # ---------------------------------------------------------------- measuring
 RESULTS="$WORK/results.tsv"   # one line per run, see header
-printf 'scenario\tserver\tmode\trate\tqps\tsent\tcompleted\tlost\tavg_ms\tp50_ms\tp99_ms\tcpu_us_per_q\trss_mib\tload\n' >"$RESULTS"
+printf 'scenario\tserver\tmode\trate\tqps\tsent\tcompleted\tlost\trcvbuf_errors\tavg_ms\tp50_ms\tp99_ms\tcpu_us_per_q\trss_mib\tload\n' >"$RESULTS"
 
 # measure SCENARIO SERVER PID ADDR PORT DATAFILE MODE RATE SECS
-#   MODE: unpinned | pinned | latency (pinned, -v for percentiles)
+#   MODE: unpinned | pinned | latency (pinned, -v for percentiles) | steady (unpinned, a
+#         window of 100 outstanding queries so that dnsperf's opening burst does not
+#         overflow a default-sized socket receive buffer; for the zero-loss runs)
 #   RATE: max or a number of queries per second
 measure() {
   local scen=$1 name=$2 pid=$3 addr=$4 port=$5 data=$6 mode=$7 rate=$8 secs=$9
@@ -165,15 +175,17 @@ measure() {
   case "$data" in *.bin) fmt=(-B) ;; esac
   case "$mode" in
     unpinned) args=(-c 4 -T 2 -q 500) ;;
+    steady) args=(-c 4 -T 2 -q 100) ;;
     pinned | latency) pin=(taskset -c 0); args=(-c 4 -T 1 -q 200) ;;
   esac
   [ "$mode" = latency ] && args+=(-v)
   [ "$rate" != max ] && args+=(-Q "$rate")
   local l0 t0 t1
-  l0=$(load); t0=$(cpu_ticks "$pid")
+  local r0 r1
+  l0=$(load); t0=$(cpu_ticks "$pid"); r0=$(rcvbuf_errors)
   timeout $((secs + 30)) "${pin[@]}" dnsperf -s "$addr" -p "$port" -d "$data" "${fmt[@]}" \
     -l "$secs" -n 1000 "${args[@]}" >"$out" 2>&1 || echo "dnsperf exit $? ($out)" >&2
-  t1=$(cpu_ticks "$pid")
+  t1=$(cpu_ticks "$pid"); r1=$(rcvbuf_errors)
   local sent completed lost qps avg p50=- p99=-
   sent=$(awk '/Queries sent:/ {print $3}' "$out")
   completed=$(awk '/Queries completed:/ {print $3}' "$out")
@@ -182,16 +194,17 @@ measure() {
   avg=$(awk '/Average Latency/ {printf "%.3f", $4 * 1000}' "$out")
   if [ "$mode" = latency ]; then
     read -r p50 p99 < <(awk '/^> / {print $NF}' "$out" | sort -g |
-      awk '{a[NR] = $1} END {if (NR) printf "%.3f %.3f\n", a[int(NR*0.50)>0?int(NR*0.50):1]*1000, a[int(NR*0.99)>0?int(NR*0.99):1]*1000; else print "- -"}')
+      awk 'function q(f,  i) { i = int(NR * f); if (i < 1) i = 1; return a[i] * 1000 }
+           {a[NR] = $1} END {if (NR) printf "%.3f %.3f\n", q(0.50), q(0.99); else print "- -"}')
   fi
   local cpu=-
   [ "${completed:-0}" -gt 0 ] && cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$completed" 'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
   local rss
   rss=$(awk -v k="$(rss_kib "$pid")" 'BEGIN {printf "%.1f", k / 1024}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$name" "$mode" "$rate" \
-    "${qps:--}" "${sent:--}" "${completed:--}" "${lost:--}" "${avg:--}" "$p50" "$p99" "$cpu" "$rss" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$name" "$mode" "$rate" \
+    "${qps:--}" "${sent:--}" "${completed:--}" "${lost:--}" "$((r1 - r0))" "${avg:--}" "$p50" "$p99" "$cpu" "$rss" \
     "$l0" >>"$RESULTS"
-  echo "   $scen $name $mode rate=$rate: qps=${qps:--} lost=${lost:--} avg=${avg:--}ms p99=${p99}ms cpu=${cpu}us/q rss=${rss}MiB load=$l0" >&2
+  echo "   $scen $name $mode rate=$rate: qps=${qps:--} lost=${lost:--} rcvbuf_err=$((r1 - r0)) avg=${avg:--}ms p99=${p99}ms cpu=${cpu}us/q rss=${rss}MiB load=$l0" >&2
 }
 
 # Median of the max-rate runs: the line of RESULTS whose qps is the median for (scen, server).
@@ -199,7 +212,9 @@ pin_server() { taskset -a -p -c "$2" "$1" >/dev/null; }
 
 run_point_set() { # SCEN DATAFILE
   local scen=$1 data=$2 s i
-  for s in "knot $KNOT_PID $KNOT_ADDR $KNOT_PORT" "causeway $CW_PID $CW_ADDR $CW_PORT"; do
+  local servers=("knot $KNOT_PID $KNOT_ADDR $KNOT_PORT")
+  [ "$KNOT_ONLY" = 1 ] || servers+=("causeway $CW_PID $CW_ADDR $CW_PORT")
+  for s in "${servers[@]}"; do
     set -- $s
     echo "== $scen / $1" >&2
     for ((i = 0; i < MAX_RUNS; i++)); do measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned max $MAX_SECS; done
@@ -213,9 +228,11 @@ run_point_set() { # SCEN DATAFILE
 }
 
 START=$(date +%s)
+MEM_READY=- MEM_RSS_IDLE=- MEM_HWM=-
 run_point_set static "$WORK/queries.txt"
 run_point_set gslb-ecs "$WORK/queries-gslb-ecs.bin"
 
+if [ "$KNOT_ONLY" = 0 ]; then
 # Zero loss at half the max rate (GSLB with ECS, unpinned): half of causeway's median max.
 half_rate() { # SCEN SERVER
   awk -F'\t' -v s="$1" -v n="$2" '$1 == s && $2 == n && $3 == "unpinned" && $4 == "max" {print $5}' "$RESULTS" |
@@ -223,7 +240,7 @@ half_rate() { # SCEN SERVER
 }
 HALF=$(half_rate gslb-ecs causeway)
 echo "== half of max rate: $HALF qps" >&2
-measure half-max causeway "$CW_PID" $CW_ADDR $CW_PORT "$WORK/queries-gslb-ecs.bin" unpinned "$HALF" $FIX_SECS
+measure half-max causeway "$CW_PID" $CW_ADDR $CW_PORT "$WORK/queries-gslb-ecs.bin" steady "$HALF" $FIX_SECS
 
 kill "$CW_PID" 2>/dev/null || true; wait "$CW_PID" 2>/dev/null || true
 kill "$KNOT_PID" 2>/dev/null || true; wait "$KNOT_PID" 2>/dev/null || true
@@ -231,8 +248,8 @@ kill "$KNOT_PID" 2>/dev/null || true; wait "$KNOT_PID" 2>/dev/null || true
 # ---------------------------------------------------------------- memory test
 echo "== memory: $MEM_NAMES GSLB names, $MEM_PREFIXES latency prefixes" >&2
 MEM_T0=$(date +%s.%N)
-MEM_PID=$(start_causeway "$WORK/causeway-mem.yaml" $MEM_ADDR $MEM_PORT $MEM_API "$WORK/causeway-mem.log")
-PIDS+=("$MEM_PID")
+start_causeway "$WORK/causeway-mem.yaml" $MEM_ADDR $MEM_PORT $MEM_API "$WORK/causeway-mem.log"
+MEM_PID=$STARTED_PID
 wait_answer $MEM_ADDR $MEM_PORT www.svc.example. 120 ||
   die "causeway (memory config) does not answer; its log:
 $(tail -20 "$WORK/causeway-mem.log")"
@@ -242,9 +259,11 @@ for ((i = 0; i < MAX_RUNS; i++)); do
   measure memory causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" unpinned max $MAX_SECS
 done
 MEM_HALF=$(half_rate memory causeway)
-measure memory-half causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" unpinned "$MEM_HALF" $FIX_SECS
+measure memory-half causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" steady "$MEM_HALF" $FIX_SECS
 MEM_HWM=$(awk -v k="$(hwm_kib "$MEM_PID")" 'BEGIN {printf "%.1f", k / 1024}')
 kill "$MEM_PID" 2>/dev/null || true; wait "$MEM_PID" 2>/dev/null || true
+
+fi
 END=$(date +%s)
 
 # ---------------------------------------------------------------- report
