@@ -16,12 +16,16 @@
 //! - [`lease`]: one active stub among several, via a `coordination.k8s.io/v1` Lease.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod body;
 pub mod mux;
 pub mod protocol;
 pub mod transport;
+pub mod upgrade;
 
+pub mod authz;
 pub mod identity;
+pub mod impersonate;
 pub mod pki;
 pub mod state;
 pub mod status;

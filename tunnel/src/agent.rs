@@ -1,0 +1,75 @@
+//! The agent: holds sessions open to the stub(s) and forwards every stream to the
+//! local API server.
+//!
+//! Stages: [`dialer`] (connect with backoff, serve the session) → [`forward`]
+//! (identity → impersonation headers, the ServiceAccount token) → [`upstream`]
+//! (HTTP/2 pool, HTTP/1.1 for upgrades).
+
+pub mod dialer;
+pub mod forward;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use causeway_model::cluster::ClusterId;
+use tokio_util::sync::CancellationToken;
+
+pub use dialer::StubTarget;
+pub use forward::{Forwarder, TokenSource};
+pub use upstream::{Upstream, UpstreamConfig};
+
+/// Everything the agent needs to run.
+pub struct AgentConfig {
+    /// The cluster this agent serves (bound into its certificate).
+    pub cluster: ClusterId,
+    /// Stubs to dial; the agent holds sessions to all of them (HA stubs).
+    pub stubs: Vec<StubTarget>,
+    /// Sessions per stub (streams are balanced across them and across agents).
+    pub sessions_per_stub: usize,
+    /// Client TLS for the stub: trusts the stub CA, presents the agent certificate.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The local API server.
+    pub upstream: UpstreamConfig,
+    /// The agent's ServiceAccount token.
+    pub token: TokenSource,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The API-server client could not be built.
+    #[error("{0}")]
+    Upstream(#[from] upstream::UpstreamError),
+    /// Nothing to dial.
+    #[error("no stub address given")]
+    NoStub,
+}
+
+/// Runs the agent until `shutdown`.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    if config.stubs.is_empty() {
+        return Err(AgentError::NoStub);
+    }
+    let mut tls = (*config.tls).clone();
+    tls.alpn_protocols = vec![crate::protocol::ALPN_TUNNEL.to_vec()];
+    let tls = Arc::new(tls);
+    let forwarder = Arc::new(Forwarder::new(
+        Upstream::new(config.upstream)?,
+        config.token,
+    ));
+    tracing::info!(cluster = %config.cluster, stubs = config.stubs.len(), sessions_per_stub = config.sessions_per_stub, "agent starting");
+    let mut tasks = tokio::task::JoinSet::new();
+    for target in &config.stubs {
+        for slot in 0..config.sessions_per_stub.max(1) {
+            tasks.spawn(dialer::hold(
+                target.clone(),
+                slot,
+                tls.clone(),
+                forwarder.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

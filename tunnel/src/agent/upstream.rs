@@ -1,0 +1,304 @@
+//! The agent's client for its own API server: a small pool of HTTP/2 connections
+//! for ordinary requests and a fresh HTTP/1.1 connection per upgrade.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+
+use crate::body::TunnelBody;
+use crate::transport::{self, TransportError};
+
+/// Streams per HTTP/2 connection to the API server before another is opened
+/// (kube-apiserver allows 1000 by default; watches hold theirs for minutes).
+pub const STREAMS_PER_CONNECTION: usize = 400;
+
+/// Where the local API server is and how to reach it.
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    /// `host:port` to dial.
+    pub addr: String,
+    /// TLS server name to verify.
+    pub server_name: String,
+    /// `https://host:port` used as scheme and authority of forwarded requests.
+    pub base: Uri,
+    /// CA certificates that sign the API server's serving certificate.
+    pub roots: Arc<RootCertStore>,
+}
+
+/// Why the API server's address or CA could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamConfigError {
+    /// The kubeconfig could not be read or resolved.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: kube::config::KubeconfigError,
+    },
+    /// In-cluster configuration is missing.
+    #[error("in-cluster configuration: {0}")]
+    InCluster(#[from] kube::config::InClusterError),
+    /// The server URL is unusable.
+    #[error("{source_name}: server URL {url:?}: {reason}")]
+    Server {
+        /// Where the URL came from.
+        source_name: String,
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A CA certificate could not be used.
+    #[error("{source_name}: certificate-authority: {reason}")]
+    Ca {
+        /// Where the CA came from.
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl UpstreamConfig {
+    /// Reads the server and CA of the current context of a kubeconfig file.
+    pub async fn from_kubeconfig(path: &Path) -> Result<Self, UpstreamConfigError> {
+        let err = |source| UpstreamConfigError::Kubeconfig {
+            path: path.to_owned(),
+            source,
+        };
+        let kc = kube::config::Kubeconfig::read_from(path).map_err(err)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .map_err(err)?;
+        Self::from_kube(&cfg, &path.display().to_string())
+    }
+
+    /// Reads the in-cluster configuration (service-account CA, `KUBERNETES_SERVICE_*`).
+    pub fn in_cluster() -> Result<Self, UpstreamConfigError> {
+        let cfg = kube::Config::incluster()?;
+        Self::from_kube(&cfg, "in-cluster config")
+    }
+
+    fn from_kube(cfg: &kube::Config, source_name: &str) -> Result<Self, UpstreamConfigError> {
+        let url = cfg.cluster_url.clone();
+        let bad = |reason: &str| UpstreamConfigError::Server {
+            source_name: source_name.to_owned(),
+            url: url.to_string(),
+            reason: reason.to_owned(),
+        };
+        if url.scheme_str() != Some("https") {
+            return Err(bad("must be https"));
+        }
+        let host = url.host().ok_or_else(|| bad("has no host"))?;
+        let port = url.port_u16().unwrap_or(443);
+        let host_plain = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = if host_plain.contains(':') {
+            format!("[{host_plain}]:{port}")
+        } else {
+            format!("{host_plain}:{port}")
+        };
+        let server_name = cfg
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| host_plain.to_owned());
+        let base: Uri = format!("https://{addr}")
+            .parse()
+            .map_err(|_| bad("is not a valid URL"))?;
+        let ca_err = |reason: String| UpstreamConfigError::Ca {
+            source_name: source_name.to_owned(),
+            reason,
+        };
+        let mut roots = RootCertStore::empty();
+        let mut ders: Vec<Vec<u8>> = cfg.root_cert.clone().unwrap_or_default();
+        if let Some(file) = &cfg.root_cert_file {
+            let pem =
+                std::fs::read(file).map_err(|e| ca_err(format!("{}: {e}", file.display())))?;
+            for c in rustls_pemfile::certs(&mut &pem[..]) {
+                ders.push(c.map_err(|e| ca_err(e.to_string()))?.to_vec());
+            }
+        }
+        if ders.is_empty() {
+            return Err(ca_err(
+                "no CA certificate given; the agent never skips verification".into(),
+            ));
+        }
+        for d in ders {
+            roots
+                .add(CertificateDer::from(d))
+                .map_err(|e| ca_err(e.to_string()))?;
+        }
+        Ok(UpstreamConfig {
+            addr,
+            server_name,
+            base,
+            roots: Arc::new(roots),
+        })
+    }
+}
+
+/// Why a request could not reach the API server.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Could not connect.
+    #[error("cannot connect to the API server: {0}")]
+    Connect(#[from] TransportError),
+    /// HTTP failed.
+    #[error("API server request failed: {0}")]
+    Http(#[from] hyper::Error),
+    /// TLS set-up failed.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
+
+struct Conn {
+    sender: SendRequest<TunnelBody>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Releases one stream slot of an upstream connection when dropped.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The API-server client.
+pub struct Upstream {
+    config: UpstreamConfig,
+    h2_tls: Arc<rustls::ClientConfig>,
+    h1_tls: Arc<rustls::ClientConfig>,
+    pool: Mutex<Vec<Conn>>,
+    dialing: tokio::sync::Mutex<()>,
+}
+
+impl Upstream {
+    /// A client for `config`.
+    pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamError> {
+        let tls = |alpn: &[u8]| -> Result<Arc<rustls::ClientConfig>, UpstreamError> {
+            let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?
+            .with_root_certificates(config.roots.clone())
+            .with_no_client_auth();
+            c.alpn_protocols = vec![alpn.to_vec()];
+            Ok(Arc::new(c))
+        };
+        Ok(Upstream {
+            h2_tls: tls(b"h2")?,
+            h1_tls: tls(b"http/1.1")?,
+            config,
+            pool: Mutex::new(Vec::new()),
+            dialing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The `https://host:port` of the API server.
+    pub fn base(&self) -> &Uri {
+        &self.config.base
+    }
+
+    /// HTTP/2 connections currently pooled.
+    pub fn connections(&self) -> usize {
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn pick(&self) -> Option<(SendRequest<TunnelBody>, Slot)> {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        pool.retain(|c| !c.sender.is_closed());
+        let best = pool
+            .iter()
+            .filter(|c| c.in_flight.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION)
+            .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))?;
+        best.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some((best.sender.clone(), Slot(best.in_flight.clone())))
+    }
+
+    async fn sender(&self) -> Result<(SendRequest<TunnelBody>, Slot), UpstreamError> {
+        if let Some(s) = self.pick() {
+            return Ok(s);
+        }
+        let _dialing = self.dialing.lock().await;
+        if let Some(s) = self.pick() {
+            return Ok(s);
+        }
+        let tls = transport::connect_tls(
+            &self.config.addr,
+            &self.config.server_name,
+            self.h2_tls.clone(),
+        )
+        .await?;
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(crate::protocol::STREAM_WINDOW)
+            .initial_connection_window_size(crate::protocol::SESSION_WINDOW)
+            .keep_alive_interval(std::time::Duration::from_secs(30))
+            .keep_alive_timeout(std::time::Duration::from_secs(20))
+            .handshake(TokioIo::new(tls))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "API server connection ended");
+            }
+        });
+        let in_flight = Arc::new(AtomicUsize::new(1));
+        let slot = Slot(in_flight.clone());
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Conn {
+                sender: sender.clone(),
+                in_flight,
+            });
+        Ok((sender, slot))
+    }
+
+    /// Sends an ordinary request over a pooled HTTP/2 connection. `req`'s URI must be
+    /// absolute (built from [`Upstream::base`]). The returned [`Slot`] must live as long
+    /// as the response body.
+    pub async fn send(
+        &self,
+        req: Request<TunnelBody>,
+    ) -> Result<(Response<Incoming>, Slot), UpstreamError> {
+        let (mut sender, slot) = self.sender().await?;
+        let resp = sender.send_request(req).await?;
+        Ok((resp, slot))
+    }
+
+    /// Sends an upgrade request over a fresh HTTP/1.1 connection. `req`'s URI must be
+    /// origin-form, with `Host`, `Connection: Upgrade` and `Upgrade` set. Redirects are
+    /// never followed: the caller gets whatever the API server answered.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<TunnelBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let tls = transport::connect_tls(
+            &self.config.addr,
+            &self.config.server_name,
+            self.h1_tls.clone(),
+        )
+        .await?;
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(tls))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "API server upgrade connection ended");
+            }
+        });
+        Ok(sender.send_request(req).await?)
+    }
+}
