@@ -6,7 +6,7 @@
 # Pins live in testbed/go/*/go.mod (Kubernetes v1.36.3, etcd v3.6.8, kwok v0.8.0; helm and
 # kubeconform with --with-chart-tools). A group is rebuilt only when its go.mod/go.sum change.
 # Output: ${CAUSEWAY_BIN_DIR:-.cache/bin}/{kube-apiserver,kube-controller-manager,kube-scheduler,
-# kubectl,etcd,kwok[,helm,kubeconform]} and BUILD-INFO with build times.
+# kubectl,etcd,kwok[,helm,kubeconform]}, kwok-stages.yaml and BUILD-INFO with build times.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,6 +59,18 @@ build k8s "$k8s_ldflags" \
   kubectl=k8s.io/kubernetes/cmd/kubectl
 build etcd "-s -w" etcd=go.etcd.io/etcd/server/v3
 build kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=v0.8.0" kwok=sigs.k8s.io/kwok/cmd/kwok
+# kwok ships no stages inside its binary: without them nodes never go Ready and pods never
+# Running. Take the default ones (what kwokctl uses) from the pinned kwok module.
+kwok_dir=$(cd "$root/testbed/go/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+{
+  for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+           pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+    echo "---"
+    cat "$kwok_dir/kustomize/stage/$f.yaml"
+  done
+} > "$bin/kwok-stages.yaml.tmp"
+mv "$bin/kwok-stages.yaml.tmp" "$bin/kwok-stages.yaml"
+echo "==> kwok default stages: $bin/kwok-stages.yaml"
 if [ "${1:-}" = "--with-chart-tools" ]; then
   build tools "-s -w" helm=helm.sh/helm/v3/cmd/helm kubeconform=github.com/yannh/kubeconform/cmd/kubeconform
 fi

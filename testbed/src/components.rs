@@ -1,0 +1,209 @@
+//! Command lines of the control-plane components of one cluster.
+//!
+//! Memory is kept low on purpose: etcd with a small backend quota, the apiserver without
+//! priority-and-fairness and profiling, only the controllers a testbed needs, and a Go
+//! soft memory limit on each process.
+
+use std::path::PathBuf;
+
+use crate::bins::Binaries;
+use crate::layout::{APISERVER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KWOK_PORT, Layout};
+use crate::pki::ClusterPki;
+use crate::process::Launch;
+
+/// Service range of every cluster (clusters are separate, so they may share it).
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// Pod IP range kwok hands out.
+pub const POD_CIDR: &str = "10.244.0.1/16";
+
+/// Controllers kube-controller-manager runs: enough for workloads, ServiceAccounts,
+/// namespaces, garbage collection and Services.
+pub const CONTROLLERS: &[&str] = &[
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "disruption-controller",
+    "namespace-controller",
+    "garbage-collector-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "clusterrole-aggregation-controller",
+];
+
+/// kwok resources served as CRDs, so tests can add Exec/Logs/PortForward rules at run time.
+pub const KWOK_CRDS: &[&str] = &[
+    "ClusterExec",
+    "Exec",
+    "ClusterLogs",
+    "Logs",
+    "ClusterPortForward",
+    "PortForward",
+];
+
+fn go_env(limit_mib: u32) -> Vec<(&'static str, String)> {
+    vec![
+        ("GOMEMLIMIT", format!("{limit_mib}MiB")),
+        ("GOGC", "50".into()),
+    ]
+}
+
+fn flags(pairs: &[(&str, String)]) -> Vec<String> {
+    pairs.iter().map(|(k, v)| format!("--{k}={v}")).collect()
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+/// etcd, one per cluster, plain HTTP on the cluster's address.
+pub(crate) fn etcd<'a>(l: &'a Layout, bins: &'a Binaries) -> Launch<'a> {
+    let client = format!("http://{}", l.addr(ETCD_CLIENT_PORT));
+    let peer = format!("http://{}", l.addr(ETCD_PEER_PORT));
+    Launch {
+        cluster: &l.name,
+        component: "etcd",
+        binary: &bins.etcd,
+        args: flags(&[
+            ("name", l.name.clone()),
+            ("data-dir", path(&l.etcd_data())),
+            ("listen-client-urls", client.clone()),
+            ("advertise-client-urls", client),
+            ("listen-peer-urls", peer.clone()),
+            ("initial-advertise-peer-urls", peer.clone()),
+            ("initial-cluster", format!("{}={peer}", l.name)),
+            ("initial-cluster-state", "new".into()),
+            ("quota-backend-bytes", (512u64 << 20).to_string()),
+            ("snapshot-count", "5000".into()),
+            ("auto-compaction-mode", "periodic".into()),
+            ("auto-compaction-retention", "5m".into()),
+            ("unsafe-no-fsync", "true".into()),
+            ("log-level", "warn".into()),
+        ]),
+        env: go_env(150),
+        log: l.log("etcd"),
+    }
+}
+
+/// kube-apiserver with TLS, RBAC, ServiceAccount tokens and client-cert admin access.
+pub(crate) fn apiserver<'a>(l: &'a Layout, bins: &'a Binaries, pki: &ClusterPki) -> Launch<'a> {
+    Launch {
+        cluster: &l.name,
+        component: "kube-apiserver",
+        binary: &bins.apiserver,
+        args: flags(&[
+            ("advertise-address", l.address.to_string()),
+            ("bind-address", l.address.to_string()),
+            ("secure-port", APISERVER_PORT.to_string()),
+            (
+                "etcd-servers",
+                format!("http://{}", l.addr(ETCD_CLIENT_PORT)),
+            ),
+            ("authorization-mode", "Node,RBAC".into()),
+            ("client-ca-file", path(&pki.ca_cert)),
+            ("tls-cert-file", path(&pki.apiserver.cert)),
+            ("tls-private-key-file", path(&pki.apiserver.key)),
+            (
+                "service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local".into(),
+            ),
+            ("service-account-key-file", path(&pki.sa_pub)),
+            ("service-account-signing-key-file", path(&pki.sa_key)),
+            ("service-cluster-ip-range", SERVICE_CIDR.into()),
+            ("kubelet-client-certificate", path(&pki.kubelet_client.cert)),
+            ("kubelet-client-key", path(&pki.kubelet_client.key)),
+            ("kubelet-certificate-authority", path(&pki.ca_cert)),
+            ("kubelet-preferred-address-types", "InternalIP".into()),
+            ("allow-privileged", "true".into()),
+            ("enable-priority-and-fairness", "false".into()),
+            ("profiling", "false".into()),
+            ("event-ttl", "15m".into()),
+            ("default-watch-cache-size", "50".into()),
+        ]),
+        env: go_env(450),
+        log: l.log("kube-apiserver"),
+    }
+}
+
+/// kube-controller-manager with only [`CONTROLLERS`], no serving port.
+pub(crate) fn controller_manager<'a>(
+    l: &'a Layout,
+    bins: &'a Binaries,
+    pki: &ClusterPki,
+    kubeconfig: PathBuf,
+) -> Launch<'a> {
+    Launch {
+        cluster: &l.name,
+        component: "kube-controller-manager",
+        binary: &bins.controller_manager,
+        args: flags(&[
+            ("kubeconfig", path(&kubeconfig)),
+            ("secure-port", "0".into()),
+            ("leader-elect", "false".into()),
+            ("controllers", CONTROLLERS.join(",")),
+            ("service-account-private-key-file", path(&pki.sa_key)),
+            ("root-ca-file", path(&pki.ca_cert)),
+            ("use-service-account-credentials", "true".into()),
+            ("service-cluster-ip-range", SERVICE_CIDR.into()),
+            ("profiling", "false".into()),
+        ]),
+        env: go_env(150),
+        log: l.log("kube-controller-manager"),
+    }
+}
+
+/// kube-scheduler, no serving port.
+pub(crate) fn scheduler<'a>(l: &'a Layout, bins: &'a Binaries, kubeconfig: PathBuf) -> Launch<'a> {
+    Launch {
+        cluster: &l.name,
+        component: "kube-scheduler",
+        binary: &bins.scheduler,
+        args: flags(&[
+            ("kubeconfig", path(&kubeconfig)),
+            ("secure-port", "0".into()),
+            ("leader-elect", "false".into()),
+            ("profiling", "false".into()),
+        ]),
+        env: go_env(100),
+        log: l.log("kube-scheduler"),
+    }
+}
+
+/// kwok managing every node of the cluster, serving logs/exec/port-forward on the
+/// cluster's address (that address and port go into each node's status).
+pub(crate) fn kwok<'a>(
+    l: &'a Layout,
+    bins: &'a Binaries,
+    pki: &ClusterPki,
+    kubeconfig: PathBuf,
+) -> Launch<'a> {
+    let mut env = go_env(100);
+    // kwok also reads ~/.kwok/kwok.yaml: keep a user's own kwok config out of the testbed.
+    env.push(("HOME", path(&l.kwok_home())));
+    Launch {
+        cluster: &l.name,
+        component: "kwok",
+        binary: &bins.kwok,
+        args: flags(&[
+            ("kubeconfig", path(&kubeconfig)),
+            ("config", path(&bins.kwok_stages)),
+            ("manage-all-nodes", "true".into()),
+            ("node-ip", l.address.to_string()),
+            ("node-port", KWOK_PORT.to_string()),
+            ("server-address", l.addr(KWOK_PORT).to_string()),
+            ("tls-cert-file", path(&pki.kwok_serving.cert)),
+            ("tls-private-key-file", path(&pki.kwok_serving.key)),
+            ("cidr", POD_CIDR.into()),
+            ("node-lease-duration-seconds", "40".into()),
+            ("enable-crds", KWOK_CRDS.join(",")),
+        ]),
+        env,
+        log: l.log("kwok"),
+    }
+}

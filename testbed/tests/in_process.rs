@@ -1,0 +1,71 @@
+//! The library API against the real binaries: `Testbed::up` brings a cluster to Ready,
+//! `down` stops every process and removes the state. Needs `testbed/build-bins.sh`.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use causeway_testbed::{ClusterSpec, Testbed, TestbedOptions};
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_then_down_leaves_nothing() {
+    if let Err(e) = causeway_testbed::bin_dir() {
+        panic!("{e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut spec = ClusterSpec::new("inproc");
+    spec.nodes = 2;
+    spec.node_cpu = "16".into();
+    spec.node_memory = "64Gi".into();
+    let mut opts = TestbedOptions::new(vec![spec], &state);
+    opts.base_address = Ipv4Addr::new(127, 0, 1, 90);
+    let tb = Testbed::up(opts).await.expect("testbed up");
+    eprintln!("one cluster Ready in {:.1} s", tb.startup().as_secs_f64());
+
+    let c = tb.cluster("inproc").expect("cluster");
+    assert_eq!(c.server, "https://127.0.1.90:6443");
+    let out = c
+        .kubectl()
+        .args(["get", "nodes", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = nodes["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    for n in items {
+        assert_eq!(n["status"]["capacity"]["cpu"], "16");
+        assert_eq!(n["status"]["capacity"]["memory"], "64Gi");
+    }
+
+    let pids: Vec<u32> = tb.processes().iter().map(|p| p.pid).collect();
+    assert_eq!(
+        pids.len(),
+        5,
+        "etcd, apiserver, controller-manager, scheduler, kwok"
+    );
+    assert!(pids.iter().all(|p| alive(*p)));
+    tokio::time::timeout(Duration::from_secs(60), tb.down())
+        .await
+        .unwrap()
+        .unwrap();
+    for pid in &pids {
+        assert!(!alive(*pid), "pid {pid} still running after down");
+    }
+    assert!(!state.join("state.json").exists());
+    assert!(!state.join("inproc").exists());
+}
