@@ -1,1 +1,206 @@
-//! Causeway's authoritative GSLB DNS server (not built yet).
+//! Causeway's authoritative GSLB DNS server.
+//!
+//! Service domains (`svc.example.`) are delegated here; each query is answered with
+//! the healthy cluster that suits the asking client best, by policy.
+//!
+//! **Start here:** [`run`] wires everything together; a query's life is in
+//! [`handler`].
+//!
+//! # Module map
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`config`] | the YAML file (`DnsServer`, `Zone`, `LatencyMap`), validation errors with file/line/field/reason |
+//! | [`zone`] | compiled zones: names → RRsets or GSLB names, delegations, lookup |
+//! | [`state`] | the immutable [`state::Snapshot`] queries read, published with arc-swap |
+//! | [`builder`] | the one task that turns config + health + latency into snapshots |
+//! | [`policy`] | `latency`, `failover`, `weighted`, `all-healthy`: pure functions with ECS scope |
+//! | [`latency`] | the latency map: longest-prefix match, posted measurements aged by moka |
+//! | [`health`] | HTTP/TCP probes, rise/fall hysteresis, external reports |
+//! | [`ecs`] | EDNS Client Subnet (RFC 7871) |
+//! | [`wire`] | query parsing and per-query reply patches on the wire |
+//! | [`answer`] | the slow path: builds and encodes a reply once (hickory-proto) |
+//! | [`handler`] | the query path: parse → rate limit → prepared-reply cache → patch |
+//! | [`server`] | UDP (SO_REUSEPORT, a thread per socket) and TCP (pipelining, idle timeout, cap) |
+//! | [`api`] | HTTP API: latency and health input, explain, metrics, healthz/readyz |
+//! | [`explain`] | why a name answers what it does |
+//! | [`metrics`] | Prometheus metric names and handles |
+//! | [`reload`] | SIGHUP and file-change reload, keeping the last good config |
+//! | [`ratelimit`] | per-client-prefix response rate limiting with slip |
+#![warn(missing_docs)]
+#![deny(clippy::print_stdout, clippy::dbg_macro)]
+
+pub mod answer;
+pub mod api;
+pub mod builder;
+pub mod config;
+pub mod ecs;
+pub mod explain;
+pub mod handler;
+pub mod health;
+pub mod latency;
+pub mod metrics;
+pub mod policy;
+pub mod ratelimit;
+pub mod reload;
+pub mod server;
+pub mod state;
+pub mod wire;
+pub mod zone;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tracing::info;
+
+pub use config::{Config, ConfigError};
+
+/// Error starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A DNS socket could not be bound.
+    #[error(transparent)]
+    Bind(#[from] server::BindError),
+    /// The API socket could not be bound.
+    #[error("cannot bind http {addr}: {source}")]
+    BindApi {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No listen address given.
+    #[error("no listen address: set spec.listen in the DnsServer document or pass --listen")]
+    NoListen,
+    /// Starting a worker failed.
+    #[error("cannot start workers: {0}")]
+    Start(#[source] std::io::Error),
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The validated configuration.
+    pub config: Config,
+    /// Listen addresses replacing `spec.listen` (empty: use the config).
+    pub listen: Vec<SocketAddr>,
+    /// API address replacing `spec.api`.
+    pub api: Option<SocketAddr>,
+}
+
+/// Runs the DNS server until `shutdown` is cancelled.
+pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Error> {
+    let config = opts.config;
+    let zones = Arc::new(
+        zone::Zones::compile(&config.zones).map_err(|(field, _, reason)| ConfigError {
+            file: config.file.clone(),
+            line: None,
+            field,
+            reason,
+        })?,
+    );
+    let shared = Arc::new(handler::Shared {
+        state: Arc::new(state::State::new(
+            zones.clone(),
+            Arc::new(Vec::new()),
+            Arc::new(latency::LatencyTable::default()),
+        )),
+        metrics: metrics::Metrics::new(),
+        limiter: ArcSwapOption::empty(),
+        ready: Default::default(),
+    });
+    let store = latency::LatencyStore::new(
+        config.server.latency.max_age.0,
+        config.server.latency.max_entries,
+    );
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+
+    let listen = if opts.listen.is_empty() {
+        config.server.listen.clone()
+    } else {
+        opts.listen
+    };
+    if listen.is_empty() {
+        return Err(Error::NoListen);
+    }
+    let bound = server::bind(&listen, config.server.udp_sockets_per_address)?;
+
+    let api_listener = match opts.api.or(config.server.api) {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::BindApi { addr, source })?;
+            let local = l
+                .local_addr()
+                .map_err(|source| Error::BindApi { addr, source })?;
+            info!("listening on http {local}");
+            Some(l)
+        }
+        None => None,
+    };
+
+    let builder = builder::Builder::start(
+        shared.clone(),
+        config.clone(),
+        zones.clone(),
+        store.clone(),
+        tx.clone(),
+        shutdown.clone(),
+    );
+    info!(
+        file = %config.file.display(),
+        zones = zones.zones.len(),
+        names = zones.name_count(),
+        gslb = zones.gslb.len(),
+        "configuration loaded"
+    );
+    let servers = server::serve(bound, shared.clone(), &config.server.tcp, shutdown.clone())
+        .map_err(Error::Start)?;
+
+    if let Some(l) = api_listener {
+        tokio::spawn(api::serve(
+            l,
+            api::Api {
+                shared: shared.clone(),
+                events: tx.clone(),
+                latency: store,
+            },
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(reload::watch(config, shared.clone(), tx, shutdown.clone()));
+    {
+        // Forget rate-limit state of quiet client networks.
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = t.tick() => {
+                        if let Some(l) = &*shared.limiter.load() {
+                            l.retain_recent();
+                        }
+                    }
+                }
+            }
+        });
+    }
+    shared.ready.store(true, Ordering::SeqCst);
+    info!("ready");
+    builder.run(rx).await;
+    info!("shutting down");
+    let _ = tokio::task::spawn_blocking(move || servers.stop()).await;
+    Ok(())
+}
+
+/// Re-exported so the CLI can drive shutdown without its own dependency.
+pub use tokio_util::sync::CancellationToken;

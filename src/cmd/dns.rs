@@ -1,10 +1,220 @@
-//! `causeway dns` (being built).
+//! `causeway dns`: the authoritative GSLB DNS server, and `causeway dns explain`.
+//!
+//! Thin: parse → load the config → `causeway_dns::run`. Everything else is in `dns/`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use causeway_dns::policy::Family;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LONG_ABOUT: &str = "\
+Authoritative DNS for service domains delegated to Causeway (GSLB).
+
+Each query for a GSLB name is answered with the healthy cluster that suits the
+asking client best, by the name's policy: latency (lowest measured RTT for the
+client network: the EDNS Client Subnet if present, else the resolver's address),
+failover (first tier with a healthy target), weighted (one target by weight,
+consistent per client network) or all-healthy. When every target is unhealthy all
+of them are answered (fail open).
+
+Serves UDP and TCP on every --listen address (IPv4 and IPv6), and an HTTP API
+(--api-listen) for latency measurements (POST /v1/latency), health reports
+(POST /v1/health), GET /v1/explain, /metrics, /healthz and /readyz.
+
+The config file is Kubernetes-style YAML (apiVersion causeway.dev/v1alpha1, kinds
+DnsServer, Zone, LatencyMap); see docs/dns.md and examples/dns/. It is reloaded on
+SIGHUP and when it changes; an invalid file is logged (file, line, field, reason)
+and the last good configuration keeps serving.
+
+Every bound socket is logged as `listening on udp|tcp|http ADDR`.
+
+Examples:
+  causeway dns --config examples/dns/causeway-dns.yaml
+  causeway dns --config examples/dns/causeway-dns.yaml --listen 127.0.0.1:0 --api-listen 127.0.0.1:0
+  causeway dns --config examples/dns/causeway-dns.yaml --check
+  causeway dns explain --config examples/dns/causeway-dns.yaml --name app.svc.example. --client 198.51.100.0/24";
 
 /// Options of `causeway dns`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(args_conflicts_with_subcommands = true, long_about = LONG_ABOUT)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// The config file (YAML: DnsServer, Zone and LatencyMap documents).
+    #[arg(long, short = 'c', value_name = "FILE", env = "CAUSEWAY_DNS_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Serve DNS (UDP and TCP) here; repeatable. Replaces spec.listen. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+
+    /// Serve the HTTP API here. Replaces spec.api.
+    #[arg(long, value_name = "ADDR:PORT")]
+    api_listen: Option<SocketAddr>,
+
+    /// Only validate the config file, print a summary and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Show why a GSLB name answers what it does for a client network: policy,
+    /// candidates, health, latency used, ECS scope.
+    ///
+    /// Without --server it reads only the config file (static latency map, every
+    /// target assumed healthy); with --server it asks a running server's API for
+    /// live health and latency.
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExplainArgs {
+    /// The config file.
+    #[arg(long, short = 'c', value_name = "FILE", env = "CAUSEWAY_DNS_CONFIG")]
+    config: Option<PathBuf>,
+    /// The GSLB name, e.g. app.svc.example.
+    #[arg(long)]
+    name: String,
+    /// Client network or address, e.g. 198.51.100.0/24.
+    #[arg(long)]
+    client: String,
+    /// Record type: A or AAAA.
+    #[arg(long = "type", default_value = "A")]
+    qtype: String,
+    /// Ask the running server's HTTP API at ADDR:PORT (live health and latency).
+    #[arg(long, value_name = "ADDR:PORT")]
+    server: Option<SocketAddr>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Runs `causeway dns`.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    super::not_built("dns", "work in progress")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Explain(e)) = args.command {
+        return explain(e).await;
+    }
+    let Some(path) = args.config else {
+        bail!("--config FILE is required (see `causeway dns --help`)");
+    };
+    let config = causeway_dns::Config::load(&path)?;
+    if args.check {
+        let names: usize = config
+            .zones
+            .iter()
+            .map(|z| z.spec.records.len() + z.spec.gslb.len())
+            .sum();
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "{}: ok ({} zone(s), {} record set(s) and GSLB name(s), {} latency entries)",
+                path.display(),
+                config.zones.len(),
+                names,
+                config.latency.len()
+            );
+        }
+        return Ok(());
+    }
+    let shutdown = causeway_dns::CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+        }
+        signal.cancel();
+    });
+    causeway_dns::run(
+        causeway_dns::RunOptions {
+            config,
+            listen: args.listen,
+            api: args.api_listen,
+        },
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn explain(e: ExplainArgs) -> anyhow::Result<()> {
+    let family = match e.qtype.to_ascii_uppercase().as_str() {
+        "A" => Family::V4,
+        "AAAA" => Family::V6,
+        other => bail!("--type {other:?}: must be A or AAAA"),
+    };
+    let client =
+        causeway_dns::api::parse_client(&e.client).map_err(|r| anyhow::anyhow!("--client: {r}"))?;
+    let out = if let Some(server) = e.server {
+        let path = format!(
+            "/v1/explain?name={}&client={}&type={}",
+            e.name,
+            client.to_string().replace('/', "%2F"),
+            e.qtype
+        );
+        let body = http_get(server, &path).await?;
+        if e.json {
+            body
+        } else {
+            causeway_dns::explain::render_json(&body)
+                .map_err(|r| anyhow::anyhow!("bad explain reply: {r}"))?
+        }
+    } else {
+        let Some(path) = e.config else {
+            bail!("--config FILE (or --server ADDR:PORT) is required");
+        };
+        let config = causeway_dns::Config::load(&path)?;
+        let x = causeway_dns::explain::offline(&config, &e.name, client, family)
+            .map_err(|r| anyhow::anyhow!(r))?;
+        if e.json {
+            causeway_dns::explain::to_json(&x)
+        } else {
+            format!(
+                "{}(offline: from {}, every target assumed healthy)\n",
+                x.render(),
+                path.display()
+            )
+        }
+    };
+    #[allow(clippy::print_stdout)]
+    {
+        print!("{out}");
+    }
+    Ok(())
+}
+
+/// A bounded HTTP/1.1 GET to the server's API (no client library needed for one call).
+async fn http_get(server: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(server)
+            .await
+            .with_context(|| format!("cannot connect to the API at {server}"))?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.take(4 << 20).read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let ok = head.lines().next().is_some_and(|l| l.contains(" 200 "));
+        if !ok {
+            bail!(
+                "{server} answered: {} {}",
+                head.lines().next().unwrap_or(""),
+                body.trim()
+            );
+        }
+        Ok(body.to_string())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), fut)
+        .await
+        .context("the API did not answer within 10 s")?
 }

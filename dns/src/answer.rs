@@ -1,0 +1,272 @@
+//! Builds a prepared reply for (name, type, client class) from a [`Snapshot`].
+//!
+//! This is the slow path: it runs on a cache miss and encodes the whole message with
+//! hickory-proto once. [`crate::handler`] then patches the ID, flags and the client's
+//! spelling of the name into the cached bytes and appends the OPT record per query.
+//!
+//! What it implements: AA on authoritative data; SOA and NS at the apex; NXDOMAIN vs
+//! NODATA with the SOA in the authority section at the RFC 2308 negative TTL; CNAME
+//! chains inside the zone (RFC 6604: the rcode is that of the last name); REFUSED
+//! outside our zones; minimal ANY (RFC 8482: one RRset); referrals with glue for
+//! delegated children.
+
+use hickory_proto::op::{Message, OpCode, Query as HQuery, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use prometheus::IntCounter;
+
+use crate::metrics::{Metrics, qtype_label};
+use crate::policy::{self, Client, Family};
+use crate::state::Snapshot;
+use crate::wire::Rcode;
+use crate::zone::{Found, Zone, Zones};
+
+/// Longest CNAME chain followed inside our zones.
+const MAX_CHAIN: usize = 8;
+
+/// A reply encoded once, reused for every query with the same key.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Reply bytes without the OPT record; ID, flags and QNAME are patched per query.
+    pub bytes: Box<[u8]>,
+    /// Authoritative answer.
+    pub aa: bool,
+    /// Response code.
+    pub rcode: Rcode,
+    /// ECS scope prefix length.
+    pub scope: u8,
+    /// Whether the reply depends on the client network.
+    pub per_client: bool,
+    /// Counter of this (zone, qtype, rcode).
+    pub query_counter: IntCounter,
+    /// Counters of answered (cluster, policy), and fail-open.
+    pub answer_counters: Box<[IntCounter]>,
+}
+
+/// Name from lower-case wire bytes.
+fn name_from_wire(w: &[u8]) -> Option<Name> {
+    let mut labels = Vec::new();
+    let mut pos = 0;
+    while let Some(&len) = w.get(pos) {
+        if len == 0 {
+            break;
+        }
+        labels.push(w.get(pos + 1..pos + 1 + usize::from(len))?);
+        pos += 1 + usize::from(len);
+    }
+    let mut n = Name::from_labels(labels).ok()?;
+    n.set_fqdn(true);
+    Some(n)
+}
+
+struct Builder<'a> {
+    snap: &'a Snapshot,
+    metrics: &'a Metrics,
+    client: Client,
+    msg: Message,
+    scope: u8,
+    per_client: bool,
+    counters: Vec<IntCounter>,
+}
+
+/// Prepares the reply to (`qname` lower-case wire, `qtype`, `qclass`) for `client`.
+pub fn prepare(
+    snap: &Snapshot,
+    metrics: &Metrics,
+    qname: &[u8],
+    qtype: u16,
+    qclass: u16,
+    client: Client,
+) -> Prepared {
+    let rtype = RecordType::from(qtype);
+    let mut b = Builder {
+        snap,
+        metrics,
+        client,
+        msg: Message::response(0, OpCode::Query),
+        scope: 0,
+        per_client: false,
+        counters: Vec::new(),
+    };
+    let name = name_from_wire(qname).unwrap_or_else(Name::root);
+    b.msg.add_query(HQuery::query(name.clone(), rtype));
+    let (zone_label, rcode, aa) = if qclass != 1 {
+        ("-".to_string(), Rcode::Refused, false)
+    } else if matches!(qtype, 251 | 252) {
+        // IXFR/AXFR: no zone transfers.
+        ("-".to_string(), Rcode::NotImp, false)
+    } else {
+        b.resolve(qname, name, rtype)
+    };
+    b.msg.metadata.authoritative = aa;
+    b.msg.metadata.response_code = ResponseCode::from(0, rcode as u8);
+    let bytes = match b.msg.to_vec() {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot encode a reply; answering SERVFAIL");
+            let mut m = Message::response(0, OpCode::Query);
+            m.add_queries(b.msg.queries.clone());
+            m.metadata.response_code = ResponseCode::ServFail;
+            m.to_vec().unwrap_or_default()
+        }
+    };
+    Prepared {
+        bytes: bytes.into_boxed_slice(),
+        aa,
+        rcode,
+        scope: b.scope,
+        per_client: b.per_client,
+        query_counter: metrics.queries(&zone_label, qtype_label(qtype), rcode.as_str()),
+        answer_counters: b.counters.into_boxed_slice(),
+    }
+}
+
+impl Builder<'_> {
+    /// Fills the message; returns (zone label, rcode, AA).
+    fn resolve(&mut self, qname: &[u8], name: Name, rtype: RecordType) -> (String, Rcode, bool) {
+        let zones: &Zones = &self.snap.zones;
+        match zones.find(qname, rtype) {
+            Found::Refused => ("-".into(), Rcode::Refused, false),
+            Found::Referral(zone, node) => {
+                let ns = node.rrset(RecordType::NS).unwrap_or_default();
+                self.msg.authorities.extend(ns.iter().cloned());
+                self.add_glue(zones, zone, ns);
+                (zone.label.clone(), Rcode::NoError, false)
+            }
+            Found::EmptyNonTerminal(zone) => {
+                self.msg.authorities.push(zone.negative_soa.clone());
+                (zone.label.clone(), Rcode::NoError, true)
+            }
+            Found::NxDomain(zone) => {
+                self.msg.authorities.push(zone.negative_soa.clone());
+                (zone.label.clone(), Rcode::NxDomain, true)
+            }
+            Found::Node(zone, _) => {
+                let rcode = self.answer_chain(zones, zone, name, rtype);
+                (zone.label.clone(), rcode, true)
+            }
+        }
+    }
+
+    /// Answers `name` in `zone`, following CNAMEs inside the zone.
+    fn answer_chain(
+        &mut self,
+        zones: &Zones,
+        zone: &Zone,
+        mut name: Name,
+        rtype: RecordType,
+    ) -> Rcode {
+        for _ in 0..MAX_CHAIN {
+            let Some(node) = zones.node(zone, &name) else {
+                // A CNAME target that does not exist (RFC 6604 §2.1: NXDOMAIN).
+                self.msg.authorities.push(zone.negative_soa.clone());
+                return Rcode::NxDomain;
+            };
+            if let Some(g) = node.gslb {
+                let family = match rtype {
+                    RecordType::A => Some(Family::V4),
+                    RecordType::AAAA => Some(Family::V6),
+                    RecordType::ANY => Some(if self.gslb_has_v4(g) {
+                        Family::V4
+                    } else {
+                        Family::V6
+                    }),
+                    _ => None,
+                };
+                let added = match family {
+                    Some(f) => self.add_gslb(g, f, &name),
+                    None => false,
+                };
+                if !added {
+                    self.msg.authorities.push(zone.negative_soa.clone());
+                }
+                return Rcode::NoError;
+            }
+            if rtype == RecordType::ANY {
+                // RFC 8482 §4.1: answer with one RRset rather than all of them.
+                if let Some((_, rs)) = node.rrsets.first() {
+                    self.msg.answers.extend(rs.iter().cloned());
+                }
+                return Rcode::NoError;
+            }
+            if let Some(rs) = node.rrset(rtype) {
+                self.msg.answers.extend(rs.iter().cloned());
+                if rtype == RecordType::NS && name == zone.origin {
+                    self.add_glue(zones, zone, rs);
+                }
+                return Rcode::NoError;
+            }
+            if let Some(cname) = node.rrset(RecordType::CNAME) {
+                self.msg.answers.extend(cname.iter().cloned());
+                let Some(RData::CNAME(target)) = cname.first().map(|r| &r.data) else {
+                    return Rcode::NoError;
+                };
+                if !zone.origin.zone_of(&target.0) {
+                    return Rcode::NoError; // the resolver follows it elsewhere
+                }
+                name = target.0.clone();
+                continue;
+            }
+            self.msg.authorities.push(zone.negative_soa.clone());
+            return Rcode::NoError;
+        }
+        Rcode::NoError
+    }
+
+    fn gslb_has_v4(&self, g: usize) -> bool {
+        self.snap
+            .zones
+            .gslb
+            .get(g)
+            .is_some_and(|g| g.targets.iter().any(|t| !t.v4.is_empty()))
+    }
+
+    /// Adds the chosen targets' addresses; false when there is none of this family.
+    fn add_gslb(&mut self, id: usize, family: Family, owner: &Name) -> bool {
+        let Some(g) = self.snap.zones.gslb.get(id) else {
+            return false;
+        };
+        let choice = policy::choose(self.snap, id, &self.client, family);
+        self.scope = self.scope.max(choice.scope);
+        self.per_client |= choice.per_client;
+        let policy = g.policy.as_str();
+        if choice.fail_open {
+            self.counters.push(self.metrics.fail_open(policy));
+        }
+        for t in &choice.targets {
+            let target = &g.targets[*t];
+            self.counters
+                .push(self.metrics.answers(target.cluster.as_str(), policy));
+            match family {
+                Family::V4 => self.msg.answers.extend(
+                    target
+                        .v4
+                        .iter()
+                        .map(|a| Record::from_rdata(owner.clone(), g.ttl, RData::A(A(*a)))),
+                ),
+                Family::V6 => self.msg.answers.extend(
+                    target
+                        .v6
+                        .iter()
+                        .map(|a| Record::from_rdata(owner.clone(), g.ttl, RData::AAAA(AAAA(*a)))),
+                ),
+            }
+        }
+        !choice.targets.is_empty()
+    }
+
+    /// Glue: A/AAAA of in-zone name servers.
+    fn add_glue(&mut self, zones: &Zones, zone: &Zone, ns: &[Record]) {
+        for r in ns {
+            if let RData::NS(n) = &r.data {
+                if let Some(node) = zones.node(zone, &n.0) {
+                    for t in [RecordType::A, RecordType::AAAA] {
+                        if let Some(rs) = node.rrset(t) {
+                            self.msg.additionals.extend(rs.iter().cloned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

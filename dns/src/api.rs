@@ -1,0 +1,342 @@
+//! The HTTP API (hyper 1, HTTP/1.1): inputs from probers and the scheduler, and ops.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `POST /v1/latency` | `{"measurements":[{"prefix":"198.51.100.0/24","cluster":"idc-bj","rttMs":12.5}]}` |
+//! | `POST /v1/health` | a `causeway_model::HealthReport`, or `{"reports":[...]}` |
+//! | `GET /v1/explain?name=app.svc.example.&client=198.51.100.0/24&type=A` | JSON [`crate::explain::Explanation`] |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 once sockets are bound and a snapshot is published, else 503 |
+//!
+//! Bodies are limited to [`MAX_BODY`]; bad input gets a 400 with the reason.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use causeway_model::{ClusterId, HealthReport};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::builder::Event;
+use crate::handler::Shared;
+use crate::latency::LatencyStore;
+use crate::policy::Family;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 16 << 20;
+/// Most measurements in one POST.
+pub const MAX_MEASUREMENTS: usize = 200_000;
+
+/// What the API handlers need.
+#[derive(Clone)]
+pub struct Api {
+    /// Shared server state.
+    pub shared: Arc<Shared>,
+    /// Builder input.
+    pub events: mpsc::UnboundedSender<Event>,
+    /// Posted measurements.
+    pub latency: LatencyStore,
+}
+
+/// One latency measurement.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Measurement {
+    /// Client network.
+    pub prefix: IpNet,
+    /// Cluster.
+    pub cluster: ClusterId,
+    /// RTT in milliseconds.
+    pub rtt_ms: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatencyPost {
+    measurements: Vec<Measurement>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthPost {
+    reports: Vec<HealthReport>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json(status: StatusCode, v: &impl serde::Serialize) -> Resp {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn bad(reason: impl std::fmt::Display) -> Resp {
+    json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({ "error": reason.to_string() }),
+    )
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, api: Api, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "api accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let api = api.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(route(&api, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                r = conn => if let Err(e) = r { debug!(error = %e, "api connection ended") },
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn route(api: &Api, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if api.shared.ready.load(Ordering::SeqCst) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = text(StatusCode::OK, api.shared.metrics.encode());
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (&Method::GET, "/v1/explain") => explain(api, &query),
+        (&Method::POST, "/v1/latency") => match body(req).await {
+            Ok(b) => post_latency(api, &b),
+            Err(r) => r,
+        },
+        (&Method::POST, "/v1/health") => match body(req).await {
+            Ok(b) => post_health(api, &b),
+            Err(r) => r,
+        },
+        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/explain" | "/v1/latency" | "/v1/health") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+async fn body(req: Request<Incoming>) -> Result<Bytes, Resp> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("cannot read body: {e}\n"),
+        )),
+    }
+}
+
+fn post_latency(api: &Api, body: &[u8]) -> Resp {
+    let post: LatencyPost = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => return bad(format!("body: {e}")),
+    };
+    if post.measurements.len() > MAX_MEASUREMENTS {
+        return bad(format!(
+            "at most {MAX_MEASUREMENTS} measurements per request"
+        ));
+    }
+    for (i, m) in post.measurements.iter().enumerate() {
+        if !m.rtt_ms.is_finite() || m.rtt_ms < 0.0 || m.rtt_ms > 600_000.0 {
+            return bad(format!(
+                "measurements[{i}].rttMs: must be 0 to 600000 milliseconds"
+            ));
+        }
+    }
+    let n = post.measurements.len();
+    for m in post.measurements {
+        api.latency.insert(m.prefix, m.cluster, m.rtt_ms as f32);
+    }
+    let _ = api.events.send(Event::Latency);
+    json(StatusCode::OK, &serde_json::json!({ "accepted": n }))
+}
+
+fn post_health(api: &Api, body: &[u8]) -> Resp {
+    let reports = match serde_json::from_slice::<serde_json::Value>(body) {
+        Err(e) => return bad(format!("body: {e}")),
+        Ok(v) if v.get("reports").is_some() => {
+            serde_json::from_value::<HealthPost>(v).map(|p| p.reports)
+        }
+        Ok(v) => serde_json::from_value::<HealthReport>(v).map(|r| vec![r]),
+    };
+    let reports = match reports {
+        Ok(r) => r,
+        Err(e) => return bad(format!("body: {e}")),
+    };
+    let snap = api.shared.state.load();
+    for (i, r) in reports.iter().enumerate() {
+        if let Some(s) = &r.service {
+            if snap
+                .zones
+                .gslb_by_name(&crate::builder::normalize_service(s))
+                .is_none()
+            {
+                return bad(format!("reports[{i}].service: {s:?} is not a GSLB name"));
+            }
+        }
+        if r.reason.len() > 1024 || r.reason.chars().any(char::is_control) {
+            return bad(format!(
+                "reports[{i}].reason: at most 1024 characters, no control characters"
+            ));
+        }
+    }
+    let n = reports.len();
+    let _ = api.events.send(Event::External(reports));
+    json(StatusCode::OK, &serde_json::json!({ "accepted": n }))
+}
+
+fn explain(api: &Api, query: &str) -> Resp {
+    let mut name = None;
+    let mut client = None;
+    let mut family = Family::V4;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        match k {
+            "name" => name = Some(v),
+            "client" => client = Some(v),
+            "type" => {
+                family = match v.to_ascii_uppercase().as_str() {
+                    "A" => Family::V4,
+                    "AAAA" => Family::V6,
+                    other => return bad(format!("type: {other:?} must be A or AAAA")),
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(name) = name else {
+        return bad("name: required");
+    };
+    let client = match client.as_deref().map(parse_client) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return bad(format!("client: {e}")),
+        None => return bad("client: required (an address or prefix)"),
+    };
+    match crate::explain::explain(&api.shared.state.load(), &name, client, family) {
+        Ok(e) => json(StatusCode::OK, &e),
+        Err(e) => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({ "error": e.to_string() }),
+        ),
+    }
+}
+
+/// Parses `198.51.100.0/24` or a bare address (full length).
+pub fn parse_client(s: &str) -> Result<IpNet, String> {
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Ok(n.trunc());
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{s:?} is not an address or prefix"))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_values() {
+        assert_eq!(percent_decode("198.51.100.0%2F24"), "198.51.100.0/24");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(
+            parse_client("198.51.100.7/24").unwrap().to_string(),
+            "198.51.100.0/24"
+        );
+        assert_eq!(parse_client("2001:db8::1").unwrap().prefix_len(), 128);
+        assert!(parse_client("nope").is_err());
+    }
+}

@@ -1,0 +1,361 @@
+//! The one task that builds and publishes snapshots.
+//!
+//! Inputs arrive as [`Event`]s: probe transitions, external health reports, "the
+//! latency store changed", and validated reloads. The builder keeps the parts, makes a
+//! new [`crate::state::Snapshot`] and publishes it. Health changes publish at once
+//! (failover time); latency changes are coalesced to at most one rebuild per
+//! [`LATENCY_REBUILD`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_model::{ClusterId, Health, HealthReport};
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::handler::Shared;
+use crate::health::{self, Hysteresis, ProbeTarget};
+use crate::latency::{LatencyStore, LatencyTable};
+use crate::ratelimit::ResponseLimiter;
+use crate::state::{HealthView, TargetHealth};
+use crate::zone::Zones;
+
+/// Least time between two latency-table rebuilds.
+pub const LATENCY_REBUILD: Duration = Duration::from_secs(1);
+/// How often aged-out measurements are swept.
+const AGING_SWEEP: Duration = Duration::from_secs(10);
+
+/// An input to the builder.
+#[derive(Debug)]
+pub enum Event {
+    /// A probe changed state.
+    Probe {
+        /// Config epoch the probe belongs to (stale ones are ignored).
+        epoch: u64,
+        /// GSLB name.
+        gslb: usize,
+        /// Target.
+        target: usize,
+        /// New state.
+        health: Health,
+        /// Last error, for the log.
+        error: Option<String>,
+    },
+    /// External health reports.
+    External(Vec<HealthReport>),
+    /// Measurements were added to the latency store.
+    Latency,
+    /// A new, validated configuration.
+    Reload(Box<Config>),
+}
+
+/// Key of an external report: (service FQDN or every service, cluster).
+type ReportKey = (Option<String>, ClusterId);
+
+/// The builder's state.
+pub struct Builder {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Event>,
+    epoch: u64,
+    zones: Arc<Zones>,
+    probes: Vec<Vec<Health>>,
+    external: HashMap<ReportKey, (Health, String)>,
+    static_latency: Vec<(IpNet, ClusterId, f32)>,
+    store: LatencyStore,
+    latency: Arc<LatencyTable>,
+    latency_dirty: bool,
+    probe_token: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+/// Turns config latency entries into triples.
+fn static_latency(config: &mut Config) -> Vec<(IpNet, ClusterId, f32)> {
+    std::mem::take(&mut config.latency)
+        .into_iter()
+        .flat_map(|e| {
+            let prefix = e.prefix;
+            e.rtt_ms
+                .into_iter()
+                .map(move |(c, r)| (prefix, c, r as f32))
+        })
+        .collect()
+}
+
+/// Normalises a service name: lower case, trailing dot.
+pub fn normalize_service(s: &str) -> String {
+    let s = s.trim().to_ascii_lowercase();
+    if s.ends_with('.') { s } else { format!("{s}.") }
+}
+
+impl Builder {
+    /// Compiles `config`, publishes the first snapshot into `shared.state` and starts
+    /// the probes. `tx` must be the sender of the channel later given to [`Self::run`].
+    pub fn start(
+        shared: Arc<Shared>,
+        mut config: Config,
+        zones: Arc<Zones>,
+        store: LatencyStore,
+        tx: mpsc::UnboundedSender<Event>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let static_latency = static_latency(&mut config);
+        let mut b = Self {
+            shared,
+            tx,
+            epoch: 0,
+            probes: Vec::new(),
+            zones,
+            external: HashMap::new(),
+            static_latency,
+            store,
+            latency: Arc::new(LatencyTable::default()),
+            latency_dirty: true,
+            probe_token: shutdown.child_token(),
+            shutdown,
+        };
+        b.set_limiter(&config);
+        b.rebuild_latency();
+        b.reset_probes(&HashMap::new());
+        b.publish();
+        b
+    }
+
+    fn set_limiter(&self, config: &Config) {
+        self.shared.limiter.store(
+            config
+                .server
+                .rate_limit
+                .as_ref()
+                .map(|s| Arc::new(ResponseLimiter::new(s))),
+        );
+    }
+
+    /// Runs until shutdown, applying events.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_latency = tokio::time::Instant::now();
+        let mut last_sweep = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    let mut health_changed = self.apply(ev);
+                    while let Ok(ev) = rx.try_recv() {
+                        health_changed |= self.apply(ev);
+                    }
+                    if health_changed {
+                        self.publish();
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = tokio::time::Instant::now();
+                    if now - last_sweep >= AGING_SWEEP && !self.store.is_empty() {
+                        last_sweep = now;
+                        self.latency_dirty = true;
+                    }
+                    if self.latency_dirty && now - last_latency >= LATENCY_REBUILD {
+                        last_latency = now;
+                        self.rebuild_latency();
+                        self.publish();
+                    }
+                }
+            }
+        }
+        self.probe_token.cancel();
+    }
+
+    /// Applies one event; true when health or zones changed (publish now).
+    fn apply(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Probe {
+                epoch,
+                gslb,
+                target,
+                health,
+                error,
+            } => {
+                if epoch != self.epoch {
+                    return false;
+                }
+                let Some(slot) = self.probes.get_mut(gslb).and_then(|v| v.get_mut(target)) else {
+                    return false;
+                };
+                *slot = health;
+                if let Some(g) = self.zones.gslb.get(gslb) {
+                    let cluster = g.targets[target].cluster.as_str();
+                    let to = if health == Health::Healthy {
+                        "healthy"
+                    } else {
+                        "unhealthy"
+                    };
+                    self.shared.metrics.transition(cluster, to);
+                    info!(name = %g.fqdn, cluster, to, error = error.as_deref().unwrap_or(""), "target health changed");
+                }
+                true
+            }
+            Event::External(reports) => {
+                for r in reports {
+                    let key = (
+                        r.service.as_deref().map(normalize_service),
+                        r.cluster.clone(),
+                    );
+                    info!(service = key.0.as_deref().unwrap_or("*"), cluster = %r.cluster, health = ?r.health, reason = %r.reason, "external health report");
+                    if r.health == Health::Unknown {
+                        self.external.remove(&key);
+                    } else {
+                        self.external.insert(key, (r.health, r.reason));
+                    }
+                }
+                true
+            }
+            Event::Latency => {
+                self.latency_dirty = true;
+                false
+            }
+            Event::Reload(config) => {
+                let mut config = *config;
+                let zones = match Zones::compile(&config.zones) {
+                    Ok(z) => Arc::new(z),
+                    Err((field, _, reason)) => {
+                        // Validated already; keep serving if it fails anyway.
+                        warn!(file = %config.file.display(), field, reason, "reload rejected; keeping the last good config");
+                        self.shared.metrics.reload(false);
+                        return false;
+                    }
+                };
+                // Carry probe state over by (name, cluster).
+                let mut carried = HashMap::new();
+                for (gi, g) in self.zones.gslb.iter().enumerate() {
+                    for (ti, t) in g.targets.iter().enumerate() {
+                        if let Some(h) = self.probes.get(gi).and_then(|v| v.get(ti)) {
+                            carried.insert((g.fqdn.clone(), t.cluster.clone()), *h);
+                        }
+                    }
+                }
+                self.static_latency = static_latency(&mut config);
+                self.set_limiter(&config);
+                self.zones = zones;
+                self.reset_probes(&carried);
+                self.rebuild_latency();
+                self.shared.metrics.reload(true);
+                info!(file = %config.file.display(), zones = self.zones.zones.len(), gslb = self.zones.gslb.len(), "configuration reloaded");
+                true
+            }
+        }
+    }
+
+    /// Stops old probes and starts one task per checked target.
+    fn reset_probes(&mut self, carried: &HashMap<(String, ClusterId), Health>) {
+        self.probe_token.cancel();
+        self.probe_token = self.shutdown.child_token();
+        self.epoch += 1;
+        self.probes = self
+            .zones
+            .gslb
+            .iter()
+            .map(|g| {
+                g.targets
+                    .iter()
+                    .map(|t| {
+                        carried
+                            .get(&(g.fqdn.clone(), t.cluster.clone()))
+                            .copied()
+                            .unwrap_or(Health::Unknown)
+                    })
+                    .collect()
+            })
+            .collect();
+        for (gi, g) in self.zones.gslb.iter().enumerate() {
+            for (ti, t) in g.targets.iter().enumerate() {
+                let Some(spec) = &t.check else { continue };
+                let Some(first) =
+                    t.v4.first()
+                        .map(|a| (*a).into())
+                        .or(t.v6.first().map(|a| (*a).into()))
+                else {
+                    continue;
+                };
+                let target = Arc::new(ProbeTarget::new(spec, first));
+                let tx = self.tx.clone();
+                let epoch = self.epoch;
+                let initial = self.probes[gi][ti];
+                tokio::spawn(health::run_checks(
+                    spec.interval.0,
+                    spec.timeout.0,
+                    Hysteresis::new(spec.rise, spec.fall, initial),
+                    move || {
+                        let target = target.clone();
+                        async move { health::probe::probe(&target).await }
+                    },
+                    move |health, error: Option<health::ProbeError>| {
+                        let _ = tx.send(Event::Probe {
+                            epoch,
+                            gslb: gi,
+                            target: ti,
+                            health,
+                            error: error.map(|e| e.to_string()),
+                        });
+                    },
+                    self.probe_token.clone(),
+                ));
+            }
+        }
+    }
+
+    fn rebuild_latency(&mut self) {
+        let dynamic = self.store.items();
+        self.latency = Arc::new(LatencyTable::build(
+            self.static_latency.iter().cloned().chain(dynamic),
+        ));
+        self.latency_dirty = false;
+        self.shared
+            .metrics
+            .latency_prefixes
+            .set(self.latency.len() as i64);
+    }
+
+    fn health_view(&self) -> HealthView {
+        self.zones
+            .gslb
+            .iter()
+            .enumerate()
+            .map(|(gi, g)| {
+                g.targets
+                    .iter()
+                    .enumerate()
+                    .map(|(ti, t)| {
+                        let probe = self
+                            .probes
+                            .get(gi)
+                            .and_then(|v| v.get(ti))
+                            .copied()
+                            .unwrap_or(Health::Unknown);
+                        let ext = self
+                            .external
+                            .get(&(Some(g.fqdn.clone()), t.cluster.clone()))
+                            .or_else(|| self.external.get(&(None, t.cluster.clone())))
+                            .cloned();
+                        TargetHealth::combine(probe, ext)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn publish(&self) {
+        let health = Arc::new(self.health_view());
+        let zones = self.zones.clone();
+        let latency = self.latency.clone();
+        self.shared.state.publish(|_| (zones, health, latency));
+        self.shared
+            .metrics
+            .generation
+            .set(self.shared.state.load().generation as i64);
+    }
+}

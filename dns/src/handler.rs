@@ -1,0 +1,264 @@
+//! The query path: bytes in, bytes out. One [`Handler`] per socket worker.
+//!
+//! 1. [`wire::parse`] the query (no allocation; malformed → FORMERR or drop).
+//! 2. Work out the client network: the ECS source prefix, else the sender's address.
+//! 3. Rate-limit UDP replies per client prefix ([`crate::ratelimit`]).
+//! 4. Look the reply up in this worker's cache of [`Prepared`] replies, keyed by
+//!    (QTYPE, QCLASS, client class, lower-case QNAME) and, for replies that depend on
+//!    the client, by client network too. The cache is dropped when the snapshot's
+//!    generation changes, so it never serves stale health or latency.
+//! 5. On a miss, [`answer::prepare`] builds and encodes the reply once.
+//! 6. Copy the prepared bytes, patch ID, flags and the client's spelling of QNAME,
+//!    append OPT (with the ECS scope) when the query had EDNS, truncate if too big.
+//!
+//! No lock and no IO on this path: the snapshot is one `ArcSwap::load`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use prometheus::IntCounter;
+
+use crate::answer::{self, Prepared};
+use crate::metrics::Metrics;
+use crate::policy::Client;
+use crate::ratelimit::{ResponseLimiter, Verdict};
+use crate::state::State;
+use crate::wire::{self, Reject};
+
+/// Most prepared replies one worker keeps before starting over.
+const CACHE_LIMIT: usize = 200_000;
+
+/// The transport a query came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: size limits and rate limiting apply.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+/// What every worker shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The published snapshot.
+    pub state: Arc<State>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Response rate limiter, if configured.
+    pub limiter: ArcSwapOption<ResponseLimiter>,
+    /// Set once every socket is bound and the first snapshot is published.
+    pub ready: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+enum Slot {
+    Static(Prepared),
+    PerClient(HashMap<(u128, u8), Prepared>),
+}
+
+/// Counters resolved once per worker.
+struct Counters {
+    formerr: IntCounter,
+    dropped: IntCounter,
+    rate_dropped: IntCounter,
+    truncated_size: IntCounter,
+    truncated_rate: IntCounter,
+}
+
+/// One worker's query handler with its private cache.
+pub struct Handler {
+    shared: Arc<Shared>,
+    generation: u64,
+    cache: HashMap<Vec<u8>, Slot>,
+    entries: usize,
+    lower: Vec<u8>,
+    key: Vec<u8>,
+    limited: u32,
+    counters: Counters,
+}
+
+impl Handler {
+    /// A handler with an empty cache.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let m = &shared.metrics;
+        let counters = Counters {
+            formerr: m.dropped("formerr"),
+            dropped: m.dropped("malformed"),
+            rate_dropped: m.dropped("rate_limit"),
+            truncated_size: m.truncated("size"),
+            truncated_rate: m.truncated("rate_limit"),
+        };
+        Self {
+            shared,
+            generation: 0,
+            cache: HashMap::new(),
+            entries: 0,
+            lower: Vec::with_capacity(256),
+            key: Vec::with_capacity(264),
+            limited: 0,
+            counters,
+        }
+    }
+
+    /// Answers `packet` from `src` into `out`. Returns false when nothing is to be sent.
+    pub fn handle(
+        &mut self,
+        packet: &[u8],
+        src: IpAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let q = match wire::parse(packet, &mut self.lower) {
+            Ok(q) => q,
+            Err(reject) => {
+                match reject {
+                    Reject::Drop => self.counters.dropped.inc(),
+                    _ => self.counters.formerr.inc(),
+                }
+                return wire::write_reject(packet, reject, out);
+            }
+        };
+        let src = src.to_canonical();
+        let client = match q.edns.and_then(|e| e.ecs) {
+            Some(ecs) => Client::new(ecs.addr, ecs.source_len),
+            None => Client::new(src, if src.is_ipv4() { 32 } else { 128 }),
+        };
+
+        let mut slip = false;
+        if transport == Transport::Udp {
+            if let Some(limiter) = &*self.shared.limiter.load() {
+                match limiter.check(src, &mut self.limited) {
+                    Verdict::Allow => {}
+                    Verdict::Slip => slip = true,
+                    Verdict::Drop => {
+                        self.counters.rate_dropped.inc();
+                        return false;
+                    }
+                }
+            }
+        }
+
+        let snap = self.shared.state.load();
+        if snap.generation != self.generation || self.entries >= CACHE_LIMIT {
+            self.cache.clear();
+            self.entries = 0;
+            self.generation = snap.generation;
+        }
+
+        // Static key: qtype, qclass, client class (family, ECS /0), lower-case name.
+        self.key.clear();
+        self.key.extend_from_slice(&q.qtype.to_be_bytes());
+        self.key.extend_from_slice(&q.qclass.to_be_bytes());
+        self.key
+            .push(u8::from(client.addr.is_ipv6()) << 1 | u8::from(client.source_len == 0));
+        self.key.extend_from_slice(&self.lower);
+        let client_key = (
+            match client.addr {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            },
+            client.source_len,
+        );
+
+        let prepared: &Prepared = {
+            // Two lookups keep the borrow checker happy without cloning on a hit.
+            let hit = match self.cache.get(self.key.as_slice()) {
+                Some(Slot::Static(_)) => true,
+                Some(Slot::PerClient(m)) => m.contains_key(&client_key),
+                None => false,
+            };
+            if !hit {
+                let p = answer::prepare(
+                    &snap,
+                    &self.shared.metrics,
+                    &self.lower,
+                    q.qtype,
+                    q.qclass,
+                    client,
+                );
+                self.entries += 1;
+                if p.per_client {
+                    match self
+                        .cache
+                        .entry(self.key.clone())
+                        .or_insert_with(|| Slot::PerClient(HashMap::new()))
+                    {
+                        Slot::PerClient(m) => {
+                            m.insert(client_key, p);
+                        }
+                        slot @ Slot::Static(_) => {
+                            let mut m = HashMap::new();
+                            m.insert(client_key, p);
+                            *slot = Slot::PerClient(m);
+                        }
+                    }
+                } else {
+                    self.cache.insert(self.key.clone(), Slot::Static(p));
+                }
+            }
+            match self.cache.get(self.key.as_slice()) {
+                Some(Slot::Static(p)) => p,
+                Some(Slot::PerClient(m)) => match m.get(&client_key) {
+                    Some(p) => p,
+                    None => return false,
+                },
+                None => return false,
+            }
+        };
+
+        prepared.query_counter.inc();
+        for c in prepared.answer_counters.iter() {
+            c.inc();
+        }
+
+        // Assemble: prepared bytes + per-query patches + OPT.
+        let ecs = q.edns.and_then(|e| e.ecs);
+        let opt_len = match (&q.edns, &ecs) {
+            (None, _) => 0,
+            (Some(_), None) => 11,
+            (Some(_), Some(e)) => 11 + 8 + usize::from(e.source_len.div_ceil(8)),
+        };
+        let limit = match transport {
+            Transport::Udp => q.udp_limit(),
+            Transport::Tcp => usize::from(u16::MAX),
+        };
+        let qend = q.question_end();
+        out.clear();
+        let truncate = slip || prepared.bytes.len() + opt_len > limit;
+        if truncate {
+            let Some(head) = prepared.bytes.get(..qend) else {
+                return false;
+            };
+            out.extend_from_slice(head);
+            wire::set_counts(out, 1, 0, 0, 0);
+            if slip {
+                self.counters.truncated_rate.inc();
+            } else {
+                self.counters.truncated_size.inc();
+            }
+        } else {
+            out.extend_from_slice(&prepared.bytes);
+        }
+        if out.len() < qend {
+            return false;
+        }
+        out[0..2].copy_from_slice(&q.id.to_be_bytes());
+        let flags = wire::reply_flags(q.flags, prepared.aa, truncate, prepared.rcode as u8);
+        out[2..4].copy_from_slice(&flags.to_be_bytes());
+        out[wire::HEADER_LEN..wire::HEADER_LEN + q.qname.len()].copy_from_slice(q.qname);
+        if q.edns.is_some() {
+            let scope = prepared.scope;
+            wire::write_opt(out, 0, ecs.as_ref().map(|e| (e, scope)));
+            let ar = u16::from_be_bytes([out[10], out[11]]).saturating_add(1);
+            out[10..12].copy_from_slice(&ar.to_be_bytes());
+        }
+        true
+    }
+}

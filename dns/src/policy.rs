@@ -1,0 +1,201 @@
+//! GSLB policies: pure functions `(&Snapshot, GSLB name, client) -> Choice`.
+//!
+//! Each policy picks targets among the healthy ones that have an address of the
+//! asked family. When none is healthy, every such target is answered ("fail open")
+//! and [`Choice::fail_open`] says so. [`Choice::scope`] is the ECS scope prefix length
+//! (RFC 7871): the number of client address bits the answer depends on, 0 when it
+//! does not depend on the client.
+
+mod all_healthy;
+mod failover;
+mod latency;
+mod weighted;
+
+use std::net::IpAddr;
+
+use causeway_model::ClusterId;
+use ipnet::IpNet;
+
+use crate::config::PolicyKind;
+use crate::state::Snapshot;
+use crate::zone::{Gslb, GslbId};
+
+/// The client network a query is answered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Client {
+    /// Address, masked to `source_len` bits.
+    pub addr: IpAddr,
+    /// Significant bits: the ECS source prefix length, or the full width without ECS.
+    pub source_len: u8,
+}
+
+impl Client {
+    /// A client network from an address and a prefix length (masked here).
+    pub fn new(addr: IpAddr, source_len: u8) -> Self {
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let source_len = source_len.min(width);
+        let addr = IpNet::new(addr, source_len)
+            .map(|n| n.network())
+            .unwrap_or(addr);
+        Self { addr, source_len }
+    }
+
+    /// The client network as a prefix.
+    pub fn net(&self) -> IpNet {
+        IpNet::new(self.addr, self.source_len).unwrap_or_else(|_| IpNet::from(self.addr))
+    }
+}
+
+/// Address family asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// A records.
+    V4,
+    /// AAAA records.
+    V6,
+}
+
+/// One candidate as the policy saw it (for `explain` and logs).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    /// Cluster.
+    pub cluster: ClusterId,
+    /// Whether it was healthy.
+    pub healthy: bool,
+    /// Active probe state.
+    pub probe: String,
+    /// External report, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<String>,
+    /// RTT used (latency policy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f32>,
+    /// Weight.
+    pub weight: u32,
+    /// Tier.
+    pub tier: u32,
+    /// Whether it was answered.
+    pub chosen: bool,
+}
+
+/// A policy's decision.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    /// Target indexes to answer, in order.
+    pub targets: Vec<usize>,
+    /// ECS scope prefix length.
+    pub scope: u8,
+    /// Whether the answer depends on the client network (cache per client).
+    pub per_client: bool,
+    /// Every candidate was unhealthy, so all were answered.
+    pub fail_open: bool,
+    /// The latency-map prefix used, if any.
+    pub latency_prefix: Option<IpNet>,
+    /// One line on why.
+    pub reason: String,
+}
+
+/// Chooses the targets of GSLB name `id` for `client`, among targets with an address
+/// of `family`.
+pub fn choose(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> Choice {
+    let Some(g) = snap.zones.gslb.get(id) else {
+        return Choice {
+            targets: Vec::new(),
+            scope: 0,
+            per_client: false,
+            fail_open: false,
+            latency_prefix: None,
+            reason: "no such GSLB name".into(),
+        };
+    };
+    let has_family = |t: usize| match family {
+        Family::V4 => !g.targets[t].v4.is_empty(),
+        Family::V6 => !g.targets[t].v6.is_empty(),
+    };
+    let eligible: Vec<usize> = (0..g.targets.len()).filter(|t| has_family(*t)).collect();
+    let healthy: Vec<usize> = eligible
+        .iter()
+        .copied()
+        .filter(|t| snap.is_healthy(id, *t))
+        .collect();
+    if eligible.is_empty() {
+        return Choice {
+            targets: Vec::new(),
+            scope: 0,
+            per_client: false,
+            fail_open: false,
+            latency_prefix: None,
+            reason: "no target has an address of this family".into(),
+        };
+    }
+    if healthy.is_empty() {
+        return Choice {
+            targets: eligible,
+            scope: 0,
+            per_client: false,
+            fail_open: true,
+            latency_prefix: None,
+            reason: "every target is unhealthy: answering all of them (fail open)".into(),
+        };
+    }
+    match g.policy {
+        PolicyKind::Latency => latency::choose(snap, g, &healthy, client),
+        PolicyKind::Failover => failover::choose(g, &healthy),
+        PolicyKind::Weighted => weighted::choose(g, &healthy, client),
+        PolicyKind::AllHealthy => all_healthy::choose(g, &healthy),
+    }
+}
+
+/// The candidates of `id` with their health and RTTs, marking those in `choice`.
+pub fn candidates(snap: &Snapshot, id: GslbId, choice: &Choice) -> Vec<Candidate> {
+    let Some(g) = snap.zones.gslb.get(id) else {
+        return Vec::new();
+    };
+    let entry = choice
+        .latency_prefix
+        .and_then(|p| snap.latency.lookup(p.addr(), p.prefix_len()));
+    g.targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let h = snap.target_health(id, i);
+            Candidate {
+                cluster: t.cluster.clone(),
+                healthy: h.healthy,
+                probe: format!("{:?}", h.probe).to_lowercase(),
+                external: h
+                    .external
+                    .map(|(s, r)| format!("{}: {r}", format!("{s:?}").to_lowercase())),
+                rtt_ms: entry.and_then(|e| e.rtt(&t.cluster)),
+                weight: t.weight,
+                tier: t.tier,
+                chosen: choice.targets.contains(&i),
+            }
+        })
+        .collect()
+}
+
+fn single(
+    target: usize,
+    scope: u8,
+    per_client: bool,
+    latency_prefix: Option<IpNet>,
+    reason: String,
+) -> Choice {
+    Choice {
+        targets: vec![target],
+        scope,
+        per_client,
+        fail_open: false,
+        latency_prefix,
+        reason,
+    }
+}
+
+fn cluster(g: &Gslb, t: usize) -> &str {
+    g.targets[t].cluster.as_str()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! Table-driven policy tests over snapshots built from YAML.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use causeway_model::Health;
+
+use super::*;
+use crate::config::Config;
+use crate::latency::LatencyTable;
+use crate::state::{State, TargetHealth};
+use crate::zone::Zones;
+
+const ZONE: &str = r#"
+apiVersion: causeway.dev/v1alpha1
+kind: Zone
+metadata: {name: z}
+spec:
+  origin: svc.example.
+  soa: {rname: hostmaster.svc.example.}
+  nameservers: [{name: ns1, addresses: [127.0.0.53]}]
+  gslb:
+    - name: lat
+      policy: latency
+      defaultOrder: [c]
+      targets:
+        - {cluster: a, addresses: [192.0.2.1, "2001:db8::1"]}
+        - {cluster: b, addresses: [192.0.2.2]}
+        - {cluster: c, addresses: [192.0.2.3]}
+    - name: fo
+      policy: failover
+      targets:
+        - {cluster: a, addresses: [192.0.2.1], tier: 1}
+        - {cluster: b, addresses: [192.0.2.2], tier: 0}
+        - {cluster: c, addresses: [192.0.2.3], tier: 0}
+    - name: w
+      policy: weighted
+      targets:
+        - {cluster: a, addresses: [192.0.2.1], weight: 100}
+        - {cluster: b, addresses: [192.0.2.2], weight: 100}
+        - {cluster: c, addresses: [192.0.2.3], weight: 0}
+    - name: all
+      policy: all-healthy
+      maxAnswers: 2
+      targets:
+        - {cluster: a, addresses: [192.0.2.1]}
+        - {cluster: b, addresses: [192.0.2.2]}
+        - {cluster: c, addresses: [192.0.2.3]}
+"#;
+
+fn snapshot(down: &[(&str, &str)]) -> Arc<crate::state::Snapshot> {
+    let config = Config::parse(Path::new("t.yaml"), ZONE).unwrap();
+    let zones = Arc::new(Zones::compile(&config.zones).unwrap());
+    let c = |s: &str| ClusterId::new(s).unwrap();
+    let latency = LatencyTable::build([
+        ("198.51.100.0/24".parse().unwrap(), c("a"), 30.0),
+        ("198.51.100.0/24".parse().unwrap(), c("b"), 10.0),
+        ("203.0.113.0/24".parse().unwrap(), c("a"), 5.0),
+        ("203.0.0.0/16".parse().unwrap(), c("b"), 5.0),
+    ]);
+    let health = zones
+        .gslb
+        .iter()
+        .map(|g| {
+            g.targets
+                .iter()
+                .map(|t| {
+                    let is_down = down
+                        .iter()
+                        .any(|(n, cl)| g.fqdn.starts_with(n) && t.cluster.as_str() == *cl);
+                    TargetHealth::combine(
+                        if is_down {
+                            Health::Unhealthy
+                        } else {
+                            Health::Healthy
+                        },
+                        None,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let state = State::new(zones, Arc::new(health), Arc::new(latency));
+    state.load_full()
+}
+
+fn pick(
+    snap: &crate::state::Snapshot,
+    name: &str,
+    client: &str,
+    family: Family,
+) -> (Vec<String>, u8, bool) {
+    let id = snap
+        .zones
+        .gslb_by_name(&format!("{name}.svc.example."))
+        .unwrap();
+    let net: IpNet = client.parse().unwrap();
+    let ch = choose(snap, id, &Client::new(net.addr(), net.prefix_len()), family);
+    let g = &snap.zones.gslb[id];
+    (
+        ch.targets
+            .iter()
+            .map(|t| g.targets[*t].cluster.to_string())
+            .collect(),
+        ch.scope,
+        ch.fail_open,
+    )
+}
+
+#[test]
+fn latency_policy_cases() {
+    let s = snapshot(&[]);
+    let v4 = Family::V4;
+    // (client, down, expected cluster, expected scope)
+    let cases: &[(&str, &[(&str, &str)], &str, u8)] = &[
+        ("198.51.100.0/24", &[], "b", 24),
+        ("198.51.100.77/32", &[], "b", 24),
+        ("198.51.100.0/24", &[("lat", "b")], "a", 24),
+        // No data for the client: default order (c first), scope = source length.
+        ("192.0.2.0/24", &[], "c", 24),
+        ("192.0.2.0/24", &[("lat", "c")], "a", 24),
+        // A /16 with a /24 inside it: scope narrows to the client's source length.
+        ("203.0.7.0/24", &[], "b", 24),
+        ("203.0.113.0/24", &[], "a", 24),
+        // ECS /0: no client information, scope 0.
+        ("0.0.0.0/0", &[], "c", 0),
+    ];
+    for (client, down, want, scope) in cases {
+        let s2 = if down.is_empty() {
+            s.clone()
+        } else {
+            snapshot(down)
+        };
+        let (got, got_scope, fail_open) = pick(&s2, "lat", client, v4);
+        assert_eq!(got, vec![want.to_string()], "{client} down={down:?}");
+        assert_eq!(got_scope, *scope, "{client} down={down:?}");
+        assert!(!fail_open);
+    }
+    // AAAA: only target a has IPv6; no IPv6 latency data → default order, scope 0.
+    let (got, scope, _) = pick(&s, "lat", "2001:db8:1::/48", Family::V6);
+    assert_eq!((got, scope), (vec!["a".to_string()], 0));
+}
+
+#[test]
+fn failover_policy_cases() {
+    let (got, scope, _) = pick(&snapshot(&[]), "fo", "198.51.100.0/24", Family::V4);
+    assert_eq!((got, scope), (vec!["b".to_string(), "c".to_string()], 0));
+    let (got, _, _) = pick(
+        &snapshot(&[("fo", "b")]),
+        "fo",
+        "198.51.100.0/24",
+        Family::V4,
+    );
+    assert_eq!(got, vec!["c".to_string()]);
+    let (got, _, fo) = pick(
+        &snapshot(&[("fo", "b"), ("fo", "c")]),
+        "fo",
+        "198.51.100.0/24",
+        Family::V4,
+    );
+    assert_eq!((got, fo), (vec!["a".to_string()], false));
+}
+
+#[test]
+fn all_healthy_and_fail_open() {
+    let (got, scope, _) = pick(&snapshot(&[]), "all", "198.51.100.0/24", Family::V4);
+    assert_eq!((got.len(), scope), (2, 0));
+    let (got, _, _) = pick(
+        &snapshot(&[("all", "a")]),
+        "all",
+        "198.51.100.0/24",
+        Family::V4,
+    );
+    assert_eq!(got, vec!["b".to_string(), "c".to_string()]);
+    let down = [("all", "a"), ("all", "b"), ("all", "c")];
+    let (got, scope, fail_open) = pick(&snapshot(&down), "all", "198.51.100.0/24", Family::V4);
+    assert_eq!((got.len(), scope, fail_open), (3, 0, true));
+}
+
+#[test]
+fn weighted_is_consistent_and_follows_weights() {
+    let s = snapshot(&[]);
+    let mut counts = std::collections::HashMap::new();
+    let mut first = Vec::new();
+    for i in 0..2000u32 {
+        let client = format!("10.{}.{}.0/24", i / 256, i % 256);
+        let (got, scope, _) = pick(&s, "w", &client, Family::V4);
+        assert_eq!(got.len(), 1);
+        assert_eq!(scope, 24);
+        // Same network, different host: same answer.
+        let host = format!("10.{}.{}.77/32", i / 256, i % 256);
+        assert_eq!(pick(&s, "w", &host, Family::V4).0, got);
+        *counts.entry(got[0].clone()).or_insert(0) += 1;
+        first.push(got[0].clone());
+    }
+    assert!(
+        !counts.contains_key("c"),
+        "weight 0 gets nothing: {counts:?}"
+    );
+    let a = counts.get("a").copied().unwrap_or(0);
+    assert!((800..1200).contains(&a), "a got {a} of 2000: {counts:?}");
+    // b down: only b's clients move.
+    let s2 = snapshot(&[("w", "b")]);
+    for (i, before) in first.iter().enumerate() {
+        let client = format!("10.{}.{}.0/24", i / 256, i % 256);
+        let after = pick(&s2, "w", &client, Family::V4).0;
+        if before == "a" {
+            assert_eq!(
+                after,
+                vec!["a".to_string()],
+                "{client} moved off a healthy target"
+            );
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Sockets: UDP and TCP on every listen address, IPv4 and IPv6.
+//!
+//! * UDP: `udpSocketsPerAddress` sockets per address bound with `SO_REUSEPORT` (the
+//!   kernel spreads queries over them), each served by its own OS thread doing
+//!   blocking `recv_from`/`send_to` with its own [`Handler`] and cache. No async
+//!   machinery sits between the socket and the handler on the hot path.
+//! * TCP (RFC 7766): tokio tasks; queries on a connection are read and answered as
+//!   they come (pipelining), replies are flushed when no more queries are buffered;
+//!   idle connections close after `tcp.idleTimeout`; at most `tcp.maxConnections`
+//!   are open, further ones are closed at once.
+//!
+//! The caller binds ([`bind`]) and then serves ([`serve`]), so tests can use port 0
+//! and read the bound addresses; every bound socket is logged as
+//! `listening on udp ADDR` / `listening on tcp ADDR`.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::TcpSpec;
+use crate::handler::{Handler, Shared, Transport};
+
+/// Kernel receive buffer asked for on UDP sockets (absorbs bursts).
+const UDP_RCVBUF: usize = 4 << 20;
+
+/// Error binding a socket.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {proto} {addr}: {source}")]
+pub struct BindError {
+    /// `udp` or `tcp`.
+    pub proto: &'static str,
+    /// Address.
+    pub addr: SocketAddr,
+    /// Cause.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Bound sockets of one address.
+#[derive(Debug)]
+pub struct BoundAddr {
+    /// The address actually bound (port filled in when 0 was asked).
+    pub addr: SocketAddr,
+    /// UDP sockets sharing the address.
+    pub udp: Vec<UdpSocket>,
+    /// The TCP listener.
+    pub tcp: std::net::TcpListener,
+}
+
+fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    Ok(s)
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = socket(addr, Type::DGRAM, Protocol::UDP)?;
+    let _ = s.set_recv_buffer_size(UDP_RCVBUF);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = socket(addr, Type::STREAM, Protocol::TCP)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Binds UDP (`per_addr` sockets) and TCP on each address. Port 0 picks one free
+/// port for UDP and TCP alike.
+pub fn bind(addrs: &[SocketAddr], per_addr: usize) -> Result<Vec<BoundAddr>, BindError> {
+    let mut out = Vec::new();
+    for &want in addrs {
+        let mut attempt = 0;
+        let bound = loop {
+            attempt += 1;
+            let first = bind_udp(want).map_err(|source| BindError {
+                proto: "udp",
+                addr: want,
+                source,
+            })?;
+            let addr = first.local_addr().map_err(|source| BindError {
+                proto: "udp",
+                addr: want,
+                source,
+            })?;
+            match bind_tcp(addr) {
+                Ok(tcp) => break (addr, first, tcp),
+                // Port 0: the UDP port may be taken for TCP; try another.
+                Err(_) if want.port() == 0 && attempt < 20 => continue,
+                Err(source) => {
+                    return Err(BindError {
+                        proto: "tcp",
+                        addr,
+                        source,
+                    });
+                }
+            }
+        };
+        let (addr, first, tcp) = bound;
+        let mut udp = vec![first];
+        for _ in 1..per_addr.max(1) {
+            udp.push(bind_udp(addr).map_err(|source| BindError {
+                proto: "udp",
+                addr,
+                source,
+            })?);
+        }
+        out.push(BoundAddr { addr, udp, tcp });
+    }
+    Ok(out)
+}
+
+/// Running servers; dropping or [`Servers::stop`] ends them.
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Servers {
+    /// Stops the UDP threads and waits for them (at most one read timeout).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts serving `bound` sockets. TCP tasks end on `shutdown`.
+pub fn serve(
+    bound: Vec<BoundAddr>,
+    shared: Arc<Shared>,
+    tcp: &TcpSpec,
+    shutdown: CancellationToken,
+) -> io::Result<Servers> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let conns = Arc::new(Semaphore::new(tcp.max_connections));
+    for b in bound {
+        for (i, sock) in b.udp.into_iter().enumerate() {
+            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let shared = shared.clone();
+            let stop = stop.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || udp_worker(sock, shared, stop))?;
+            threads.push(t);
+        }
+        info!("listening on udp {}", b.addr);
+        let listener = tokio::net::TcpListener::from_std(b.tcp)?;
+        info!("listening on tcp {}", b.addr);
+        tokio::spawn(tcp_accept(
+            listener,
+            shared.clone(),
+            conns.clone(),
+            tcp.idle_timeout.0,
+            shutdown.clone(),
+        ));
+    }
+    Ok(Servers { stop, threads })
+}
+
+fn udp_worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    let mut handler = Handler::new(shared);
+    let mut buf = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(4096);
+    while !stop.load(Ordering::Relaxed) {
+        match sock.recv_from(&mut buf) {
+            Ok((n, src)) => {
+                if handler.handle(&buf[..n], src.ip(), Transport::Udp, &mut out) {
+                    if let Err(e) = sock.send_to(&out, src) {
+                        debug!(error = %e, "udp send failed");
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                debug!(error = %e, "udp receive failed");
+            }
+        }
+    }
+}
+
+async fn tcp_accept(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    conns: Arc<Semaphore>,
+    idle: Duration,
+    shutdown: CancellationToken,
+) {
+    let refused = shared.metrics.dropped("tcp_connection_limit");
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => match conns.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let shared = shared.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        shared.metrics.tcp_connections.inc();
+                        tcp_conn(stream, peer, &shared, idle, shutdown).await;
+                        shared.metrics.tcp_connections.dec();
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    refused.inc();
+                    drop(stream);
+                }
+            },
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn tcp_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    idle: Duration,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut w = BufWriter::new(w);
+    let mut handler = Handler::new(shared.clone());
+    let mut msg = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let len = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = tokio::time::timeout(idle, r.read_u16()) => match r {
+                Ok(Ok(len)) => usize::from(len),
+                _ => break, // idle, closed or reset
+            },
+        };
+        if len == 0 {
+            break;
+        }
+        match tokio::time::timeout(idle, r.read_exact(&mut msg[..len])).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        if handler.handle(&msg[..len], peer.ip(), Transport::Tcp, &mut out) {
+            let Ok(n) = u16::try_from(out.len()) else {
+                break;
+            };
+            if w.write_all(&n.to_be_bytes()).await.is_err() || w.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+        // Pipelining: answer everything already received, then flush once.
+        if r.buffer().is_empty()
+            && tokio::time::timeout(idle, w.flush())
+                .await
+                .map_or(true, |r| r.is_err())
+        {
+            break;
+        }
+    }
+    let _ = w.flush().await;
+}

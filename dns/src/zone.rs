@@ -1,0 +1,764 @@
+//! Compiled zones: static RRsets and GSLB names by lower-case wire name, and lookup.
+//!
+//! [`Zones::compile`] turns validated [`ZoneConfig`]s into hash maps keyed by the
+//! lower-case wire form of each owner name, so the query path looks names up with the
+//! bytes it already has. [`Zones::find`] walks a name's suffixes to the zone, a
+//! delegation, a node, an empty non-terminal or nothing (NXDOMAIN).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use causeway_model::ClusterId;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::config::{GslbSpec, HealthCheckSpec, PolicyKind, StaticType, ZoneConfig};
+
+/// Lower-case wire form of a name (length-prefixed labels, ending in 0).
+pub type WireName = Box<[u8]>;
+
+/// Encodes `name` as lower-case wire bytes.
+pub fn wire_name(name: &Name) -> WireName {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out.into_boxed_slice()
+}
+
+/// Every zone, plus every GSLB name (indexed by [`GslbId`]).
+#[derive(Debug, Default)]
+pub struct Zones {
+    /// The zones.
+    pub zones: Vec<Zone>,
+    by_origin: HashMap<WireName, usize>,
+    /// GSLB names of all zones.
+    pub gslb: Vec<Gslb>,
+    by_fqdn: HashMap<String, usize>,
+}
+
+/// Index into [`Zones::gslb`].
+pub type GslbId = usize;
+
+/// One authoritative zone.
+#[derive(Debug)]
+pub struct Zone {
+    /// Apex, lower-case.
+    pub origin: Name,
+    /// Apex as text, for metric labels and logs.
+    pub label: String,
+    /// The SOA record (TTL already the RFC 2308 negative TTL when used in authority).
+    pub soa: Record,
+    /// The SOA record as placed in negative answers (TTL = min(SOA TTL, MINIMUM)).
+    pub negative_soa: Record,
+    /// Apex NS records.
+    pub apex_ns: Vec<Record>,
+    nodes: HashMap<WireName, Node>,
+    ents: HashSet<WireName>,
+    delegations: HashSet<WireName>,
+}
+
+/// Data at one owner name.
+#[derive(Debug, Default)]
+pub struct Node {
+    /// Owner name.
+    pub name: Name,
+    /// Static RRsets, in config order.
+    pub rrsets: Vec<(RecordType, Vec<Record>)>,
+    /// A GSLB name here.
+    pub gslb: Option<GslbId>,
+}
+
+impl Node {
+    /// The RRset of `rtype`, if any.
+    pub fn rrset(&self, rtype: RecordType) -> Option<&[Record]> {
+        self.rrsets
+            .iter()
+            .find(|(t, _)| *t == rtype)
+            .map(|(_, r)| r.as_slice())
+    }
+}
+
+/// A GSLB name.
+#[derive(Debug)]
+pub struct Gslb {
+    /// Owner name, lower-case.
+    pub name: Name,
+    /// Owner name as text (`app.svc.example.`).
+    pub fqdn: String,
+    /// Zone index.
+    pub zone: usize,
+    /// Answer TTL.
+    pub ttl: u32,
+    /// Policy.
+    pub policy: PolicyKind,
+    /// `all-healthy` limit.
+    pub max_answers: usize,
+    /// `latency` order without data, as target indexes.
+    pub default_order: Vec<usize>,
+    /// Targets.
+    pub targets: Vec<Target>,
+}
+
+/// One cluster behind a GSLB name.
+#[derive(Debug)]
+pub struct Target {
+    /// The cluster.
+    pub cluster: ClusterId,
+    /// IPv4 addresses.
+    pub v4: Vec<Ipv4Addr>,
+    /// IPv6 addresses.
+    pub v6: Vec<Ipv6Addr>,
+    /// Weight.
+    pub weight: u32,
+    /// Tier.
+    pub tier: u32,
+    /// Active check.
+    pub check: Option<HealthCheckSpec>,
+}
+
+/// Where a name falls.
+#[derive(Debug)]
+pub enum Found<'a> {
+    /// Not in any zone: REFUSED.
+    Refused,
+    /// At or below a delegation: referral to the child's name servers.
+    Referral(&'a Zone, &'a Node),
+    /// The name has data.
+    Node(&'a Zone, &'a Node),
+    /// The name exists only as an ancestor of other names: NODATA.
+    EmptyNonTerminal(&'a Zone),
+    /// No such name: NXDOMAIN.
+    NxDomain(&'a Zone),
+}
+
+impl Zones {
+    /// Compiles validated zones.
+    pub fn compile(configs: &[ZoneConfig]) -> Result<Self, (String, Option<String>, String)> {
+        let mut zones = Self::default();
+        for (i, z) in configs.iter().enumerate() {
+            let zone = compile_zone(z, i, &mut zones.gslb)?;
+            zones.by_origin.insert(wire_name(&zone.origin), i);
+            zones.zones.push(zone);
+        }
+        zones.by_fqdn = zones
+            .gslb
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.fqdn.clone(), i))
+            .collect();
+        Ok(zones)
+    }
+
+    /// The GSLB name `fqdn` (lower-case, trailing dot), if any.
+    pub fn gslb_by_name(&self, fqdn: &str) -> Option<GslbId> {
+        self.by_fqdn.get(fqdn).copied()
+    }
+
+    /// Looks up a lower-case wire name.
+    pub fn find(&self, qname: &[u8], qtype: RecordType) -> Found<'_> {
+        // Offsets of each suffix of qname, longest first.
+        let mut offsets = [0usize; 128];
+        let mut n = 0;
+        let mut pos = 0;
+        while pos < qname.len() && n < offsets.len() {
+            offsets[n] = pos;
+            n += 1;
+            let len = qname[pos] as usize;
+            if len == 0 {
+                break;
+            }
+            pos += len + 1;
+        }
+        // The longest suffix that is a zone origin.
+        let Some((zi, zone_idx)) =
+            (0..n).find_map(|i| self.by_origin.get(&qname[offsets[i]..]).map(|z| (i, *z)))
+        else {
+            return Found::Refused;
+        };
+        let zone = &self.zones[zone_idx];
+        // The highest delegation point strictly below the apex.
+        for i in (0..zi).rev() {
+            let suffix = &qname[offsets[i]..];
+            if zone.delegations.contains(suffix) {
+                if let Some(node) = zone.nodes.get(suffix) {
+                    // The parent side answers DS at the cut itself (we hold none: NODATA).
+                    if i == 0 && qtype == RecordType::DS {
+                        return Found::EmptyNonTerminal(zone);
+                    }
+                    return Found::Referral(zone, node);
+                }
+            }
+        }
+        match zone.nodes.get(qname) {
+            Some(node) => Found::Node(zone, node),
+            None if zone.ents.contains(qname) => Found::EmptyNonTerminal(zone),
+            None => Found::NxDomain(zone),
+        }
+    }
+
+    /// The node at `name` inside `zone` (for CNAME chains and glue).
+    pub fn node<'a>(&self, zone: &'a Zone, name: &Name) -> Option<&'a Node> {
+        zone.nodes.get(&wire_name(name))
+    }
+
+    /// Number of names in all zones (static and GSLB).
+    pub fn name_count(&self) -> usize {
+        self.zones.iter().map(|z| z.nodes.len()).sum()
+    }
+}
+
+type CompileError = (String, Option<String>, String);
+
+/// Checks a zone the way [`Zones::compile`] would: `(field, text to find the line, reason)`.
+pub fn validate(z: &ZoneConfig) -> Result<(), CompileError> {
+    let mut gslb = Vec::new();
+    compile_zone(z, 0, &mut gslb).map(|_| ())
+}
+
+fn abs_name(origin: &Name, s: &str) -> Result<Name, String> {
+    let s = s.trim();
+    if s == "@" {
+        return Ok(origin.clone());
+    }
+    if s.is_empty() {
+        return Err("empty name".into());
+    }
+    let name = if s.ends_with('.') {
+        Name::from_ascii(s)
+    } else {
+        Name::from_ascii(s).and_then(|n| n.append_domain(origin))
+    };
+    name.map(|n| n.to_lowercase())
+        .map_err(|e| format!("{s:?} is not a valid name: {e}"))
+}
+
+fn compile_zone(
+    z: &ZoneConfig,
+    zone_idx: usize,
+    gslb_out: &mut Vec<Gslb>,
+) -> Result<Zone, CompileError> {
+    let spec = &z.spec;
+    let origin = z.origin.clone();
+    let mut nodes: HashMap<WireName, Node> = HashMap::new();
+    let in_zone = |n: &Name| origin.zone_of(n);
+
+    // Apex NS and glue.
+    if spec.nameservers.is_empty() {
+        return Err((
+            "nameservers".into(),
+            Some("nameservers".into()),
+            "at least one name server is required".into(),
+        ));
+    }
+    let mut apex_ns = Vec::new();
+    let mut glue: Vec<(Name, IpAddr, String)> = Vec::new();
+    for (i, ns) in spec.nameservers.iter().enumerate() {
+        let field = format!("nameservers[{i}].name");
+        let name =
+            abs_name(&origin, &ns.name).map_err(|r| (field.clone(), Some(ns.name.clone()), r))?;
+        if in_zone(&name) && ns.addresses.is_empty() {
+            return Err((
+                format!("nameservers[{i}].addresses"),
+                Some(ns.name.clone()),
+                format!("{name} is inside the zone, so it needs glue addresses"),
+            ));
+        }
+        for a in &ns.addresses {
+            if in_zone(&name) {
+                glue.push((name.clone(), *a, ns.name.clone()));
+            }
+        }
+        apex_ns.push(Record::from_rdata(
+            origin.clone(),
+            spec.ttl,
+            RData::NS(NS(name)),
+        ));
+    }
+    let soa_spec = &spec.soa;
+    let mname = match &soa_spec.mname {
+        Some(m) => {
+            abs_name(&origin, m).map_err(|r| ("soa.mname".into(), Some("mname".into()), r))?
+        }
+        None => match apex_ns.first().map(|r| &r.data) {
+            Some(RData::NS(NS(n))) => n.clone(),
+            _ => origin.clone(),
+        },
+    };
+    let rname = abs_name(&origin, &soa_spec.rname)
+        .map_err(|r| ("soa.rname".into(), Some("rname".into()), r))?;
+    let soa_ttl = soa_spec.ttl.unwrap_or(spec.ttl);
+    let to_i32 = |v: u32, f: &str| {
+        i32::try_from(v).map_err(|_| {
+            (
+                format!("soa.{f}"),
+                Some(f.to_string()),
+                "must be at most 2147483647".to_string(),
+            )
+        })
+    };
+    let soa_rdata = SOA::new(
+        mname,
+        rname,
+        soa_spec.serial,
+        to_i32(soa_spec.refresh, "refresh")?,
+        to_i32(soa_spec.retry, "retry")?,
+        to_i32(soa_spec.expire, "expire")?,
+        soa_spec.minimum,
+    );
+    let soa = Record::from_rdata(origin.clone(), soa_ttl, RData::SOA(soa_rdata.clone()));
+    // RFC 2308 §3: "the TTL of this record is set from the minimum of the MINIMUM
+    // field of the SOA record and the TTL of the SOA itself".
+    let negative_soa = Record::from_rdata(
+        origin.clone(),
+        soa_ttl.min(soa_spec.minimum),
+        RData::SOA(soa_rdata),
+    );
+    {
+        let apex = nodes.entry(wire_name(&origin)).or_insert_with(|| Node {
+            name: origin.clone(),
+            ..Node::default()
+        });
+        apex.rrsets.push((RecordType::SOA, vec![soa.clone()]));
+        apex.rrsets.push((RecordType::NS, apex_ns.clone()));
+    }
+    for (name, addr, needle) in glue {
+        let (rt, rdata) = match addr {
+            IpAddr::V4(a) => (RecordType::A, RData::A(A(a))),
+            IpAddr::V6(a) => (RecordType::AAAA, RData::AAAA(AAAA(a))),
+        };
+        let node = nodes.entry(wire_name(&name)).or_insert_with(|| Node {
+            name: name.clone(),
+            ..Node::default()
+        });
+        push_record(node, rt, Record::from_rdata(name.clone(), spec.ttl, rdata))
+            .map_err(|r| ("nameservers".into(), Some(needle), r))?;
+    }
+
+    // Static records.
+    let mut delegations = HashSet::new();
+    for (i, rec) in spec.records.iter().enumerate() {
+        let field = format!("records[{i}]");
+        let needle = Some(rec.name.clone());
+        let name = abs_name(&origin, &rec.name)
+            .map_err(|r| (format!("{field}.name"), needle.clone(), r))?;
+        if !in_zone(&name) {
+            return Err((
+                format!("{field}.name"),
+                needle,
+                format!("{name} is outside the zone {origin}"),
+            ));
+        }
+        if rec.data.is_empty() {
+            return Err((
+                format!("{field}.data"),
+                needle,
+                "at least one value is required".into(),
+            ));
+        }
+        let ttl = rec.ttl.unwrap_or(spec.ttl);
+        let rt = match rec.rtype {
+            StaticType::A => RecordType::A,
+            StaticType::AAAA => RecordType::AAAA,
+            StaticType::CNAME => RecordType::CNAME,
+            StaticType::TXT => RecordType::TXT,
+            StaticType::MX => RecordType::MX,
+            StaticType::SRV => RecordType::SRV,
+            StaticType::CAA => RecordType::CAA,
+            StaticType::NS => RecordType::NS,
+        };
+        if rt == RecordType::NS {
+            if name == origin {
+                return Err((
+                    format!("{field}.name"),
+                    needle,
+                    "apex NS records go in spec.nameservers".into(),
+                ));
+            }
+            delegations.insert(wire_name(&name));
+        }
+        if rt == RecordType::CNAME && (rec.data.len() != 1 || name == origin) {
+            return Err((
+                format!("{field}.data"),
+                needle,
+                "a CNAME has exactly one target and cannot be at the apex".into(),
+            ));
+        }
+        let node = nodes.entry(wire_name(&name)).or_insert_with(|| Node {
+            name: name.clone(),
+            ..Node::default()
+        });
+        for (j, value) in rec.data.iter().enumerate() {
+            let rdata = parse_rdata(rec.rtype, &origin, value)
+                .map_err(|r| (format!("{field}.data[{j}]"), Some(value.clone()), r))?;
+            push_record(node, rt, Record::from_rdata(name.clone(), ttl, rdata))
+                .map_err(|r| (format!("{field}"), needle.clone(), r))?;
+        }
+    }
+
+    // GSLB names.
+    for (i, g) in spec.gslb.iter().enumerate() {
+        let field = format!("gslb[{i}]");
+        let needle = Some(g.name.clone());
+        let gslb = compile_gslb(g, &origin, zone_idx)
+            .map_err(|(f, r)| (format!("{field}.{f}"), needle.clone(), r))?;
+        if gslb.name == origin {
+            return Err((
+                format!("{field}.name"),
+                needle,
+                "a GSLB name cannot be the zone apex".into(),
+            ));
+        }
+        let node = nodes.entry(wire_name(&gslb.name)).or_insert_with(|| Node {
+            name: gslb.name.clone(),
+            ..Node::default()
+        });
+        if node.gslb.is_some() || !node.rrsets.is_empty() {
+            return Err((
+                format!("{field}.name"),
+                needle,
+                format!(
+                    "{} already has records; a GSLB name must have no static records",
+                    gslb.name
+                ),
+            ));
+        }
+        node.gslb = Some(gslb_out.len());
+        gslb_out.push(gslb);
+    }
+
+    // Records below a delegation other than glue are occluded: reject them.
+    for node in nodes.values() {
+        let mut n = node.name.clone();
+        while n.num_labels() > origin.num_labels() {
+            n = n.base_name();
+            if delegations.contains(&wire_name(&n)) {
+                let glue_only = node.gslb.is_none()
+                    && node
+                        .rrsets
+                        .iter()
+                        .all(|(t, _)| matches!(t, RecordType::A | RecordType::AAAA));
+                if !glue_only {
+                    return Err((
+                        "records".into(),
+                        Some(node.name.to_ascii().trim_end_matches('.').to_string()),
+                        format!(
+                            "{} is below the delegation {n}; only glue A/AAAA may be there",
+                            node.name
+                        ),
+                    ));
+                }
+            }
+        }
+        if delegations.contains(&wire_name(&node.name))
+            && (node.gslb.is_some()
+                || node
+                    .rrsets
+                    .iter()
+                    .any(|(t, _)| !matches!(t, RecordType::NS | RecordType::A | RecordType::AAAA)))
+        {
+            return Err((
+                "records".into(),
+                Some(node.name.to_ascii().trim_end_matches('.').to_string()),
+                format!(
+                    "{} is a delegation point; it may hold only NS and glue",
+                    node.name
+                ),
+            ));
+        }
+    }
+
+    // Empty non-terminals: every ancestor of a name, up to the apex, that has no node.
+    let mut ents = HashSet::new();
+    for node in nodes.values() {
+        let mut n = node.name.clone();
+        while n.num_labels() > origin.num_labels() + 1 {
+            n = n.base_name();
+            let w = wire_name(&n);
+            if !nodes.contains_key(&w) {
+                ents.insert(w);
+            }
+        }
+    }
+
+    Ok(Zone {
+        label: origin.to_ascii(),
+        origin,
+        soa,
+        negative_soa,
+        apex_ns,
+        nodes,
+        ents,
+        delegations,
+    })
+}
+
+fn push_record(node: &mut Node, rt: RecordType, record: Record) -> Result<(), String> {
+    if node.gslb.is_some() {
+        return Err(format!(
+            "{} is a GSLB name; it cannot also have static records",
+            node.name
+        ));
+    }
+    let has_cname = node.rrset(RecordType::CNAME).is_some();
+    let has_other = node.rrsets.iter().any(|(t, _)| *t != RecordType::CNAME);
+    if (rt == RecordType::CNAME && (has_other || has_cname))
+        || (rt != RecordType::CNAME && has_cname)
+    {
+        return Err(format!(
+            "{}: a CNAME cannot coexist with other data (RFC 1034 §3.6.2)",
+            node.name
+        ));
+    }
+    match node.rrsets.iter_mut().find(|(t, _)| *t == rt) {
+        Some((_, rs)) => {
+            if rs.iter().any(|r| &r.data == &record.data) {
+                return Err(format!("duplicate {rt} record at {}", node.name));
+            }
+            rs.push(record);
+        }
+        None => node.rrsets.push((rt, vec![record])),
+    }
+    Ok(())
+}
+
+fn parse_rdata(t: StaticType, origin: &Name, v: &str) -> Result<RData, String> {
+    let v = v.trim();
+    let fields: Vec<&str> = v.split_whitespace().collect();
+    let num = |s: &str, what: &str| {
+        s.parse::<u16>()
+            .map_err(|_| format!("{what} {s:?} is not a number 0-65535"))
+    };
+    Ok(match t {
+        StaticType::A => RData::A(A(v
+            .parse()
+            .map_err(|_| format!("{v:?} is not an IPv4 address"))?)),
+        StaticType::AAAA => RData::AAAA(AAAA(
+            v.parse()
+                .map_err(|_| format!("{v:?} is not an IPv6 address"))?,
+        )),
+        StaticType::CNAME => RData::CNAME(CNAME(abs_name(origin, v)?)),
+        StaticType::NS => RData::NS(NS(abs_name(origin, v)?)),
+        StaticType::TXT => {
+            let parts = parse_txt(v)?;
+            RData::TXT(TXT::new(parts))
+        }
+        StaticType::MX => match fields.as_slice() {
+            [pref, exch] => RData::MX(MX::new(num(pref, "preference")?, abs_name(origin, exch)?)),
+            _ => return Err(format!("MX {v:?}: expected `PREFERENCE EXCHANGE`")),
+        },
+        StaticType::SRV => match fields.as_slice() {
+            [p, w, port, target] => RData::SRV(SRV::new(
+                num(p, "priority")?,
+                num(w, "weight")?,
+                num(port, "port")?,
+                abs_name(origin, target)?,
+            )),
+            _ => return Err(format!("SRV {v:?}: expected `PRIORITY WEIGHT PORT TARGET`")),
+        },
+        StaticType::CAA => {
+            let mut it = v.splitn(3, char::is_whitespace);
+            let (Some(flags), Some(tag), Some(value)) = (it.next(), it.next(), it.next()) else {
+                return Err(format!("CAA {v:?}: expected `FLAGS TAG \"VALUE\"`"));
+            };
+            let flags: u8 = flags
+                .parse()
+                .map_err(|_| format!("CAA flags {flags:?} is not 0-255"))?;
+            if tag.is_empty() || tag.len() > 15 || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(format!(
+                    "CAA tag {tag:?} must be 1-15 letters or digits (RFC 8659)"
+                ));
+            }
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|s| s.strip_suffix('"'))
+                .unwrap_or(value);
+            // RFC 8659 §4.1: Flags (1 octet), Tag Length (1 octet), Tag, Value.
+            let mut raw = vec![flags, tag.len() as u8];
+            raw.extend(tag.to_ascii_lowercase().bytes());
+            raw.extend(value.bytes());
+            RData::Unknown {
+                code: RecordType::CAA,
+                rdata: NULL::with(raw),
+            }
+        }
+    })
+}
+
+/// TXT data: `"a" "b"` → two strings; unquoted text → one string.
+fn parse_txt(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    if !v.starts_with('"') {
+        out.push(v.to_string());
+    } else {
+        let mut rest = v;
+        while let Some(start) = rest.find('"') {
+            let tail = &rest[start + 1..];
+            let mut s = String::new();
+            let mut chars = tail.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            s.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = Some(i);
+                        break;
+                    }
+                    c => s.push(c),
+                }
+            }
+            let Some(end) = end else {
+                return Err(format!("TXT {v:?}: unterminated quote"));
+            };
+            out.push(s);
+            rest = &tail[end + 1..];
+        }
+    }
+    if out.iter().any(|s| s.len() > 255) {
+        return Err("TXT strings are at most 255 bytes each".into());
+    }
+    Ok(out)
+}
+
+fn compile_gslb(g: &GslbSpec, origin: &Name, zone: usize) -> Result<Gslb, (String, String)> {
+    let name = abs_name(origin, &g.name).map_err(|r| ("name".to_string(), r))?;
+    if !origin.zone_of(&name) {
+        return Err((
+            "name".into(),
+            format!("{name} is outside the zone {origin}"),
+        ));
+    }
+    if g.targets.is_empty() {
+        return Err(("targets".into(), "at least one target is required".into()));
+    }
+    let mut targets = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, t) in g.targets.iter().enumerate() {
+        if !seen.insert(t.cluster.clone()) {
+            return Err((
+                format!("targets[{i}].cluster"),
+                format!("cluster {} appears twice", t.cluster),
+            ));
+        }
+        if t.addresses.is_empty() {
+            return Err((
+                format!("targets[{i}].addresses"),
+                "at least one address is required".into(),
+            ));
+        }
+        if let Some(c) = &t.health_check {
+            if c.address.is_none() && c.port.is_none() {
+                return Err((
+                    format!("targets[{i}].healthCheck"),
+                    "give `address` or `port`".into(),
+                ));
+            }
+            if c.interval.0.is_zero() || c.timeout.0.is_zero() {
+                return Err((
+                    format!("targets[{i}].healthCheck"),
+                    "interval and timeout must be positive".into(),
+                ));
+            }
+            if c.protocol == crate::config::ProbeProtocol::Https {
+                return Err((
+                    format!("targets[{i}].healthCheck.protocol"),
+                    "https probes are not supported yet; use http or tcp".into(),
+                ));
+            }
+            if c.rise == 0 || c.fall == 0 {
+                return Err((
+                    format!("targets[{i}].healthCheck"),
+                    "rise and fall must be at least 1".into(),
+                ));
+            }
+            if !c.path.starts_with('/') || c.path.bytes().any(|b| b.is_ascii_control() || b == b' ')
+            {
+                return Err((
+                    format!("targets[{i}].healthCheck.path"),
+                    "must start with / and hold no spaces or control characters".into(),
+                ));
+            }
+        }
+        targets.push(Target {
+            cluster: t.cluster.clone(),
+            v4: t
+                .addresses
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+            v6: t
+                .addresses
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V6(a) => Some(*a),
+                    IpAddr::V4(_) => None,
+                })
+                .collect(),
+            weight: t.weight,
+            tier: t.tier,
+            check: t.health_check.clone(),
+        });
+    }
+    if g.policy == PolicyKind::Weighted && targets.iter().all(|t| t.weight == 0) {
+        return Err((
+            "targets".into(),
+            "weighted: at least one target needs a weight above 0".into(),
+        ));
+    }
+    if g.max_answers == 0 {
+        return Err(("maxAnswers".into(), "must be at least 1".into()));
+    }
+    let mut default_order = Vec::new();
+    for (i, c) in g.default_order.iter().enumerate() {
+        let Some(idx) = targets.iter().position(|t| &t.cluster == c) else {
+            return Err((
+                format!("defaultOrder[{i}]"),
+                format!("cluster {c} is not a target"),
+            ));
+        };
+        default_order.push(idx);
+    }
+    for i in 0..targets.len() {
+        if !default_order.contains(&i) {
+            default_order.push(i);
+        }
+    }
+    Ok(Gslb {
+        fqdn: name.to_ascii(),
+        name,
+        zone,
+        ttl: g.ttl,
+        policy: g.policy,
+        max_answers: g.max_answers,
+        default_order,
+        targets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txt_parsing() {
+        assert_eq!(parse_txt("hello world").unwrap(), vec!["hello world"]);
+        assert_eq!(parse_txt(r#""a b" "c\"d""#).unwrap(), vec!["a b", "c\"d"]);
+        assert!(parse_txt(r#""open"#).is_err());
+    }
+
+    #[test]
+    fn wire_names_are_lower_case() {
+        let n = Name::from_ascii("App.Svc.Example.").unwrap();
+        assert_eq!(&*wire_name(&n), b"\x03app\x03svc\x07example\x00");
+    }
+}
