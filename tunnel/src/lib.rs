@@ -19,13 +19,19 @@
 pub mod agent;
 pub mod body;
 pub mod mux;
+pub mod metrics;
 pub mod protocol;
+pub mod stub;
 pub mod transport;
 pub mod upgrade;
 
+pub mod audit;
+pub mod authn;
 pub mod authz;
+pub mod enrol;
 pub mod identity;
 pub mod impersonate;
 pub mod pki;
 pub mod state;
 pub mod status;
+pub mod users;

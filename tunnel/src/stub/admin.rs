@@ -1,0 +1,66 @@
+//! The metrics listener (plain HTTP): `/metrics`, `/healthz`, `/readyz` (ready only
+//! while this stub is active), `/sessions` (live sessions per cluster, JSON).
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::body::{self, TunnelBody};
+use crate::transport;
+
+/// Serves the metrics listener until `shutdown`.
+pub async fn serve_admin(shared: Arc<Shared>, listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            p = transport::accept_tcp(&listener) => p,
+            () = shutdown.cancelled() => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&shared, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<TunnelBody> {
+    let text = |code: StatusCode, s: String| {
+        let mut r = Response::new(body::full(s));
+        *r.status_mut() = code;
+        r
+    };
+    match req.uri().path() {
+        "/metrics" => {
+            let mut r = text(StatusCode::OK, shared.metrics.encode());
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        "/healthz" | "/livez" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" if shared.is_active() => text(StatusCode::OK, "active\n".into()),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "standby\n".into()),
+        "/sessions" => {
+            let map: serde_json::Map<String, serde_json::Value> = shared
+                .registry
+                .clusters()
+                .into_iter()
+                .map(|(c, n)| (c.to_string(), n.into()))
+                .collect();
+            text(StatusCode::OK, serde_json::Value::Object(map).to_string())
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}

@@ -1,0 +1,96 @@
+//! The agents' listener. A connection with an agent certificate becomes a session
+//! (the stub then speaks HTTP/2 as the client over it); a connection without one may
+//! only enrol.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Shared;
+use crate::mux::Session;
+use crate::transport;
+
+/// Accepts agent connections until `shutdown`.
+pub async fn serve_agents(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            p = transport::accept_tcp(&listener) => p,
+            () = shutdown.cancelled() => return,
+        };
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let tls = match transport::accept_tls(tcp, peer, &acceptor).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::info!(error = %e, %peer, "agent TLS handshake failed");
+                    return;
+                }
+            };
+            match transport::peer_leaf(&tls) {
+                Some(cert) => session(shared, tls, peer, cert, shutdown).await,
+                None => super::enrol::serve(shared, tls, peer, shutdown).await,
+            }
+        });
+    }
+}
+
+async fn session(
+    shared: Arc<Shared>,
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    shutdown: CancellationToken,
+) {
+    let cluster = match crate::pki::agent_cluster_from_cert(&cert) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, %peer, "refused a session: not an agent certificate");
+            return;
+        }
+    };
+    if let Err(reason) = (shared.agent_allowed)(&cert, &cluster) {
+        tracing::warn!(%cluster, %peer, %reason, "refused a session");
+        return;
+    }
+    if transport::alpn(&tls).as_deref() != Some(crate::protocol::ALPN_TUNNEL) {
+        tracing::warn!(%cluster, %peer, "refused a session: ALPN is not causeway-tunnel/1");
+        return;
+    }
+    let id = shared.registry.next_id();
+    let span = tracing::info_span!("tunnel.session", session = id, %cluster, %peer);
+    async move {
+        let (session, conn) = match Session::handshake(id, cluster.clone(), peer, tls).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "session handshake failed");
+                return;
+            }
+        };
+        shared.registry.add(session);
+        tracing::info!(sessions = shared.registry.count(&cluster), "agent session up");
+        let result = tokio::select! {
+            r = conn => r,
+            () = shutdown.cancelled() => Ok(()),
+        };
+        shared.registry.remove(&cluster, id);
+        match result {
+            Ok(()) => tracing::info!(sessions = shared.registry.count(&cluster), "agent session closed"),
+            Err(e) => tracing::info!(error = %e, sessions = shared.registry.count(&cluster), "agent session lost"),
+        }
+    }
+    .instrument(span)
+    .await;
+}

@@ -1,0 +1,141 @@
+//! The record of one request through the stub. Every request, refused or served,
+//! ends by dropping its [`Exchange`], which writes one `audit.k8s.io/v1` event and
+//! the request metrics — pingora's `logging()` phase.
+//!
+//! The record travels with the response: inside the response body (it is dropped
+//! when the body ends or the client goes away) or inside an upgraded stream's pump
+//! task, so a watch or an exec session is accounted for when it really ends.
+
+use std::sync::Arc;
+
+use causeway_model::cluster::ClusterId;
+use http::StatusCode;
+use tokio::time::Instant;
+
+use crate::audit::{AuditEvent, AuditLog, Stage};
+use crate::authz::Verb;
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+
+/// One request's record; see the module docs.
+pub struct Exchange {
+    event: AuditEvent,
+    audit: Option<Arc<AuditLog>>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    /// Set once the cluster is known to be enrolled (bounded metric labels).
+    cluster_label: Option<String>,
+    verb: Verb,
+    code: StatusCode,
+    refusal: Option<(String, String)>,
+    headers_sent: bool,
+}
+
+impl Exchange {
+    /// Starts the record of a request.
+    pub fn begin(
+        event: AuditEvent,
+        verb: Verb,
+        audit: Option<Arc<AuditLog>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics.open_streams.inc();
+        Exchange {
+            event,
+            audit,
+            metrics,
+            started: Instant::now(),
+            cluster_label: None,
+            verb,
+            code: StatusCode::INTERNAL_SERVER_ERROR,
+            refusal: None,
+            headers_sent: false,
+        }
+    }
+
+    /// The audit ID.
+    pub fn audit_id(&self) -> &str {
+        &self.event.audit_id
+    }
+
+    /// Records who is asking.
+    pub fn set_user(&mut self, id: &Identity) {
+        self.event = std::mem::replace(&mut self.event, placeholder()).with_user(id);
+    }
+
+    /// Records the target cluster (as a metric label only once it is known to exist).
+    pub fn set_cluster(&mut self, cluster: &ClusterId, known: bool) {
+        self.event = std::mem::replace(&mut self.event, placeholder()).with_cluster(cluster);
+        if known {
+            self.cluster_label = Some(cluster.to_string());
+        }
+    }
+
+    /// Records a refusal by the stub.
+    pub fn refuse(&mut self, code: StatusCode, reason: &str, message: &str) {
+        self.code = code;
+        self.refusal = Some((reason.to_owned(), message.to_owned()));
+    }
+
+    /// Records the response status as the headers go out.
+    pub fn respond(&mut self, code: StatusCode) {
+        self.code = code;
+        self.headers_sent = true;
+        let cluster = self.cluster_label.as_deref().unwrap_or("");
+        self.metrics
+            .headers
+            .with_label_values(&[cluster, self.verb.as_str()])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+
+    /// Counts body bytes, `up` toward the cluster or down toward the client.
+    pub fn count_bytes(metrics: &Metrics, cluster: &str, up: bool, n: usize) {
+        metrics
+            .bytes
+            .with_label_values(&[cluster, if up { "up" } else { "down" }])
+            .inc_by(n as u64);
+    }
+
+    /// The cluster label, `""` when unknown.
+    pub fn cluster_label(&self) -> String {
+        self.cluster_label.clone().unwrap_or_default()
+    }
+}
+
+fn placeholder() -> AuditEvent {
+    AuditEvent::new("", &http::Method::GET, "", "/", None)
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.metrics.open_streams.dec();
+        let cluster = self.cluster_label.as_deref().unwrap_or("");
+        let verb = self.verb.as_str();
+        self.metrics
+            .requests
+            .with_label_values(&[cluster, verb, self.code.as_str()])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[cluster, verb])
+            .observe(self.started.elapsed().as_secs_f64());
+        if let Some(audit) = &self.audit {
+            let mut ev = self
+                .event
+                .at_stage(Stage::ResponseComplete, Some(self.code));
+            if let Some((reason, message)) = &self.refusal {
+                ev = ev.with_refusal(reason, message);
+            }
+            audit.record(&ev);
+        }
+        tracing::debug!(
+            audit_id = %self.event.audit_id,
+            user = %self.event.user.username,
+            verb,
+            cluster,
+            code = self.code.as_u16(),
+            elapsed_us = self.started.elapsed().as_micros() as u64,
+            "request done"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! The checks before routing, as typed hand-offs: a request becomes
+//! [`Authenticated`], then [`Authorized`]; forwarding takes only the latter, so
+//! skipping a step is a type error.
+
+use causeway_model::cluster::ClusterId;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+
+use super::route::Target;
+use super::{ConnInfo, Shared};
+use crate::authz::Verb;
+use crate::identity::Identity;
+
+/// A request refused by the stub; becomes a `metav1.Status` answer.
+#[derive(Debug)]
+pub struct Refusal {
+    /// HTTP status.
+    pub code: StatusCode,
+    /// What kubectl prints.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `code` and `message`.
+    pub fn new(code: StatusCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A request whose client is known.
+pub struct Authenticated {
+    /// The request.
+    pub req: Request<Incoming>,
+    /// Who sent it.
+    pub identity: Identity,
+}
+
+/// A request allowed on its cluster.
+pub struct Authorized {
+    /// The request.
+    pub req: Request<Incoming>,
+    /// Who sent it.
+    pub identity: Identity,
+    /// Where it goes.
+    pub target: Target,
+    /// Its Kubernetes verb (exec/attach/port-forward are `create`).
+    pub verb: Verb,
+}
+
+/// Establishes who sent `req`: a client certificate from the stub CA or a bearer
+/// token. Client impersonation headers are refused here (`kubectl --as`).
+pub fn authenticate(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Authenticated, Refusal> {
+    let _span = tracing::debug_span!("tunnel.authn").entered();
+    let identity = super::stand_in::authenticate(conn.cert.as_ref(), req.headers(), &shared.users)
+        .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    crate::impersonate::reject_client_impersonation(req.headers())
+        .map_err(|e| Refusal::new(StatusCode::FORBIDDEN, e.to_string()))?;
+    Ok(Authenticated { req, identity })
+}
+
+/// Checks the access policy for the request's cluster and verb.
+pub fn authorize(
+    shared: &Shared,
+    a: Authenticated,
+    target: Target,
+    verb: Verb,
+) -> Result<Authorized, Refusal> {
+    let _span = tracing::debug_span!("tunnel.authz", user = %a.identity.user, cluster = %target.cluster, verb = verb.as_str()).entered();
+    shared
+        .policy
+        .authorize(&a.identity, &target.cluster, verb)
+        .map_err(|e| Refusal::new(StatusCode::FORBIDDEN, e.to_string()))?;
+    Ok(Authorized {
+        req: a.req,
+        identity: a.identity,
+        target,
+        verb,
+    })
+}
+
+/// Whether `cluster` was enrolled with `causeway cluster add`.
+pub fn is_enrolled(shared: &Shared, cluster: &ClusterId) -> bool {
+    (shared.enrolled)(cluster) || shared.registry.count(cluster) > 0
+}
