@@ -1,10 +1,150 @@
-//! `causeway user` (being built).
+//! `causeway user`: users of the stub (client certificates, kubeconfigs, revocation).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use causeway_model::ClusterId;
+use causeway_tunnel::{enrol, pki::Ca, state, users};
 
 /// Options of `causeway user`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(
+    after_help = "Example:\n  causeway user add alice --group dev --clusters 'idc-*' --stub-url https://stub.example:6443 --out alice.kubeconfig\n  kubectl --kubeconfig alice.kubeconfig --context idc-bj get pods\n  causeway user remove alice"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Issue a client certificate and write a kubeconfig with one context per allowed cluster.
+    ///
+    /// The user and their clusters are recorded in the state directory; the stub
+    /// allows them those clusters (read-only with --read-only) on top of its
+    /// --access-policy file. Running it again for the same user updates the record and
+    /// issues another certificate.
+    Add {
+        /// User name (certificate CN; the member clusters see it as the impersonated user).
+        name: String,
+        /// Group (repeatable).
+        #[arg(long = "group", short = 'g')]
+        groups: Vec<String>,
+        /// Cluster IDs or globs the user may reach, comma-separated ('idc-*', 'aws-sg', '*').
+        #[arg(long, value_delimiter = ',', required = true)]
+        clusters: Vec<String>,
+        /// Allow only get, list and watch (no exec, attach, port-forward or writes).
+        #[arg(long)]
+        read_only: bool,
+        /// Where to write the kubeconfig (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// The stub's user listener as users reach it.
+        #[arg(long, env = "CAUSEWAY_STUB_URL")]
+        stub_url: String,
+        /// Certificate lifetime.
+        #[arg(long, default_value = "720h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// The stub's state directory (CA, users, tokens).
+        #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value_os_t = state::default_state_dir())]
+        state_dir: PathBuf,
+    },
+    /// List users.
+    List {
+        /// The stub's state directory.
+        #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value_os_t = state::default_state_dir())]
+        state_dir: PathBuf,
+    },
+    /// Remove a user and revoke every certificate issued to them.
+    Remove {
+        /// User name.
+        name: String,
+        /// The stub's state directory.
+        #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value_os_t = state::default_state_dir())]
+        state_dir: PathBuf,
+    },
+}
 
 /// Runs `causeway user`.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    super::not_built("user", "work in progress")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Add {
+            name,
+            groups,
+            clusters,
+            read_only,
+            out,
+            stub_url,
+            ttl,
+            state_dir,
+        } => {
+            let state = state::StateDir::open(&state_dir)?;
+            let ca = Ca::load_or_create(&state_dir)?;
+            let known: Vec<ClusterId> = enrol::known_clusters(&state)?
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            let new = users::NewUser {
+                name: name.clone(),
+                groups,
+                clusters,
+                read_only,
+                ttl,
+            };
+            let added = users::add_user(&state, &ca, &new, &known)
+                .with_context(|| format!("adding user {name:?}"))?;
+            let yaml = users::kubeconfig_yaml(
+                &stub_url,
+                &ca.cert_pem(),
+                &name,
+                &added.cert,
+                &added.contexts,
+            )?;
+            state::write_atomic(&out, yaml.as_bytes(), 0o600)?;
+            let verb = if added.updated { "updated" } else { "added" };
+            println!(
+                "{verb} user {name} (serial {}), kubeconfig written to {}",
+                added.cert.serial,
+                out.display()
+            );
+            if added.contexts.is_empty() {
+                println!(
+                    "note: no known cluster matches {:?} yet; run `causeway user add` again after `causeway cluster add`",
+                    new.clusters
+                );
+            } else {
+                let names: Vec<_> = added.contexts.iter().map(ClusterId::as_str).collect();
+                println!("contexts: {}", names.join(", "));
+            }
+            Ok(())
+        }
+        Command::List { state_dir } => {
+            let state = state::StateDir::open(&state_dir)?;
+            println!(
+                "{:<20} {:<24} {:<24} {:<9} CERTS",
+                "USER", "GROUPS", "CLUSTERS", "READONLY"
+            );
+            for u in users::list_users(&state)? {
+                println!(
+                    "{:<20} {:<24} {:<24} {:<9} {}",
+                    u.name,
+                    u.groups.join(","),
+                    u.clusters.join(","),
+                    u.read_only,
+                    u.certs.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Remove { name, state_dir } => {
+            let state = state::StateDir::open(&state_dir)?;
+            let serials = users::remove_user(&state, &name)?;
+            println!(
+                "removed user {name}; revoked {} certificate(s); a running stub refuses them once it reloads (a few seconds)",
+                serials.len()
+            );
+            Ok(())
+        }
+    }
 }
