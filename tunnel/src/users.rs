@@ -689,8 +689,9 @@ impl UserStoreHandle {
     /// time or size). Runs until the returned task is aborted.
     pub fn watch(&self, period: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
+        // Taken now, not when the task first runs, so a change in between is seen.
+        let mut last = this.fingerprint();
         tokio::spawn(async move {
-            let mut last = this.fingerprint();
             loop {
                 tokio::time::sleep(period).await;
                 let now = this.fingerprint();
