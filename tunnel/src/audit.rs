@@ -183,7 +183,7 @@ impl AuditEvent {
         } else {
             method.as_str().to_ascii_lowercase()
         };
-        let object_ref = info.is_resource_request.then(|| ObjectReference {
+        let object_ref = info.is_resource_request.then_some(ObjectReference {
             resource: info.resource,
             namespace: info.namespace,
             name: info.name,

@@ -517,7 +517,7 @@ impl AccessPolicy {
     ) -> Result<(), AuthzError> {
         let mut read_only_match = false;
         for rule in &self.rules {
-            let subject = rule.subjects.users.iter().any(|u| *u == id.user)
+            let subject = rule.subjects.users.contains(&id.user)
                 || rule
                     .subjects
                     .groups

@@ -148,9 +148,12 @@ fn verb_mapping_follows_kubernetes_request_info() {
     }
 }
 
+/// group, version, namespace, resource, name, subresource
+type Fields<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
+
 #[test]
 fn request_info_fields() {
-    let cases: &[(&str, (&str, &str, &str, &str, &str, &str))] = &[
+    let cases: &[(&str, Fields)] = &[
         (
             "/api/v1/namespaces/a/pods/p/exec",
             ("", "v1", "a", "pods", "p", "exec"),
