@@ -620,6 +620,26 @@ impl UserStore {
         found
     }
 
+    /// Authorizes against `file_policy` (the stub's `--access-policy`) and then the
+    /// rules recorded with users; allowed if either allows. A read-only refusal is
+    /// reported over a "no rule" one, so the message says what the user can do.
+    pub fn authorize(
+        &self,
+        file_policy: &AccessPolicy,
+        id: &Identity,
+        cluster: &ClusterId,
+        verb: crate::authz::Verb,
+    ) -> Result<(), crate::authz::AuthzError> {
+        match file_policy.authorize(id, cluster, verb) {
+            Ok(()) => Ok(()),
+            Err(first) => match self.policy.authorize(id, cluster, verb) {
+                Ok(()) => Ok(()),
+                Err(e @ crate::authz::AuthzError::ReadOnly { .. }) => Err(e),
+                Err(_) => Err(first),
+            },
+        }
+    }
+
     /// The access rules recorded with users (`causeway user add --clusters`): the stub
     /// authorizes against its policy file merged with these
     /// (`file_policy.merged(store.access_policy())`).

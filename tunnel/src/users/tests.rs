@@ -270,3 +270,52 @@ fn example_token_file_parses() {
     let text = fs::read_to_string(&path).unwrap();
     assert_eq!(parse_token_file(&text, &path).unwrap().len(), 2);
 }
+
+#[test]
+fn store_rules_add_to_the_policy_file() {
+    use crate::authz::{AuthzError, Verb};
+    let (_d, state, ca) = setup();
+    add_user(&state, &ca, &new_user("alice", &["dev"], &["idc-*"]), &[]).unwrap();
+    add_user(
+        &state,
+        &ca,
+        &NewUser {
+            read_only: true,
+            ..new_user("olive", &[], &["*"])
+        },
+        &[],
+    )
+    .unwrap();
+    let store = UserStore::load(state.path(), None).unwrap();
+    let file = AccessPolicy::parse(
+        "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nspec:\n  rules:\n  - subjects: {groups: [dev]}\n    clusters: [aws-sg]\n",
+        Path::new("p.yaml"),
+    )
+    .unwrap();
+    let alice = Identity::user("alice", vec!["dev".into()]).unwrap();
+    let olive = Identity::user("olive", vec![]).unwrap();
+    let c = |s: &str| ClusterId::new(s).unwrap();
+    assert!(
+        store
+            .authorize(&file, &alice, &c("idc-bj"), Verb::Create)
+            .is_ok()
+    );
+    assert!(
+        store
+            .authorize(&file, &alice, &c("aws-sg"), Verb::Create)
+            .is_ok()
+    );
+    assert!(matches!(
+        store.authorize(&file, &alice, &c("gcp-x"), Verb::Get),
+        Err(AuthzError::NoRule { .. })
+    ));
+    assert!(
+        store
+            .authorize(&file, &olive, &c("gcp-x"), Verb::Watch)
+            .is_ok()
+    );
+    assert!(matches!(
+        store.authorize(&file, &olive, &c("gcp-x"), Verb::Create),
+        Err(AuthzError::ReadOnly { .. })
+    ));
+}
