@@ -17,7 +17,7 @@ pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 pub const POD_CIDR: &str = "10.244.0.1/16";
 
 /// Controllers kube-controller-manager runs: enough for workloads, ServiceAccounts,
-/// namespaces, garbage collection and Services.
+/// namespaces, garbage collection, Services and node health.
 pub const CONTROLLERS: &[&str] = &[
     "deployment-controller",
     "replicaset-controller",
@@ -35,6 +35,10 @@ pub const CONTROLLERS: &[&str] = &[
     "endpointslice-controller",
     "endpointslice-mirroring-controller",
     "clusterrole-aggregation-controller",
+    // Removes the not-ready taint from new nodes, and taints nodes whose kwok stopped.
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+    "pod-garbage-collector-controller",
 ];
 
 /// kwok resources served as CRDs, so tests can add Exec/Logs/PortForward rules at run time.

@@ -12,6 +12,7 @@
 //! - [`testbed`]: bring-up order, [`Testbed`], [`ClusterInfo`], [`down_state_dir`].
 //! - [`shared`](mod@shared): one testbed per test process.
 //! - [`status`](mod@status): health of a running testbed.
+//! - [`pod_log`]: the log format of `ClusterInfo::pod_log`.
 //! - [`manifests`]: kwok CRDs, fake nodes, exec/logs/port-forward rules.
 //! - `components`: the command line of each process; `process`: spawning and stopping;
 //!   `pki`: certificates; `kubeconfig`; `api`: a small HTTPS client; `state`: `state.json`.
@@ -26,6 +27,7 @@ mod kubeconfig;
 pub mod layout;
 pub mod manifests;
 mod pki;
+pub mod pod_log;
 mod process;
 pub mod quantity;
 pub mod shared;

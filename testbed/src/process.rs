@@ -222,19 +222,36 @@ pub(crate) fn proc_start_time(pid: u32) -> Option<u64> {
 }
 
 /// Stops recorded processes: SIGTERM, then SIGKILL after `grace`. Only processes whose
-/// start time still matches are signalled. Returns the records still alive at the end.
+/// start time still matches are signalled. Clients go first, then kube-apiservers, then
+/// etcd: an apiserver whose etcd is gone takes seconds longer to shut down. Returns the
+/// records still alive at the end.
 pub(crate) async fn stop_records(records: &[ProcRecord], grace: Duration) -> Vec<ProcRecord> {
+    let tier = |r: &ProcRecord| match r.component.as_str() {
+        "etcd" => 2,
+        "kube-apiserver" => 1,
+        _ => 0,
+    };
+    for t in 0..=2 {
+        let group: Vec<ProcRecord> = records.iter().filter(|r| tier(r) == t).cloned().collect();
+        stop_group(&group, grace).await;
+    }
+    records.iter().filter(|r| r.alive()).cloned().collect()
+}
+
+async fn stop_group(records: &[ProcRecord], grace: Duration) {
     signal_all(records, libc::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline && records.iter().any(ProcRecord::alive) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    signal_all(records, libc::SIGKILL);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline && records.iter().any(ProcRecord::alive) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    records.iter().filter(|r| r.alive()).cloned().collect()
+    if records.iter().any(ProcRecord::alive) {
+        tracing::warn!("processes ignored SIGTERM for {grace:?}; sending SIGKILL");
+        signal_all(records, libc::SIGKILL);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline && records.iter().any(ProcRecord::alive) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 fn signal_all(records: &[ProcRecord], signal: libc::c_int) {

@@ -50,7 +50,8 @@ pub struct ClusterInfo {
     pub spec: ClusterSpec,
     /// Names of the kwok nodes.
     pub nodes: Vec<String>,
-    /// The file `kubectl logs` shows for every pod; append to it to make log lines.
+    /// The file `kubectl logs` shows for every pod, in the CRI log format; append lines
+    /// made with [`crate::pod_log::cri_line`].
     pub pod_log: PathBuf,
     /// Working directory of `kubectl exec` commands, which run on this machine.
     pub exec_dir: PathBuf,
@@ -330,7 +331,9 @@ impl UpContext<'_> {
         for dir in [l.logs(), l.etc(), l.kwok_home(), l.exec_dir()] {
             create_dir(&dir)?;
         }
-        let log_text = format!("causeway testbed: log of a kwok pod in cluster {name}\n");
+        let log_text = crate::pod_log::cri_line(&format!(
+            "causeway testbed: log of a kwok pod in cluster {name}"
+        ));
         write_private(&l.pod_log(), log_text.as_bytes())?;
 
         let pki = ClusterPki::generate(&l.pki(), name, l.address)?;
@@ -448,11 +451,15 @@ impl UpContext<'_> {
                 .as_array()
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let ready = items.iter().filter(|n| has_condition(n, "Ready")).count();
+            // Ready, and the not-ready taint lifted by the node lifecycle controller.
+            let ready = items
+                .iter()
+                .filter(|n| has_condition(n, "Ready") && !not_ready_taint(n))
+                .count();
             if ready >= want {
                 Ok(())
             } else {
-                Err(format!("{ready}/{want} nodes Ready"))
+                Err(format!("{ready}/{want} nodes Ready and untainted"))
             }
         })
         .await?;
@@ -517,4 +524,12 @@ fn has_condition(obj: &Value, ty: &str) -> bool {
     obj["status"]["conditions"]
         .as_array()
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == ty && c["status"] == "True"))
+}
+
+/// Whether a node still carries the `node.kubernetes.io/not-ready` taint.
+fn not_ready_taint(node: &Value) -> bool {
+    node["spec"]["taints"].as_array().is_some_and(|ts| {
+        ts.iter()
+            .any(|t| t["key"] == "node.kubernetes.io/not-ready")
+    })
 }
