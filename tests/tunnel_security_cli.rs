@@ -87,6 +87,11 @@ fn cluster_add_prints_a_one_time_token_and_the_agent_command() {
     let list = ok(causeway(&state).args(["cluster", "list"]));
     assert!(list.contains("idc-bj") && list.contains("idc-sh"), "{list}");
 
+    ok(causeway(&state).args(["cluster", "remove", "idc-sh"]));
+    assert!(!ok(causeway(&state).args(["cluster", "list"])).contains("idc-sh"));
+    let err = fails(causeway(&state).args(["cluster", "remove", "idc-sh"]));
+    assert!(err.contains("no cluster idc-sh"), "{err}");
+
     for bad in ["IDC", "a/b", "../x", "a b", ""] {
         let err = fails(causeway(&state).args(["cluster", "add", bad]));
         assert!(err.contains("cluster ID"), "{bad:?}: {err}");

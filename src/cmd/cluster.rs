@@ -37,6 +37,15 @@ enum Command {
         #[arg(long, default_value = "https://STUB-HOST:8443")]
         stub_url: String,
     },
+    /// Remove a cluster: its agents are refused at their next session, its unused
+    /// join tokens stop working.
+    Remove {
+        /// The cluster's ID.
+        id: ClusterId,
+        /// The stub's state directory.
+        #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value_os_t = state::default_state_dir())]
+        state_dir: PathBuf,
+    },
     /// List the clusters added so far.
     List {
         /// The stub's state directory.
@@ -70,6 +79,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 token.token.expose(),
                 ca.pin()
             );
+            Ok(())
+        }
+        Command::Remove { id, state_dir } => {
+            let state = state::StateDir::open(&state_dir)?;
+            if !enrol::remove_cluster(&state, &id)? {
+                anyhow::bail!("no cluster {id} in {}", state_dir.display());
+            }
+            println!("removed cluster {id}; its agents are refused from their next session");
             Ok(())
         }
         Command::List { state_dir } => {

@@ -242,6 +242,49 @@ pub fn known_clusters(state: &StateDir) -> Result<Vec<ClusterRecord>, EnrolError
     Ok(file.clusters)
 }
 
+/// Whether `cluster` was added with `causeway cluster add` (and not removed). Reads
+/// `clusters.yaml` each time: the stub calls it per session and per unknown route.
+pub fn is_enrolled(state: &StateDir, cluster: &ClusterId) -> bool {
+    known_clusters(state).is_ok_and(|cs| cs.iter().any(|c| &c.id == cluster))
+}
+
+/// The session-time check of an agent certificate (already verified by rustls and
+/// mapped to `cluster` by [`agent_cluster_from_cert`]): the cluster is still recorded
+/// and this certificate's serial was issued to it by enrolment. A removed cluster's
+/// agents, or a certificate minted outside enrolment, are refused.
+pub fn check_agent_cert(
+    state: &StateDir,
+    cert: &rustls::pki_types::CertificateDer<'_>,
+    cluster: &ClusterId,
+) -> Result<(), String> {
+    let serial = crate::pki::cert_serial(cert).map_err(|e| e.to_string())?;
+    let clusters = known_clusters(state).map_err(|e| e.to_string())?;
+    let Some(record) = clusters.iter().find(|c| &c.id == cluster) else {
+        return Err(format!(
+            "cluster {cluster} is not enrolled (or was removed)"
+        ));
+    };
+    if !record.agent_serials.contains(&serial) {
+        return Err(format!(
+            "agent certificate {serial} was not issued to cluster {cluster} by enrolment"
+        ));
+    }
+    Ok(())
+}
+
+/// Forgets `cluster`: its agents are refused at their next session, and its unused join
+/// tokens stop working. Returns whether it was known.
+pub fn remove_cluster(state: &StateDir, cluster: &ClusterId) -> Result<bool, EnrolError> {
+    let mut tokens: JoinTokensFile = state.read_yaml(JOIN_TOKENS_FILE)?;
+    tokens.tokens.retain(|t| &t.cluster != cluster);
+    state.write_yaml(JOIN_TOKENS_FILE, &tokens)?;
+    let mut file: ClustersFile = state.read_yaml(CLUSTERS_FILE)?;
+    let before = file.clusters.len();
+    file.clusters.retain(|c| &c.id != cluster);
+    state.write_yaml(CLUSTERS_FILE, &file)?;
+    Ok(file.clusters.len() != before)
+}
+
 /// The body of `POST /v1/enrol`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -261,3 +261,32 @@ async fn agent_enrols_over_tls_with_a_pinned_ca() {
         .is_err()
     );
 }
+
+#[tokio::test]
+async fn sessions_accept_only_enrolled_agent_certificates_of_their_cluster() {
+    let (_d, state, ca) = setup();
+    let enroller = Enroller::new(state.clone(), ca.clone(), Duration::from_secs(3600));
+    let t = create_join_token(&state, &cluster("idc-bj"), Duration::from_secs(600)).unwrap();
+    create_join_token(&state, &cluster("idc-sh"), Duration::from_secs(600)).unwrap();
+    let (_k, csr) = csr();
+    let ok = enroller
+        .enrol(&body("idc-bj", t.token.expose(), &csr))
+        .await
+        .unwrap();
+    let cert = parse_cert_pem(&ok.certificate).unwrap().remove(0);
+    assert!(is_enrolled(&state, &cluster("idc-bj")));
+    assert!(!is_enrolled(&state, &cluster("aws-sg")));
+    assert_eq!(check_agent_cert(&state, &cert, &cluster("idc-bj")), Ok(()));
+    // Never as another cluster, even an enrolled one.
+    assert!(check_agent_cert(&state, &cert, &cluster("idc-sh")).is_err());
+    // A certificate minted with the CA key but not through enrolment.
+    let stray = ca
+        .issue_agent(&cluster("idc-bj"), Duration::from_secs(60))
+        .unwrap();
+    let stray = parse_cert_pem(&stray.cert_pem).unwrap().remove(0);
+    assert!(check_agent_cert(&state, &stray, &cluster("idc-bj")).is_err());
+    // Removing the cluster refuses its agents and kills its tokens.
+    assert!(remove_cluster(&state, &cluster("idc-bj")).unwrap());
+    assert!(check_agent_cert(&state, &cert, &cluster("idc-bj")).is_err());
+    assert!(!remove_cluster(&state, &cluster("idc-bj")).unwrap());
+}
