@@ -9,7 +9,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum TestbedError {
     /// A cluster name is not a DNS label.
-    #[error("bad cluster name {name:?} in --clusters: {source}")]
+    #[error("bad cluster name {name:?} in --clusters")]
     ClusterName {
         /// The name as given.
         name: String,
@@ -45,7 +45,7 @@ pub enum TestbedError {
         addr: SocketAddr,
     },
     /// A file or directory operation failed.
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}", path.display())]
     Io {
         /// What was being done (`write`, `create directory`, …).
         what: &'static str,
@@ -56,7 +56,7 @@ pub enum TestbedError {
         source: std::io::Error,
     },
     /// A process could not be started.
-    #[error("cannot start {component} of cluster {cluster} ({}): {source}", binary.display())]
+    #[error("cannot start {component} of cluster {cluster} ({})", binary.display())]
     Spawn {
         /// The cluster.
         cluster: String,
@@ -139,6 +139,18 @@ pub enum TestbedError {
 }
 
 impl TestbedError {
+    /// The message with every cause, `: `-separated (what `anyhow`'s `{:#}` prints).
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
     pub(crate) fn io(
         what: &'static str,
         path: impl Into<PathBuf>,

@@ -32,7 +32,7 @@ static SHARED_DIR: OnceLock<PathBuf> = OnceLock::new();
 /// run `testbed/build-bins.sh`). Every caller panics with the same message.
 pub async fn shared() -> &'static Testbed {
     let result = SHARED
-        .get_or_init(|| async { start_shared().await.map_err(|e| e.to_string()) })
+        .get_or_init(|| async { start_shared().await.map_err(|e| e.chain()) })
         .await;
     match result {
         Ok(tb) => tb,

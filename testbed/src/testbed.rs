@@ -93,6 +93,7 @@ impl Testbed {
         let state_dir = std::fs::canonicalize(&opts.state_dir)
             .map_err(TestbedError::io("resolve", &opts.state_dir))?;
         clean_leftovers(&state_dir).await?;
+        create_dir(&state_dir)?;
 
         let layouts: Vec<Layout> = opts
             .clusters

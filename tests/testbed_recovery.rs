@@ -1,0 +1,122 @@
+//! `causeway testbed up` after an unclean stop: Ctrl-C during `up` stops what was started,
+//! and an `up` after a crash stops the leftovers of the first before starting again.
+
+mod testbed_support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use testbed_support::*;
+
+/// PIDs recorded in `state.json` once at least `n` processes are there.
+fn wait_for_pids(dir: &Path, n: usize) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join("state.json")) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                let pids: Vec<u64> = v["processes"]
+                    .as_array()
+                    .map(|ps| ps.iter().filter_map(|p| p["pid"].as_u64()).collect())
+                    .unwrap_or_default();
+                if pids.len() >= n {
+                    return pids;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "up never recorded {n} processes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_up(dir: &Path) -> std::process::Child {
+    causeway()
+        .arg("testbed")
+        .arg("--state-dir")
+        .arg(dir)
+        .args([
+            "up",
+            "--clusters",
+            "r",
+            "--nodes",
+            "1",
+            "--base-address",
+            "127.0.0.110",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn ctrl_c_and_crash_leave_nothing_behind() {
+    require_binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tb");
+    let _guard = DownOnDrop(dir.clone());
+
+    // Ctrl-C while etcd and the apiserver are starting: both are stopped, state removed.
+    let up = start_up(&dir);
+    let starting = wait_for_pids(&dir, 2);
+    signal(up.id(), "-INT");
+    let out = up.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for pid in &starting {
+        assert!(!alive(*pid), "pid {pid} survived Ctrl-C");
+    }
+    assert!(!dir.join("state.json").exists());
+
+    // A crash (SIGKILL) of `up` leaves detached processes running…
+    let mut up = start_up(&dir);
+    let first = wait_for_pids(&dir, 2);
+    signal(up.id(), "-KILL");
+    let _ = up.wait();
+    assert!(
+        first.iter().all(|p| alive(*p)),
+        "detached processes should outlive a crashed up"
+    );
+
+    // …and the next `up` stops them before starting afresh.
+    let out = testbed_ok(
+        &dir,
+        &[
+            "up",
+            "--clusters",
+            "r",
+            "--nodes",
+            "1",
+            "--base-address",
+            "127.0.0.110",
+        ],
+    );
+    assert!(out.contains("1 clusters Ready"), "{out}");
+    for pid in &first {
+        assert!(
+            !alive(*pid),
+            "leftover pid {pid} still runs after the second up"
+        );
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&testbed_ok(&dir, &["status", "--json"])).unwrap();
+    let second = pids(&status);
+    assert_eq!(second.len(), 5);
+    assert!(second.iter().all(|p| alive(*p)));
+    testbed_ok(&dir, &["down"]);
+    for pid in &second {
+        assert!(!alive(*pid), "pid {pid} still runs after down");
+    }
+}
