@@ -258,12 +258,12 @@ impl Builder<'_> {
     /// Glue: A/AAAA of in-zone name servers.
     fn add_glue(&mut self, zones: &Zones, zone: &Zone, ns: &[Record]) {
         for r in ns {
-            if let RData::NS(n) = &r.data {
-                if let Some(node) = zones.node(zone, &n.0) {
-                    for t in [RecordType::A, RecordType::AAAA] {
-                        if let Some(rs) = node.rrset(t) {
-                            self.msg.additionals.extend(rs.iter().cloned());
-                        }
+            if let RData::NS(n) = &r.data
+                && let Some(node) = zones.node(zone, &n.0)
+            {
+                for t in [RecordType::A, RecordType::AAAA] {
+                    if let Some(rs) = node.rrset(t) {
+                        self.msg.additionals.extend(rs.iter().cloned());
                     }
                 }
             }

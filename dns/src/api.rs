@@ -222,14 +222,13 @@ fn post_health(api: &Api, body: &[u8]) -> Resp {
     };
     let snap = api.shared.state.load();
     for (i, r) in reports.iter().enumerate() {
-        if let Some(s) = &r.service {
-            if snap
+        if let Some(s) = &r.service
+            && snap
                 .zones
                 .gslb_by_name(&crate::builder::normalize_service(s))
                 .is_none()
-            {
-                return bad(format!("reports[{i}].service: {s:?} is not a GSLB name"));
-            }
+        {
+            return bad(format!("reports[{i}].service: {s:?} is not a GSLB name"));
         }
         if r.reason.len() > 1024 || r.reason.chars().any(char::is_control) {
             return bad(format!(

@@ -132,15 +132,15 @@ impl Handler {
         };
 
         let mut slip = false;
-        if transport == Transport::Udp {
-            if let Some(limiter) = &*self.shared.limiter.load() {
-                match limiter.check(src, &mut self.limited) {
-                    Verdict::Allow => {}
-                    Verdict::Slip => slip = true,
-                    Verdict::Drop => {
-                        self.counters.rate_dropped.inc();
-                        return false;
-                    }
+        if transport == Transport::Udp
+            && let Some(limiter) = &*self.shared.limiter.load()
+        {
+            match limiter.check(src, &mut self.limited) {
+                Verdict::Allow => {}
+                Verdict::Slip => slip = true,
+                Verdict::Drop => {
+                    self.counters.rate_dropped.inc();
+                    return false;
                 }
             }
         }

@@ -105,7 +105,7 @@ impl LatencyTable {
         }
         let into_levels = |m: HashMap<u8, HashMap<u128, u32>>| {
             let mut levels: Vec<_> = m.into_iter().collect();
-            levels.sort_by(|a, b| b.0.cmp(&a.0));
+            levels.sort_by_key(|l| std::cmp::Reverse(l.0));
             for (_, map) in &mut levels {
                 map.shrink_to_fit();
             }
@@ -119,10 +119,10 @@ impl LatencyTable {
             let (v, width) = bits(e.prefix.addr());
             let fam = if width == 32 { &table.v4 } else { &table.v6 };
             for (len, map) in &fam.levels {
-                if *len < e.prefix.prefix_len() {
-                    if let Some(i) = map.get(&mask(v, width, *len)) {
-                        nested.push(*i);
-                    }
+                if *len < e.prefix.prefix_len()
+                    && let Some(i) = map.get(&mask(v, width, *len))
+                {
+                    nested.push(*i);
                 }
             }
         }

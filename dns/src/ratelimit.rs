@@ -69,7 +69,7 @@ impl ResponseLimiter {
             return Verdict::Allow;
         }
         *limited = limited.wrapping_add(1);
-        if self.slip > 0 && *limited % self.slip == 0 {
+        if self.slip > 0 && (*limited).is_multiple_of(self.slip) {
             Verdict::Slip
         } else {
             Verdict::Drop

@@ -183,10 +183,10 @@ fn udp_worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
             Ok((n, src)) => {
-                if handler.handle(&buf[..n], src.ip(), Transport::Udp, &mut out) {
-                    if let Err(e) = sock.send_to(&out, src) {
-                        debug!(error = %e, "udp send failed");
-                    }
+                if handler.handle(&buf[..n], src.ip(), Transport::Udp, &mut out)
+                    && let Err(e) = sock.send_to(&out, src)
+                {
+                    debug!(error = %e, "udp send failed");
                 }
             }
             Err(e)

@@ -214,12 +214,12 @@ pub fn parse<'a>(p: &'a [u8], lower: &mut Vec<u8>) -> Result<Query<'a>, Reject> 
         }
         pos = end;
     }
-    if let Some(e) = edns {
-        if e.version != 0 {
-            return Err(Reject::BadVers {
-                question_len: qname.len() + 4,
-            });
-        }
+    if let Some(e) = edns
+        && e.version != 0
+    {
+        return Err(Reject::BadVers {
+            question_len: qname.len() + 4,
+        });
     }
     Ok(Query {
         id: u16::from_be_bytes([p[0], p[1]]),

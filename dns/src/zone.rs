@@ -182,14 +182,14 @@ impl Zones {
         // The highest delegation point strictly below the apex.
         for i in (0..zi).rev() {
             let suffix = &qname[offsets[i]..];
-            if zone.delegations.contains(suffix) {
-                if let Some(node) = zone.nodes.get(suffix) {
-                    // The parent side answers DS at the cut itself (we hold none: NODATA).
-                    if i == 0 && qtype == RecordType::DS {
-                        return Found::EmptyNonTerminal(zone);
-                    }
-                    return Found::Referral(zone, node);
+            if zone.delegations.contains(suffix)
+                && let Some(node) = zone.nodes.get(suffix)
+            {
+                // The parent side answers DS at the cut itself (we hold none: NODATA).
+                if i == 0 && qtype == RecordType::DS {
+                    return Found::EmptyNonTerminal(zone);
                 }
+                return Found::Referral(zone, node);
             }
         }
         match zone.nodes.get(qname) {
@@ -394,7 +394,7 @@ fn compile_zone(
             let rdata = parse_rdata(rec.rtype, &origin, value)
                 .map_err(|r| (format!("{field}.data[{j}]"), Some(value.clone()), r))?;
             push_record(node, rt, Record::from_rdata(name.clone(), ttl, rdata))
-                .map_err(|r| (format!("{field}"), needle.clone(), r))?;
+                .map_err(|r| (field.to_string(), needle.clone(), r))?;
         }
     }
 
@@ -504,9 +504,7 @@ fn push_record(node: &mut Node, rt: RecordType, record: Record) -> Result<(), St
     }
     let has_cname = node.rrset(RecordType::CNAME).is_some();
     let has_other = node.rrsets.iter().any(|(t, _)| *t != RecordType::CNAME);
-    if (rt == RecordType::CNAME && (has_other || has_cname))
-        || (rt != RecordType::CNAME && has_cname)
-    {
+    if has_cname || (rt == RecordType::CNAME && has_other) {
         return Err(format!(
             "{}: a CNAME cannot coexist with other data (RFC 1034 §3.6.2)",
             node.name
@@ -514,7 +512,7 @@ fn push_record(node: &mut Node, rt: RecordType, record: Record) -> Result<(), St
     }
     match node.rrsets.iter_mut().find(|(t, _)| *t == rt) {
         Some((_, rs)) => {
-            if rs.iter().any(|r| &r.data == &record.data) {
+            if rs.iter().any(|r| r.data == record.data) {
                 return Err(format!("duplicate {rt} record at {}", node.name));
             }
             rs.push(record);

@@ -162,7 +162,7 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_millis(200),
             Hysteresis::new(1, 2, Health::Healthy),
-            || std::future::pending::<Result<(), ()>>(),
+            std::future::pending::<Result<(), ()>>,
             move |h, _| {
                 let _ = tx.send((tokio::time::Instant::now(), h));
             },

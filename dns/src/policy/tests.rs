@@ -112,7 +112,8 @@ fn latency_policy_cases() {
     let s = snapshot(&[]);
     let v4 = Family::V4;
     // (client, down, expected cluster, expected scope)
-    let cases: &[(&str, &[(&str, &str)], &str, u8)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, u8);
+    let cases: &[Case] = &[
         ("198.51.100.0/24", &[], "b", 24),
         ("198.51.100.77/32", &[], "b", 24),
         ("198.51.100.0/24", &[("lat", "b")], "a", 24),
