@@ -10,9 +10,7 @@ use causeway_testbed::{ClusterSpec, Testbed, TestbedOptions};
 /// Options of `causeway testbed`.
 #[derive(clap::Args, Debug)]
 #[command(
-    long_about = "Real Kubernetes control planes on loopback, for trying Causeway and for tests.
-
-Each cluster gets its own 127.0.0.x address (from --base-address on) and runs etcd (:2379,
+    after_long_help = "Each cluster gets its own 127.0.0.x address (from --base-address on) and runs etcd (:2379,
 :2380), kube-apiserver (:6443, TLS, RBAC, ServiceAccount tokens, client-cert admin),
 kube-controller-manager, kube-scheduler and kwok (:10250) with fake nodes whose pods go
 Running and serve `kubectl logs`, `exec` (runs on this machine) and `port-forward`.
