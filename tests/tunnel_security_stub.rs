@@ -1,0 +1,615 @@
+//! The tunnel's security end to end: the built `causeway` binary as stub and agent in
+//! front of a real kube-apiserver (testbed cluster `tb-a`), real kubectl and curl as
+//! clients, real TLS throughout.
+//!
+//! Shown: the member cluster sees the stub's user through impersonation (`kubectl
+//! auth whoami` says alice; RBAC there lets alice list pods in `team-a` and not in
+//! `team-b`), and the stub refuses: no certificate, a certificate from another CA, an
+//! expired certificate, a removed user, a wrong bearer token, a cluster the user may
+//! not reach, client impersonation (`kubectl --as`), CR/LF in a certificate's name,
+//! `/clusters/a/../b/…` and encoded-slash/dot tricks, and writes by a read-only user.
+//! Refusals are `metav1.Status` JSON; every request lands in the audit log with the
+//! Audit-ID the member cluster used too.
+//!
+//! Needs the testbed binaries (`testbed/build-bins.sh`), `curl` and `openssl`
+//! (`apt-get install -y curl openssl`).
+
+mod tunnel_security_support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use causeway_testbed::ClusterInfo;
+use tunnel_security_support::*;
+
+/// Kills a child process when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn causeway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_causeway"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Spawns `cmd` with its stderr and stdout read line by line; returns the process and
+/// a channel of lines.
+fn spawn_logged(mut cmd: Command, name: &'static str) -> (Proc, mpsc::Receiver<String>) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                eprintln!("[{name}] {line}");
+                let _ = tx.send(line);
+            }
+        });
+    }
+    (Proc(child), rx)
+}
+
+/// Waits for a line containing `marker` and returns the word after it.
+fn wait_for(rx: &mpsc::Receiver<String>, marker: &str, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(i) = line.find(marker) {
+                    let rest = &line[i + marker.len()..];
+                    return rest
+                        .split(|c: char| c.is_whitespace() || c == '"')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} exited early"),
+        }
+    }
+    panic!("{what} did not log {marker:?} within 60 s")
+}
+
+/// The refusal body must be a metav1.Status with this code; returns its message.
+fn status_message(body: &str, code: u16) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not a Status JSON ({e}): {body}"));
+    assert_eq!(v["kind"], "Status", "{body}");
+    assert_eq!(v["status"], "Failure", "{body}");
+    assert_eq!(v["code"], code, "{body}");
+    v["message"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A client certificate and key in files.
+struct ClientCert {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn write_cert(dir: &Path, name: &str, cert_pem: &str, key_pem: &str) -> ClientCert {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    ClientCert { cert, key }
+}
+
+/// Extracts the client certificate and key from a kubeconfig written by `causeway user add`.
+fn cert_from_kubeconfig(dir: &Path, name: &str, kubeconfig: &Path) -> ClientCert {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let field = |f: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(f))
+            .unwrap_or_else(|| panic!("{f} not in {}", kubeconfig.display()));
+        let b64 = line.split_once(':').unwrap().1.trim();
+        let out = run(Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s '{b64}' | base64 -d")));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    write_cert(
+        dir,
+        name,
+        &field("client-certificate-data"),
+        &field("client-key-data"),
+    )
+}
+
+/// `curl` against the stub with an optional client certificate and extra headers.
+/// Returns (HTTP code, body, response headers); code 0 when there was no HTTP answer
+/// (the TLS handshake failed).
+fn stub_curl(
+    url: &str,
+    ca: &Path,
+    cert: Option<&ClientCert>,
+    extra: &[&str],
+) -> (u16, String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--path-as-is",
+        "--max-time",
+        "30",
+        "-D",
+        "-",
+        "-w",
+        "\n%{http_code}",
+    ])
+    .arg("--cacert")
+    .arg(ca);
+    if let Some(c) = cert {
+        cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+    }
+    cmd.args(extra).arg(url);
+    let out = run(&mut cmd);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (rest, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code: u16 = code.trim().parse().unwrap_or(0);
+    let (headers, body) = rest
+        .split_once("\r\n\r\n")
+        .map(|(h, b)| (h.to_owned(), b.to_owned()))
+        .unwrap_or_default();
+    (code, body, headers.to_ascii_lowercase())
+}
+
+/// Signs a client certificate with the stub CA using openssl, with a subject CN that
+/// may hold any bytes (the CA refuses to issue such names itself).
+fn openssl_cert(dir: &Path, name: &str, cn: &str, state: &Path) -> ClientCert {
+    let cnf = dir.join(format!("{name}.cnf"));
+    std::fs::write(
+        &cnf,
+        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = $ENV::CW_CN\n[ext]\nextendedKeyUsage = clientAuth\n",
+    )
+    .unwrap();
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let cert = dir.join(format!("{name}.crt"));
+    ok(Command::new("openssl")
+        .env("CW_CN", cn)
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .arg("-config")
+        .arg(&cnf));
+    ok(Command::new("openssl")
+        .args(["x509", "-req", "-days", "1", "-extensions", "ext"])
+        .arg("-extfile")
+        .arg(&cnf)
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(state.join("ca.crt"))
+        .arg("-CAkey")
+        .arg(state.join("ca.key"))
+        .arg("-set_serial")
+        .arg("4242")
+        .arg("-out")
+        .arg(&cert));
+    ClientCert { cert, key }
+}
+
+fn kubectl(c: &ClusterInfo, kubeconfig: &Path) -> Command {
+    let mut cmd = Command::new(&c.kubectl);
+    cmd.arg("--kubeconfig").arg(kubeconfig);
+    cmd
+}
+
+/// Runs kubectl and returns (success, stdout, stderr).
+fn try_kubectl(cmd: &mut Command) -> (bool, String, String) {
+    let out = run(cmd);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stub_authenticates_authorizes_impersonates_and_audits() {
+    require_tool("curl", "apt-get install -y curl");
+    require_tool("openssl", "apt-get install -y openssl");
+    let tb = causeway_testbed::shared().await;
+    let c = tb.cluster("tb-a").expect("cluster tb-a");
+    apply(c, MEMBER_RBAC);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let state = dir.join("stub");
+    let sa_token_file = dir.join("sa.token");
+    std::fs::write(&sa_token_file, agent_token(c)).unwrap();
+
+    // --- enrol tb-a, add users ---------------------------------------------------
+    let added = ok(causeway()
+        .args(["cluster", "add", "tb-a", "--state-dir"])
+        .arg(&state));
+    let field = |name: &str| {
+        added
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {added}"))
+    };
+    let (join_token, ca_hash) = (field("token"), field("ca-hash"));
+    ok(causeway()
+        .args(["cluster", "add", "tb-b", "--state-dir"])
+        .arg(&state));
+
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: e2e}\nspec:\n  rules:\n  - subjects: {groups: [token-dev]}\n    clusters: [\"tb-*\"]\n",
+    )
+    .unwrap();
+    let tokens = dir.join("tokens.csv");
+    let tom_token = "e2e-token-tom-0123456789abcdef";
+    std::fs::write(&tokens, format!("{tom_token},tom,tom-uid,\"token-dev\"\n")).unwrap();
+    let audit_log = dir.join("audit.log");
+
+    // --- the stub ----------------------------------------------------------------
+    let mut cmd = causeway();
+    cmd.arg("stub")
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .arg("--access-policy")
+        .arg(&policy)
+        .arg("--token-auth-file")
+        .arg(&tokens)
+        .arg("--audit-log")
+        .arg(&audit_log);
+    let (_stub, stub_log) = spawn_logged(cmd, "stub");
+    let users_addr = wait_for(&stub_log, "listening on users https://", "stub");
+    let agents_addr = wait_for(&stub_log, "listening on agents https://", "stub");
+    let base = format!("https://{users_addr}");
+
+    let kc = |name: &str, group: Option<&str>, clusters: &str, extra: &[&str]| {
+        let path = dir.join(format!("{name}.kubeconfig"));
+        let mut cmd = causeway();
+        cmd.args([
+            "user",
+            "add",
+            name,
+            "--clusters",
+            clusters,
+            "--stub-url",
+            &base,
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--out")
+        .arg(&path)
+        .args(extra);
+        if let Some(g) = group {
+            cmd.args(["--group", g]);
+        }
+        ok(&mut cmd);
+        path
+    };
+    let alice_kc = kc("alice", Some("dev"), "tb-a", &[]);
+    let bob_kc = kc("bob", None, "tb-a", &[]);
+    let rita_kc = kc("rita", None, "tb-*", &["--read-only"]);
+    let ca = state.join("ca.crt");
+    let alice = cert_from_kubeconfig(dir, "alice", &alice_kc);
+    let bob = cert_from_kubeconfig(dir, "bob", &bob_kc);
+
+    // --- the agent ---------------------------------------------------------------
+    let mut cmd = causeway();
+    cmd.arg("agent")
+        .args([
+            "--stub",
+            &format!("https://{agents_addr}"),
+            "--cluster",
+            "tb-a",
+        ])
+        .args(["--token", &join_token, "--ca-hash", &ca_hash])
+        .arg("--state-dir")
+        .arg(dir.join("agent"))
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .arg("--sa-token-file")
+        .arg(&sa_token_file);
+    let (_agent, _agent_log) = spawn_logged(cmd, "agent");
+
+    // Wait until alice reaches tb-a through the tunnel.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (code, body, _) = stub_curl(
+            &format!("{base}/clusters/tb-a/version"),
+            &ca,
+            Some(&alice),
+            &[],
+        );
+        if code == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tb-a not reachable through the stub: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // --- impersonation seen by the member cluster ---------------------------------
+    let (ok_, out, err) = try_kubectl(kubectl(c, &alice_kc).args(["auth", "whoami", "-o", "json"]));
+    assert!(ok_, "whoami: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"]["userInfo"]["username"], "alice", "{out}");
+    let groups = v["status"]["userInfo"]["groups"].to_string();
+    assert!(
+        groups.contains("\"dev\"") && !groups.contains("system:masters"),
+        "{groups}"
+    );
+
+    let (ok_, _, err) = try_kubectl(kubectl(c, &alice_kc).args(["get", "pods", "-n", "team-a"]));
+    assert!(ok_, "alice lists pods in team-a: {err}");
+    let (ok_, _, err) = try_kubectl(kubectl(c, &alice_kc).args(["get", "pods", "-n", "team-b"]));
+    assert!(!ok_, "alice must not list pods in team-b");
+    assert!(
+        err.contains("Forbidden") && err.contains("User \"alice\" cannot list resource \"pods\""),
+        "{err}"
+    );
+
+    // --- client impersonation refused --------------------------------------------
+    for args in [
+        vec!["--as", "admin", "get", "pods", "-n", "team-a"],
+        vec![
+            "--as",
+            "alice",
+            "--as-group",
+            "system:masters",
+            "get",
+            "pods",
+            "-n",
+            "team-b",
+        ],
+        vec![
+            "--as-uid", "0", "--as", "alice", "get", "pods", "-n", "team-a",
+        ],
+    ] {
+        let (ok_, _, err) = try_kubectl(kubectl(c, &alice_kc).args(&args));
+        assert!(!ok_, "{args:?} must be refused");
+        assert!(
+            err.contains("Forbidden")
+                && err.contains("impersonation through the Causeway stub is not allowed"),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, body, _) = stub_curl(
+        &format!("{base}/clusters/tb-a/api/v1/namespaces/team-b/pods"),
+        &ca,
+        Some(&alice),
+        &["-H", "iMpErSoNaTe-GrOuP: system:masters"],
+    );
+    assert_eq!(code, 403, "{body}");
+    status_message(&body, 403);
+
+    // --- authentication refusals --------------------------------------------------
+    let pods = format!("{base}/clusters/tb-a/api/v1/namespaces/team-a/pods");
+    let (code, body, _) = stub_curl(&pods, &ca, None, &[]);
+    assert_eq!(code, 401, "no credentials: {body}");
+    status_message(&body, 401);
+
+    let foreign_dir = dir.join("foreign");
+    std::fs::create_dir_all(&foreign_dir).unwrap();
+    let foreign_ca = causeway_tunnel::pki::Ca::generate().unwrap();
+    let f = foreign_ca
+        .issue_user("alice", &["dev".into()], Duration::from_secs(3600))
+        .unwrap();
+    let foreign = write_cert(dir, "foreign", &f.cert_pem, f.key_pem.expose());
+    let (code, body, _) = stub_curl(&pods, &ca, Some(&foreign), &[]);
+    assert_eq!(
+        code, 0,
+        "a cert from another CA must fail the handshake: {code} {body}"
+    );
+
+    let real_ca =
+        causeway_tunnel::pki::Ca::load(&state.join("ca.crt"), &state.join("ca.key")).unwrap();
+    let now = SystemTime::now();
+    let e = real_ca
+        .issue_user_with_validity(
+            "alice",
+            &["dev".into()],
+            now - Duration::from_secs(7200),
+            now - Duration::from_secs(3600),
+        )
+        .unwrap();
+    let expired = write_cert(dir, "expired", &e.cert_pem, e.key_pem.expose());
+    let (code, body, _) = stub_curl(&pods, &ca, Some(&expired), &[]);
+    assert_eq!(
+        code, 0,
+        "an expired cert must fail the handshake: {code} {body}"
+    );
+
+    // A name with CR/LF, signed by the real CA key (the CA itself refuses such names).
+    let crlf = openssl_cert(
+        dir,
+        "crlf",
+        "eve\r\nImpersonate-Group: system:masters",
+        &state,
+    );
+    let (code, body, _) = stub_curl(&pods, &ca, Some(&crlf), &[]);
+    assert_eq!(code, 401, "CR/LF in the CN: {body}");
+    status_message(&body, 401);
+    // A well-formed name the stub never issued is refused too.
+    let stray = openssl_cert(dir, "stray", "alice", &state);
+    let (code, body, _) = stub_curl(&pods, &ca, Some(&stray), &[]);
+    assert_eq!(code, 401, "cert not issued by `user add`: {body}");
+
+    // Bearer tokens.
+    let (code, body, _) = stub_curl(
+        &pods,
+        &ca,
+        None,
+        &["-H", "Authorization: Bearer e2e-token-tom-0123456789abcdeX"],
+    );
+    assert_eq!(code, 401, "wrong token: {body}");
+    status_message(&body, 401);
+    let (code, body, _) = stub_curl(
+        &format!("{base}/clusters/tb-a/apis/authentication.k8s.io/v1/selfsubjectreviews"),
+        &ca,
+        None,
+        &[
+            "-H",
+            &format!("Authorization: Bearer {tom_token}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            SELF_SUBJECT_REVIEW,
+        ],
+    );
+    assert_eq!(code, 201, "tom's token: {body}");
+    assert!(body.contains("\"username\":\"tom\""), "{body}");
+
+    // Removed user: works, then refused once the stub has reloaded.
+    let bob_version = format!("{base}/clusters/tb-a/version");
+    assert_eq!(stub_curl(&bob_version, &ca, Some(&bob), &[]).0, 200);
+    ok(causeway()
+        .args(["user", "remove", "bob", "--state-dir"])
+        .arg(&state));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body, _) = stub_curl(&bob_version, &ca, Some(&bob), &[]);
+        if code == 401 {
+            status_message(&body, 401);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "removed user bob still gets {code}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // --- authorization refusals ---------------------------------------------------
+    let (ok_, _, err) = try_kubectl(kubectl(c, &alice_kc).args([
+        "--server",
+        &format!("{base}/clusters/tb-b"),
+        "get",
+        "pods",
+        "-n",
+        "team-a",
+    ]));
+    assert!(!ok_, "alice may not reach tb-b");
+    assert!(
+        err.contains("Forbidden") && err.contains("no access to cluster"),
+        "{err}"
+    );
+    let (ok_, _, err) = try_kubectl(kubectl(c, &rita_kc).args([
+        "--context",
+        "tb-a",
+        "create",
+        "namespace",
+        "rita-was-here",
+    ]));
+    assert!(!ok_, "read-only rita may not create");
+    assert!(err.contains("read-only"), "{err}");
+
+    // --- path tricks ---------------------------------------------------------------
+    for path in [
+        "/clusters/tb-b/../tb-a/api/v1/namespaces/team-a/pods",
+        "/clusters/tb-a/api/v1/namespaces/team-a/pods/../../../../../clusters/tb-b/api",
+        "/clusters/tb-b%2F..%2Ftb-a/api/v1/namespaces/team-a/pods",
+        "/clusters/tb-b/%2e%2e/tb-a/api/v1/namespaces/team-a/pods",
+        "/clusters/tb-b/%2E%2E%2Ftb-a/api/v1/namespaces/team-a/pods",
+        "/clusters/tb-a/api/v1/namespaces/team-a%2Fpods",
+        "/clusters/tb-a//api/v1/namespaces/team-a/pods",
+    ] {
+        let (code, body, _) = stub_curl(&format!("{base}{path}"), &ca, Some(&alice), &[]);
+        assert!(code == 400 || code == 404, "{path}: {code} {body}");
+        status_message(&body, code);
+    }
+
+    // --- audit ----------------------------------------------------------------------
+    let (code, _, headers) = stub_curl(
+        &pods,
+        &ca,
+        Some(&alice),
+        &["-H", "Audit-ID: e2e-audit-0042"],
+    );
+    assert_eq!(code, 200);
+    // The member cluster answers with the Audit-ID it used: ours.
+    assert!(headers.contains("audit-id: e2e-audit-0042"), "{headers}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(&audit_log).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if events
+            .iter()
+            .any(|e| e["auditID"] == "e2e-audit-0042" && e["stage"] == "ResponseComplete")
+            || Instant::now() > deadline
+        {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let done = events
+        .iter()
+        .find(|e| e["auditID"] == "e2e-audit-0042" && e["stage"] == "ResponseComplete")
+        .expect("audit event for e2e-audit-0042");
+    assert_eq!(done["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(done["kind"], "Event");
+    assert_eq!(done["verb"], "list");
+    assert_eq!(done["user"]["username"], "alice");
+    assert_eq!(done["objectRef"]["namespace"], "team-a");
+    assert_eq!(done["objectRef"]["resource"], "pods");
+    assert_eq!(done["responseStatus"]["code"], 200);
+    assert_eq!(done["annotations"]["causeway.dev/cluster"], "tb-a");
+    assert!(
+        events.iter().any(|e| e["responseStatus"]["code"] == 403
+            && e["user"]["username"] == "alice"
+            && e["stage"] == "ResponseComplete"),
+        "the refused --as request is audited"
+    );
+    assert!(
+        events.iter().any(|e| e["responseStatus"]["code"] == 401),
+        "unauthenticated requests are audited"
+    );
+}
