@@ -210,15 +210,27 @@ measure() {
 # Median of the max-rate runs: the line of RESULTS whose qps is the median for (scen, server).
 pin_server() { taskset -a -p -c "$2" "$1" >/dev/null; }
 
+# The servers alternate run by run (knot, causeway, knot, causeway, ...), so that load
+# from other work on the machine, which drifts over minutes, falls on both alike.
 run_point_set() { # SCEN DATAFILE
   local scen=$1 data=$2 s i
   local servers=("knot $KNOT_PID $KNOT_ADDR $KNOT_PORT")
   [ "$KNOT_ONLY" = 1 ] || servers+=("causeway $CW_PID $CW_ADDR $CW_PORT")
+  echo "== $scen" >&2
+  for ((i = 0; i < MAX_RUNS; i++)); do
+    for s in "${servers[@]}"; do
+      set -- $s
+      measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned max $MAX_SECS
+    done
+  done
+  for ((i = 0; i < MAX_RUNS; i++)); do
+    for s in "${servers[@]}"; do
+      set -- $s
+      measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned $CPU_RATE $FIX_SECS
+    done
+  done
   for s in "${servers[@]}"; do
     set -- $s
-    echo "== $scen / $1" >&2
-    for ((i = 0; i < MAX_RUNS; i++)); do measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned max $MAX_SECS; done
-    measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned $CPU_RATE $FIX_SECS
     # pinned: server on cpu1, dnsperf on cpu0 (Knot pins its own workers: re-pin after start)
     pin_server "$2" 1
     measure "$scen" "$1" "$2" "$3" "$4" "$data" pinned max $MAX_SECS
