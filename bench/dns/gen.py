@@ -128,7 +128,7 @@ def main():
         causeway_config.write(out / "causeway-mem.yaml", ORIGIN, static_records(),
                               names, CLUSTERS, prefixes, ttl=30)
         write_ecs_queries(out / "queries-mem-ecs.bin",
-                          [f"{n}.{ORIGIN}" for n in names], prefixes, n=20000)
+                          [f"{n}.{ORIGIN}" for n in names], prefixes, n=200000)
     else:
         sys.exit(f"unknown command {cmd}")
 
