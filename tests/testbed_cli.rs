@@ -22,6 +22,7 @@ fn three_clusters_up_work_and_go_down() {
     let dir = tmp.path().join("tb");
     let _guard = DownOnDrop(dir.clone());
 
+    let base = causeway_testbed::reserve_addresses(3).to_string();
     let started = Instant::now();
     let out = testbed_ok(
         &dir,
@@ -38,7 +39,7 @@ fn three_clusters_up_work_and_go_down() {
             "--node-pods",
             "50",
             "--base-address",
-            "127.0.0.100",
+            &base,
         ],
     );
     let took = started.elapsed();

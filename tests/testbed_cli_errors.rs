@@ -104,15 +104,15 @@ fn port_in_use_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tb");
     let _guard = DownOnDrop(dir.clone());
-    let _taken = TcpListener::bind("127.0.0.121:6443").unwrap();
+    let base = causeway_testbed::reserve_addresses(2);
+    let second = std::net::Ipv4Addr::from(u32::from(base) + 1);
+    let _taken = TcpListener::bind((second, 6443)).unwrap();
+    let base = base.to_string();
+    let in_use = format!("{second}:6443 is in use");
     fails_with(
-        &["up", "--clusters", "p,q", "--base-address", "127.0.0.120"],
+        &["up", "--clusters", "p,q", "--base-address", &base],
         &dir,
         &[],
-        &[
-            "127.0.0.121:6443 is in use",
-            "causeway testbed down",
-            "--base-address",
-        ],
+        &[&in_use, "causeway testbed down", "--base-address"],
     );
 }

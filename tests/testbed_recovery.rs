@@ -29,7 +29,7 @@ fn wait_for_pids(dir: &Path, n: usize) -> Vec<u64> {
     }
 }
 
-fn start_up(dir: &Path) -> std::process::Child {
+fn start_up(dir: &Path, base: &str) -> std::process::Child {
     causeway()
         .arg("testbed")
         .arg("--state-dir")
@@ -41,7 +41,7 @@ fn start_up(dir: &Path) -> std::process::Child {
             "--nodes",
             "1",
             "--base-address",
-            "127.0.0.110",
+            base,
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -63,9 +63,10 @@ fn ctrl_c_and_crash_leave_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tb");
     let _guard = DownOnDrop(dir.clone());
+    let base = causeway_testbed::reserve_addresses(1).to_string();
 
     // Ctrl-C while etcd and the apiserver are starting: both are stopped, state removed.
-    let up = start_up(&dir);
+    let up = start_up(&dir, &base);
     let starting = wait_for_pids(&dir, 2);
     signal(up.id(), "-INT");
     let out = up.wait_with_output().unwrap();
@@ -81,7 +82,7 @@ fn ctrl_c_and_crash_leave_nothing_behind() {
     assert!(!dir.join("state.json").exists());
 
     // A crash (SIGKILL) of `up` leaves detached processes running…
-    let mut up = start_up(&dir);
+    let mut up = start_up(&dir, &base);
     let first = wait_for_pids(&dir, 2);
     signal(up.id(), "-KILL");
     let _ = up.wait();
@@ -100,7 +101,7 @@ fn ctrl_c_and_crash_leave_nothing_behind() {
             "--nodes",
             "1",
             "--base-address",
-            "127.0.0.110",
+            &base,
         ],
     );
     assert!(out.contains("1 clusters Ready"), "{out}");

@@ -10,7 +10,8 @@
 //! Layout:
 //! - [`spec`]: what to start ([`ClusterSpec`], [`TestbedOptions`]) and input checks.
 //! - [`testbed`]: bring-up order, [`Testbed`], [`ClusterInfo`], [`down_state_dir`].
-//! - [`shared`](mod@shared): one testbed per test process.
+//! - [`shared`](mod@shared): one testbed per test process; [`reserve`]: address blocks
+//!   for tests running side by side.
 //! - [`status`](mod@status): health of a running testbed.
 //! - [`pod_log`]: the log format of `ClusterInfo::pod_log`.
 //! - [`manifests`]: kwok CRDs, fake nodes, exec/logs/port-forward rules.
@@ -30,6 +31,7 @@ mod pki;
 pub mod pod_log;
 mod process;
 pub mod quantity;
+pub mod reserve;
 pub mod shared;
 pub mod spec;
 pub mod state;
@@ -40,6 +42,7 @@ pub use bins::{Binaries, bin_dir, repo_root};
 pub use error::TestbedError;
 pub use manifests::{cluster_port_forward_rule, port_forward_rule};
 pub use process::ProcRecord;
+pub use reserve::reserve_addresses;
 pub use shared::shared;
 pub use spec::{ClusterSpec, TestbedOptions, parse_cluster_names};
 pub use status::{ClusterStatus, status};

@@ -1,19 +1,17 @@
 //! One testbed per test process, started on first use and killed when the process exits.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::layout::PORTS;
 use crate::spec::{ClusterSpec, TestbedOptions};
 use crate::{Testbed, TestbedError};
 
 /// Clusters of the [`shared`] testbed.
 pub const SHARED_CLUSTERS: [&str; 2] = ["tb-a", "tb-b"];
 
-/// Environment variable that fixes the shared testbed's first address (default: the first
-/// free block in 127.0.2.10 – 127.0.251.10).
+/// Environment variable that fixes the shared testbed's first address (default: a block
+/// from [`crate::reserve::reserve_addresses`]).
 pub const SHARED_BASE_ENV: &str = "CAUSEWAY_TESTBED_BASE";
 
 static SHARED: tokio::sync::OnceCell<Result<Testbed, String>> = tokio::sync::OnceCell::const_new();
@@ -24,7 +22,7 @@ static SHARED_DIR: OnceLock<PathBuf> = OnceLock::new();
 ///
 /// The first call starts it (20–60 s); later calls, from any test and any runtime, get the
 /// same one. Its processes die with the test process (PDEATHSIG) and its directory is
-/// removed at exit. Each test process picks its own free loopback block, so test binaries
+/// removed at exit. Each test process reserves its own loopback block, so test binaries
 /// run side by side.
 ///
 /// # Panics
@@ -47,7 +45,7 @@ async fn start_shared() -> Result<Testbed, TestbedError> {
             value: v.clone(),
             reason: format!("not an IPv4 address: {e}"),
         })?,
-        Err(_) => free_block(SHARED_CLUSTERS.len()),
+        Err(_) => crate::reserve::reserve_addresses(SHARED_CLUSTERS.len()),
     };
     let dir = std::env::temp_dir().join(format!("causeway-testbed-{}", std::process::id()));
     let _ = SHARED_DIR.set(dir.clone());
@@ -65,21 +63,6 @@ async fn start_shared() -> Result<Testbed, TestbedError> {
     let tb = Testbed::up(opts).await?;
     tracing::info!(startup = ?tb.startup(), %base, "shared testbed is up");
     Ok(tb)
-}
-
-/// First `127.0.K.10` (K from 2 to 251, starting at a per-process offset) where every
-/// cluster's ports are free.
-fn free_block(clusters: usize) -> Ipv4Addr {
-    let offset = std::process::id() as usize;
-    (0..250)
-        .map(|k| Ipv4Addr::new(127, 0, (2 + (offset + k) % 250) as u8, 10))
-        .find(|base| {
-            (0..clusters).all(|i| {
-                let addr = Ipv4Addr::from(u32::from(*base) + i as u32);
-                PORTS.iter().all(|p| TcpListener::bind((addr, *p)).is_ok())
-            })
-        })
-        .unwrap_or(Ipv4Addr::new(127, 0, 2, 10))
 }
 
 extern "C" fn cleanup_at_exit() {

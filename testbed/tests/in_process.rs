@@ -28,12 +28,13 @@ async fn up_then_down_leaves_nothing() {
     spec.node_cpu = "16".into();
     spec.node_memory = "64Gi".into();
     let mut opts = TestbedOptions::new(vec![spec], &state);
-    opts.base_address = Ipv4Addr::new(127, 0, 1, 90);
+    opts.base_address = causeway_testbed::reserve_addresses(1);
+    let base: Ipv4Addr = opts.base_address;
     let tb = Testbed::up(opts).await.expect("testbed up");
     eprintln!("one cluster Ready in {:.1} s", tb.startup().as_secs_f64());
 
     let c = tb.cluster("inproc").expect("cluster");
-    assert_eq!(c.server, "https://127.0.1.90:6443");
+    assert_eq!(c.server, format!("https://{base}:6443"));
     let out = c
         .kubectl()
         .args(["get", "nodes", "-o", "json"])
