@@ -1,0 +1,552 @@
+//! Component tests of the stub⇄agent path on real sockets and real TLS, with a
+//! hyper server standing in for the API server (the end-to-end tests in the
+//! workspace's `tests/` use real kube-apiservers and kubectl).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use causeway_model::cluster::ClusterId;
+use causeway_tunnel::agent::{self, AgentConfig, StubTarget, TokenSource, UpstreamConfig};
+use causeway_tunnel::authz::AccessPolicy;
+use causeway_tunnel::body::{self, TunnelBody};
+use causeway_tunnel::pki::{self, Ca, IssuedCert};
+use causeway_tunnel::stub::{self, Listeners, StubHandle, StubParts};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+// === the stand-in API server ===
+
+/// Serves: `/echo` (request headers as JSON), `/bytes?n=N` (N bytes), `/stream`
+/// (a chunk every 20 ms, forever), `/upgrade` (101, then echo), `/refuse-upgrade` (403).
+async fn upstream_server() -> (SocketAddr, rustls::RootCertStore) {
+    let ca = Ca::generate().unwrap();
+    let server = ca
+        .issue_server(
+            &["localhost".into(), "127.0.0.1".into()],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(pki::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            pki::parse_cert_pem(&server.cert_pem).unwrap(),
+            pki::parse_key_pem(server.key_pem.expose()).unwrap(),
+        )
+        .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(upstream_handle);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, roots)
+}
+
+async fn upstream_handle(mut req: Request<Incoming>) -> Result<Response<TunnelBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let resp = match path.as_str() {
+        "/echo" => {
+            let mut h: HashMap<String, Vec<String>> = HashMap::new();
+            for (k, v) in req.headers() {
+                h.entry(k.to_string())
+                    .or_default()
+                    .push(v.to_str().unwrap_or("").to_owned());
+            }
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            h.insert("x-body-len".into(), vec![body.len().to_string()]);
+            Response::new(body::full(serde_json::to_vec(&h).unwrap()))
+        }
+        "/bytes" => {
+            let n: usize = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("n="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            Response::new(body::full(vec![b'x'; n]))
+        }
+        "/stream" => {
+            let s = futures::stream::unfold(0u64, |i| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(format!("event {i}\n")))),
+                    i + 1,
+                ))
+            });
+            Response::new(body::boxed(StreamBody::new(s)))
+        }
+        "/upgrade" => {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(up) = on.await else { return };
+                let mut io = TokioIo::new(up);
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if io.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = io.shutdown().await;
+            });
+            Response::builder()
+                .status(101)
+                .header("connection", "Upgrade")
+                .header("upgrade", "test-proto")
+                .header("x-stream-protocol-version", "v4.channel.k8s.io")
+                .body(body::empty())
+                .unwrap()
+        }
+        "/refuse-upgrade" => Response::builder()
+            .status(403)
+            .body(body::full("no upgrade for you"))
+            .unwrap(),
+        _ => Response::builder().status(404).body(body::empty()).unwrap(),
+    };
+    Ok(resp)
+}
+
+// === stub, agent, user fixtures ===
+
+struct Bed {
+    ca: Ca,
+    stub: StubHandle,
+    upstream: UpstreamConfig,
+    token: tempfile::NamedTempFile,
+    shutdown: CancellationToken,
+}
+
+const POLICY: &str = r#"
+apiVersion: causeway.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: test}
+spec:
+  rules:
+  - subjects: {groups: [dev]}
+    clusters: ["c-*"]
+  - subjects: {users: [reader]}
+    clusters: ["c-*"]
+    readOnly: true
+"#;
+
+async fn bed() -> Bed {
+    let ca = Ca::generate().unwrap();
+    let server = ca
+        .issue_server(
+            &["localhost".into(), "127.0.0.1".into()],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let parts = StubParts {
+        policy: AccessPolicy::parse(POLICY, std::path::Path::new("test-policy.yaml")).unwrap(),
+        users: Default::default(),
+        audit: None,
+        user_tls: ca.user_server_config(&server).unwrap(),
+        agent_tls: ca.agent_server_config(&server, false).unwrap(),
+        enrolled: Box::new(|c: &ClusterId| c.as_str().starts_with("c-")),
+        agent_allowed: Box::new(|_, _| Ok(())),
+        standby: false,
+    };
+    let listeners = Listeners {
+        users: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        agents: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        metrics: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let shutdown = CancellationToken::new();
+    let stub = stub::start(parts, listeners, shutdown.clone()).unwrap();
+    let (up_addr, roots) = upstream_server().await;
+    let upstream = UpstreamConfig {
+        addr: up_addr.to_string(),
+        server_name: "localhost".into(),
+        base: format!("https://{up_addr}").parse().unwrap(),
+        roots: Arc::new(roots),
+    };
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "sa-token-123\n").unwrap();
+    Bed {
+        ca,
+        stub,
+        upstream,
+        token,
+        shutdown,
+    }
+}
+
+impl Bed {
+    /// Starts an agent for `cluster`; returns its shutdown token.
+    fn agent(&self, cluster: &str, sessions: usize) -> CancellationToken {
+        let cluster = ClusterId::new(cluster).unwrap();
+        let cert: IssuedCert = self
+            .ca
+            .issue_agent(&cluster, Duration::from_secs(3600))
+            .unwrap();
+        let tls =
+            pki::agent_client_config(&self.ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
+        let config = AgentConfig {
+            cluster,
+            stubs: vec![StubTarget {
+                addr: self.stub.addrs[1].to_string(),
+                server_name: "localhost".into(),
+            }],
+            sessions_per_stub: sessions,
+            tls: Arc::new(tls),
+            upstream: self.upstream.clone(),
+            token: TokenSource::new(self.token.path().to_owned()).unwrap(),
+        };
+        let stop = self.shutdown.child_token();
+        tokio::spawn(agent::run(config, stop.clone()));
+        stop
+    }
+
+    async fn wait_sessions(&self, cluster: &str, n: usize) {
+        let c = ClusterId::new(cluster).unwrap();
+        for _ in 0..500 {
+            if self.stub.shared.registry.count(&c) == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "cluster {cluster}: {} sessions, wanted {n}",
+            self.stub.shared.registry.count(&c)
+        );
+    }
+
+    fn user_tls(&self, user: Option<(&str, &[&str])>, h2: bool) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.cert_der().clone()).unwrap();
+        let b = rustls::ClientConfig::builder_with_provider(pki::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut c = match user {
+            Some((name, groups)) => {
+                let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+                let cert = self
+                    .ca
+                    .issue_user(name, &groups, Duration::from_secs(3600))
+                    .unwrap();
+                b.with_client_auth_cert(
+                    pki::parse_cert_pem(&cert.cert_pem).unwrap(),
+                    pki::parse_key_pem(cert.key_pem.expose()).unwrap(),
+                )
+                .unwrap()
+            }
+            None => b.with_no_client_auth(),
+        };
+        c.alpn_protocols = vec![if h2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
+        Arc::new(c)
+    }
+
+    async fn user_tcp(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(self.stub.addrs[0])
+            .await
+            .unwrap();
+        tokio_rustls::TlsConnector::from(tls)
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    /// An HTTP/2 client as alice (group dev).
+    async fn h2_client(&self) -> hyper::client::conn::http2::SendRequest<TunnelBody> {
+        let io = self
+            .user_tcp(self.user_tls(Some(("alice", &["dev"])), true))
+            .await;
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+
+    /// An HTTP/1.1 client.
+    async fn h1_client(
+        &self,
+        user: Option<(&str, &[&str])>,
+    ) -> hyper::client::conn::http1::SendRequest<TunnelBody> {
+        let io = self.user_tcp(self.user_tls(user, false)).await;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .unwrap();
+        tokio::spawn(conn.with_upgrades());
+        send
+    }
+}
+
+fn get(uri: &str) -> Request<TunnelBody> {
+    Request::get(format!("https://localhost{uri}"))
+        .body(body::empty())
+        .unwrap()
+}
+
+fn get_h1(uri: &str) -> Request<TunnelBody> {
+    Request::get(uri)
+        .header("host", "localhost")
+        .body(body::empty())
+        .unwrap()
+}
+
+async fn json(resp: Response<Incoming>) -> serde_json::Value {
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&b)))
+}
+
+// === tests ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_with_impersonation_and_sa_token() {
+    let bed = bed().await;
+    bed.agent("c-one", 1);
+    bed.wait_sessions("c-one", 1).await;
+    let mut c = bed.h2_client().await;
+    let req = Request::post("https://localhost/clusters/c-one/echo")
+        .header("authorization", "Bearer user-secret")
+        .header("x-causeway-identity", "forged")
+        .body(body::full("hello"))
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-causeway-identity") == false);
+    let h = json(resp).await;
+    assert_eq!(h["impersonate-user"][0], "alice");
+    let groups = h["impersonate-group"].as_array().unwrap();
+    assert!(groups.iter().any(|g| g == "dev"), "{groups:?}");
+    assert_eq!(
+        h["authorization"],
+        serde_json::json!(["Bearer sa-token-123"])
+    );
+    assert!(h.get("x-causeway-identity").is_none());
+    assert_eq!(h["x-body-len"][0], "5");
+    assert!(h["audit-id"][0].as_str().unwrap().len() >= 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_status_json() {
+    let bed = bed().await;
+    bed.agent("c-one", 1);
+    bed.wait_sessions("c-one", 1).await;
+    let mut c = bed.h2_client().await;
+    // enrolled but no agent → 503
+    let r = c.send_request(get("/clusters/c-two/api")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let s = json(r).await;
+    assert_eq!(s["kind"], "Status");
+    assert!(
+        s["message"].as_str().unwrap().contains("no live agent"),
+        "{s}"
+    );
+    // not allowed by policy → 403
+    let r = c.send_request(get("/clusters/other/api")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // not routed → 404
+    let r = c.send_request(get("/api/v1/pods")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json(r).await["reason"], "NotFound");
+    // no client certificate → 401
+    let mut anon = bed.h1_client(None).await;
+    let r = anon
+        .send_request(get_h1("/clusters/c-one/echo"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // read-only user may get, not post
+    let mut reader = bed.h1_client(Some(("reader", &[]))).await;
+    let r = reader
+        .send_request(get_h1("/clusters/c-one/echo"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let _ = r.into_body().collect().await;
+    let post = Request::post("/clusters/c-one/api/v1/namespaces/d/pods")
+        .header("host", "localhost")
+        .body(body::empty())
+        .unwrap();
+    let r = reader.send_request(post).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_never_slow_other_streams() {
+    let bed = bed().await;
+    bed.agent("c-one", 1);
+    bed.wait_sessions("c-one", 1).await;
+    let mut c = bed.h2_client().await;
+    // Ten 8 MiB downloads and five endless streams that nobody reads.
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        stalled.push(
+            c.send_request(get("/clusters/c-one/bytes?n=8388608"))
+                .await
+                .unwrap(),
+        );
+    }
+    for _ in 0..5 {
+        stalled.push(c.send_request(get("/clusters/c-one/stream")).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Meanwhile small requests on another user connection, on the same session, stay
+    // fast, and a whole 8 MiB download goes through.
+    let mut other = bed.h2_client().await;
+    let started = tokio::time::Instant::now();
+    let work = async {
+        for _ in 0..50 {
+            let r = other
+                .send_request(get("/clusters/c-one/bytes?n=1024"))
+                .await
+                .unwrap();
+            let b = r.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(b.len(), 1024);
+        }
+        let r = other
+            .send_request(get("/clusters/c-one/bytes?n=8388608"))
+            .await
+            .unwrap();
+        r.into_body().collect().await.unwrap().to_bytes().len()
+    };
+    let big = tokio::time::timeout(Duration::from_secs(30), work)
+        .await
+        .expect("requests beside stalled streams hung");
+    assert_eq!(big, 8 << 20);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(
+        bed.stub
+            .shared
+            .registry
+            .count(&ClusterId::new("c-one").unwrap()),
+        1
+    );
+    drop(stalled);
+    // Dropped streams are freed on the stub.
+    for _ in 0..200 {
+        if bed.stub.shared.metrics.open_streams.get() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "open streams: {}",
+        bed.stub.shared.metrics.open_streams.get()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_splices_only_after_101() {
+    let bed = bed().await;
+    bed.agent("c-one", 1);
+    bed.wait_sessions("c-one", 1).await;
+    let mut c = bed.h1_client(Some(("alice", &["dev"]))).await;
+    let req = Request::post("/clusters/c-one/upgrade")
+        .header("host", "localhost")
+        .header("connection", "Upgrade")
+        .header("upgrade", "test-proto")
+        .body(body::empty())
+        .unwrap();
+    let mut resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(resp.headers()["upgrade"], "test-proto");
+    assert_eq!(
+        resp.headers()["x-stream-protocol-version"],
+        "v4.channel.k8s.io"
+    );
+    let up = hyper::upgrade::on(&mut resp).await.unwrap();
+    let io = TokioIo::new(up);
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let p2 = payload.clone();
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let writer = tokio::spawn(async move {
+        wr.write_all(&p2).await.unwrap();
+        wr.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(back, payload);
+
+    // A refused upgrade is an ordinary response, and the connection stays HTTP.
+    let mut c = bed.h1_client(Some(("alice", &["dev"]))).await;
+    let req = Request::post("/clusters/c-one/refuse-upgrade")
+        .header("host", "localhost")
+        .header("connection", "Upgrade")
+        .header("upgrade", "test-proto")
+        .body(body::empty())
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(resp.headers().get("upgrade").is_none());
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&b[..], b"no upgrade for you");
+    // The same connection still serves a plain request.
+    let r = c
+        .send_request(get_h1("/clusters/c-one/bytes?n=3"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balances_and_removes_dead_agents_at_once() {
+    let bed = bed().await;
+    let a = bed.agent("c-one", 2);
+    let _b = bed.agent("c-one", 2);
+    bed.wait_sessions("c-one", 4).await;
+    a.cancel();
+    bed.wait_sessions("c-one", 2).await;
+    let mut c = bed.h2_client().await;
+    for _ in 0..100 {
+        let r = c
+            .send_request(get("/clusters/c-one/bytes?n=10"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.into_body().collect().await.unwrap();
+    }
+    let text = bed.stub.shared.metrics.encode();
+    assert!(
+        text.contains("causeway_tunnel_agent_sessions{cluster=\"c-one\"} 2"),
+        "{text}"
+    );
+}
