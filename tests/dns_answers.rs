@@ -24,7 +24,10 @@ fn static_data_soa_ns_and_negative_answers() {
 
     let r = s.udp("www.svc.example.", RecordType::AAAA, false, None);
     assert_eq!(addrs(&r), vec!["2001:db8::10"]);
-    assert!(r.edns.is_none(), "no OPT in a reply to a query without EDNS");
+    assert!(
+        r.edns.is_none(),
+        "no OPT in a reply to a query without EDNS"
+    );
 
     // NXDOMAIN with the SOA in authority at the negative TTL (min(300, 60)).
     let r = s.udp("nope.svc.example.", RecordType::A, true, None);
@@ -53,7 +56,11 @@ fn static_data_soa_ns_and_negative_answers() {
     let r = s.udp("svc.example.", RecordType::NS, true, None);
     assert_eq!(r.answers.len(), 1);
     assert!(matches!(&r.answers[0].data, RData::NS(n) if n.0.to_ascii() == "ns1.svc.example."));
-    assert!(r.additionals.iter().any(|a| matches!(&a.data, RData::A(a) if a.0.to_string() == "127.0.0.53")));
+    assert!(
+        r.additionals
+            .iter()
+            .any(|a| matches!(&a.data, RData::A(a) if a.0.to_string() == "127.0.0.53"))
+    );
 
     // MX, SRV, CAA, TXT.
     for t in [RecordType::MX, RecordType::TXT, RecordType::CAA] {
@@ -65,10 +72,19 @@ fn static_data_soa_ns_and_negative_answers() {
     assert_eq!(r.answers.len(), 1);
 
     // CNAME chain into a GSLB name: CNAME + the chosen A.
-    let r = s.udp("api.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24)));
+    let r = s.udp(
+        "api.svc.example.",
+        RecordType::A,
+        true,
+        Some(("198.51.100.0", 24)),
+    );
     assert_eq!(r.answers[0].record_type(), RecordType::CNAME);
     assert_eq!(addrs(&r), vec!["192.0.2.11"]);
-    assert_eq!(ecs_of(&r), Some((24, 24)), "the scope of the GSLB answer in the chain");
+    assert_eq!(
+        ecs_of(&r),
+        Some((24, 24)),
+        "the scope of the GSLB answer in the chain"
+    );
 
     // Referral for the delegated child: not authoritative, NS in authority, glue.
     let r = s.udp("host.team.svc.example.", RecordType::A, true, None);
@@ -76,7 +92,11 @@ fn static_data_soa_ns_and_negative_answers() {
     assert!(!r.metadata.authoritative);
     assert!(r.answers.is_empty());
     assert_eq!(r.authorities[0].record_type(), RecordType::NS);
-    assert!(r.additionals.iter().any(|a| matches!(&a.data, RData::A(a) if a.0.to_string() == "127.0.0.54")));
+    assert!(
+        r.additionals
+            .iter()
+            .any(|a| matches!(&a.data, RData::A(a) if a.0.to_string() == "127.0.0.54"))
+    );
 
     // Outside our zones: REFUSED.
     let r = s.udp("example.com.", RecordType::A, true, None);
@@ -125,17 +145,29 @@ fn ipv6_listener() {
     let log = s.logs();
     let v6: std::net::SocketAddr = log
         .lines()
-        .find_map(|l| l.split_once("listening on udp [::1]:").map(|(_, p)| p.trim().to_string()))
+        .find_map(|l| {
+            l.split_once("listening on udp [::1]:")
+                .map(|(_, p)| p.trim().to_string())
+        })
         .map(|p| format!("[::1]:{p}").parse().unwrap())
         .expect("an IPv6 listener in the log");
     let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let q = build_query("app.svc.example.", RecordType::AAAA, true, Some(("2001:db8:100::", 48)));
+    let q = build_query(
+        "app.svc.example.",
+        RecordType::AAAA,
+        true,
+        Some(("2001:db8:100::", 48)),
+    );
     sock.send_to(&q, v6).unwrap();
     let mut buf = [0u8; 2048];
     let (n, _) = sock.recv_from(&mut buf).unwrap();
     let r = Message::from_vec(&buf[..n]).unwrap();
-    assert_eq!(addrs(&r), vec!["2001:db8::11"], "IPv6 latency entry picks idc-bj");
+    assert_eq!(
+        addrs(&r),
+        vec!["2001:db8::11"],
+        "IPv6 latency entry picks idc-bj"
+    );
     assert_eq!(ecs_of(&r), Some((48, 48)));
 }
 
@@ -145,23 +177,83 @@ fn ecs_scope_cases() {
     // (name, qtype, ECS, expected addresses, expected (source, scope))
     let cases: &[(&str, RecordType, (&str, u8), &[&str], (u8, u8))] = &[
         // latency: matched /24 → scope 24
-        ("app.svc.example.", RecordType::A, ("198.51.100.0", 24), &["192.0.2.11"], (24, 24)),
-        ("app.svc.example.", RecordType::A, ("203.0.113.0", 24), &["192.0.2.21"], (24, 24)),
+        (
+            "app.svc.example.",
+            RecordType::A,
+            ("198.51.100.0", 24),
+            &["192.0.2.11"],
+            (24, 24),
+        ),
+        (
+            "app.svc.example.",
+            RecordType::A,
+            ("203.0.113.0", 24),
+            &["192.0.2.21"],
+            (24, 24),
+        ),
         // a /32 source inside a /24 entry: scope 24 (the prefix that decided)
-        ("app.svc.example.", RecordType::A, ("198.51.100.77", 32), &["192.0.2.11"], (32, 24)),
+        (
+            "app.svc.example.",
+            RecordType::A,
+            ("198.51.100.77", 32),
+            &["192.0.2.11"],
+            (32, 24),
+        ),
         // no data for the client: default order, scope = source (another client may differ)
-        ("app.svc.example.", RecordType::A, ("192.0.2.0", 24), &["192.0.2.11"], (24, 24)),
+        (
+            "app.svc.example.",
+            RecordType::A,
+            ("192.0.2.0", 24),
+            &["192.0.2.11"],
+            (24, 24),
+        ),
         // ECS /0: the resolver asks for no tailoring → scope 0
-        ("app.svc.example.", RecordType::A, ("0.0.0.0", 0), &["192.0.2.11"], (0, 0)),
+        (
+            "app.svc.example.",
+            RecordType::A,
+            ("0.0.0.0", 0),
+            &["192.0.2.11"],
+            (0, 0),
+        ),
         // IPv6 entry /48
-        ("app.svc.example.", RecordType::AAAA, ("2001:db8:100::", 56), &["2001:db8::11"], (56, 48)),
+        (
+            "app.svc.example.",
+            RecordType::AAAA,
+            ("2001:db8:100::", 56),
+            &["2001:db8::11"],
+            (56, 48),
+        ),
         // static data: does not depend on the client → scope 0
-        ("www.svc.example.", RecordType::A, ("198.51.100.0", 24), &["192.0.2.10"], (24, 0)),
+        (
+            "www.svc.example.",
+            RecordType::A,
+            ("198.51.100.0", 24),
+            &["192.0.2.10"],
+            (24, 0),
+        ),
         // failover and all-healthy: scope 0
-        ("primary.svc.example.", RecordType::A, ("198.51.100.0", 24), &["192.0.2.11"], (24, 0)),
-        ("all.svc.example.", RecordType::A, ("198.51.100.0", 24), &["192.0.2.11", "192.0.2.21"], (24, 0)),
+        (
+            "primary.svc.example.",
+            RecordType::A,
+            ("198.51.100.0", 24),
+            &["192.0.2.11"],
+            (24, 0),
+        ),
+        (
+            "all.svc.example.",
+            RecordType::A,
+            ("198.51.100.0", 24),
+            &["192.0.2.11", "192.0.2.21"],
+            (24, 0),
+        ),
         // NXDOMAIN: scope 0
-        ("nope.svc.example.", RecordType::A, ("198.51.100.0", 24), &[], (24, 0)),
+        (
+            "nope.svc.example.",
+            RecordType::A,
+            ("198.51.100.0", 24),
+            &[],
+            (24, 0),
+        ),
     ];
     for (name, t, ecs, want, want_ecs) in cases {
         for transport in ["udp", "tcp"] {
@@ -171,7 +263,11 @@ fn ecs_scope_cases() {
                 s.tcp(name, *t, Some(*ecs))
             };
             assert_eq!(addrs(&r), want.to_vec(), "{transport} {name} {t} {ecs:?}");
-            assert_eq!(ecs_of(&r), Some(*want_ecs), "{transport} {name} {t} {ecs:?}");
+            assert_eq!(
+                ecs_of(&r),
+                Some(*want_ecs),
+                "{transport} {name} {t} {ecs:?}"
+            );
         }
     }
     // Without ECS: the resolver's address (127.0.0.1 → the 127.0.0.0/8 entry: gcp-us).
@@ -180,15 +276,30 @@ fn ecs_scope_cases() {
     assert_eq!(ecs_of(&r), None);
 
     // Weighted: one answer, scope 24, the same for every host of a /24.
-    let r = s.udp("canary.svc.example.", RecordType::A, true, Some(("10.1.2.0", 24)));
+    let r = s.udp(
+        "canary.svc.example.",
+        RecordType::A,
+        true,
+        Some(("10.1.2.0", 24)),
+    );
     assert_eq!(r.answers.len(), 1);
     assert_eq!(ecs_of(&r), Some((24, 24)));
-    let r32 = s.udp("canary.svc.example.", RecordType::A, true, Some(("10.1.2.99", 32)));
+    let r32 = s.udp(
+        "canary.svc.example.",
+        RecordType::A,
+        true,
+        Some(("10.1.2.99", 32)),
+    );
     assert_eq!(addrs(&r32), addrs(&r));
     assert_eq!(ecs_of(&r32), Some((32, 24)));
 
     // Malformed ECS (bits beyond the source prefix): FORMERR.
-    let mut q = build_query("app.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24)));
+    let mut q = build_query(
+        "app.svc.example.",
+        RecordType::A,
+        true,
+        Some(("198.51.100.0", 24)),
+    );
     let n = q.len();
     q[n - 1] = 0x65; // 198.51.100 → 198.51.101 with /23 below
     q[n - 5] = 23;
@@ -223,9 +334,17 @@ fn every_policy_over_the_wire() {
             assert_eq!(again, a, "consistent for {net}/24");
         }
     }
-    assert!(idc > 220 && aws > 5, "90/10 split: idc-bj {idc}, aws-sg {aws}");
+    assert!(
+        idc > 220 && aws > 5,
+        "90/10 split: idc-bj {idc}, aws-sg {aws}"
+    );
     // latency: explained above and in ecs_scope_cases; here via the API measurements.
-    let r = s.udp("app.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24)));
+    let r = s.udp(
+        "app.svc.example.",
+        RecordType::A,
+        true,
+        Some(("198.51.100.0", 24)),
+    );
     assert_eq!(addrs(&r), vec!["192.0.2.11"]);
     let (code, body) = s.http(
         "POST",
@@ -234,9 +353,17 @@ fn every_policy_over_the_wire() {
     );
     assert_eq!(code, 200, "{body}");
     let flipped = wait_until(Duration::from_secs(10), || {
-        addrs(&s.udp("app.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24)))) == vec!["192.0.2.31"]
+        addrs(&s.udp(
+            "app.svc.example.",
+            RecordType::A,
+            true,
+            Some(("198.51.100.0", 24)),
+        )) == vec!["192.0.2.31"]
     });
-    assert!(flipped.is_some(), "a posted measurement changes the latency answer");
+    assert!(
+        flipped.is_some(),
+        "a posted measurement changes the latency answer"
+    );
     // A longer posted prefix narrows the scope for clients inside it.
     let (code, _) = s.http(
         "POST",
@@ -245,19 +372,40 @@ fn every_policy_over_the_wire() {
     );
     assert_eq!(code, 200);
     let ok = wait_until(Duration::from_secs(10), || {
-        let r = s.udp("app.svc.example.", RecordType::A, true, Some(("198.51.100.128", 25)));
+        let r = s.udp(
+            "app.svc.example.",
+            RecordType::A,
+            true,
+            Some(("198.51.100.128", 25)),
+        );
         addrs(&r) == vec!["192.0.2.21"] && ecs_of(&r) == Some((25, 25))
     });
     assert!(ok.is_some(), "the /25 entry wins for its clients");
-    let r = s.udp("app.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24)));
+    let r = s.udp(
+        "app.svc.example.",
+        RecordType::A,
+        true,
+        Some(("198.51.100.0", 24)),
+    );
     assert_eq!(addrs(&r), vec!["192.0.2.31"]);
-    assert_eq!(ecs_of(&r), Some((24, 24)), "the /24 has a /25 inside: scope = source");
+    assert_eq!(
+        ecs_of(&r),
+        Some((24, 24)),
+        "the /24 has a /25 inside: scope = source"
+    );
 }
 
 #[test]
 fn external_health_reports_and_explain() {
     let s = Server::start(&example_config());
-    let ask = || addrs(&s.udp("app.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24))));
+    let ask = || {
+        addrs(&s.udp(
+            "app.svc.example.",
+            RecordType::A,
+            true,
+            Some(("198.51.100.0", 24)),
+        ))
+    };
     assert_eq!(ask(), vec!["192.0.2.11"]);
     let (code, body) = s.http(
         "POST",
@@ -265,21 +413,46 @@ fn external_health_reports_and_explain() {
         r#"{"service":"app.svc.example.","cluster":"idc-bj","health":"unhealthy","reason":"0 ready replicas"}"#,
     );
     assert_eq!(code, 200, "{body}");
-    assert!(wait_until(Duration::from_secs(5), || ask() == vec!["192.0.2.21"]).is_some(), "next lowest RTT");
-    let (code, body) = s.http("GET", "/v1/explain?name=app.svc.example.&client=198.51.100.0%2F24", "");
+    assert!(
+        wait_until(Duration::from_secs(5), || ask() == vec!["192.0.2.21"]).is_some(),
+        "next lowest RTT"
+    );
+    let (code, body) = s.http(
+        "GET",
+        "/v1/explain?name=app.svc.example.&client=198.51.100.0%2F24",
+        "",
+    );
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["policy"], "latency");
     assert_eq!(v["ecsScope"], 24);
     assert_eq!(v["latencyPrefix"], "198.51.100.0/24");
-    let idc = v["candidates"].as_array().unwrap().iter().find(|c| c["cluster"] == "idc-bj").unwrap();
+    let idc = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cluster"] == "idc-bj")
+        .unwrap();
     assert_eq!(idc["healthy"], false);
-    assert!(idc["external"].as_str().unwrap().contains("0 ready replicas"));
+    assert!(
+        idc["external"]
+            .as_str()
+            .unwrap()
+            .contains("0 ready replicas")
+    );
 
     // Bad input: 400 naming the field; the server keeps going.
-    let (code, body) = s.http("POST", "/v1/health", r#"{"cluster":"Bad/ID","health":"unhealthy"}"#);
+    let (code, body) = s.http(
+        "POST",
+        "/v1/health",
+        r#"{"cluster":"Bad/ID","health":"unhealthy"}"#,
+    );
     assert_eq!(code, 400, "{body}");
-    let (code, body) = s.http("POST", "/v1/latency", r#"{"measurements":[{"prefix":"10.0.0.0/8","cluster":"a","rttMs":-1}]}"#);
+    let (code, body) = s.http(
+        "POST",
+        "/v1/latency",
+        r#"{"measurements":[{"prefix":"10.0.0.0/8","cluster":"a","rttMs":-1}]}"#,
+    );
     assert_eq!(code, 400);
     assert!(body.contains("rttMs"), "{body}");
     let (code, _) = s.http("POST", "/v1/latency", "not json");
@@ -292,10 +465,23 @@ fn external_health_reports_and_explain() {
 
     // The CLI asks the running server.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["dns", "explain", "--server", &s.api.to_string(), "--name", "app.svc.example.", "--client", "203.0.113.5/24"])
+        .args([
+            "dns",
+            "explain",
+            "--server",
+            &s.api.to_string(),
+            "--name",
+            "app.svc.example.",
+            "--client",
+            "203.0.113.5/24",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("* aws-sg"), "{text}");
     assert!(text.contains("ecs scope: /24"), "{text}");
@@ -306,10 +492,20 @@ fn explain_offline_from_the_config() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
         .args(["dns", "explain", "--config"])
         .arg(example_config())
-        .args(["--name", "app.svc.example.", "--client", "198.51.100.0/24", "--json"])
+        .args([
+            "--name",
+            "app.svc.example.",
+            "--client",
+            "198.51.100.0/24",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["answer"][0], "192.0.2.11");
     assert_eq!(v["ecsScope"], 24);
@@ -326,8 +522,12 @@ fn explain_offline_from_the_config() {
 #[test]
 fn truncation_and_tcp_retry() {
     let dir = tempfile::tempdir().unwrap();
-    let big: Vec<String> = (0..12).map(|i| format!("\"{i:02}{}\"", "x".repeat(150))).collect();
-    let mid: Vec<String> = (0..4).map(|i| format!("\"{i:02}{}\"", "y".repeat(150))).collect();
+    let big: Vec<String> = (0..12)
+        .map(|i| format!("\"{i:02}{}\"", "x".repeat(150)))
+        .collect();
+    let mid: Vec<String> = (0..4)
+        .map(|i| format!("\"{i:02}{}\"", "y".repeat(150)))
+        .collect();
     let cfg = format!(
         r#"apiVersion: causeway.dev/v1alpha1
 kind: Zone
@@ -372,7 +572,11 @@ fn protocol_edge_cases() {
     q[n - 5] = 1; // OPT TTL: ext-rcode, VERSION, flags
     let raw = s.udp_raw(&q).expect("a reply");
     let r = Message::from_vec(&raw).unwrap();
-    assert_eq!(r.edns.as_ref().map(|e| e.rcode_high()), Some(1), "BADVERS = 16 = 1 << 4");
+    assert_eq!(
+        r.edns.as_ref().map(|e| e.rcode_high()),
+        Some(1),
+        "BADVERS = 16 = 1 << 4"
+    );
     // Opcode NOTIFY (4): NOTIMP.
     let mut q = build_query("www.svc.example.", RecordType::A, false, None);
     q[2] = (q[2] & 0x87) | (4 << 3);
@@ -405,7 +609,12 @@ fn ops_endpoints_and_metrics() {
     assert_eq!(s.http("GET", "/readyz", "").0, 200);
     assert_eq!(s.http("GET", "/nope", "").0, 404);
     for _ in 0..3 {
-        s.udp("app.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24)));
+        s.udp(
+            "app.svc.example.",
+            RecordType::A,
+            true,
+            Some(("198.51.100.0", 24)),
+        );
         s.udp("nope.svc.example.", RecordType::A, true, None);
     }
     let (code, m) = s.http("GET", "/metrics", "");
@@ -417,7 +626,10 @@ fn ops_endpoints_and_metrics() {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or_else(|| panic!("no {prefix} in\n{m}"))
     };
-    assert!(line(r#"causeway_dns_queries_total{qtype="A",rcode="NXDOMAIN",zone="svc.example."}"#) >= 3.0);
+    assert!(
+        line(r#"causeway_dns_queries_total{qtype="A",rcode="NXDOMAIN",zone="svc.example."}"#)
+            >= 3.0
+    );
     assert!(line(r#"causeway_dns_answers_total{cluster="idc-bj",policy="latency"}"#) >= 3.0);
     assert_eq!(line("causeway_dns_latency_map_prefixes"), 4.0);
     assert!(!m.contains("198.51.100"), "no client address in metrics");

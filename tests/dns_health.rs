@@ -53,15 +53,27 @@ fn failover_time_and_recovery_with_real_http_endpoints() {
     let path = write_config(
         dir.path(),
         "h.yaml",
-        &config(&[("a", a.addr, "http"), ("b", b.addr, "http"), ("c", c.addr, "tcp")]),
+        &config(&[
+            ("a", a.addr, "http"),
+            ("b", b.addr, "http"),
+            ("c", c.addr, "tcp"),
+        ]),
     );
     let s = Server::start(&path);
-    let near = || addrs(&s.udp("near.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24))));
+    let near = || {
+        addrs(&s.udp(
+            "near.svc.example.",
+            RecordType::A,
+            true,
+            Some(("198.51.100.0", 24)),
+        ))
+    };
     let all = || addrs(&s.udp("all.svc.example.", RecordType::A, true, None));
 
     // All healthy after `rise`.
     assert!(
-        s.wait_log("to=\"healthy\"", Duration::from_secs(10)) || s.wait_log("to=healthy", Duration::from_secs(1)),
+        s.wait_log("to=\"healthy\"", Duration::from_secs(10))
+            || s.wait_log("to=healthy", Duration::from_secs(1)),
         "probes came up:\n{}",
         s.logs()
     );
@@ -72,21 +84,42 @@ fn failover_time_and_recovery_with_real_http_endpoints() {
     let a_addr = a.addr;
     a.stop();
     let down = Instant::now();
-    let took = wait_until(Duration::from_secs(15), || !all().contains(&"192.0.2.1".to_string()));
+    let took = wait_until(Duration::from_secs(15), || {
+        !all().contains(&"192.0.2.1".to_string())
+    });
     let took = took.expect("a was never removed");
-    eprintln!("measured failover time: {:.3} s (limit interval 1 s x fall 3 + 1 s = 4 s)", took.as_secs_f64());
-    assert!(took <= Duration::from_secs(4), "failover took {took:?}, limit 4 s");
-    assert!(down.elapsed() >= Duration::from_millis(1500), "not before fall probes could fail");
-    assert_eq!(near(), vec!["192.0.2.2"], "latency policy moves to the next lowest RTT");
+    eprintln!(
+        "measured failover time: {:.3} s (limit interval 1 s x fall 3 + 1 s = 4 s)",
+        took.as_secs_f64()
+    );
+    assert!(
+        took <= Duration::from_secs(4),
+        "failover took {took:?}, limit 4 s"
+    );
+    assert!(
+        down.elapsed() >= Duration::from_millis(1500),
+        "not before fall probes could fail"
+    );
+    assert_eq!(
+        near(),
+        vec!["192.0.2.2"],
+        "latency policy moves to the next lowest RTT"
+    );
     assert!(s.logs().contains("target health changed"));
 
     // a comes back on the same port: answered again after `rise` (2 × 1 s).
     let _a2 = HealthEndpoint::start_on(a_addr);
     let back = wait_until(Duration::from_secs(10), || near() == vec!["192.0.2.1"]);
     let back = back.expect("a never came back");
-    eprintln!("measured recovery time: {:.3} s (rise 2 x interval 1 s)", back.as_secs_f64());
+    eprintln!(
+        "measured recovery time: {:.3} s (rise 2 x interval 1 s)",
+        back.as_secs_f64()
+    );
     let (_, m) = s.http("GET", "/metrics", "");
-    assert!(m.contains(r#"causeway_dns_health_transitions_total{cluster="a",to="unhealthy"}"#), "{m}");
+    assert!(
+        m.contains(r#"causeway_dns_health_transitions_total{cluster="a",to="unhealthy"}"#),
+        "{m}"
+    );
 }
 
 #[test]
@@ -98,19 +131,38 @@ fn fail_open_when_every_target_is_down() {
     let path = write_config(
         dir.path(),
         "h.yaml",
-        &config(&[("a", a.addr, "http"), ("b", b.addr, "http"), ("c", c.addr, "http")]),
+        &config(&[
+            ("a", a.addr, "http"),
+            ("b", b.addr, "http"),
+            ("c", c.addr, "http"),
+        ]),
     );
     let s = Server::start(&path);
-    let near = || addrs(&s.udp("near.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24))));
+    let near = || {
+        addrs(&s.udp(
+            "near.svc.example.",
+            RecordType::A,
+            true,
+            Some(("198.51.100.0", 24)),
+        ))
+    };
     assert!(wait_until(Duration::from_secs(10), || near() == vec!["192.0.2.1"]).is_some());
     a.stop();
     b.stop();
-    assert!(wait_until(Duration::from_secs(10), || near() == vec!["192.0.2.3"]).is_some(), "only c is left");
+    assert!(
+        wait_until(Duration::from_secs(10), || near() == vec!["192.0.2.3"]).is_some(),
+        "only c is left"
+    );
     c.stop();
     // Every target down: all of them are answered (fail open), scope 0.
     let open = wait_until(Duration::from_secs(10), || near().len() == 3);
     assert!(open.is_some(), "fail open: {:?}", near());
-    let r = s.udp("near.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24)));
+    let r = s.udp(
+        "near.svc.example.",
+        RecordType::A,
+        true,
+        Some(("198.51.100.0", 24)),
+    );
     assert_eq!(ecs_of(&r), Some((24, 0)));
     let (_, m) = s.http("GET", "/metrics", "");
     let fail_open: f64 = m
@@ -120,6 +172,10 @@ fn fail_open_when_every_target_is_down() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     assert!(fail_open >= 1.0, "fail-open counted:\n{m}");
-    let (_, body) = s.http("GET", "/v1/explain?name=near.svc.example.&client=198.51.100.0/24", "");
+    let (_, body) = s.http(
+        "GET",
+        "/v1/explain?name=near.svc.example.&client=198.51.100.0/24",
+        "",
+    );
     assert!(body.contains("\"failOpen\": true"), "{body}");
 }

@@ -29,10 +29,20 @@ impl Rng {
 fn random_and_mutated_packets_do_not_stop_the_server() {
     let mut s = Server::start(&example_config());
     let seeds: Vec<Vec<u8>> = vec![
-        build_query("app.svc.example.", RecordType::A, true, Some(("198.51.100.0", 24))),
+        build_query(
+            "app.svc.example.",
+            RecordType::A,
+            true,
+            Some(("198.51.100.0", 24)),
+        ),
         build_query("www.svc.example.", RecordType::AAAA, false, None),
         build_query("x.team.svc.example.", RecordType::NS, true, None),
-        build_query("svc.example.", RecordType::ANY, true, Some(("2001:db8::", 32))),
+        build_query(
+            "svc.example.",
+            RecordType::ANY,
+            true,
+            Some(("2001:db8::", 32)),
+        ),
     ];
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_nonblocking(true).unwrap();
@@ -88,7 +98,10 @@ fn random_and_mutated_packets_do_not_stop_the_server() {
     eprintln!("sent {sent} hostile packets, {replies} replies read");
     assert!(sent > 1000);
     assert!(s.alive(), "server survived");
-    assert_eq!(addrs(&s.udp("www.svc.example.", RecordType::A, true, None)), vec!["192.0.2.10"]);
+    assert_eq!(
+        addrs(&s.udp("www.svc.example.", RecordType::A, true, None)),
+        vec!["192.0.2.10"]
+    );
 }
 
 #[test]

@@ -50,15 +50,29 @@ fn bad_file_keeps_serving_then_good_file_applies_on_change() {
         s.logs()
     );
     let logs = s.logs();
-    let line = logs.lines().find(|l| l.contains("invalid configuration")).unwrap();
-    assert!(line.contains(&path.display().to_string()), "names the file: {line}");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("invalid configuration"))
+        .unwrap();
+    assert!(
+        line.contains(&path.display().to_string()),
+        "names the file: {line}"
+    );
     assert!(line.contains("line=15"), "names the line: {line}");
     assert!(line.contains("colour"), "names the field: {line}");
-    assert_eq!(www(&s), vec!["192.0.2.10"], "last good config still serving");
+    assert_eq!(
+        www(&s),
+        vec!["192.0.2.10"],
+        "last good config still serving"
+    );
 
     // A semantically bad file (bad address): same.
     std::fs::write(&path, zone("192.0.2.300", true)).unwrap();
-    assert!(s.wait_log("records[0].data[0]", Duration::from_secs(10)), "{}", s.logs());
+    assert!(
+        s.wait_log("records[0].data[0]", Duration::from_secs(10)),
+        "{}",
+        s.logs()
+    );
     assert_eq!(www(&s), vec!["192.0.2.10"]);
 
     // A good file applies.
@@ -66,8 +80,14 @@ fn bad_file_keeps_serving_then_good_file_applies_on_change() {
     let ok = wait_until(Duration::from_secs(10), || www(&s) == vec!["192.0.2.99"]);
     assert!(ok.is_some(), "good file applied:\n{}", s.logs());
     let (_, m) = s.http("GET", "/metrics", "");
-    assert!(m.contains(r#"causeway_dns_config_reloads_total{result="error"} 2"#), "{m}");
-    assert!(m.contains(r#"causeway_dns_config_reloads_total{result="ok"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"causeway_dns_config_reloads_total{result="error"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"causeway_dns_config_reloads_total{result="ok"} 1"#),
+        "{m}"
+    );
 }
 
 #[test]
@@ -77,12 +97,20 @@ fn sighup_reloads_when_watching_is_off() {
     let mut s = Server::start(&path);
     std::fs::write(&path, zone("192.0.2.77", false)).unwrap();
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(www(&s), vec!["192.0.2.10"], "no reload without SIGHUP when watch is off");
+    assert_eq!(
+        www(&s),
+        vec!["192.0.2.10"],
+        "no reload without SIGHUP when watch is off"
+    );
     s.signal("HUP");
     assert!(wait_until(Duration::from_secs(10), || www(&s) == vec!["192.0.2.77"]).is_some());
     std::fs::write(&path, "apiVersion: v1\nkind: Zone\n").unwrap();
     s.signal("HUP");
-    assert!(s.wait_log("apiVersion", Duration::from_secs(10)), "{}", s.logs());
+    assert!(
+        s.wait_log("apiVersion", Duration::from_secs(10)),
+        "{}",
+        s.logs()
+    );
     assert_eq!(www(&s), vec!["192.0.2.77"]);
     assert!(s.alive());
 }
@@ -90,7 +118,10 @@ fn sighup_reloads_when_watching_is_off() {
 #[test]
 fn invalid_file_at_start_fails_with_file_line_field() {
     let dir = tempfile::tempdir().unwrap();
-    let text = zone("192.0.2.10", true).replace("  origin: svc.example.\n", "  origin: svc.example.\n  ttl: -5\n");
+    let text = zone("192.0.2.10", true).replace(
+        "  origin: svc.example.\n",
+        "  origin: svc.example.\n  ttl: -5\n",
+    );
     let path = write_config(dir.path(), "bad.yaml", &text);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
         .args(["dns", "--check", "--config"])
@@ -100,12 +131,19 @@ fn invalid_file_at_start_fails_with_file_line_field() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:12"), "file and line: {err}");
-    assert!(err.contains("ttl") || err.contains("invalid value"), "{err}");
+    assert!(
+        err.contains("ttl") || err.contains("invalid value"),
+        "{err}"
+    );
     // Every shipped example passes --check.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
         .args(["dns", "--check", "--config"])
         .arg(example_config())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

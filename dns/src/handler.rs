@@ -58,6 +58,43 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+impl Shared {
+    /// Shared state serving `config` as loaded: no probe has run (every target counts
+    /// as healthy), the static latency map, no rate limiter unless configured. For
+    /// tests, fuzzing and benchmarks of the query path.
+    pub fn from_config(config: &crate::Config) -> Result<Self, crate::ConfigError> {
+        let zones = crate::zone::Zones::compile(&config.zones).map_err(|(field, _, reason)| {
+            crate::ConfigError {
+                file: config.file.clone(),
+                line: None,
+                field,
+                reason,
+            }
+        })?;
+        let latency = crate::latency::LatencyTable::build(config.latency.iter().flat_map(|e| {
+            e.rtt_ms
+                .iter()
+                .map(move |(c, r)| (e.prefix, c.clone(), *r as f32))
+        }));
+        Ok(Self {
+            state: Arc::new(State::new(
+                Arc::new(zones),
+                Arc::new(Vec::new()),
+                Arc::new(latency),
+            )),
+            metrics: Metrics::new(),
+            limiter: ArcSwapOption::new(
+                config
+                    .server
+                    .rate_limit
+                    .as_ref()
+                    .map(|s| Arc::new(ResponseLimiter::new(s))),
+            ),
+            ready: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+}
+
 enum Slot {
     Static(Prepared),
     PerClient(HashMap<(u128, u8), Prepared>),

@@ -47,7 +47,10 @@ fn strip_ansi(s: &str) -> String {
 
 fn addr_after(log: &str, marker: &str) -> Option<SocketAddr> {
     log.lines()
-        .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_string()))
+        .find_map(|l| {
+            l.split_once(marker)
+                .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_string())
+        })
         .and_then(|a| a.parse().ok())
 }
 
@@ -99,7 +102,10 @@ impl Server {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("causeway dns exited with {status} before it was ready:\n{text}");
             }
-            assert!(Instant::now() < deadline, "causeway dns not ready within 60 s:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "causeway dns not ready within 60 s:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -123,7 +129,10 @@ impl Server {
 
     /// Sends a signal to the server.
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -133,15 +142,24 @@ impl Server {
     }
 
     /// A query over UDP (EDNS when `edns` is true, ECS when given).
-    pub fn udp(&self, name: &str, qtype: RecordType, edns: bool, ecs: Option<(&str, u8)>) -> Message {
+    pub fn udp(
+        &self,
+        name: &str,
+        qtype: RecordType,
+        edns: bool,
+        ecs: Option<(&str, u8)>,
+    ) -> Message {
         let q = build_query(name, qtype, edns, ecs);
-        self.udp_raw(&q).map(|b| Message::from_vec(&b).expect("decode reply")).expect("UDP reply")
+        self.udp_raw(&q)
+            .map(|b| Message::from_vec(&b).expect("decode reply"))
+            .expect("UDP reply")
     }
 
     /// Sends raw bytes over UDP; the reply bytes, if one came within 2 s (3 tries).
     pub fn udp_raw(&self, packet: &[u8]) -> Option<Vec<u8>> {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
         let mut buf = vec![0u8; 65535];
         for _ in 0..3 {
             sock.send_to(packet, self.dns).unwrap();
@@ -184,7 +202,8 @@ pub fn build_query(name: &str, qtype: RecordType, edns: bool, ecs: Option<(&str,
         e.set_max_payload(1232);
         if let Some((addr, len)) = ecs {
             let addr: IpAddr = addr.parse().unwrap();
-            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(addr, len, 0)));
+            e.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(addr, len, 0)));
         }
         m.edns = Some(e);
     }
@@ -242,8 +261,15 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Str
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 

@@ -1,0 +1,187 @@
+//! Component tests of the query path ([`Handler`]) in process: a bounded
+//! random/mutated-packet run on stable (the cargo-fuzz target does the same without
+//! bounds), and cached replies byte-equal to freshly prepared ones.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use causeway_dns::Config;
+use causeway_dns::handler::{Handler, Shared, Transport};
+use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RecordType};
+
+fn shared() -> Arc<Shared> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/dns/causeway-dns.yaml");
+    let config = Config::load(&path).unwrap();
+    Arc::new(Shared::from_config(&config).unwrap())
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const NAMES: &[&str] = &[
+    "app.svc.example.",
+    "APP.Svc.Example.",
+    "www.svc.example.",
+    "api.svc.example.",
+    "canary.svc.example.",
+    "primary.svc.example.",
+    "all.svc.example.",
+    "nx.svc.example.",
+    "_tcp.svc.example.",
+    "a.team.svc.example.",
+    "svc.example.",
+    "example.com.",
+];
+const TYPES: &[RecordType] = &[
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::NS,
+    RecordType::SOA,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::ANY,
+    RecordType::CAA,
+    RecordType::SRV,
+    RecordType::DS,
+];
+
+fn query(rng: &mut Rng) -> Vec<u8> {
+    let mut m = Message::query();
+    let name = NAMES[rng.below(NAMES.len())];
+    m.add_query(Query::query(
+        Name::from_ascii(name).unwrap(),
+        TYPES[rng.below(TYPES.len())],
+    ));
+    match rng.below(3) {
+        0 => {}
+        1 => m.edns = Some(Edns::new()),
+        _ => {
+            let mut e = Edns::new();
+            let (addr, len): (IpAddr, u8) = if rng.below(2) == 0 {
+                (format!("198.51.{}.0", rng.below(256)).parse().unwrap(), 24)
+            } else {
+                ("2001:db8:100::".parse().unwrap(), 48)
+            };
+            e.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(addr, len, 0)));
+            m.edns = Some(e);
+        }
+    }
+    m.to_vec().unwrap()
+}
+
+fn mutate(rng: &mut Rng, p: &mut Vec<u8>) {
+    for _ in 0..1 + rng.below(5) {
+        match rng.below(5) {
+            0 if !p.is_empty() => {
+                let at = rng.below(p.len());
+                p[at] ^= 1 << rng.below(8);
+            }
+            1 if !p.is_empty() => {
+                let at = rng.below(p.len());
+                p[at] = rng.next() as u8;
+            }
+            2 => {
+                let at = rng.below(p.len() + 1);
+                p.truncate(at);
+            }
+            3 => {
+                let at = rng.below(p.len() + 1);
+                p.insert(at, rng.next() as u8);
+            }
+            _ => {
+                let n = rng.below(40);
+                p.extend((0..n).map(|_| rng.next() as u8));
+            }
+        }
+    }
+}
+
+#[test]
+fn mutated_packets_get_well_formed_replies_or_none() {
+    let shared = shared();
+    let mut h = Handler::new(shared);
+    let mut rng = Rng(0xdead_beef_1234_5678);
+    let mut out = Vec::new();
+    let start = std::time::Instant::now();
+    let (mut replies, mut total) = (0, 0);
+    for i in 0..200_000u32 {
+        if start.elapsed().as_secs() > 60 {
+            break;
+        }
+        total += 1;
+        let mut p = if i % 7 == 0 {
+            (0..rng.below(200)).map(|_| rng.next() as u8).collect()
+        } else {
+            let mut q = query(&mut rng);
+            if i % 3 != 0 {
+                mutate(&mut rng, &mut q);
+            }
+            q
+        };
+        if i % 11 == 0 && p.len() > 2 {
+            p[2] &= 0x7f;
+        }
+        let src: IpAddr = if i % 2 == 0 {
+            "127.0.0.1".parse().unwrap()
+        } else {
+            "::1".parse().unwrap()
+        };
+        let transport = if i % 4 == 0 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        if !h.handle(&p, src, transport, &mut out) {
+            continue;
+        }
+        replies += 1;
+        assert_eq!(out[..2], p[..2], "reply ID = query ID");
+        let m = Message::from_vec(&out).unwrap_or_else(|e| {
+            panic!("reply does not parse ({e}) for query {p:02x?}: {out:02x?}")
+        });
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        if transport == Transport::Udp {
+            assert!(out.len() <= 1232, "UDP reply of {} bytes", out.len());
+        }
+    }
+    eprintln!("{total} packets, {replies} replies");
+    assert!(replies > total / 3);
+}
+
+#[test]
+fn cached_replies_equal_fresh_ones() {
+    let shared = shared();
+    let mut warm = Handler::new(shared.clone());
+    let mut rng = Rng(7);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..5_000 {
+        let q = query(&mut rng);
+        let src: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut cold = Handler::new(shared.clone());
+        let sent_a = warm.handle(&q, src, Transport::Udp, &mut a);
+        let sent_b = cold.handle(&q, src, Transport::Udp, &mut b);
+        assert_eq!(sent_a, sent_b);
+        assert_eq!(
+            a,
+            b,
+            "cached reply differs for {:?}",
+            Message::from_vec(&q).map(|m| m.queries)
+        );
+        let m = Message::from_vec(&a).unwrap();
+        assert_ne!(m.metadata.response_code, ResponseCode::ServFail);
+    }
+}
