@@ -18,6 +18,8 @@
 
 pub mod agent;
 pub mod body;
+pub mod config;
+pub mod lease;
 pub mod mux;
 pub mod metrics;
 pub mod protocol;

@@ -14,7 +14,6 @@ pub mod gate;
 pub mod listener;
 pub mod registry;
 pub mod route;
-mod stand_in;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
 use crate::authz::AccessPolicy;
+use crate::enrol::Enroller;
 use crate::metrics::Metrics;
+use crate::users::UserStoreHandle;
 pub use registry::Registry;
-pub use stand_in::UserStore;
 
 /// Checks an agent certificate (already verified against the CA) at session start,
 /// e.g. against revocations and the list of enrolled clusters.
@@ -47,10 +47,12 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Who may reach which cluster.
     pub policy: AccessPolicy,
-    /// Users, revocations, bearer tokens.
-    pub users: UserStore,
+    /// Users, revocations, bearer tokens (reloaded when their files change).
+    pub users: UserStoreHandle,
     /// The audit log, if configured.
     pub audit: Option<Arc<AuditLog>>,
+    /// The enrolment handler (agents' listener, connections without a certificate).
+    pub enroller: Option<Arc<Enroller>>,
     /// Enrolled clusters.
     pub enrolled: EnrolledCheck,
     /// Extra checks on agent certificates.
@@ -84,9 +86,11 @@ pub struct StubParts {
     /// Access policy.
     pub policy: AccessPolicy,
     /// User store.
-    pub users: UserStore,
+    pub users: UserStoreHandle,
     /// Audit log.
     pub audit: Option<Arc<AuditLog>>,
+    /// Enrolment handler; without one, enrolment requests get 404.
+    pub enroller: Option<Arc<Enroller>>,
     /// TLS of the users' listener (client certificate optional).
     pub user_tls: rustls::ServerConfig,
     /// TLS of the agents' listener (client certificate optional, checked per route).
@@ -147,6 +151,7 @@ pub fn start(
         policy: parts.policy,
         users: parts.users,
         audit: parts.audit,
+        enroller: parts.enroller,
         enrolled: parts.enrolled,
         agent_allowed: parts.agent_allowed,
         active: AtomicBool::new(false),
@@ -187,4 +192,123 @@ pub fn start(
         addrs,
         tasks,
     })
+}
+
+/// Why a stub could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The CA or serving certificate.
+    #[error("{0}")]
+    Pki(#[from] crate::pki::PkiError),
+    /// The state directory.
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
+    /// Users or tokens.
+    #[error("{0}")]
+    Users(#[from] crate::users::UsersError),
+    /// The access policy.
+    #[error("{0}")]
+    Policy(#[from] crate::authz::PolicyError),
+    /// The audit log.
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
+    /// The hub cluster for the lease.
+    #[error("{0}")]
+    Lease(#[from] crate::lease::LeaseError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({which}): {source}")]
+    Bind {
+        /// Which listener.
+        which: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Starting failed.
+    #[error("{0}")]
+    Start(#[from] StubError),
+}
+
+/// Lifetime of the stub's serving certificate (re-issued at every start).
+const SERVER_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 3600);
+
+/// Runs a stub from its configuration until `shutdown`: loads or creates the CA in
+/// the state directory, binds the three listeners, campaigns for the lease if one is
+/// configured.
+pub async fn run(
+    config: crate::config::StubConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SetupError> {
+    use crate::pki::Ca;
+    let ca = Ca::load_or_create(&config.state_dir)?;
+    let server = ca.issue_server(&config.server_names, SERVER_CERT_TTL)?;
+    let state = crate::state::StateDir::open(&config.state_dir)?;
+    let users = UserStoreHandle::load(&config.state_dir, config.token_file.as_deref())?;
+    let _reload = users.watch(std::time::Duration::from_secs(2));
+    let policy = match &config.access_policy {
+        Some(p) => AccessPolicy::load(p)?,
+        None => AccessPolicy::default(),
+    };
+    let audit = match &config.audit {
+        Some(a) => Some(Arc::new(AuditLog::open(&a.path, a.max_bytes, a.keep)?)),
+        None => None,
+    };
+    let lease_api = match &config.lease {
+        Some(l) => Some(crate::lease::client(l).await?),
+        None => None,
+    };
+    let (s1, s2) = (state.clone(), state.clone());
+    let parts = StubParts {
+        policy,
+        users,
+        audit: audit.clone(),
+        user_tls: ca.user_server_config(&server)?,
+        agent_tls: ca.agent_server_config(&server, false)?,
+        enroller: None,
+        enrolled: Box::new(move |c| crate::enrol::is_enrolled(&s1, c)),
+        agent_allowed: Box::new(move |cert, c| crate::enrol::check_agent_cert(&s2, cert, c)),
+        standby: config.lease.is_some(),
+    };
+    let parts = StubParts {
+        enroller: Some(Arc::new(Enroller::new(
+            state,
+            Arc::new(ca),
+            crate::enrol::DEFAULT_AGENT_CERT_TTL,
+        ))),
+        ..parts
+    };
+    let bind = |which: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| SetupError::Bind {
+                which,
+                addr,
+                source,
+            })
+    };
+    let listeners = Listeners {
+        users: bind("users", config.listen_users).await?,
+        agents: bind("agents", config.listen_agents).await?,
+        metrics: bind("metrics", config.listen_metrics).await?,
+    };
+    let handle = start(parts, listeners, shutdown.clone())?;
+    let lease_task = match (lease_api, config.lease) {
+        (Some(api), Some(l)) => Some(tokio::spawn(crate::lease::run(
+            api,
+            l,
+            handle.shared.clone(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
+    shutdown.cancelled().await;
+    if let Some(t) = lease_task {
+        let _ = t.await;
+    }
+    handle.join().await;
+    if let Some(a) = audit {
+        a.flush(std::time::Duration::from_secs(2));
+    }
+    Ok(())
 }

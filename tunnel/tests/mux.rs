@@ -141,6 +141,8 @@ async fn upstream_handle(mut req: Request<Incoming>) -> Result<Response<TunnelBo
 
 struct Bed {
     ca: Ca,
+    _state: tempfile::TempDir,
+    users: HashMap<String, IssuedCert>,
     stub: StubHandle,
     upstream: UpstreamConfig,
     token: tempfile::NamedTempFile,
@@ -161,7 +163,24 @@ spec:
 "#;
 
 async fn bed() -> Bed {
-    let ca = Ca::generate().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let ca = Ca::load_or_create(state.path()).unwrap();
+    let state_dir = causeway_tunnel::state::StateDir::open(state.path()).unwrap();
+    let mut users = HashMap::new();
+    for (name, groups, read_only) in [
+        ("alice", vec!["dev".to_owned()], false),
+        ("reader", vec![], true),
+    ] {
+        let new = causeway_tunnel::users::NewUser {
+            name: name.into(),
+            groups,
+            clusters: vec!["c-*".into()],
+            read_only,
+            ttl: Duration::from_secs(3600),
+        };
+        let added = causeway_tunnel::users::add_user(&state_dir, &ca, &new, &[]).unwrap();
+        users.insert(name.to_owned(), added.cert);
+    }
     let server = ca
         .issue_server(
             &["localhost".into(), "127.0.0.1".into()],
@@ -170,8 +189,9 @@ async fn bed() -> Bed {
         .unwrap();
     let parts = StubParts {
         policy: AccessPolicy::parse(POLICY, std::path::Path::new("test-policy.yaml")).unwrap(),
-        users: Default::default(),
+        users: causeway_tunnel::users::UserStoreHandle::load(state.path(), None).unwrap(),
         audit: None,
+        enroller: None,
         user_tls: ca.user_server_config(&server).unwrap(),
         agent_tls: ca.agent_server_config(&server, false).unwrap(),
         enrolled: Box::new(|c: &ClusterId| c.as_str().starts_with("c-")),
@@ -196,6 +216,8 @@ async fn bed() -> Bed {
     std::fs::write(token.path(), "sa-token-123\n").unwrap();
     Bed {
         ca,
+        _state: state,
+        users,
         stub,
         upstream,
         token,
@@ -251,12 +273,8 @@ impl Bed {
             .unwrap()
             .with_root_certificates(roots);
         let mut c = match user {
-            Some((name, groups)) => {
-                let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-                let cert = self
-                    .ca
-                    .issue_user(name, &groups, Duration::from_secs(3600))
-                    .unwrap();
+            Some((name, _groups)) => {
+                let cert = &self.users[name];
                 b.with_client_auth_cert(
                     pki::parse_cert_pem(&cert.cert_pem).unwrap(),
                     pki::parse_key_pem(cert.key_pem.expose()).unwrap(),

@@ -58,14 +58,16 @@ pub fn authenticate(
     req: Request<Incoming>,
 ) -> Result<Authenticated, Refusal> {
     let _span = tracing::debug_span!("tunnel.authn").entered();
-    let identity = super::stand_in::authenticate(conn.cert.as_ref(), req.headers(), &shared.users)
-        .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let identity =
+        crate::authn::authenticate(conn.cert.as_ref(), req.headers(), &shared.users.current())
+            .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
     crate::impersonate::reject_client_impersonation(req.headers())
         .map_err(|e| Refusal::new(StatusCode::FORBIDDEN, e.to_string()))?;
     Ok(Authenticated { req, identity })
 }
 
-/// Checks the access policy for the request's cluster and verb.
+/// Checks the access policy (the policy file merged with the rules recorded by
+/// `causeway user add`) for the request's cluster and verb.
 pub fn authorize(
     shared: &Shared,
     a: Authenticated,
@@ -74,8 +76,9 @@ pub fn authorize(
 ) -> Result<Authorized, Refusal> {
     let _span = tracing::debug_span!("tunnel.authz", user = %a.identity.user, cluster = %target.cluster, verb = verb.as_str()).entered();
     shared
-        .policy
-        .authorize(&a.identity, &target.cluster, verb)
+        .users
+        .current()
+        .authorize(&shared.policy, &a.identity, &target.cluster, verb)
         .map_err(|e| Refusal::new(StatusCode::FORBIDDEN, e.to_string()))?;
     Ok(Authorized {
         req: a.req,
@@ -87,5 +90,5 @@ pub fn authorize(
 
 /// Whether `cluster` was enrolled with `causeway cluster add`.
 pub fn is_enrolled(shared: &Shared, cluster: &ClusterId) -> bool {
-    (shared.enrolled)(cluster) || shared.registry.count(cluster) > 0
+    shared.registry.count(cluster) > 0 || (shared.enrolled)(cluster)
 }

@@ -1,0 +1,351 @@
+//! The stub's configuration file: Kubernetes-style YAML, every field checked, every
+//! error naming the file, the field and the reason.
+//!
+//! ```yaml
+//! apiVersion: causeway.dev/v1alpha1
+//! kind: StubConfig
+//! metadata: {name: stub-a}
+//! spec:
+//!   stateDir: state                    # CA, users, enrolment (relative to this file)
+//!   listen: {users: "127.0.0.1:6443", agents: "127.0.0.1:7443", metrics: "127.0.0.1:9443"}
+//!   serverNames: [localhost, 127.0.0.1] # SANs of the stub's serving certificate
+//!   accessPolicy: access-policy.yaml   # optional
+//!   tokenFile: tokens.csv              # optional static bearer tokens
+//!   audit: {path: audit.log, maxBytes: 104857600, keep: 5}   # optional
+//!   lease:                             # optional: several stubs, one active
+//!     kubeconfig: hub.kubeconfig
+//!     namespace: default
+//!     name: causeway-stub
+//!     durationSeconds: 6
+//!     identity: stub-a                 # default: metadata.name
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The only `apiVersion` accepted.
+pub const API_VERSION: &str = "causeway.dev/v1alpha1";
+/// The `kind` of a stub configuration.
+pub const KIND: &str = "StubConfig";
+
+/// A bad configuration: which file, which field, why.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {field}: {reason}")]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The field (`spec.listen.users`), or `-` for the whole file.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Document {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    spec: Spec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Spec {
+    state_dir: PathBuf,
+    listen: Listen,
+    #[serde(default = "default_server_names")]
+    server_names: Vec<String>,
+    #[serde(default)]
+    access_policy: Option<PathBuf>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    audit: Option<Audit>,
+    #[serde(default)]
+    lease: Option<Lease>,
+}
+
+fn default_server_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Listen {
+    users: String,
+    agents: String,
+    metrics: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Audit {
+    path: PathBuf,
+    #[serde(default = "default_audit_bytes")]
+    max_bytes: u64,
+    #[serde(default = "default_audit_keep")]
+    keep: usize,
+}
+
+fn default_audit_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+
+fn default_audit_keep() -> usize {
+    5
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Lease {
+    kubeconfig: PathBuf,
+    #[serde(default = "default_namespace")]
+    namespace: String,
+    #[serde(default = "default_lease_name")]
+    name: String,
+    #[serde(default = "default_lease_seconds")]
+    duration_seconds: u64,
+    #[serde(default)]
+    identity: Option<String>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+fn default_lease_name() -> String {
+    "causeway-stub".into()
+}
+
+fn default_lease_seconds() -> u64 {
+    6
+}
+
+/// A validated stub configuration, paths made absolute.
+#[derive(Clone, Debug)]
+pub struct StubConfig {
+    /// `metadata.name`.
+    pub name: String,
+    /// State directory (CA, users, enrolment).
+    pub state_dir: PathBuf,
+    /// Users' listener.
+    pub listen_users: SocketAddr,
+    /// Agents' listener.
+    pub listen_agents: SocketAddr,
+    /// Metrics listener.
+    pub listen_metrics: SocketAddr,
+    /// SANs of the serving certificate.
+    pub server_names: Vec<String>,
+    /// Access policy file.
+    pub access_policy: Option<PathBuf>,
+    /// Static token file.
+    pub token_file: Option<PathBuf>,
+    /// Audit log.
+    pub audit: Option<AuditConfig>,
+    /// Leader election.
+    pub lease: Option<LeaseConfig>,
+}
+
+/// Where the audit log goes.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// File.
+    pub path: PathBuf,
+    /// Rotate above this size.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: usize,
+}
+
+/// The Lease that picks the active stub.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    /// Kubeconfig of the hub cluster.
+    pub kubeconfig: PathBuf,
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub name: String,
+    /// Lease duration; renewed every third of it.
+    pub duration: Duration,
+    /// This stub's holder identity.
+    pub identity: String,
+}
+
+impl StubConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<StubConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            field: "-".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates YAML; relative paths are taken from `path`'s directory.
+    pub fn parse(text: &str, path: &Path) -> Result<StubConfig, ConfigError> {
+        let err = |field: &str, reason: String| ConfigError {
+            file: path.to_owned(),
+            field: field.to_owned(),
+            reason,
+        };
+        let doc: Document = serde_yaml_ng::from_str(text).map_err(|e| {
+            let field = e
+                .location()
+                .map(|l| format!("line {} column {}", l.line(), l.column()))
+                .unwrap_or_else(|| "-".into());
+            err(&field, e.to_string())
+        })?;
+        if doc.api_version != API_VERSION {
+            return Err(err(
+                "apiVersion",
+                format!("must be {API_VERSION}, not {:?}", doc.api_version),
+            ));
+        }
+        if doc.kind != KIND {
+            return Err(err("kind", format!("must be {KIND}, not {:?}", doc.kind)));
+        }
+        if doc.metadata.name.is_empty() {
+            return Err(err("metadata.name", "must not be empty".into()));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let addr = |field: &str, v: &str| -> Result<SocketAddr, ConfigError> {
+            v.parse()
+                .map_err(|e| err(field, format!("{v:?} is not an IP:port address: {e}")))
+        };
+        let s = doc.spec;
+        if s.server_names.is_empty() {
+            return Err(err(
+                "spec.serverNames",
+                "name at least one DNS name or IP".into(),
+            ));
+        }
+        for (i, n) in s.server_names.iter().enumerate() {
+            if n.is_empty() || n.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(err(
+                    &format!("spec.serverNames[{i}]"),
+                    format!("{n:?} is not a DNS name or IP"),
+                ));
+            }
+        }
+        let audit = match s.audit {
+            Some(a) => {
+                if a.max_bytes < 4096 {
+                    return Err(err("spec.audit.maxBytes", "must be at least 4096".into()));
+                }
+                Some(AuditConfig {
+                    path: abs(&a.path),
+                    max_bytes: a.max_bytes,
+                    keep: a.keep,
+                })
+            }
+            None => None,
+        };
+        let lease = match s.lease {
+            Some(l) => {
+                if !(2..=300).contains(&l.duration_seconds) {
+                    return Err(err(
+                        "spec.lease.durationSeconds",
+                        format!("{} is outside 2..=300", l.duration_seconds),
+                    ));
+                }
+                let identity = l.identity.unwrap_or_else(|| doc.metadata.name.clone());
+                if identity.is_empty() || identity.chars().any(char::is_control) {
+                    return Err(err(
+                        "spec.lease.identity",
+                        "must be a non-empty printable string".into(),
+                    ));
+                }
+                Some(LeaseConfig {
+                    kubeconfig: abs(&l.kubeconfig),
+                    namespace: l.namespace,
+                    name: l.name,
+                    duration: Duration::from_secs(l.duration_seconds),
+                    identity,
+                })
+            }
+            None => None,
+        };
+        Ok(StubConfig {
+            name: doc.metadata.name,
+            state_dir: abs(&s.state_dir),
+            listen_users: addr("spec.listen.users", &s.listen.users)?,
+            listen_agents: addr("spec.listen.agents", &s.listen.agents)?,
+            listen_metrics: addr("spec.listen.metrics", &s.listen.metrics)?,
+            server_names: s.server_names,
+            access_policy: s.access_policy.as_deref().map(abs),
+            token_file: s.token_file.as_deref().map(abs),
+            audit,
+            lease,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: causeway.dev/v1alpha1
+kind: StubConfig
+metadata: {name: stub-a}
+spec:
+  stateDir: state
+  listen: {users: "127.0.0.1:6443", agents: "127.0.0.1:7443", metrics: "127.0.0.1:9443"}
+  accessPolicy: access-policy.yaml
+  audit: {path: /var/log/audit.log}
+  lease: {kubeconfig: hub.kubeconfig}
+"#;
+
+    #[test]
+    fn parses_and_resolves_paths() {
+        let c = StubConfig::parse(GOOD, Path::new("/etc/causeway/stub.yaml")).unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/causeway/state"));
+        assert_eq!(c.listen_users.port(), 6443);
+        assert_eq!(c.audit.unwrap().path, Path::new("/var/log/audit.log"));
+        let l = c.lease.unwrap();
+        assert_eq!(l.identity, "stub-a");
+        assert_eq!(l.kubeconfig, Path::new("/etc/causeway/hub.kubeconfig"));
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let cases = [
+            (GOOD.replace("127.0.0.1:6443", "nope"), "spec.listen.users"),
+            (GOOD.replace("StubConfig", "Stub"), "kind"),
+            (GOOD.replace("v1alpha1", "v2"), "apiVersion"),
+            (GOOD.replace("stateDir", "stateDirr"), "line"),
+            (
+                GOOD.replace(
+                    "lease: {kubeconfig: hub.kubeconfig}",
+                    "lease: {kubeconfig: k, durationSeconds: 1}",
+                ),
+                "spec.lease.durationSeconds",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = StubConfig::parse(&text, Path::new("x.yaml")).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.starts_with("x.yaml: "), "{msg}");
+            assert!(msg.contains(field), "{field}: {msg}");
+        }
+    }
+}
