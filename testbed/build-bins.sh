@@ -61,7 +61,10 @@ build etcd "-s -w" etcd=go.etcd.io/etcd/server/v3
 build kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=v0.8.0" kwok=sigs.k8s.io/kwok/cmd/kwok
 # kwok ships no stages inside its binary: without them nodes never go Ready and pods never
 # Running. Take the default ones (what kwokctl uses) from the pinned kwok module.
-kwok_dir=$(cd "$root/testbed/go/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+# (`go mod download` also fetches the module when the Go module cache is empty.)
+kwok_dir=$(cd "$root/testbed/go/kwok" && go mod download -json sigs.k8s.io/kwok |
+  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
+[ -d "$kwok_dir/kustomize/stage" ] || { echo "error: kwok module not found ($kwok_dir)" >&2; exit 1; }
 {
   for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
            pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
