@@ -1,10 +1,130 @@
-//! `causeway agent` (being built).
+//! `causeway agent`: the cluster side of the tunnel.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use causeway_model::ClusterId;
+use causeway_tunnel::CancellationToken;
+use causeway_tunnel::agent::{AgentConfig, StubTarget, TokenSource, UpstreamConfig};
+use causeway_tunnel::enrol::{self, AgentCredentials};
+use causeway_tunnel::identity::Secret;
+use causeway_tunnel::pki::CaPin;
 
 /// Options of `causeway agent`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(
+    long_about = "Cluster side of the tunnel. Dials out to the stub (no inbound port, no public IP), \
+holds sessions open with backoff and jitter forever, and re-issues every request it receives to the \
+local Kubernetes API server with its own ServiceAccount token plus Impersonate-* headers for the user \
+the stub authenticated.
+
+On first start it enrols: it exchanges the one-time join token from `causeway cluster add` for a \
+certificate bound to --cluster, trusting the stub only if its CA matches --ca-hash, and stores it in \
+--state-dir; later starts reuse it.",
+    after_long_help = "Example:
+
+  causeway agent --stub https://127.0.0.1:7443 --cluster idc-bj \\
+      --token cwj_… --ca-hash sha256:… --state-dir /var/lib/causeway-agent \\
+      --kubeconfig apiserver.kubeconfig --token-file sa.token
+
+Several --stub URLs (comma-separated) for HA stubs: the agent holds sessions to all of them."
+)]
+pub struct Args {
+    /// The stub's agent listener, https://HOST:PORT (comma-separated for several stubs).
+    #[arg(long, env = "CAUSEWAY_STUB", value_delimiter = ',', required = true)]
+    stub: Vec<String>,
+    /// This cluster's ID.
+    #[arg(long, env = "CAUSEWAY_CLUSTER")]
+    cluster: ClusterId,
+    /// One-time join token (only needed until the agent has enrolled).
+    #[arg(long, env = "CAUSEWAY_JOIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The stub CA's hash, sha256:<hex>, as printed by `causeway cluster add`.
+    #[arg(long, env = "CAUSEWAY_CA_HASH")]
+    ca_hash: Option<String>,
+    /// Where the agent keeps its certificate, key and the stub CA.
+    #[arg(
+        long,
+        env = "CAUSEWAY_AGENT_STATE_DIR",
+        default_value = "/var/lib/causeway-agent"
+    )]
+    state_dir: PathBuf,
+    /// Kubeconfig naming the local API server and its CA (default: in-cluster config).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The agent's ServiceAccount token (re-read every 30 s).
+    #[arg(
+        long,
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    token_file: PathBuf,
+    /// Sessions held open to each stub.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    sessions: u16,
+}
 
 /// Runs `causeway agent`.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    super::not_built("agent", "work in progress")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let stubs = args
+        .stub
+        .iter()
+        .map(|u| StubTarget::from_url(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let creds = match AgentCredentials::load(&args.state_dir)
+        .with_context(|| format!("--state-dir {}", args.state_dir.display()))?
+    {
+        Some(c) => c,
+        None => {
+            let (Some(token), Some(hash)) = (&args.token, &args.ca_hash) else {
+                bail!(
+                    "no agent certificate in {}: pass --token and --ca-hash from `causeway cluster add {}` to enrol",
+                    args.state_dir.display(),
+                    args.cluster
+                );
+            };
+            let pin: CaPin = hash
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--ca-hash {hash:?}: {e}"))?;
+            let creds = enrol::enrol_agent(
+                &args.stub[0],
+                &args.cluster,
+                &Secret::new(token.clone()),
+                &pin,
+                &args.state_dir,
+            )
+            .await
+            .context("enrolment")?;
+            tracing::info!(cluster = %creds.cluster, dir = %args.state_dir.display(), "enrolled");
+            creds
+        }
+    };
+    if creds.cluster != args.cluster {
+        bail!(
+            "the certificate in {} is bound to cluster {}, not --cluster {}",
+            args.state_dir.display(),
+            creds.cluster,
+            args.cluster
+        );
+    }
+    let upstream = match &args.kubeconfig {
+        Some(p) => UpstreamConfig::from_kubeconfig(p).await?,
+        None => UpstreamConfig::in_cluster()?,
+    };
+    let config = AgentConfig {
+        cluster: args.cluster,
+        stubs,
+        sessions_per_stub: usize::from(args.sessions),
+        tls: std::sync::Arc::new(creds.client_config()?),
+        upstream,
+        token: TokenSource::new(args.token_file)?,
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        super::stub::wait_for_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    causeway_tunnel::agent::run(config, shutdown).await?;
+    Ok(())
 }

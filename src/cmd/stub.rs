@@ -1,10 +1,92 @@
-//! `causeway stub` (being built).
+//! `causeway stub`: the hub side of the cluster tunnel.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use causeway_tunnel::CancellationToken;
+use causeway_tunnel::config::StubConfig;
 
 /// Options of `causeway stub`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(
+    long_about = "Hub side of the cluster tunnel. Users (kubectl, the kube crate, the scheduler) \
+reach every cluster's Kubernetes API at https://STUB/clusters/<id>/…; agents inside the clusters \
+dial in to the agents' listener and hold multiplexed sessions open. The stub authenticates \
+(client certificates from its CA, bearer tokens), authorizes (access policy), audits \
+(audit.k8s.io/v1 JSON lines) and forwards; the agent impersonates the user on its cluster.",
+    after_long_help = "Example (see examples/tunnel/stub.yaml and docs/tunnel.md):
+
+  causeway stub --config examples/tunnel/stub.yaml
+  causeway cluster add idc-bj --stub-url https://127.0.0.1:7443
+  causeway user add alice --group dev --clusters 'idc-*' --out alice.kubeconfig
+
+Each bound listener is logged once as `listening on <users|agents|metrics> <url>`."
+)]
+pub struct Args {
+    /// The stub configuration (YAML, kind StubConfig).
+    #[arg(long, env = "CAUSEWAY_STUB_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+    /// Override spec.stateDir.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Override spec.listen.users (port 0 picks a free port).
+    #[arg(long, value_name = "IP:PORT")]
+    listen_users: Option<SocketAddr>,
+    /// Override spec.listen.agents.
+    #[arg(long, value_name = "IP:PORT")]
+    listen_agents: Option<SocketAddr>,
+    /// Override spec.listen.metrics.
+    #[arg(long, value_name = "IP:PORT")]
+    listen_metrics: Option<SocketAddr>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    validate: bool,
+}
 
 /// Runs `causeway stub`.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    super::not_built("stub", "work in progress")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = StubConfig::load(&args.config)?;
+    if let Some(d) = args.state_dir {
+        config.state_dir = d;
+    }
+    if let Some(a) = args.listen_users {
+        config.listen_users = a;
+    }
+    if let Some(a) = args.listen_agents {
+        config.listen_agents = a;
+    }
+    if let Some(a) = args.listen_metrics {
+        config.listen_metrics = a;
+    }
+    if args.validate {
+        println!("{}: ok", args.config.display());
+        return Ok(());
+    }
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    causeway_tunnel::stub::run(config, shutdown)
+        .await
+        .with_context(|| format!("stub {}", args.config.display()))
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub(super) async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }

@@ -16,12 +16,15 @@
 //! - [`lease`]: one active stub among several, via a `coordination.k8s.io/v1` Lease.
 #![warn(missing_docs)]
 
+/// Shutdown signal for every long-running `run` here.
+pub use tokio_util::sync::CancellationToken;
+
 pub mod agent;
 pub mod body;
 pub mod config;
 pub mod lease;
-pub mod mux;
 pub mod metrics;
+pub mod mux;
 pub mod protocol;
 pub mod stub;
 pub mod transport;

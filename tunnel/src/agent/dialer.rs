@@ -29,6 +29,46 @@ pub struct StubTarget {
     pub server_name: String,
 }
 
+/// A `--stub` URL that is not `https://HOST[:PORT]`.
+#[derive(Debug, thiserror::Error)]
+#[error("--stub {url:?}: {reason}")]
+pub struct StubUrlError {
+    /// The URL.
+    pub url: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl StubTarget {
+    /// Parses `https://HOST[:PORT]` (port 443 by default).
+    pub fn from_url(url: &str) -> Result<StubTarget, StubUrlError> {
+        let err = |reason: &str| StubUrlError {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: http::Uri = url.parse().map_err(|_| err("not a URL"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(err("must start with https://"));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| err("has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(StubTarget {
+            addr,
+            server_name: host,
+        })
+    }
+}
+
 /// The delay before attempt `failures + 1`: `min(MAX, MIN·2^failures)`, then a
 /// uniform draw from its upper half (jitter keeps a fleet of agents from
 /// reconnecting in lock-step after a stub restart).
@@ -99,6 +139,19 @@ pub enum DialError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_stub_urls() {
+        let t = StubTarget::from_url("https://127.0.0.1:7443").unwrap();
+        assert_eq!(
+            (t.addr.as_str(), t.server_name.as_str()),
+            ("127.0.0.1:7443", "127.0.0.1")
+        );
+        let t = StubTarget::from_url("https://stub.example").unwrap();
+        assert_eq!(t.addr, "stub.example:443");
+        assert!(StubTarget::from_url("http://x:1").is_err());
+        assert!(StubTarget::from_url("nonsense url").is_err());
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
