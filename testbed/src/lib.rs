@@ -5,7 +5,7 @@
 //! Running and serve `kubectl logs`, `exec` and `port-forward`) on its own 127.0.0.x
 //! address. The binaries are pinned and built by `testbed/build-bins.sh`.
 //!
-//! Start here: [`Testbed::up`] with [`TestbedOptions`], or [`shared`] in a test.
+//! Start here: [`Testbed::up`] with [`TestbedOptions`], or [`shared()`] in a test.
 //!
 //! Layout:
 //! - [`spec`]: what to start ([`ClusterSpec`], [`TestbedOptions`]) and input checks.
