@@ -61,6 +61,9 @@ pub async fn forward(
     let body = match &upgrade_to {
         Some(proto) => {
             parts.headers.insert(HDR_UPGRADE, proto.clone());
+            // The stream's body is the upgraded byte pipe, not the (empty) HTTP body:
+            // a `Content-Length: 0` from the client would end it after zero bytes.
+            parts.headers.remove(header::CONTENT_LENGTH);
             let (tx, ch) = ChannelBody::new(upgrade::PIPE_DEPTH);
             pipe_tx = Some(tx);
             body::boxed(ch)
