@@ -64,7 +64,7 @@ pub struct Builder {
     zones: Arc<Zones>,
     probes: Vec<Vec<Health>>,
     external: HashMap<ReportKey, (Health, String)>,
-    static_latency: Vec<(IpNet, ClusterId, f32)>,
+    static_latency: StaticLatency,
     store: LatencyStore,
     latency: Arc<LatencyTable>,
     latency_dirty: bool,
@@ -72,17 +72,52 @@ pub struct Builder {
     shutdown: CancellationToken,
 }
 
-/// Turns config latency entries into triples.
-fn static_latency(config: &mut Config) -> Vec<(IpNet, ClusterId, f32)> {
-    std::mem::take(&mut config.latency)
-        .into_iter()
-        .flat_map(|e| {
-            let prefix = e.prefix;
-            e.rtt_ms
-                .into_iter()
-                .map(move |(c, r)| (prefix, c, r as f32))
-        })
-        .collect()
+/// Static latency entries, compact: (prefix, cluster index, RTT) and the cluster names.
+#[derive(Default)]
+struct StaticLatency {
+    clusters: Vec<ClusterId>,
+    items: Vec<(IpNet, u16, f32)>,
+}
+
+impl StaticLatency {
+    fn iter(&self) -> impl Iterator<Item = (IpNet, ClusterId, f32)> + '_ {
+        self.items
+            .iter()
+            .map(|(p, c, r)| (*p, self.clusters[usize::from(*c)].clone(), *r))
+    }
+}
+
+/// Takes the config's latency entries into compact form.
+fn static_latency(config: &mut Config) -> StaticLatency {
+    let mut out = StaticLatency::default();
+    let mut index: HashMap<ClusterId, u16> = HashMap::new();
+    for e in std::mem::take(&mut config.latency) {
+        for (c, r) in e.rtt_ms {
+            let i = match index.get(&c) {
+                Some(i) => *i,
+                None => {
+                    let Ok(i) = u16::try_from(out.clusters.len()) else {
+                        continue;
+                    };
+                    out.clusters.push(c.clone());
+                    index.insert(c, i);
+                    i
+                }
+            };
+            out.items.push((e.prefix, i, r as f32));
+        }
+    }
+    out.items.shrink_to_fit();
+    out
+}
+
+/// Returns freed heap memory to the OS (glibc keeps the peak of a big config parse).
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Normalises a service name: lower case, trailing dot.
@@ -245,6 +280,8 @@ impl Builder {
                 self.rebuild_latency();
                 self.shared.metrics.reload(true);
                 info!(file = %config.file.display(), zones = self.zones.zones.len(), gslb = self.zones.gslb.len(), "configuration reloaded");
+                drop(config);
+                trim_heap();
                 true
             }
         }
@@ -311,7 +348,7 @@ impl Builder {
     fn rebuild_latency(&mut self) {
         let dynamic = self.store.items();
         self.latency = Arc::new(LatencyTable::build(
-            self.static_latency.iter().cloned().chain(dynamic),
+            self.static_latency.iter().chain(dynamic),
         ));
         self.latency_dirty = false;
         self.shared

@@ -28,7 +28,7 @@ use crate::state::State;
 use crate::wire::{self, Reject};
 
 /// Most prepared replies one worker keeps before starting over.
-const CACHE_LIMIT: usize = 200_000;
+const CACHE_LIMIT: usize = 50_000;
 
 /// The transport a query came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,21 +16,11 @@ use ipnet::IpNet;
 pub struct LatencyEntry {
     /// The client network.
     pub prefix: IpNet,
-    /// (cluster, RTT in ms), sorted by cluster.
-    pub rtts: Box<[(ClusterId, f32)]>,
+    /// (cluster index into [`LatencyTable::clusters`], RTT in ms).
+    pub rtts: Box<[(u16, f32)]>,
     /// Whether a longer prefix lies inside this one (then the answer for a client in
     /// this prefix is not valid for the whole prefix: see the ECS scope in `policy`).
     pub has_nested: bool,
-}
-
-impl LatencyEntry {
-    /// RTT of `cluster`, if measured.
-    pub fn rtt(&self, cluster: &ClusterId) -> Option<f32> {
-        self.rtts
-            .iter()
-            .find(|(c, _)| c == cluster)
-            .map(|(_, r)| *r)
-    }
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +32,7 @@ struct Family {
 /// Immutable longest-prefix-match table for IPv4 and IPv6.
 #[derive(Debug, Default)]
 pub struct LatencyTable {
+    clusters: Vec<ClusterId>,
     entries: Vec<LatencyEntry>,
     v4: Family,
     v6: Family,
@@ -76,15 +67,27 @@ impl LatencyTable {
     /// Builds a table from (prefix, cluster, RTT ms) triples; later triples for the same
     /// (prefix, cluster) win.
     pub fn build(items: impl IntoIterator<Item = (IpNet, ClusterId, f32)>) -> Self {
-        let mut by_prefix: HashMap<IpNet, Vec<(ClusterId, f32)>> = HashMap::new();
+        let mut table = Self::default();
+        let mut interned: HashMap<ClusterId, u16> = HashMap::new();
+        let mut by_prefix: HashMap<IpNet, Vec<(u16, f32)>> = HashMap::new();
         for (prefix, cluster, rtt) in items {
+            let idx = match interned.get(&cluster) {
+                Some(i) => *i,
+                None => {
+                    let Ok(i) = u16::try_from(table.clusters.len()) else {
+                        continue; // more than 65535 clusters: ignore the rest
+                    };
+                    table.clusters.push(cluster.clone());
+                    interned.insert(cluster, i);
+                    i
+                }
+            };
             let v = by_prefix.entry(prefix.trunc()).or_default();
-            match v.iter_mut().find(|(c, _)| *c == cluster) {
+            match v.iter_mut().find(|(c, _)| *c == idx) {
                 Some(slot) => slot.1 = rtt,
-                None => v.push((cluster, rtt)),
+                None => v.push((idx, rtt)),
             }
         }
-        let mut table = Self::default();
         let mut v4: HashMap<u8, HashMap<u128, u32>> = HashMap::new();
         let mut v6: HashMap<u8, HashMap<u128, u32>> = HashMap::new();
         for (prefix, mut rtts) in by_prefix {
@@ -130,6 +133,15 @@ impl LatencyTable {
             table.entries[i as usize].has_nested = true;
         }
         table
+    }
+
+    /// RTT of `cluster` in entry `e`, if measured.
+    pub fn rtt(&self, e: &LatencyEntry, cluster: &ClusterId) -> Option<f32> {
+        let idx = self.clusters.iter().position(|c| c == cluster)?;
+        e.rtts
+            .iter()
+            .find(|(c, _)| usize::from(*c) == idx)
+            .map(|(_, r)| *r)
     }
 
     /// The longest prefix of at most `max_len` bits containing `addr`, with its length.
@@ -243,7 +255,7 @@ mod tests {
             ("0.0.0.0/0".parse().unwrap(), c("a"), 7.0),
         ]);
         let e = t.lookup("203.0.113.9".parse().unwrap(), 32).unwrap();
-        assert_eq!(e.rtt(&c("a")), Some(7.0));
+        assert_eq!(t.rtt(e, &c("a")), Some(7.0));
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! | [`metrics`] | Prometheus metric names and handles |
 //! | [`reload`] | SIGHUP and file-change reload, keeping the last good config |
 //! | [`ratelimit`] | per-client-prefix response rate limiting with slip |
+//! | [`scalegen`] | large generated configs for benchmarks and the memory test |
 #![warn(missing_docs)]
 #![deny(clippy::print_stdout, clippy::dbg_macro)]
 
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
 pub mod reload;
+pub mod scalegen;
 pub mod server;
 pub mod state;
 pub mod wire;
@@ -146,14 +148,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Er
         None => None,
     };
 
-    let builder = builder::Builder::start(
-        shared.clone(),
-        config.clone(),
-        zones.clone(),
-        store.clone(),
-        tx.clone(),
-        shutdown.clone(),
-    );
+    let watch = reload::WatchSettings::of(&config);
+    let tcp = config.server.tcp.clone();
     info!(
         file = %config.file.display(),
         zones = zones.zones.len(),
@@ -161,8 +157,17 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Er
         gslb = zones.gslb.len(),
         "configuration loaded"
     );
-    let servers = server::serve(bound, shared.clone(), &config.server.tcp, shutdown.clone())
-        .map_err(Error::Start)?;
+    // The builder takes the config (and drops what it does not keep).
+    let builder = builder::Builder::start(
+        shared.clone(),
+        config,
+        zones.clone(),
+        store.clone(),
+        tx.clone(),
+        shutdown.clone(),
+    );
+    let servers =
+        server::serve(bound, shared.clone(), &tcp, shutdown.clone()).map_err(Error::Start)?;
 
     if let Some(l) = api_listener {
         tokio::spawn(api::serve(
@@ -175,7 +180,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Er
             shutdown.clone(),
         ));
     }
-    tokio::spawn(reload::watch(config, shared.clone(), tx, shutdown.clone()));
+    tokio::spawn(reload::watch(watch, shared.clone(), tx, shutdown.clone()));
+    builder::trim_heap();
     {
         // Forget rate-limit state of quiet client networks.
         let shared = shared.clone();

@@ -167,7 +167,7 @@ pub fn candidates(snap: &Snapshot, id: GslbId, choice: &Choice) -> Vec<Candidate
                 external: h
                     .external
                     .map(|(s, r)| format!("{}: {r}", format!("{s:?}").to_lowercase())),
-                rtt_ms: entry.and_then(|e| e.rtt(&t.cluster)),
+                rtt_ms: entry.and_then(|e| snap.latency.rtt(e, &t.cluster)),
                 weight: t.weight,
                 tier: t.tier,
                 chosen: choice.targets.contains(&i),

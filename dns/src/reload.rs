@@ -26,16 +26,41 @@ fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Watches `config.file` until `shutdown`.
+/// What the watcher keeps of the first config (not the whole, possibly large, config).
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// The file.
+    pub file: PathBuf,
+    /// Poll it for changes.
+    pub watch: bool,
+    /// Listen addresses bound at start.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// API address bound at start.
+    pub api: Option<std::net::SocketAddr>,
+}
+
+impl WatchSettings {
+    /// The settings of `config`.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            file: config.file.clone(),
+            watch: config.server.watch,
+            listen: config.server.listen.clone(),
+            api: config.server.api,
+        }
+    }
+}
+
+/// Watches the config file until `shutdown`.
 pub async fn watch(
-    initial: Config,
+    initial: WatchSettings,
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<Event>,
     shutdown: CancellationToken,
 ) {
-    let path = initial.file.clone();
-    let watch_file = initial.server.watch;
-    let mut last_good = initial;
+    let path = initial.file;
+    let watch_file = initial.watch;
+    let mut bound = (initial.listen, initial.api);
     let mut last_stamp = stamp(&path);
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -58,16 +83,14 @@ pub async fn watch(
             }
         };
         let p = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || Config::load(&p)).await;
+        let loaded = tokio::task::spawn_blocking(move || Config::load_isolated(&p)).await;
         match loaded {
             Ok(Ok(config)) => {
-                if config.server.listen != last_good.server.listen
-                    || config.server.api != last_good.server.api
-                {
+                if (&config.server.listen, config.server.api) != (&bound.0, bound.1) {
                     warn!(file = %path.display(), "listen or api address changed: takes effect after a restart");
                 }
                 info!(file = %path.display(), reason = why, "configuration valid; applying");
-                last_good = config.clone();
+                bound = (config.server.listen.clone(), config.server.api);
                 let _ = events.send(Event::Reload(Box::new(config)));
             }
             Ok(Err(e)) => {

@@ -101,7 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let Some(path) = args.config else {
         bail!("--config FILE is required (see `causeway dns --help`)");
     };
-    let config = causeway_dns::Config::load(&path)?;
+    let config = causeway_dns::Config::load_isolated(&path)?;
     if args.check {
         let names: usize = config
             .zones

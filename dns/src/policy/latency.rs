@@ -22,7 +22,7 @@ pub(super) fn choose(snap: &Snapshot, g: &Gslb, healthy: &[usize], client: &Clie
     };
     if let Some(e) = entry {
         let best = ordered()
-            .filter_map(|t| e.rtt(&g.targets[t].cluster).map(|r| (t, r)))
+            .filter_map(|t| snap.latency.rtt(e, &g.targets[t].cluster).map(|r| (t, r)))
             .min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((t, rtt)) = best {
             // The answer holds for the whole matched prefix, unless a longer prefix
