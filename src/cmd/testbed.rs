@@ -163,13 +163,14 @@ async fn run_up(up: UpArgs, state_dir: PathBuf) -> anyhow::Result<()> {
         opts.clusters.len(),
         state_dir.display()
     );
+    // Registered before anything starts, so Ctrl-C or SIGTERM never leaves children behind.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let tb = tokio::select! {
         r = Testbed::up(opts) => r?,
-        _ = tokio::signal::ctrl_c() => {
-            // Dropping the bring-up killed what it had started; clear the state too.
-            let _ = causeway_testbed::down_state_dir(&state_dir).await;
-            anyhow::bail!("interrupted: stopped what was started");
-        }
+        _ = interrupt.recv() => return stop_interrupted(&state_dir).await,
+        _ = terminate.recv() => return stop_interrupted(&state_dir).await,
     };
     println!(
         "{:<16} {:<14} {:<26} {:<6} KUBECONFIG",
@@ -198,6 +199,13 @@ async fn run_up(up: UpArgs, state_dir: PathBuf) -> anyhow::Result<()> {
     }
     tb.detach();
     Ok(())
+}
+
+/// After Ctrl-C or SIGTERM during `up`: dropping the bring-up killed what it had started;
+/// clear the state too.
+async fn stop_interrupted(state_dir: &std::path::Path) -> anyhow::Result<()> {
+    let _ = causeway_testbed::down_state_dir(state_dir).await;
+    anyhow::bail!("interrupted: stopped what was started")
 }
 
 async fn run_status(state_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
