@@ -146,12 +146,15 @@ def main():
     p("## Every run")
     p()
     cols = ["scenario", "server", "mode", "rate", "qps", "sent", "completed", "lost", "rcvbuf_errors", "avg_ms",
-            "p50_ms", "p99_ms", "cpu_us_per_q", "rss_mib", "load"]
+            "p50_ms", "p99_ms", "cpu_us_per_q", "rss_mib", "load", "other_cores"]
     p("| " + " | ".join(cols) + " |")
     p("|" + "---|" * len(cols))
     for r in rows:
-        p("| " + " | ".join(r[c] for c in cols) + " |")
+        p("| " + " | ".join(r.get(c) or "–" for c in cols) + " |")
     p()
+    p("`other_cores`: cores used during the run by everything except this server and dnsperf "
+      "(host busy time from /proc/stat minus the server's and dnsperf's CPU time, over the wall time); "
+      "anything well above 0 means the run competed with other work.")
     p("CPU µs/query in max-rate runs includes the cost of dropped/queued work and is noisier; "
       "use the 50k column. `rate` is the dnsperf `-Q` limit or `max`.")
 

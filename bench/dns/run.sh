@@ -72,6 +72,16 @@ cpu_ticks() {
 }
 # UDP receive-buffer drops of the whole host (kernel counter, /proc/net/snmp).
 rcvbuf_errors() { awk '/^Udp:/ {n++; if (n == 1) for (i = 1; i <= NF; i++) h[$i] = i; else print $h["RcvbufErrors"]}' /proc/net/snmp; }
+# Host CPU ticks: "busy total" over all CPUs (/proc/stat; busy excludes idle and iowait).
+host_ticks() { awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat; }
+# CPU ticks used so far by this shell's finished children (bash `times`, 2nd line; it
+# must run in this shell, not in a $(...) subshell, hence the file). Sets CHILD_TICKS.
+child_ticks() {
+  times >"$WORK/times.txt"
+  CHILD_TICKS=$(awk -v hz="$HZ" 'NR == 2 {
+    for (i = 1; i <= 2; i++) { split($i, t, "m"); sub("s", "", t[2]); s += t[1] * 60 + t[2] }
+    printf "%d", s * hz }' "$WORK/times.txt")
+}
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 HZ=$(getconf CLK_TCK)
@@ -162,7 +172,7 @@ fi
 
 # ---------------------------------------------------------------- measuring
 RESULTS="$WORK/results.tsv"   # one line per run, see header
-printf 'scenario\tserver\tmode\trate\tqps\tsent\tcompleted\tlost\trcvbuf_errors\tavg_ms\tp50_ms\tp99_ms\tcpu_us_per_q\trss_mib\tload\n' >"$RESULTS"
+printf 'scenario\tserver\tmode\trate\tqps\tsent\tcompleted\tlost\trcvbuf_errors\tavg_ms\tp50_ms\tp99_ms\tcpu_us_per_q\trss_mib\tload\tother_cores\n' >"$RESULTS"
 
 # measure SCENARIO SERVER PID ADDR PORT DATAFILE MODE RATE SECS
 #   MODE: unpinned | pinned | latency (pinned, -v for percentiles) | steady (unpinned, a
@@ -182,10 +192,17 @@ measure() {
   [ "$rate" != max ] && args+=(-Q "$rate")
   local l0 t0 t1
   local r0 r1
-  l0=$(load); t0=$(cpu_ticks "$pid"); r0=$(rcvbuf_errors)
+  local h0 h1 c0 c1
+  l0=$(load); t0=$(cpu_ticks "$pid"); r0=$(rcvbuf_errors); h0=$(host_ticks); child_ticks; c0=$CHILD_TICKS
   timeout $((secs + 30)) "${pin[@]}" dnsperf -s "$addr" -p "$port" -d "$data" "${fmt[@]}" \
     -l "$secs" -n 1000 "${args[@]}" >"$out" 2>&1 || echo "dnsperf exit $? ($out)" >&2
-  t1=$(cpu_ticks "$pid"); r1=$(rcvbuf_errors)
+  t1=$(cpu_ticks "$pid"); r1=$(rcvbuf_errors); h1=$(host_ticks); child_ticks; c1=$CHILD_TICKS
+  # Cores used by everything except this server and dnsperf during the run (other
+  # work on the machine; also kernel threads such as ksoftirqd).
+  local other
+  other=$(awk -v h0="$h0" -v h1="$h1" -v s=$((t1 - t0)) -v c=$((c1 - c0)) -v n="$(nproc)" 'BEGIN {
+    split(h0, a, " "); split(h1, b, " "); wall = (b[2] - a[2]) / n
+    if (wall <= 0) { print "-"; exit } o = (b[1] - a[1] - s - c) / wall; if (o < 0) o = 0; printf "%.2f", o }')
   local sent completed lost qps avg p50=- p99=-
   sent=$(awk '/Queries sent:/ {print $3}' "$out")
   completed=$(awk '/Queries completed:/ {print $3}' "$out")
@@ -201,10 +218,10 @@ measure() {
   [ "${completed:-0}" -gt 0 ] && cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$completed" 'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
   local rss
   rss=$(awk -v k="$(rss_kib "$pid")" 'BEGIN {printf "%.1f", k / 1024}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$name" "$mode" "$rate" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$name" "$mode" "$rate" \
     "${qps:--}" "${sent:--}" "${completed:--}" "${lost:--}" "$((r1 - r0))" "${avg:--}" "$p50" "$p99" "$cpu" "$rss" \
-    "$l0" >>"$RESULTS"
-  echo "   $scen $name $mode rate=$rate: qps=${qps:--} lost=${lost:--} rcvbuf_err=$((r1 - r0)) avg=${avg:--}ms p99=${p99}ms cpu=${cpu}us/q rss=${rss}MiB load=$l0" >&2
+    "$l0" "$other" >>"$RESULTS"
+  echo "   $scen $name $mode rate=$rate: qps=${qps:--} lost=${lost:--} rcvbuf_err=$((r1 - r0)) avg=${avg:--}ms p99=${p99}ms cpu=${cpu}us/q rss=${rss}MiB load=$l0 other_cores=$other" >&2
 }
 
 # Median of the max-rate runs: the line of RESULTS whose qps is the median for (scen, server).
