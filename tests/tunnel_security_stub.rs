@@ -255,6 +255,62 @@ fn try_kubectl(cmd: &mut Command) -> (bool, String, String) {
     )
 }
 
+/// A pod in team-a; alice may exec into it, erin and rita may only read pods.
+const EXEC_RBAC_AND_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: team-a}
+spec:
+  containers: [{name: web, image: registry.invalid/web:1}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-exec, namespace: team-a}
+rules:
+- apiGroups: [""]
+  resources: [pods/exec]
+  verbs: [get, create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-execs, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-exec}
+subjects:
+- {kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: erin-and-rita-read-pods, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
+subjects:
+- {kind: User, name: erin, apiGroup: rbac.authorization.k8s.io}
+- {kind: User, name: rita, apiGroup: rbac.authorization.k8s.io}
+"#;
+
+/// Waits until pod team-a/web is Running (kwok).
+fn wait_pod_running(c: &ClusterInfo) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = run(c.kubectl().args([
+            "get",
+            "pod",
+            "web",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]));
+        if String::from_utf8_lossy(&out.stdout) == "Running" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod team-a/web not Running after 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stub_authenticates_authorizes_impersonates_and_audits() {
     require_tool("curl", "apt-get install -y curl");
@@ -262,6 +318,7 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
     let tb = causeway_testbed::shared().await;
     let c = tb.cluster("tb-a").expect("cluster tb-a");
     apply(c, MEMBER_RBAC);
+    apply(c, EXEC_RBAC_AND_POD);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let state = dir.join("stub");
@@ -341,6 +398,7 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
     let alice_kc = kc("alice", Some("dev"), "tb-a", &[]);
     let bob_kc = kc("bob", None, "tb-a", &[]);
     let rita_kc = kc("rita", None, "tb-*", &["--read-only"]);
+    let erin_kc = kc("erin", None, "tb-a", &[]);
     let ca = state.join("ca.crt");
     let alice = cert_from_kubeconfig(dir, "alice", &alice_kc);
     let bob = cert_from_kubeconfig(dir, "bob", &bob_kc);
@@ -560,6 +618,35 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
     assert!(!ok_, "read-only rita may not create");
     assert!(err.contains("read-only"), "{err}");
 
+    // --- exec is create, whatever the method (WebSocket exec is a GET) ---------------
+    wait_pod_running(c);
+    for websockets in ["true", "false"] {
+        let exec = |kc: &Path| {
+            let mut cmd = kubectl(c, kc);
+            cmd.args(["--context", "tb-a", "exec", "-n", "team-a", "web", "--"])
+                .args(["sh", "-c", "echo hi from $0", "exec"])
+                .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets);
+            try_kubectl(&mut cmd)
+        };
+        let (ok_, out, err) = exec(&alice_kc);
+        assert!(ok_, "alice execs (websockets={websockets}): {err}");
+        assert_eq!(out.trim(), "hi from exec");
+        // Read-only at the stub: refused before the cluster is reached.
+        let (ok_, _, err) = exec(&rita_kc);
+        assert!(
+            !ok_,
+            "read-only rita must not exec (websockets={websockets})"
+        );
+        assert!(err.contains("read-only") && err.contains("create"), "{err}");
+        // The member's RBAC sees create on pods/exec for the impersonated erin.
+        let (ok_, _, err) = exec(&erin_kc);
+        assert!(!ok_, "erin must not exec (websockets={websockets})");
+        assert!(
+            err.contains("User \"erin\" cannot create resource \"pods/exec\""),
+            "{err}"
+        );
+    }
+
     // --- path tricks ---------------------------------------------------------------
     for path in [
         "/clusters/tb-b/../tb-a/api/v1/namespaces/team-a/pods",
@@ -622,5 +709,12 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
     assert!(
         events.iter().any(|e| e["responseStatus"]["code"] == 401),
         "unauthenticated requests are audited"
+    );
+    assert!(
+        events.iter().any(|e| e["user"]["username"] == "alice"
+            && e["verb"] == "create"
+            && e["objectRef"]["subresource"] == "exec"
+            && e["stage"] == "ResponseComplete"),
+        "alice's exec is audited as create on pods/exec"
     );
 }
