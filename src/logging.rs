@@ -1,5 +1,7 @@
 //! Logging set-up shared by every subcommand: `tracing` to stderr, text or JSON.
 
+use std::io::IsTerminal as _;
+
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -29,7 +31,8 @@ pub fn init(args: &LogArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--log {:?} is not a valid filter: {e}", args.log))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
