@@ -133,7 +133,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn default_state_dir() -> anyhow::Result<PathBuf> {
-    if let Some(repo) = causeway_testbed::repo_root() {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    if let Some(repo) = causeway_testbed::bins::repo_root_from(&cwd) {
         return Ok(repo.join(".testbed"));
     }
     let home = std::env::var_os("HOME").context("HOME is not set: pass --state-dir")?;

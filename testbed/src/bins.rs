@@ -115,12 +115,17 @@ pub fn repo_root() -> Option<PathBuf> {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf)),
     ];
-    starts.into_iter().flatten().find_map(|start| {
-        start
-            .ancestors()
-            .find(|d| d.join("testbed/build-bins.sh").is_file() && d.join("Cargo.toml").is_file())
-            .map(Path::to_path_buf)
-    })
+    starts
+        .into_iter()
+        .flatten()
+        .find_map(|start| repo_root_from(&start))
+}
+
+/// The Causeway repository holding `dir`, if any (see [`repo_root`]).
+pub fn repo_root_from(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join("testbed/build-bins.sh").is_file() && d.join("Cargo.toml").is_file())
+        .map(Path::to_path_buf)
 }
 
 #[cfg(test)]
