@@ -175,7 +175,8 @@ fn ipv6_listener() {
 fn ecs_scope_cases() {
     let s = Server::start(&example_config());
     // (name, qtype, ECS, expected addresses, expected (source, scope))
-    let cases: &[(&str, RecordType, (&str, u8), &[&str], (u8, u8))] = &[
+    type Case<'a> = (&'a str, RecordType, (&'a str, u8), &'a [&'a str], (u8, u8));
+    let cases: &[Case] = &[
         // latency: matched /24 → scope 24
         (
             "app.svc.example.",

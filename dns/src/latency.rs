@@ -91,7 +91,7 @@ impl LatencyTable {
         let mut v4: HashMap<u8, HashMap<u128, u32>> = HashMap::new();
         let mut v6: HashMap<u8, HashMap<u128, u32>> = HashMap::new();
         for (prefix, mut rtts) in by_prefix {
-            rtts.sort_by(|a, b| a.0.cmp(&b.0));
+            rtts.sort_by_key(|r| r.0);
             let idx = table.entries.len() as u32;
             let (v, _) = bits(prefix.addr());
             let fam = if prefix.addr().is_ipv4() {
