@@ -392,13 +392,18 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         if let Some(g) = group {
             cmd.args(["--group", g]);
         }
-        ok(&mut cmd);
-        path
+        let out = ok(&mut cmd);
+        let token = out
+            .lines()
+            .find_map(|l| l.strip_prefix("bearer token (shown once): "))
+            .map(str::to_owned);
+        (path, token)
     };
-    let alice_kc = kc("alice", Some("dev"), "tb-a", &[]);
-    let bob_kc = kc("bob", None, "tb-a", &[]);
-    let rita_kc = kc("rita", None, "tb-*", &["--read-only"]);
-    let erin_kc = kc("erin", None, "tb-a", &[]);
+    let (alice_kc, _) = kc("alice", Some("dev"), "tb-a", &[]);
+    let (bob_kc, bob_token) = kc("bob", None, "tb-a", &["--token"]);
+    let bob_bearer = format!("Authorization: Bearer {}", bob_token.expect("bob's token"));
+    let (rita_kc, _) = kc("rita", None, "tb-*", &["--read-only"]);
+    let (erin_kc, _) = kc("erin", None, "tb-a", &[]);
     let ca = state.join("ca.crt");
     let alice = cert_from_kubeconfig(dir, "alice", &alice_kc);
     let bob = cert_from_kubeconfig(dir, "bob", &bob_kc);
@@ -576,6 +581,10 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
     // Removed user: works, then refused once the stub has reloaded.
     let bob_version = format!("{base}/clusters/tb-a/version");
     assert_eq!(stub_curl(&bob_version, &ca, Some(&bob), &[]).0, 200);
+    assert_eq!(
+        stub_curl(&bob_version, &ca, None, &["-H", &bob_bearer]).0,
+        200
+    );
     ok(causeway()
         .args(["user", "remove", "bob", "--state-dir"])
         .arg(&state));
@@ -584,6 +593,8 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         let (code, body, _) = stub_curl(&bob_version, &ca, Some(&bob), &[]);
         if code == 401 {
             status_message(&body, 401);
+            let (code, body, _) = stub_curl(&bob_version, &ca, None, &["-H", &bob_bearer]);
+            assert_eq!(code, 401, "removed user's token: {body}");
             break;
         }
         assert!(

@@ -37,6 +37,9 @@ enum Command {
         /// Allow only get, list and watch (no exec, attach, port-forward or writes).
         #[arg(long)]
         read_only: bool,
+        /// Also issue a bearer token (printed once, stored hashed; revoked by `user remove`).
+        #[arg(long)]
+        token: bool,
         /// Where to write the kubeconfig (mode 0600).
         #[arg(long)]
         out: PathBuf,
@@ -74,6 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             groups,
             clusters,
             read_only,
+            token,
             out,
             stub_url,
             ttl,
@@ -91,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 clusters,
                 read_only,
                 ttl,
+                with_token: token,
             };
             let added = users::add_user(&state, &ca, &new, &known)
                 .with_context(|| format!("adding user {name:?}"))?;
@@ -108,6 +113,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 added.cert.serial,
                 out.display()
             );
+            if let Some(t) = &added.token {
+                println!("bearer token (shown once): {}", t.expose());
+            }
             if added.contexts.is_empty() {
                 println!(
                     "note: no known cluster matches {:?} yet; run `causeway user add` again after `causeway cluster add`",

@@ -46,7 +46,23 @@ pub struct UserRecord {
     /// Certificates issued to this user.
     #[serde(default)]
     pub certs: Vec<CertRecord>,
+    /// Bearer tokens issued to this user (`user add --token`), as SHA-256 hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenRecord>,
 }
+
+/// A bearer token issued to a user; only its hash is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TokenRecord {
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// Prefix of bearer tokens issued by `causeway user add --token`.
+pub const USER_TOKEN_PREFIX: &str = "cwt_";
 
 /// A certificate issued to a user.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +163,8 @@ pub struct NewUser {
     pub read_only: bool,
     /// Certificate lifetime.
     pub ttl: Duration,
+    /// Also issue a bearer token (shown once, stored hashed).
+    pub with_token: bool,
 }
 
 /// The result of [`add_user`].
@@ -160,6 +178,8 @@ pub struct AddedUser {
     pub contexts: Vec<ClusterId>,
     /// Whether the user existed before (the record was updated, old certs stay valid).
     pub updated: bool,
+    /// The new bearer token, if one was asked for (shown once).
+    pub token: Option<Secret>,
 }
 
 /// Checks the arguments, issues a client certificate and records the user (adding to
@@ -198,6 +218,20 @@ pub fn add_user(
         serial: cert.serial.clone(),
         not_after: humantime::format_rfc3339_seconds(cert.not_after).to_string(),
     };
+    let token = new.with_token.then(|| {
+        let raw: [u8; 32] = rand::random();
+        Secret::new(format!(
+            "{USER_TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        ))
+    });
+    let token_records: Vec<TokenRecord> = token
+        .iter()
+        .map(|t| TokenRecord {
+            sha256: hex(&Sha256::digest(t.expose().as_bytes())),
+            created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        })
+        .collect();
     let updated;
     let record = match file.users.iter_mut().find(|u| u.name == new.name) {
         Some(u) => {
@@ -206,6 +240,7 @@ pub fn add_user(
             u.clusters = new.clusters.clone();
             u.read_only = new.read_only;
             u.certs.push(cert_record);
+            u.tokens.extend(token_records);
             u.clone()
         }
         None => {
@@ -216,6 +251,7 @@ pub fn add_user(
                 clusters: new.clusters.clone(),
                 read_only: new.read_only,
                 certs: vec![cert_record],
+                tokens: token_records,
             };
             file.users.push(u.clone());
             u
@@ -227,6 +263,7 @@ pub fn add_user(
         cert,
         contexts,
         updated,
+        token,
     })
 }
 
@@ -499,6 +536,21 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
     Ok(fields)
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 // === the store the stub checks ===
 
 /// What a bearer token maps to.
@@ -554,6 +606,7 @@ impl UserStore {
     ) -> Result<Self, UsersError> {
         let mut store = UserStore::default();
         let mut rules = Vec::new();
+        let mut user_tokens = Vec::new();
         for (i, u) in users.into_iter().enumerate() {
             let field = |f: &str| format!("{}: users[{i}].{f}", source.display());
             check_user_name(&u.name).map_err(|e| invalid(field("name"), e.to_string()))?;
@@ -564,6 +617,14 @@ impl UserStore {
             }
             for c in &u.certs {
                 store.serials.insert(c.serial.clone(), u.name.clone());
+            }
+            for (j, t) in u.tokens.iter().enumerate() {
+                let hash = unhex32(&t.sha256).ok_or_else(|| {
+                    invalid(field(&format!("tokens[{j}].sha256")), "not 64 hex digits")
+                })?;
+                let identity = Identity::user(u.name.clone(), u.groups.clone())
+                    .map_err(|e| invalid(field("groups"), e.to_string()))?;
+                user_tokens.push(TokenEntry { hash, identity });
             }
             if !u.clusters.is_empty() {
                 rules.push(Rule {
@@ -586,6 +647,7 @@ impl UserStore {
                 hash: Sha256::digest(t.token.expose().as_bytes()).into(),
                 identity: t.identity,
             })
+            .chain(user_tokens)
             .collect();
         store.policy = AccessPolicy::from_rules(rules)
             .map_err(|e| invalid(source.display().to_string(), e.to_string()))?;

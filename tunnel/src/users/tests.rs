@@ -18,6 +18,7 @@ fn new_user(name: &str, groups: &[&str], clusters: &[&str]) -> NewUser {
         clusters: clusters.iter().map(|c| c.to_string()).collect(),
         read_only: false,
         ttl: Duration::from_secs(3600),
+        with_token: false,
     }
 }
 
@@ -318,4 +319,45 @@ fn store_rules_add_to_the_policy_file() {
         store.authorize(&file, &olive, &c("gcp-x"), Verb::Create),
         Err(AuthzError::ReadOnly { .. })
     ));
+}
+
+#[test]
+fn user_tokens_authenticate_until_the_user_is_removed() {
+    let (_d, state, ca) = setup();
+    let added = add_user(
+        &state,
+        &ca,
+        &NewUser {
+            with_token: true,
+            ..new_user("sched", &["ops"], &["*"])
+        },
+        &[],
+    )
+    .unwrap();
+    let token = added.token.unwrap();
+    assert!(token.expose().starts_with(USER_TOKEN_PREFIX));
+    let stored = fs::read_to_string(state.file(USERS_FILE)).unwrap();
+    assert!(!stored.contains(token.expose()), "token stored in clear");
+    let store = UserStore::load(state.path(), None).unwrap();
+    let id = store.identity_for_token(token.expose()).unwrap();
+    assert_eq!(
+        (id.user.as_str(), id.groups.clone()),
+        ("sched", vec!["ops".to_owned()])
+    );
+    assert!(
+        store
+            .identity_for_token(&format!("{}x", token.expose()))
+            .is_none()
+    );
+    remove_user(&state, "sched").unwrap();
+    let store = UserStore::load(state.path(), None).unwrap();
+    assert!(store.identity_for_token(token.expose()).is_none());
+    // A corrupt hash is refused naming the field.
+    fs::write(
+        state.file(USERS_FILE),
+        "users:\n- name: x\n  tokens: [{sha256: zz, createdAt: now}]\n",
+    )
+    .unwrap();
+    let err = UserStore::load(state.path(), None).unwrap_err().to_string();
+    assert!(err.contains("users[0].tokens[0].sha256"), "{err}");
 }
