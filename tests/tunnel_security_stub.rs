@@ -287,6 +287,35 @@ subjects:
 - {kind: User, name: rita, apiGroup: rbac.authorization.k8s.io}
 "#;
 
+/// Runs `causeway agent` with `args`; it must exit with an error within 30 s.
+/// Returns its stderr.
+fn agent_fails(args: &[&std::ffi::OsStr]) -> String {
+    let mut child = causeway()
+        .arg("agent")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(
+                !status.success(),
+                "agent {args:?} should have failed: {err}"
+            );
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("agent {args:?} still running after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until pod team-a/web is Running (kwok).
 fn wait_pod_running(c: &ClusterInfo) {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -672,6 +701,57 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         assert!(code == 400 || code == 404, "{path}: {code} {body}");
         status_message(&body, code);
     }
+
+    // --- enrolment: a token enrols only its cluster, once, from the pinned stub ------
+    let again = ok(causeway()
+        .args(["cluster", "add", "tb-a", "--state-dir"])
+        .arg(&state));
+    let fresh_token = again
+        .lines()
+        .find_map(|l| l.strip_prefix("token:"))
+        .map(|t| t.trim().to_owned())
+        .expect("token");
+    let agent_url = format!("https://{agents_addr}");
+    let enrol = |cluster: &str, token: &str, hash: &str, dir_name: &str| -> String {
+        let st = dir.join(dir_name);
+        let args: Vec<std::ffi::OsString> = vec![
+            "--stub".into(),
+            agent_url.clone().into(),
+            "--cluster".into(),
+            cluster.into(),
+            "--token".into(),
+            token.into(),
+            "--ca-hash".into(),
+            hash.into(),
+            "--state-dir".into(),
+            st.into_os_string(),
+            "--kubeconfig".into(),
+            c.kubeconfig.clone().into_os_string(),
+            "--token-file".into(),
+            sa_token_file.clone().into_os_string(),
+        ];
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        agent_fails(&args)
+    };
+    let err = enrol("tb-b", &fresh_token, &ca_hash, "agent-wrong-cluster");
+    assert!(
+        err.contains("403") && err.contains("another cluster"),
+        "{err}"
+    );
+    let err = enrol("tb-a", &join_token, &ca_hash, "agent-reused-token");
+    assert!(err.contains("403") && err.contains("already used"), "{err}");
+    let other_pin = causeway_tunnel::pki::Ca::generate()
+        .unwrap()
+        .pin()
+        .to_string();
+    let err = enrol("tb-a", &fresh_token, &other_pin, "agent-wrong-pin");
+    assert!(err.contains("enrolment"), "{err}");
+    assert!(!dir.join("agent-wrong-pin").join("agent.key").exists());
+    let err = enrol("tb-a", "cwj_not-a-token", &ca_hash, "agent-bad-token");
+    assert!(err.contains("401"), "{err}");
+    // tb-a's enrolled agent directory cannot serve as tb-b.
+    let err = enrol("tb-b", "unused", &ca_hash, "agent");
+    assert!(err.contains("bound to cluster tb-a"), "{err}");
 
     // --- audit ----------------------------------------------------------------------
     let (code, _, headers) = stub_curl(
