@@ -441,7 +441,7 @@ fn default_weight() -> u32 {
 pub enum ProbeProtocol {
     /// `GET path` over HTTP/1.1, expecting `expectStatus`.
     Http,
-    /// The same over TLS (rustls; see `insecureSkipVerify`).
+    /// The same over TLS (rustls; CA roots from `caFile`, or `insecureSkipVerify`).
     Https,
     /// A TCP connect.
     Tcp,
@@ -480,6 +480,10 @@ pub struct HealthCheckSpec {
     /// Consecutive failures to become unhealthy. Default 3.
     #[serde(default = "default_fall")]
     pub fall: u32,
+    /// `https`: PEM file of the CA certificates to trust. Default
+    /// `/etc/ssl/certs/ca-certificates.crt` (Debian's system roots).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// `https`: accept any certificate (testing only).
     #[serde(default)]
     pub insecure_skip_verify: bool,

@@ -665,10 +665,9 @@ fn compile_gslb(g: &GslbSpec, origin: &Name, zone: usize) -> Result<Gslb, (Strin
                 ));
             }
             if c.protocol == crate::config::ProbeProtocol::Https {
-                return Err((
-                    format!("targets[{i}].healthCheck.protocol"),
-                    "https probes are not supported yet; use http or tcp".into(),
-                ));
+                if let Err(e) = crate::health::probe::tls_config(c) {
+                    return Err((format!("targets[{i}].healthCheck.caFile"), e.to_string()));
+                }
             }
             if c.rise == 0 || c.fall == 0 {
                 return Err((

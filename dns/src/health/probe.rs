@@ -5,14 +5,16 @@
 //! much or wait long, whatever the target sends. The caller bounds the time.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::{HealthCheckSpec, ProbeProtocol};
 
 /// Where and how to probe one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ProbeTarget {
     /// Protocol.
     pub protocol: ProbeProtocol,
@@ -24,10 +26,131 @@ pub struct ProbeTarget {
     pub host: String,
     /// Expected status.
     pub expect_status: u16,
+    /// TLS client settings (`https`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PartialEq for ProbeTarget {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            self.protocol,
+            self.addr,
+            &self.path,
+            &self.host,
+            self.expect_status,
+        ) == (o.protocol, o.addr, &o.path, &o.host, o.expect_status)
+    }
+}
+impl Eq for ProbeTarget {}
+
+/// Default CA bundle for `https` probes (Debian's `ca-certificates`).
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Why TLS settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The CA file could not be read.
+    #[error("cannot read CA file {path}: {source}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// No usable certificate in it.
+    #[error("no usable CA certificate in {0}")]
+    Empty(String),
+    /// rustls refused the settings.
+    #[error("TLS settings: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// rustls client settings of an `https` check: roots from `caFile` (default the
+/// system bundle), or no verification when `insecureSkipVerify` is set.
+pub fn tls_config(spec: &HealthCheckSpec) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let config = if spec.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    } else {
+        let path = spec
+            .ca_file
+            .clone()
+            .unwrap_or_else(|| SYSTEM_CA_FILE.into());
+        let shown = path.display().to_string();
+        let pem = std::fs::read(&path).map_err(|source| TlsSetupError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            return Err(TlsSetupError::Empty(shown));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// Accepts any certificate (signatures are still checked). `insecureSkipVerify` only.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 impl ProbeTarget {
     /// The probe of a target's check; `first` is the target's first address.
+    /// TLS settings that cannot be built (checked at config validation) leave `tls`
+    /// empty, and every `https` probe then fails.
     pub fn new(spec: &HealthCheckSpec, first: std::net::IpAddr) -> Self {
         let addr = spec
             .address
@@ -38,6 +161,10 @@ impl ProbeTarget {
             path: spec.path.clone(),
             host: spec.host.clone().unwrap_or_else(|| addr.to_string()),
             expect_status: spec.expect_status,
+            tls: match spec.protocol {
+                ProbeProtocol::Https => tls_config(spec).ok(),
+                _ => None,
+            },
         }
     }
 }
@@ -77,49 +204,82 @@ pub enum ProbeError {
         /// Expected.
         want: u16,
     },
-    /// Protocol not available in this build.
-    #[error("{0}")]
-    Unsupported(&'static str),
+    /// TLS failed (handshake, certificate, name).
+    #[error("tls with {addr}: {source}")]
+    Tls {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// No TLS settings (the CA file could not be read).
+    #[error("no TLS settings for {addr}: check caFile")]
+    NoTls {
+        /// Address.
+        addr: SocketAddr,
+    },
 }
 
 /// Runs one probe (no timeout here: the caller bounds it).
 pub async fn probe(t: &ProbeTarget) -> Result<(), ProbeError> {
     let addr = t.addr;
-    let mut stream = TcpStream::connect(addr)
+    let stream = TcpStream::connect(addr)
         .await
         .map_err(|source| ProbeError::Connect { addr, source })?;
+    let _ = stream.set_nodelay(true);
     match t.protocol {
         ProbeProtocol::Tcp => Ok(()),
-        ProbeProtocol::Https => Err(ProbeError::Unsupported("https probes are not built yet")),
-        ProbeProtocol::Http => {
-            let _ = stream.set_nodelay(true);
-            let req = format!(
-                "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: causeway-dns-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-                t.path, t.host
-            );
-            let io = |source| ProbeError::Io { addr, source };
-            stream.write_all(req.as_bytes()).await.map_err(io)?;
-            let mut buf = [0u8; 1024];
-            let mut n = 0;
-            while n < buf.len() {
-                let r = stream.read(&mut buf[n..]).await.map_err(io)?;
-                if r == 0 || buf[..n + r].contains(&b'\n') {
-                    n += r;
-                    break;
+        ProbeProtocol::Http => http_get(t, stream).await,
+        ProbeProtocol::Https => {
+            let tls = t.tls.clone().ok_or(ProbeError::NoTls { addr })?;
+            let host = t.host.rsplit_once(':').map_or(t.host.as_str(), |(h, p)| {
+                if p.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    t.host.as_str()
                 }
-                n += r;
-            }
-            let got = parse_status(&buf[..n]).ok_or(ProbeError::NotHttp { addr })?;
-            if got == t.expect_status {
-                Ok(())
-            } else {
-                Err(ProbeError::Status {
-                    addr,
-                    got,
-                    want: t.expect_status,
-                })
-            }
+            });
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host.to_string())
+                .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, stream)
+                .await
+                .map_err(|source| ProbeError::Tls { addr, source })?;
+            http_get(t, stream).await
         }
+    }
+}
+
+async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
+    t: &ProbeTarget,
+    mut stream: S,
+) -> Result<(), ProbeError> {
+    let addr = t.addr;
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: causeway-dns-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        t.path, t.host
+    );
+    let io = |source| ProbeError::Io { addr, source };
+    stream.write_all(req.as_bytes()).await.map_err(io)?;
+    let mut buf = [0u8; 1024];
+    let mut n = 0;
+    while n < buf.len() {
+        let r = stream.read(&mut buf[n..]).await.map_err(io)?;
+        n += r;
+        if r == 0 || buf[..n].contains(&b'\n') {
+            break;
+        }
+    }
+    let got = parse_status(&buf[..n]).ok_or(ProbeError::NotHttp { addr })?;
+    if got == t.expect_status {
+        Ok(())
+    } else {
+        Err(ProbeError::Status {
+            addr,
+            got,
+            want: t.expect_status,
+        })
     }
 }
 
@@ -174,6 +334,7 @@ mod tests {
             path: "/healthz".into(),
             host: "x".into(),
             expect_status: 200,
+            tls: None,
         };
         assert!(probe(&t).await.is_ok());
         assert!(matches!(
@@ -181,5 +342,97 @@ mod tests {
             Err(ProbeError::Status { got: 503, .. })
         ));
         assert!(matches!(probe(&t).await, Err(ProbeError::Connect { .. })));
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use crate::config::{Dur, HealthCheckSpec};
+
+    fn spec(ca_file: Option<std::path::PathBuf>, insecure: bool) -> HealthCheckSpec {
+        HealthCheckSpec {
+            protocol: ProbeProtocol::Https,
+            address: None,
+            port: Some(443),
+            path: "/healthz".into(),
+            host: Some("localhost".into()),
+            expect_status: 200,
+            interval: Dur(std::time::Duration::from_secs(1)),
+            timeout: Dur(std::time::Duration::from_secs(1)),
+            rise: 1,
+            fall: 1,
+            ca_file,
+            insecure_skip_verify: insecure,
+        }
+    }
+
+    /// A real TLS server on loopback with a fresh self-signed certificate for `localhost`.
+    async fn tls_server() -> (SocketAddr, String) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert_pem = ck.cert.pem();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(s).await {
+                        let mut buf = [0u8; 512];
+                        let _ = tls.read(&mut buf).await;
+                        let _ = tls
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                            .await;
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        (addr, cert_pem)
+    }
+
+    #[tokio::test]
+    async fn https_probe_verifies_the_certificate() {
+        let (addr, pem) = tls_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, pem).unwrap();
+        let mut s = spec(Some(ca), false);
+        s.address = Some(addr);
+        assert!(
+            probe(&ProbeTarget::new(&s, addr.ip())).await.is_ok(),
+            "trusted CA"
+        );
+
+        // Another CA: the handshake fails.
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let other_ca = dir.path().join("other.pem");
+        std::fs::write(&other_ca, other.cert.pem()).unwrap();
+        let mut s2 = spec(Some(other_ca), false);
+        s2.address = Some(addr);
+        assert!(matches!(
+            probe(&ProbeTarget::new(&s2, addr.ip())).await,
+            Err(ProbeError::Tls { .. })
+        ));
+
+        // insecureSkipVerify accepts it.
+        let mut s3 = spec(None, true);
+        s3.address = Some(addr);
+        assert!(probe(&ProbeTarget::new(&s3, addr.ip())).await.is_ok());
+
+        // An unreadable CA file is a setup error.
+        assert!(tls_config(&spec(Some(dir.path().join("missing.pem")), false)).is_err());
     }
 }
