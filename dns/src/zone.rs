@@ -664,10 +664,10 @@ fn compile_gslb(g: &GslbSpec, origin: &Name, zone: usize) -> Result<Gslb, (Strin
                     "interval and timeout must be positive".into(),
                 ));
             }
-            if c.protocol == crate::config::ProbeProtocol::Https {
-                if let Err(e) = crate::health::probe::tls_config(c) {
-                    return Err((format!("targets[{i}].healthCheck.caFile"), e.to_string()));
-                }
+            if c.protocol == crate::config::ProbeProtocol::Https
+                && let Err(e) = crate::health::probe::tls_config(c)
+            {
+                return Err((format!("targets[{i}].healthCheck.caFile"), e.to_string()));
             }
             if c.rise == 0 || c.fall == 0 {
                 return Err((
