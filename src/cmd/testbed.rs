@@ -197,6 +197,7 @@ async fn run_up(up: UpArgs, state_dir: PathBuf) -> anyhow::Result<()> {
             "try: kubectl --kubeconfig $(causeway testbed kubeconfig {}) get nodes",
             c.name
         );
+        println!("(the testbed's kubectl is {})", c.kubectl.display());
     }
     tb.detach();
     Ok(())
