@@ -95,7 +95,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 clusters,
                 read_only,
                 ttl,
-                with_token: token,
             };
             let added = users::add_user(&state, &ca, &new, &known)
                 .with_context(|| format!("adding user {name:?}"))?;
@@ -113,7 +112,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 added.cert.serial,
                 out.display()
             );
-            if let Some(t) = &added.token {
+            if token {
+                let t = users::issue_user_token(&state, &name)?;
                 println!("bearer token (shown once): {}", t.expose());
             }
             if added.contexts.is_empty() {

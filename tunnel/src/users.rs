@@ -163,8 +163,6 @@ pub struct NewUser {
     pub read_only: bool,
     /// Certificate lifetime.
     pub ttl: Duration,
-    /// Also issue a bearer token (shown once, stored hashed).
-    pub with_token: bool,
 }
 
 /// The result of [`add_user`].
@@ -178,8 +176,6 @@ pub struct AddedUser {
     pub contexts: Vec<ClusterId>,
     /// Whether the user existed before (the record was updated, old certs stay valid).
     pub updated: bool,
-    /// The new bearer token, if one was asked for (shown once).
-    pub token: Option<Secret>,
 }
 
 /// Checks the arguments, issues a client certificate and records the user (adding to
@@ -218,20 +214,6 @@ pub fn add_user(
         serial: cert.serial.clone(),
         not_after: humantime::format_rfc3339_seconds(cert.not_after).to_string(),
     };
-    let token = new.with_token.then(|| {
-        let raw: [u8; 32] = rand::random();
-        Secret::new(format!(
-            "{USER_TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        ))
-    });
-    let token_records: Vec<TokenRecord> = token
-        .iter()
-        .map(|t| TokenRecord {
-            sha256: hex(&Sha256::digest(t.expose().as_bytes())),
-            created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        })
-        .collect();
     let updated;
     let record = match file.users.iter_mut().find(|u| u.name == new.name) {
         Some(u) => {
@@ -240,7 +222,6 @@ pub fn add_user(
             u.clusters = new.clusters.clone();
             u.read_only = new.read_only;
             u.certs.push(cert_record);
-            u.tokens.extend(token_records);
             u.clone()
         }
         None => {
@@ -251,7 +232,7 @@ pub fn add_user(
                 clusters: new.clusters.clone(),
                 read_only: new.read_only,
                 certs: vec![cert_record],
-                tokens: token_records,
+                tokens: Vec::new(),
             };
             file.users.push(u.clone());
             u
@@ -263,8 +244,28 @@ pub fn add_user(
         cert,
         contexts,
         updated,
-        token,
     })
+}
+
+/// Issues a bearer token for an existing user (`causeway user add --token`): 32
+/// random bytes, prefix `cwt_`, shown once, stored as SHA-256 in the user's record. It
+/// authenticates as the user with the user's groups until `user remove`.
+pub fn issue_user_token(state: &StateDir, name: &str) -> Result<Secret, UsersError> {
+    let mut file: UsersFile = state.read_yaml(USERS_FILE)?;
+    let Some(user) = file.users.iter_mut().find(|u| u.name == name) else {
+        return Err(UsersError::NoSuchUser(name.to_owned()));
+    };
+    let raw: [u8; 32] = rand::random();
+    let token = Secret::new(format!(
+        "{USER_TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    ));
+    user.tokens.push(TokenRecord {
+        sha256: hex(&Sha256::digest(token.expose().as_bytes())),
+        created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    });
+    state.write_yaml(USERS_FILE, &file)?;
+    Ok(token)
 }
 
 /// The clusters matching `globs`: known clusters matching any glob, plus literal IDs.

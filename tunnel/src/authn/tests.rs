@@ -14,7 +14,6 @@ fn new_user(name: &str, groups: &[&str]) -> NewUser {
         clusters: vec!["*".into()],
         read_only: false,
         ttl: Duration::from_secs(3600),
-        with_token: false,
     }
 }
 

@@ -18,7 +18,6 @@ fn new_user(name: &str, groups: &[&str], clusters: &[&str]) -> NewUser {
         clusters: clusters.iter().map(|c| c.to_string()).collect(),
         read_only: false,
         ttl: Duration::from_secs(3600),
-        with_token: false,
     }
 }
 
@@ -324,17 +323,8 @@ fn store_rules_add_to_the_policy_file() {
 #[test]
 fn user_tokens_authenticate_until_the_user_is_removed() {
     let (_d, state, ca) = setup();
-    let added = add_user(
-        &state,
-        &ca,
-        &NewUser {
-            with_token: true,
-            ..new_user("sched", &["ops"], &["*"])
-        },
-        &[],
-    )
-    .unwrap();
-    let token = added.token.unwrap();
+    add_user(&state, &ca, &new_user("sched", &["ops"], &["*"]), &[]).unwrap();
+    let token = issue_user_token(&state, "sched").unwrap();
     assert!(token.expose().starts_with(USER_TOKEN_PREFIX));
     let stored = fs::read_to_string(state.file(USERS_FILE)).unwrap();
     assert!(!stored.contains(token.expose()), "token stored in clear");
@@ -352,6 +342,10 @@ fn user_tokens_authenticate_until_the_user_is_removed() {
     remove_user(&state, "sched").unwrap();
     let store = UserStore::load(state.path(), None).unwrap();
     assert!(store.identity_for_token(token.expose()).is_none());
+    assert!(matches!(
+        issue_user_token(&state, "sched"),
+        Err(UsersError::NoSuchUser(_))
+    ));
     // A corrupt hash is refused naming the field.
     fs::write(
         state.file(USERS_FILE),
