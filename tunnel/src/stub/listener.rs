@@ -59,7 +59,11 @@ pub async fn serve_users(
                 .timer(TokioTimer::new())
                 .initial_stream_window_size(crate::protocol::STREAM_WINDOW)
                 .initial_connection_window_size(crate::protocol::SESSION_WINDOW)
-                .max_concurrent_streams(1000);
+                .max_concurrent_streams(1000)
+                // Clients that cancel many requests (timeouts, watch restarts) reset
+                // streams before the stub accepted them; h2's default of 20 such
+                // resets would end the whole connection (rapid-reset protection).
+                .max_pending_accept_reset_streams(512);
             builder.http1().timer(TokioTimer::new());
             let served = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::select! {
