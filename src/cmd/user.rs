@@ -23,7 +23,7 @@ enum Command {
     ///
     /// The user and their clusters are recorded in the state directory; the stub
     /// allows them those clusters (read-only with --read-only) on top of its
-    /// --access-policy file. Running it again for the same user updates the record and
+    /// spec.accessPolicy file. Running it again for the same user updates the record and
     /// issues another certificate.
     Add {
         /// User name (certificate CN; the member clusters see it as the impersonated user).
@@ -83,6 +83,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ttl,
             state_dir,
         } => {
+            if let Some(g) = groups.iter().find(|g| g.starts_with("system:")) {
+                eprintln!(
+                    "warning: group {g:?} is a Kubernetes system group; the agent impersonates it on every cluster this user may reach"
+                );
+            }
             let state = state::StateDir::open(&state_dir)?;
             let ca = Ca::load_or_create(&state_dir)?;
             let known: Vec<ClusterId> = enrol::known_clusters(&state)?

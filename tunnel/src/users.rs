@@ -683,7 +683,7 @@ impl UserStore {
         found
     }
 
-    /// Authorizes against `file_policy` (the stub's `--access-policy`) and then the
+    /// Authorizes against `file_policy` (the stub's `spec.accessPolicy`) and then the
     /// rules recorded with users; allowed if either allows. A read-only refusal is
     /// reported over a "no rule" one, so the message says what the user can do.
     pub fn authorize(
