@@ -141,6 +141,12 @@ def main():
     if mem:
         p(f"| (info) max qps, memory config, ECS over all {a.mem_names} names | "
           f"{mem['qps']} qps, CPU {mem['cpu_us_per_q']} µs/query, load {mem['load']} | |")
+    cold = one("memory-cold", "causeway", "steady", "20000")
+    warm = one("memory-warm", "causeway", "steady", "20000")
+    if cold and warm:
+        p(f"| (info) reply-cache misses vs hits, memory config, 20k qps, same queries twice | "
+          f"first pass (misses) {cold['cpu_us_per_q']} µs/query, second pass (hits) "
+          f"{warm['cpu_us_per_q']} µs/query; lost {cold['lost']} / {warm['lost']}; load {cold['load']} | |")
     p()
 
     p("## Every run")

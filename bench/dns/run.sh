@@ -284,6 +284,10 @@ wait_answer $MEM_ADDR $MEM_PORT www.svc.example. 120 ||
 $(tail -20 "$WORK/causeway-mem.log")"
 MEM_READY=$(awk -v a="$MEM_T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 MEM_RSS_IDLE=$(awk -v k="$(rss_kib "$MEM_PID")" 'BEGIN {printf "%.1f", k / 1024}')
+# Reply-cache misses vs hits, same rate, same queries: the first pass over the 200k
+# distinct (name, subnet) queries misses every worker's reply cache, the second hits.
+measure memory-cold causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" steady 20000 $FIX_SECS
+measure memory-warm causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" steady 20000 $FIX_SECS
 for ((i = 0; i < MAX_RUNS; i++)); do
   measure memory causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" unpinned max $MAX_SECS
 done
