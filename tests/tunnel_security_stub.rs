@@ -687,6 +687,21 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         );
     }
 
+    // attach and port-forward are create too: refused at the stub for read-only rita.
+    for args in [
+        vec!["attach", "-n", "team-a", "web"],
+        vec!["port-forward", "-n", "team-a", "pod/web", "0:80"],
+    ] {
+        let mut cmd = kubectl(c, &rita_kc);
+        cmd.args(["--context", "tb-a"]).args(&args);
+        let (ok_, _, err) = try_kubectl(&mut cmd);
+        assert!(!ok_, "read-only rita must not {args:?}");
+        assert!(
+            err.contains("read-only") && err.contains("create"),
+            "{args:?}: {err}"
+        );
+    }
+
     // --- path tricks ---------------------------------------------------------------
     for path in [
         "/clusters/tb-b/../tb-a/api/v1/namespaces/team-a/pods",
