@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Tunnel benchmark, in one run (see bench/tunnel/README.md):
+#  1. kube-apiserver direct vs through stub+agent: p50/p99 of a small GET at 1, 32, 128
+#     concurrent; throughput of ~10 MiB list responses; RSS per idle watch with 1,000 watches.
+#  2. plain HTTP (nginx, 1 KiB and 1 MiB, wrk -t2 -c32, and -c1) direct vs through
+#     stub+agent vs through rathole with TLS (the peer), for the ratio to direct.
+#
+#   bench/tunnel/run.sh [--quick]      # --quick: 3 s runs instead of 10-15 s
+#
+# Needs: nginx, wrk, openssl, curl (Debian packages), the testbed binaries in .cache/bin,
+# and rathole (`cargo install rathole --root .cache/rathole`; skipped with a note if absent).
+# Everything listens on 127.0.0.1 only; every load run is bounded by -d/--duration and timeout.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+quick=0; [ "${1:-}" = "--quick" ] && quick=1
+d_lat=10; d_wrk=15; d_big=10; [ $quick = 1 ] && { d_lat=3; d_wrk=3; d_big=3; }
+out=$root/bench/out/tunnel-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+report=$out/report.md
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "${nginx_conf:-}" ] && nginx -c "$nginx_conf" -s stop 2>/dev/null || true
+  "$bin" testbed down --state-dir "$out/testbed" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+for t in nginx wrk openssl curl; do
+  command -v $t >/dev/null || { echo "missing $t: apt-get install -y nginx wrk openssl curl" >&2; exit 1; }
+done
+
+echo "==> building (release)"
+(cd "$root" && cargo build --release -j2 --bin causeway && cargo build --release -j2 -p causeway-tunnel --example tunnel_bench) >"$out/build.log" 2>&1
+bin=$root/target/release/causeway
+gen=$root/target/release/examples/tunnel_bench
+kubectl=$root/.cache/bin/kubectl
+
+echo "==> testbed"
+NO_COLOR=1 timeout 300 "$bin" testbed up --clusters bench --nodes 1 --state-dir "$out/testbed" >"$out/testbed.log" 2>&1
+tbkc=$out/testbed/bench/kubeconfig
+tbdir=$out/testbed/bench
+api=$(awk '/server:/{print $2; exit}' "$tbkc")
+K="$kubectl --kubeconfig $tbkc"
+$K apply -f "$root/examples/tunnel/agent-rbac.yaml" >/dev/null
+$K create clusterrolebinding bench-dev --clusterrole=cluster-admin --group=dev >/dev/null
+$K -n causeway-system create token causeway-agent --duration 2h >"$out/sa.token"
+$K create namespace bench >/dev/null
+# ~10 MiB list: 12 ConfigMaps of ~880 KiB each.
+head -c 675000 /dev/urandom | base64 -w0 >"$out/blob"
+for i in $(seq 1 12); do
+  $K -n bench create configmap "big-$i" --from-file=blob="$out/blob" >/dev/null
+done
+# the direct client: the testbed admin certificate
+ca_direct=$(ls "$tbdir"/pki/ca.crt); cert_direct=$(ls "$tbdir"/pki/admin.crt); key_direct=$(ls "$tbdir"/pki/admin.key)
+
+echo "==> stub + agent"
+mkdir -p "$out/stub"
+cat >"$out/policy.yaml" <<YAML
+apiVersion: causeway.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: bench}
+spec:
+  rules:
+  - subjects: {groups: [dev]}
+    clusters: ["*"]
+YAML
+echo 'bench-token-0123456789abcdef0123456789,bench,bench-uid,"dev"' >"$out/tokens.csv"
+cat >"$out/stub.yaml" <<YAML
+apiVersion: causeway.dev/v1alpha1
+kind: StubConfig
+metadata: {name: bench}
+spec:
+  stateDir: $out/stub/state
+  listen: {users: "127.0.0.1:0", agents: "127.0.0.1:0", metrics: "127.0.0.1:0"}
+  accessPolicy: $out/policy.yaml
+  tokenFile: $out/tokens.csv
+YAML
+NO_COLOR=1 CAUSEWAY_LOG=warn,causeway_tunnel::stub=info "$bin" stub --config "$out/stub.yaml" 2>"$out/stub.log" & pids+=($!); stub_pid=$!
+for _ in $(seq 100); do grep -q "listening on metrics" "$out/stub.log" && break; sleep 0.1; done
+users=$(grep -o 'listening on users https://[0-9.:]*' "$out/stub.log" | awk '{print $4}')
+agents=$(grep -o 'listening on agents https://[0-9.:]*' "$out/stub.log" | awk '{print $4}')
+"$bin" cluster add bench --state-dir "$out/stub/state" --stub-url "$agents" >"$out/join.txt"
+tok=$(awk '/^token:/{print $2}' "$out/join.txt"); hash=$(awk '/^ca-hash:/{print $2}' "$out/join.txt")
+NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster bench --token "$tok" --ca-hash "$hash" \
+  --state-dir "$out/agent" --kubeconfig "$tbkc" --token-file "$out/sa.token" 2>"$out/agent.log" & pids+=($!); agent_pid=$!
+"$bin" user add alice --group dev --clusters '*' --state-dir "$out/stub/state" --stub-url "$users" --out "$out/alice.kubeconfig" >/dev/null
+getb64() { awk -v k="$1:" '$1==k{print $2; exit}' "$out/alice.kubeconfig" | base64 -d; }
+getb64 client-certificate-data >"$out/alice.crt"; getb64 client-key-data >"$out/alice.key"; getb64 certificate-authority-data >"$out/stub-ca.crt"
+for _ in $(seq 100); do $kubectl --kubeconfig "$out/alice.kubeconfig" get ns >/dev/null 2>&1 && break; sleep 0.2; done
+
+direct=(--ca "$ca_direct" --cert "$cert_direct" --key "$key_direct")
+tunnel=(--ca "$out/stub-ca.crt" --cert "$out/alice.crt" --key "$out/alice.key")
+small=/api/v1/namespaces/default/configmaps?limit=1
+big=/api/v1/namespaces/bench/configmaps
+j() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(d['$1'])"; }
+
+{
+echo "# Tunnel benchmark $(date -u +%FT%TZ)"
+echo
+echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); client, apiserver, stub and agent share them. Release build."
+echo
+echo "## kube-apiserver: direct vs through stub+agent (HTTP/2, mTLS, ${d_lat} s per run)"
+echo
+echo "| test | direct | through tunnel | added |"
+echo "|---|---|---|---|"
+} >"$report"
+
+for c in 1 32 128; do
+  dj=$(timeout 120 "$gen" latency --url "$api$small" "${direct[@]}" --concurrency $c --duration $d_lat)
+  tj=$(timeout 120 "$gen" latency --url "$users/clusters/bench$small" "${tunnel[@]}" --concurrency $c --duration $d_lat)
+  echo "$dj" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"
+  for f in p50_us p99_us rps; do
+    dv=$(echo "$dj" | j $f); tv=$(echo "$tj" | j $f)
+    add=$(python3 -c "print(f'{$tv-$dv:+.0f}' if '$f'!='rps' else f'{$tv/$dv:.2f}x')")
+    echo "| small GET c=$c $f | $dv | $tv | $add |" >>"$report"
+  done
+  echo "   c=$c direct $(echo "$dj" | j p50_us)/$(echo "$dj" | j p99_us) us, tunnel $(echo "$tj" | j p50_us)/$(echo "$tj" | j p99_us) us"
+done
+dj=$(timeout 120 "$gen" throughput --url "$api$big" "${direct[@]}" --concurrency 4 --duration $d_big)
+tj=$(timeout 120 "$gen" throughput --url "$users/clusters/bench$big" "${tunnel[@]}" --concurrency 4 --duration $d_big)
+echo "$dj" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"
+echo "| ~10 MiB list, c=4, MiB/s | $(echo "$dj" | j mib_per_s) | $(echo "$tj" | j mib_per_s) | $(python3 -c "print(f'{$(echo "$tj" | j mib_per_s)/$(echo "$dj" | j mib_per_s):.2f}x')") |" >>"$report"
+
+rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
+api_pid=$(pgrep -f "kube-apiserver.*$tbdir" | head -1 || true)
+watch=/api/v1/namespaces/default/configmaps?watch=1\&timeoutSeconds=600
+s0=$(rss $stub_pid); a0=$(rss $agent_pid); p0=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
+timeout 120 "$gen" watches --url "$users/clusters/bench$watch" "${tunnel[@]}" --count 1000 --conns 4 --hold 15 >"$out/watches.json" &
+wpid=$!; sleep 10
+s1=$(rss $stub_pid); a1=$(rss $agent_pid); p1=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
+wait $wpid || true
+sleep 2
+pd0=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
+timeout 120 "$gen" watches --url "$api$watch" "${direct[@]}" --count 1000 --conns 4 --hold 15 >"$out/watches-direct.json" &
+wpid=$!; sleep 10
+pd1=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
+wait $wpid || true
+{
+echo "| 1,000 idle watches: KiB per watch | apiserver $(( (pd1-pd0) )) KiB total, $(( (pd1-pd0)/1000 )) KiB each | stub $(( (s1-s0)/1000 )) KiB, agent $(( (a1-a0)/1000 )) KiB each (apiserver $(( (p1-p0)/1000 ))) | $(cat "$out/watches.json") |"
+echo
+} >>"$report"
+
+echo "==> nginx, wrk, rathole"
+mkdir -p "$out/nginx/www" "$out/nginx/tmp"
+head -c 1024 /dev/urandom >"$out/nginx/www/1k.bin"; head -c 1048576 /dev/urandom >"$out/nginx/www/1m.bin"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -keyout "$out/nginx/tls.key" -out "$out/nginx/tls.crt" 2>/dev/null
+nginx_conf=$out/nginx/nginx.conf
+cat >"$nginx_conf" <<NGINX
+worker_processes 2; daemon off; pid $out/nginx/nginx.pid; error_log $out/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  client_body_temp_path $out/nginx/tmp; proxy_temp_path $out/nginx/tmp; fastcgi_temp_path $out/nginx/tmp;
+  uwsgi_temp_path $out/nginx/tmp; scgi_temp_path $out/nginx/tmp;
+  server { listen 127.0.0.1:18080; root $out/nginx/www; }
+  server { listen 127.0.0.1:18443 ssl http2; ssl_certificate $out/nginx/tls.crt; ssl_certificate_key $out/nginx/tls.key;
+           http2_max_concurrent_streams 1000; root $out/nginx/www; }
+}
+NGINX
+nginx -c "$nginx_conf" & pids+=($!)
+sleep 0.5
+# nginx (TLS + HTTP/2) stands in for an API server behind a second agent ("web").
+cat >"$out/web.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: web, cluster: {server: "https://127.0.0.1:18443", certificate-authority: "$out/nginx/tls.crt"}}]
+users: [{name: x, user: {token: unused}}]
+contexts: [{name: web, context: {cluster: web, user: x}}]
+current-context: web
+KC
+echo unused >"$out/web.token"
+"$bin" cluster add web --state-dir "$out/stub/state" --stub-url "$agents" >"$out/join-web.txt"
+tok=$(awk '/^token:/{print $2}' "$out/join-web.txt")
+NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster web --token "$tok" --ca-hash "$hash" \
+  --state-dir "$out/agent-web" --kubeconfig "$out/web.kubeconfig" --token-file "$out/web.token" 2>"$out/agent-web.log" & pids+=($!)
+bearer="Authorization: Bearer bench-token-0123456789abcdef0123456789"
+for _ in $(seq 100); do curl -sfk -o /dev/null -H "$bearer" "$users/clusters/web/1k.bin" && break; sleep 0.2; done
+curl -sf --cacert "$out/stub-ca.crt" -H "$bearer" "$users/clusters/web/1m.bin" | cmp - "$out/nginx/www/1m.bin"
+
+rathole=$root/.cache/rathole/bin/rathole
+have_rathole=0
+if [ -x "$rathole" ]; then
+  have_rathole=1
+  openssl pkcs12 -export -out "$out/nginx/identity.pfx" -inkey "$out/nginx/tls.key" -in "$out/nginx/tls.crt" -passout pass:1234 2>/dev/null
+  cat >"$out/rh-server.toml" <<TOML
+[server]
+bind_addr = "127.0.0.1:2335"
+[server.transport]
+type = "tls"
+[server.transport.tls]
+pkcs12 = "$out/nginx/identity.pfx"
+pkcs12_password = "1234"
+[server.services.web]
+token = "bench"
+bind_addr = "127.0.0.1:18094"
+TOML
+  cat >"$out/rh-client.toml" <<TOML
+[client]
+remote_addr = "127.0.0.1:2335"
+[client.transport]
+type = "tls"
+[client.transport.tls]
+trusted_root = "$out/nginx/tls.crt"
+hostname = "localhost"
+[client.services.web]
+token = "bench"
+local_addr = "127.0.0.1:18080"
+TOML
+  "$rathole" -s "$out/rh-server.toml" >"$out/rh-server.log" 2>&1 & pids+=($!)
+  "$rathole" -c "$out/rh-client.toml" >"$out/rh-client.log" 2>&1 & pids+=($!)
+  for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18094/1k.bin && break; sleep 0.2; done
+fi
+
+wrk_rps() { awk '/Requests\/sec/{print $2}'; }
+wrk_lat() { awk -v q="$1" '$1==q{print $2}'; }
+run_wrk() { # name url conns size extra-header
+  local name=$1 url=$2 c=$3 size=$4; shift 4
+  timeout 10 wrk -t2 -c"$c" -d3s "$@" "$url/$size" >/dev/null 2>&1 || true
+  timeout $((d_wrk + 25)) wrk -t$([ "$c" = 1 ] && echo 1 || echo 2) -c"$c" -d${d_wrk}s --latency "$@" "$url/$size" >"$out/wrk-$name-$size-c$c.txt" 2>&1
+}
+{
+echo "## Plain HTTP (nginx), wrk, ${d_wrk} s per run"
+echo
+echo "| path | 1 KiB c=32 req/s | ratio | 1 MiB c=32 req/s | ratio | 1 KiB c=1 p50 / p99 | added p50 |"
+echo "|---|---|---|---|---|---|---|"
+} >>"$report"
+declare -A R
+paths="direct tunnel"; [ $have_rathole = 1 ] && paths="direct tunnel rathole"
+for p in $paths; do
+  case $p in
+    direct) url=http://127.0.0.1:18080; hdr=();;
+    tunnel) url=$users/clusters/web; hdr=(-H "$bearer");;
+    rathole) url=http://127.0.0.1:18094; hdr=();;
+  esac
+  for size in 1k.bin 1m.bin; do run_wrk $p "$url" 32 $size "${hdr[@]}"; done
+  run_wrk $p "$url" 1 1k.bin "${hdr[@]}"
+  R[$p-1k]=$(wrk_rps <"$out/wrk-$p-1k.bin-c32.txt"); R[$p-1m]=$(wrk_rps <"$out/wrk-$p-1m.bin-c32.txt")
+  R[$p-p50]=$(wrk_lat 50% <"$out/wrk-$p-1k.bin-c1.txt"); R[$p-p99]=$(wrk_lat 99% <"$out/wrk-$p-1k.bin-c1.txt")
+  echo "   $p: 1k ${R[$p-1k]} req/s, 1m ${R[$p-1m]} req/s, c=1 p50 ${R[$p-p50]}"
+done
+us() { python3 -c "s='$1'; print(float(s[:-2])*1000 if s.endswith('ms') else float(s[:-2]) if s.endswith('us') else float(s[:-1])*1e6)"; }
+for p in $paths; do
+  r1=$(python3 -c "print(f'{${R[$p-1k]}/${R[direct-1k]}:.2f}')"); r2=$(python3 -c "print(f'{${R[$p-1m]}/${R[direct-1m]}:.2f}')")
+  add=$(python3 -c "print(f'{$(us ${R[$p-p50]})-$(us ${R[direct-p50]}):+.0f} us')")
+  echo "| $p | ${R[$p-1k]} | $r1 | ${R[$p-1m]} | $r2 | ${R[$p-p50]} / ${R[$p-p99]} | $add |" >>"$report"
+done
+[ $have_rathole = 1 ] || echo "rathole was not found at $rathole: run \`cargo install rathole --root .cache/rathole\` for the peer row." >>"$report"
+echo >>"$report"
+echo "Raw: $out (wrk-*.txt, raw.jsonl, watches*.json)" >>"$report"
+echo
+cat "$report"
