@@ -13,15 +13,16 @@ use testbed_support::*;
 fn wait_for_pids(dir: &Path, n: usize) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(text) = std::fs::read_to_string(dir.join("state.json")) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                let pids: Vec<u64> = v["processes"]
-                    .as_array()
-                    .map(|ps| ps.iter().filter_map(|p| p["pid"].as_u64()).collect())
-                    .unwrap_or_default();
-                if pids.len() >= n {
-                    return pids;
-                }
+        let state = std::fs::read_to_string(dir.join("state.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        if let Some(v) = state {
+            let pids: Vec<u64> = v["processes"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|p| p["pid"].as_u64()).collect())
+                .unwrap_or_default();
+            if pids.len() >= n {
+                return pids;
             }
         }
         assert!(Instant::now() < deadline, "up never recorded {n} processes");
