@@ -81,6 +81,15 @@ fn cluster_add_prints_a_one_time_token_and_the_agent_command() {
     assert!(!stored.contains(&token) && stored.contains("idc-bj"));
     assert_eq!(mode(&state.join("ca.key")), 0o600);
     assert_eq!(mode(&state), 0o700);
+    // The hash is kubeadm's discovery-token-ca-cert-hash: SHA-256 of the CA's DER
+    // SubjectPublicKeyInfo, as openssl computes it.
+    tunnel_security_support::require_tool("openssl", "apt-get install -y openssl");
+    let openssl = ok(Command::new("sh").arg("-c").arg(format!(
+        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -hex",
+        state.join("ca.crt").display()
+    )));
+    let digest = openssl.trim().rsplit(' ').next().unwrap_or_default();
+    assert_eq!(format!("sha256:{digest}"), hash, "{openssl}");
     // The CA hash printed is the CA's, every time.
     let again = ok(causeway(&state).args(["cluster", "add", "idc-sh"]));
     assert!(again.contains(&hash));
