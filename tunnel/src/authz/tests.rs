@@ -366,3 +366,52 @@ fn example_policy_loads() {
     let p = AccessPolicy::load(&path).unwrap();
     assert!(!p.rules().is_empty());
 }
+
+#[test]
+fn hostile_paths_never_panic() {
+    // Random paths over an alphabet of separators, dots, escapes and multi-byte text.
+    let alphabet = [
+        "/",
+        "/",
+        ".",
+        "..",
+        "%",
+        "%2",
+        "%2e",
+        "%2F",
+        "a",
+        "api",
+        "apis",
+        "v1",
+        "namespaces",
+        "pods",
+        "exec",
+        "watch",
+        "proxy",
+        "é",
+        "漢",
+        "\\",
+        "?",
+        "#",
+        " ",
+        "\r",
+        "\n",
+    ];
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::DELETE,
+        Method::PUT,
+        Method::OPTIONS,
+    ];
+    for i in 0..20_000u32 {
+        let n = (rand::random::<u8>() % 12) as usize;
+        let path: String = (0..n)
+            .map(|_| alphabet[rand::random::<u32>() as usize % alphabet.len()])
+            .collect();
+        let method = &methods[i as usize % methods.len()];
+        let _ = check_request_path(&path);
+        let info = RequestInfo::parse(method, &path, Some(&path));
+        assert!(info.verb.is_some(), "{path:?}");
+    }
+}
