@@ -364,7 +364,7 @@ async fn forwards_with_impersonation_and_sa_token() {
         .unwrap();
     let resp = c.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers().contains_key("x-causeway-identity") == false);
+    assert!(!resp.headers().contains_key("x-causeway-identity"));
     let h = json(resp).await;
     assert_eq!(h["impersonate-user"][0], "alice");
     let groups = h["impersonate-group"].as_array().unwrap();
