@@ -462,3 +462,24 @@ async fn unknown_cluster_404_no_agent_503_as_status() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn bad_stub_config_is_refused_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: causeway.dev/v1alpha1\nkind: StubConfig\nmetadata: {name: s}\nspec:\n  stateDir: x\n  listen: {users: \"nope\", agents: \"127.0.0.1:0\", metrics: \"127.0.0.1:0\"}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["stub", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml") && err.contains("spec.listen.users"),
+        "{err}"
+    );
+}

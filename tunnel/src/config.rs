@@ -327,6 +327,14 @@ spec:
     }
 
     #[test]
+    fn the_example_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tunnel/stub.yaml");
+        let c = StubConfig::load(&p).unwrap();
+        assert_eq!(c.listen_agents.port(), 7443);
+        assert!(c.access_policy.unwrap().ends_with("access-policy.yaml"));
+    }
+
+    #[test]
     fn errors_name_file_and_field() {
         let cases = [
             (GOOD.replace("127.0.0.1:6443", "nope"), "spec.listen.users"),
