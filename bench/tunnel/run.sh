@@ -74,6 +74,7 @@ spec:
   listen: {users: "127.0.0.1:0", agents: "127.0.0.1:0", metrics: "127.0.0.1:0"}
   accessPolicy: $out/policy.yaml
   tokenFile: $out/tokens.csv
+  audit: {path: $out/stub-audit.log}
 YAML
 NO_COLOR=1 CAUSEWAY_LOG=warn,causeway_tunnel::stub=info "$bin" stub --config "$out/stub.yaml" 2>"$out/stub.log" & pids+=($!); stub_pid=$!
 for _ in $(seq 100); do grep -q "listening on metrics" "$out/stub.log" && break; sleep 0.1; done
