@@ -7,7 +7,7 @@
 //! |--------|-------------------------------------------|------------------------------|------------|
 //! | server | CN=first SAN                              | DNS names / IPs              | serverAuth |
 //! | user   | CN=user, O=first group (Kubernetes style)  | none                         | clientAuth |
-//! | agent  | CN=causeway:agent:<id>, O=causeway:agents | URI `causeway://agent/<id>`  | clientAuth |
+//! | agent  | `CN=causeway:agent:<id>`, `O=causeway:agents` | URI `causeway://agent/<id>` | clientAuth |
 //!
 //! A user certificate never carries a `causeway://` URI or the `causeway:agents`
 //! organisation (user names starting with `causeway:` are refused), so it never passes
