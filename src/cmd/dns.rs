@@ -38,7 +38,7 @@ Examples:
 
 /// Options of `causeway dns`.
 #[derive(clap::Args, Debug)]
-#[command(args_conflicts_with_subcommands = true, long_about = LONG_ABOUT)]
+#[command(args_conflicts_with_subcommands = true, long_about = LONG_ABOUT, after_long_help = LONG_ABOUT)]
 pub struct Args {
     #[command(subcommand)]
     command: Option<Command>,
