@@ -174,13 +174,14 @@ fi
 RESULTS="$WORK/results.tsv"   # one line per run, see header
 printf 'scenario\tserver\tmode\trate\tqps\tsent\tcompleted\tlost\trcvbuf_errors\tavg_ms\tp50_ms\tp99_ms\tcpu_us_per_q\trss_mib\tload\tother_cores\n' >"$RESULTS"
 
-# measure SCENARIO SERVER PID ADDR PORT DATAFILE MODE RATE SECS
+# measure SCENARIO SERVER PID ADDR PORT DATAFILE MODE RATE SECS [PASSES]
+#   PASSES: dnsperf -n, passes over the data file (default 1000: the time limit ends the run)
 #   MODE: unpinned | pinned | latency (pinned, -v for percentiles) | steady (unpinned, a
 #         window of 100 outstanding queries so that dnsperf's opening burst does not
 #         overflow a default-sized socket receive buffer; for the zero-loss runs)
 #   RATE: max or a number of queries per second
 measure() {
-  local scen=$1 name=$2 pid=$3 addr=$4 port=$5 data=$6 mode=$7 rate=$8 secs=$9
+  local scen=$1 name=$2 pid=$3 addr=$4 port=$5 data=$6 mode=$7 rate=$8 secs=$9 passes=${10:-1000}
   local out="$WORK/dnsperf-$scen-$name-$mode-$rate-$RANDOM.txt" fmt=() pin=() args=()
   case "$data" in *.bin) fmt=(-B) ;; esac
   case "$mode" in
@@ -195,7 +196,7 @@ measure() {
   local h0 h1 c0 c1
   l0=$(load); t0=$(cpu_ticks "$pid"); r0=$(rcvbuf_errors); h0=$(host_ticks); child_ticks; c0=$CHILD_TICKS
   timeout $((secs + 30)) "${pin[@]}" dnsperf -s "$addr" -p "$port" -d "$data" "${fmt[@]}" \
-    -l "$secs" -n 1000 "${args[@]}" >"$out" 2>&1 || echo "dnsperf exit $? ($out)" >&2
+    -l "$secs" -n "$passes" "${args[@]}" >"$out" 2>&1 || echo "dnsperf exit $? ($out)" >&2
   t1=$(cpu_ticks "$pid"); r1=$(rcvbuf_errors); h1=$(host_ticks); child_ticks; c1=$CHILD_TICKS
   # Cores used by everything except this server and dnsperf during the run (other
   # work on the machine; also kernel threads such as ksoftirqd).
@@ -284,10 +285,11 @@ wait_answer $MEM_ADDR $MEM_PORT www.svc.example. 120 ||
 $(tail -20 "$WORK/causeway-mem.log")"
 MEM_READY=$(awk -v a="$MEM_T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 MEM_RSS_IDLE=$(awk -v k="$(rss_kib "$MEM_PID")" 'BEGIN {printf "%.1f", k / 1024}')
-# Reply-cache misses vs hits, same rate, same queries: the first pass over the 200k
-# distinct (name, subnet) queries misses every worker's reply cache, the second hits.
-measure memory-cold causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" steady 20000 $FIX_SECS
-measure memory-warm causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" steady 20000 $FIX_SECS
+# Reply-cache misses vs hits, same rate, same queries: one pass over the 200k distinct
+# (name, subnet) queries misses every worker's reply cache, a second pass hits (4 s each
+# at 50k qps).
+measure memory-cold causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" steady $CPU_RATE 30 1
+measure memory-warm causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" steady $CPU_RATE 30 1
 for ((i = 0; i < MAX_RUNS; i++)); do
   measure memory causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs.bin" unpinned max $MAX_SECS
 done
