@@ -49,7 +49,11 @@ spec:
 "#;
 
 fn snapshot(down: &[(&str, &str)]) -> Arc<crate::state::Snapshot> {
-    let config = Config::parse(Path::new("t.yaml"), ZONE).unwrap();
+    snapshot_of(ZONE, down)
+}
+
+fn snapshot_of(yaml: &str, down: &[(&str, &str)]) -> Arc<crate::state::Snapshot> {
+    let config = Config::parse(Path::new("t.yaml"), yaml).unwrap();
     let zones = Arc::new(Zones::compile(&config.zones).unwrap());
     let c = |s: &str| ClusterId::new(s).unwrap();
     let latency = LatencyTable::build([
@@ -213,4 +217,39 @@ fn weighted_is_consistent_and_follows_weights() {
             );
         }
     }
+}
+
+#[test]
+fn weighted_weight_change_moves_few_clients() {
+    let before = snapshot(&[]);
+    // b: 100 → 125. Only clients moving from a to b may change (about 11% of a's).
+    let after = snapshot_of(
+        &ZONE.replace(
+            "addresses: [192.0.2.2], weight: 100",
+            "addresses: [192.0.2.2], weight: 125",
+        ),
+        &[],
+    );
+    let (mut moved, mut wrong_way) = (0, 0);
+    let n = 3000u32;
+    for i in 0..n {
+        let client = format!("172.{}.{}.0/24", 16 + i / 256, i % 256);
+        let b0 = pick(&before, "w", &client, Family::V4).0;
+        let b1 = pick(&after, "w", &client, Family::V4).0;
+        if b0 != b1 {
+            moved += 1;
+            if !(b0 == vec!["a".to_string()] && b1 == vec!["b".to_string()]) {
+                wrong_way += 1;
+            }
+        }
+    }
+    assert_eq!(
+        wrong_way, 0,
+        "a weight increase only moves clients to that target"
+    );
+    let share = f64::from(moved) / f64::from(n);
+    assert!(
+        share > 0.03 && share < 0.12,
+        "moved {moved} of {n} ({share:.3}); ideal 0.5 - 100/225 = 0.056"
+    );
 }
