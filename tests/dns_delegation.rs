@@ -221,8 +221,9 @@ fn scenario() {
         "with ECS 127.0.99.0/24 forwarded by unbound, causeway should pick gcp-us\n{}",
         causeway.log_tail()
     );
-    // Without a client ECS, subnetcache sends the client's own address (/24): dig
-    // queries from 127.0.99.9, the same network.
+    // Without a client ECS, subnetcache uses the client's own address (/24): dig
+    // queries from 127.0.99.9, the same network (answered from unbound's subnet-keyed
+    // cache or by sending that /24 upstream; either way the client's network decides).
     let from_client = resolve(ECS_RESOLVER, ECS_RESOLVER_PORT, &[]);
     assert_eq!(
         from_client,
