@@ -84,7 +84,8 @@ fn scenario() {
     let d = dir.path();
 
     // Latency map: unbound's address (127.0.53.3) is closest to aws-sg, the client
-    // network behind the ECS resolver (127.0.99.0/24) to gcp-us.
+    // network behind the ECS resolver (127.0.99.0/24) to gcp-us, and the network a
+    // client names in its own ECS option (127.0.98.0/24) to aws-sg.
     write(
         d.join("causeway.yaml"),
         &causeway_config(&[
@@ -95,6 +96,10 @@ fn scenario() {
             (
                 "127.0.99.0/24",
                 [(IDC.0, 90.0), (AWS.0, 70.0), (GCP.0, 5.0)],
+            ),
+            (
+                "127.0.98.0/24",
+                [(IDC.0, 90.0), (AWS.0, 4.0), (GCP.0, 70.0)],
             ),
         ]),
     );
@@ -213,22 +218,26 @@ fn scenario() {
         vec![IDC.1.to_string()]
     );
 
-    // 3. ECS through unbound's subnetcache: the client's network decides, not unbound's.
-    let ecs = resolve(ECS_RESOLVER, ECS_RESOLVER_PORT, &["+subnet=127.0.99.0/24"]);
-    assert_eq!(
-        ecs,
-        vec![GCP.1.to_string()],
-        "with ECS 127.0.99.0/24 forwarded by unbound, causeway should pick gcp-us\n{}",
-        causeway.log_tail()
-    );
-    // Without a client ECS, subnetcache uses the client's own address (/24): dig
-    // queries from 127.0.99.9, the same network (answered from unbound's subnet-keyed
-    // cache or by sending that /24 upstream; either way the client's network decides).
+    // 3. ECS through unbound's subnetcache: the client's network decides, not unbound's
+    // (127.0.53.4, whose choice is idc-bj since step 2).
+    // a. No ECS from the client: unbound sends the client's own /24 (dig queries from
+    //    127.0.99.9); nothing for that network is cached yet, so this went upstream.
     let from_client = resolve(ECS_RESOLVER, ECS_RESOLVER_PORT, &[]);
     assert_eq!(
         from_client,
         vec![GCP.1.to_string()],
-        "ECS from the client's source address"
+        "unbound should send ECS 127.0.99.0/24 (the client's address) and causeway pick \
+         gcp-us\n{}",
+        causeway.log_tail()
+    );
+    // b. The client's own ECS option (another network) is forwarded instead.
+    let ecs = resolve(ECS_RESOLVER, ECS_RESOLVER_PORT, &["+subnet=127.0.98.0/24"]);
+    assert_eq!(
+        ecs,
+        vec![AWS.1.to_string()],
+        "with the client's ECS 127.0.98.0/24 forwarded by unbound, causeway should pick \
+         aws-sg\n{}",
+        causeway.log_tail()
     );
 }
 
