@@ -618,20 +618,20 @@ fn ops_endpoints_and_metrics() {
         );
         s.udp("nope.svc.example.", RecordType::A, true, None);
     }
+    let q = wait_metric(
+        &s,
+        r#"causeway_dns_queries_total{qtype="A",rcode="NXDOMAIN",zone="svc.example."}"#,
+        3.0,
+    );
+    assert!(q >= 3.0, "{q}");
+    let a = wait_metric(
+        &s,
+        r#"causeway_dns_answers_total{cluster="idc-bj",policy="latency"}"#,
+        3.0,
+    );
+    assert!(a >= 3.0, "{a}");
+    assert_eq!(metric(&s, "causeway_dns_latency_map_prefixes"), 4.0);
     let (code, m) = s.http("GET", "/metrics", "");
     assert_eq!(code, 200);
-    let line = |prefix: &str| {
-        m.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no {prefix} in\n{m}"))
-    };
-    assert!(
-        line(r#"causeway_dns_queries_total{qtype="A",rcode="NXDOMAIN",zone="svc.example."}"#)
-            >= 3.0
-    );
-    assert!(line(r#"causeway_dns_answers_total{cluster="idc-bj",policy="latency"}"#) >= 3.0);
-    assert_eq!(line("causeway_dns_latency_map_prefixes"), 4.0);
     assert!(!m.contains("198.51.100"), "no client address in metrics");
 }

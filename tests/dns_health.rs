@@ -164,14 +164,8 @@ fn fail_open_when_every_target_is_down() {
         Some(("198.51.100.0", 24)),
     );
     assert_eq!(ecs_of(&r), Some((24, 0)));
-    let (_, m) = s.http("GET", "/metrics", "");
-    let fail_open: f64 = m
-        .lines()
-        .find(|l| l.starts_with(r#"causeway_dns_fail_open_total{policy="latency"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    assert!(fail_open >= 1.0, "fail-open counted:\n{m}");
+    let fail_open = wait_metric(&s, r#"causeway_dns_fail_open_total{policy="latency"}"#, 1.0);
+    assert!(fail_open >= 1.0, "fail-open counted: {fail_open}");
     let (_, body) = s.http(
         "GET",
         "/v1/explain?name=near.svc.example.&client=198.51.100.0/24",

@@ -41,6 +41,22 @@ pub struct Prepared {
     pub query_counter: IntCounter,
     /// Counters of answered (cluster, policy), and fail-open.
     pub answer_counters: Box<[IntCounter]>,
+    /// Uses of this reply not yet added to the counters (the worker adds them in
+    /// batches, so the hot path touches no shared cache line).
+    pub pending: std::cell::Cell<u64>,
+}
+
+impl Prepared {
+    /// Adds the pending uses to the shared counters.
+    pub fn flush(&self) {
+        let n = self.pending.replace(0);
+        if n > 0 {
+            self.query_counter.inc_by(n);
+            for c in self.answer_counters.iter() {
+                c.inc_by(n);
+            }
+        }
+    }
 }
 
 /// Name from lower-case wire bytes.
@@ -118,6 +134,7 @@ pub fn prepare(
         per_client: b.per_client,
         query_counter: metrics.queries(&zone_label, qtype_label(qtype), rcode.as_str()),
         answer_counters: b.counters.into_boxed_slice(),
+        pending: std::cell::Cell::new(0),
     }
 }
 

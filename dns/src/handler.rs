@@ -27,6 +27,9 @@ use crate::ratelimit::{ResponseLimiter, Verdict};
 use crate::state::State;
 use crate::wire::{self, Reject};
 
+/// How often a worker adds its query counts to the shared metrics.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Most prepared replies one worker keeps before starting over.
 const CACHE_LIMIT: usize = 50_000;
 
@@ -119,6 +122,13 @@ pub struct Handler {
     key: Vec<u8>,
     limited: u32,
     counters: Counters,
+    last_flush: std::time::Instant,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        self.flush_metrics();
+    }
 }
 
 impl Handler {
@@ -141,6 +151,25 @@ impl Handler {
             key: Vec::with_capacity(264),
             limited: 0,
             counters,
+            last_flush: std::time::Instant::now(),
+        }
+    }
+
+    /// Adds the per-reply use counts of this worker to the shared metrics.
+    pub fn flush_metrics(&mut self) {
+        for slot in self.cache.values() {
+            match slot {
+                Slot::Static(p) => p.flush(),
+                Slot::PerClient(m) => m.values().for_each(Prepared::flush),
+            }
+        }
+        self.last_flush = std::time::Instant::now();
+    }
+
+    /// [`Self::flush_metrics`] if the last flush is older than [`FLUSH_EVERY`].
+    pub fn maybe_flush_metrics(&mut self) {
+        if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush_metrics();
         }
     }
 
@@ -184,6 +213,7 @@ impl Handler {
 
         let snap = self.shared.state.load();
         if snap.generation != self.generation || self.entries >= CACHE_LIMIT {
+            self.flush_metrics();
             self.cache.clear();
             self.entries = 0;
             self.generation = snap.generation;
@@ -250,10 +280,7 @@ impl Handler {
             }
         };
 
-        prepared.query_counter.inc();
-        for c in prepared.answer_counters.iter() {
-            c.inc();
-        }
+        prepared.pending.set(prepared.pending.get() + 1);
 
         // Assemble: prepared bytes + per-query patches + OPT.
         let ecs = q.edns.and_then(|e| e.ecs);

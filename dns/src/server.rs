@@ -246,6 +246,7 @@ async fn tcp_conn(
             Ok(Ok(_)) => {}
             _ => break,
         }
+        handler.maybe_flush_metrics();
         if handler.handle(&msg[..len], peer.ip(), Transport::Tcp, &mut out) {
             let Ok(n) = u16::try_from(out.len()) else {
                 break;

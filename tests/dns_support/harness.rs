@@ -359,3 +359,23 @@ pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> Option<Durat
     }
     None
 }
+
+/// The value of the first `/metrics` line starting with `prefix` (0 if absent).
+pub fn metric(s: &Server, prefix: &str) -> f64 {
+    let (_, m) = s.http("GET", "/metrics", "");
+    m.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (query counts are added to /metrics every 250 ms) until `metric` ≥ `at_least`.
+pub fn wait_metric(s: &Server, prefix: &str, at_least: f64) -> f64 {
+    let mut last = 0.0;
+    wait_until(Duration::from_secs(5), || {
+        last = metric(s, prefix);
+        last >= at_least
+    });
+    last
+}
