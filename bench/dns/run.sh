@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/dns/run.sh: dnsperf against causeway and Knot serving the same zone, in the same run.
 #
-# Usage: bench/dns/run.sh [--quick] [--no-build] [--keep]
-#   --quick     ~2 minutes: 1 short run per point instead of 3 x 15 s
+# Usage: bench/dns/run.sh [--quick] [--no-build] [--keep] [--knot-only]
+#   --quick     ~2.5 minutes: 1 short run per point instead of 3 x 15 s (full: ~9.5 minutes)
 #   --no-build  use target/release/causeway as it is
 #   --keep      keep the work directory (configs, logs, raw dnsperf output)
 #   --knot-only only the Knot half (checks the bench itself against peer-baselines.md)
