@@ -241,12 +241,6 @@ run_point_set() { # SCEN DATAFILE
       measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned max $MAX_SECS
     done
   done
-  for ((i = 0; i < MAX_RUNS; i++)); do
-    for s in "${servers[@]}"; do
-      set -- $s
-      measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned $CPU_RATE $FIX_SECS
-    done
-  done
   for s in "${servers[@]}"; do
     set -- $s
     # pinned: server on cpu1, dnsperf on cpu0 (Knot pins its own workers: re-pin after start)
@@ -257,10 +251,29 @@ run_point_set() { # SCEN DATAFILE
   done
 }
 
+# CPU per query at a fixed rate: every (scenario, server) pair once per round, rounds
+# repeated, so the ratio (causeway GSLB vs Knot static) compares runs taken
+# minutes apart at most, like the same-scenario ratios.
+cpu_rounds() {
+  local i s sc
+  local servers=("knot $KNOT_PID $KNOT_ADDR $KNOT_PORT")
+  [ "$KNOT_ONLY" = 1 ] || servers+=("causeway $CW_PID $CW_ADDR $CW_PORT")
+  echo "== CPU per query at $CPU_RATE qps" >&2
+  for ((i = 0; i < MAX_RUNS; i++)); do
+    for sc in "static $WORK/queries.txt" "gslb-ecs $WORK/queries-gslb-ecs.bin"; do
+      for s in "${servers[@]}"; do
+        set -- $sc $s
+        measure "$1" "$3" "$4" "$5" "$6" "$2" unpinned $CPU_RATE $FIX_SECS
+      done
+    done
+  done
+}
+
 START=$(date +%s)
 MEM_READY=- MEM_RSS_IDLE=- MEM_HWM=-
 run_point_set static "$WORK/queries.txt"
 run_point_set gslb-ecs "$WORK/queries-gslb-ecs.bin"
+cpu_rounds
 
 if [ "$KNOT_ONLY" = 0 ]; then
 # Zero loss at half the max rate (GSLB with ECS, unpinned): half of causeway's median max.

@@ -5,7 +5,8 @@
 #  2. plain HTTP (nginx, 1 KiB and 1 MiB, wrk -t2 -c32, and -c1) direct vs through
 #     stub+agent vs through rathole with TLS (the peer), for the ratio to direct.
 #
-#   bench/tunnel/run.sh [--quick]      # --quick: 3 s runs instead of 10-15 s
+#   bench/tunnel/run.sh [--quick] [--no-build]   # --quick: 3 s runs instead of 10-15 s
+#   (CAUSEWAY_BIN / TUNNEL_BENCH_GEN override the release binaries used)
 #
 # Needs: nginx, wrk, openssl, curl (Debian packages), the testbed binaries in .cache/bin,
 # and rathole (`cargo install rathole --root .cache/rathole`; skipped with a note if absent).
@@ -13,7 +14,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-quick=0; [ "${1:-}" = "--quick" ] && quick=1
+quick=0; build=1
+for a in "$@"; do case $a in --quick) quick=1;; --no-build) build=0;; *) echo "unknown option $a" >&2; exit 2;; esac; done
 d_lat=10; d_wrk=15; d_big=10; [ $quick = 1 ] && { d_lat=3; d_wrk=3; d_big=3; }
 out=$root/bench/out/tunnel-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
@@ -29,10 +31,13 @@ for t in nginx wrk openssl curl; do
   command -v $t >/dev/null || { echo "missing $t: apt-get install -y nginx wrk openssl curl" >&2; exit 1; }
 done
 
-echo "==> building (release)"
-(cd "$root" && cargo build --release -j2 --bin causeway && cargo build --release -j2 -p causeway-tunnel --example tunnel_bench) >"$out/build.log" 2>&1
-bin=$root/target/release/causeway
-gen=$root/target/release/examples/tunnel_bench
+if [ $build = 1 ]; then
+  echo "==> building (release)"
+  (cd "$root" && cargo build --release -j2 --bin causeway && cargo build --release -j2 -p causeway-tunnel --example tunnel_bench) >"$out/build.log" 2>&1
+fi
+bin=${CAUSEWAY_BIN:-$root/target/release/causeway}
+gen=${TUNNEL_BENCH_GEN:-$root/target/release/examples/tunnel_bench}
+echo "binaries: $bin, $gen" >"$out/binaries.txt"
 kubectl=$root/.cache/bin/kubectl
 
 echo "==> testbed"
