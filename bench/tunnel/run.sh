@@ -129,7 +129,7 @@ echo "| ~10 MiB list, c=4, MiB/s | $(echo "$dj" | j mib_per_s) | $(echo "$tj" | 
 
 rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
 api_pid=$(pgrep -f "kube-apiserver.*$tbdir" | head -1 || true)
-watch=/api/v1/namespaces/default/configmaps?watch=1\&timeoutSeconds=600
+watch='/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=600'
 s0=$(rss $stub_pid); a0=$(rss $agent_pid); p0=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
 timeout 120 "$gen" watches --url "$users/clusters/bench$watch" "${tunnel[@]}" --count 1000 --conns 4 --hold 15 >"$out/watches.json" &
 wpid=$!; sleep 10
@@ -149,8 +149,12 @@ echo
 echo "==> nginx, wrk, rathole"
 mkdir -p "$out/nginx/www" "$out/nginx/tmp"
 head -c 1024 /dev/urandom >"$out/nginx/www/1k.bin"; head -c 1048576 /dev/urandom >"$out/nginx/www/1m.bin"
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-  -keyout "$out/nginx/tls.key" -out "$out/nginx/tls.crt" 2>/dev/null
+# A throwaway CA and a leaf for nginx (rustls refuses a CA certificate as the server's).
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout "$out/nginx/ca.key" -out "$out/nginx/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$out/nginx/tls.key" -out "$out/nginx/tls.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$out/nginx/ext.cnf"
+openssl x509 -req -in "$out/nginx/tls.csr" -CA "$out/nginx/ca.crt" -CAkey "$out/nginx/ca.key" -CAcreateserial -days 2 \
+  -extfile "$out/nginx/ext.cnf" -out "$out/nginx/tls.crt" 2>/dev/null
 nginx_conf=$out/nginx/nginx.conf
 cat >"$nginx_conf" <<NGINX
 worker_processes 2; daemon off; pid $out/nginx/nginx.pid; error_log $out/nginx/error.log;
@@ -170,7 +174,7 @@ sleep 0.5
 cat >"$out/web.kubeconfig" <<KC
 apiVersion: v1
 kind: Config
-clusters: [{name: web, cluster: {server: "https://127.0.0.1:18443", certificate-authority: "$out/nginx/tls.crt"}}]
+clusters: [{name: web, cluster: {server: "https://127.0.0.1:18443", certificate-authority: "$out/nginx/ca.crt"}}]
 users: [{name: x, user: {token: unused}}]
 contexts: [{name: web, context: {cluster: web, user: x}}]
 current-context: web
@@ -207,7 +211,7 @@ remote_addr = "127.0.0.1:2335"
 [client.transport]
 type = "tls"
 [client.transport.tls]
-trusted_root = "$out/nginx/tls.crt"
+trusted_root = "$out/nginx/ca.crt"
 hostname = "localhost"
 [client.services.web]
 token = "bench"
