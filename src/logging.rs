@@ -18,7 +18,13 @@ pub enum LogFormat {
 #[derive(Args, Debug)]
 pub struct LogArgs {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "CAUSEWAY_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "CAUSEWAY_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// Log filter, e.g. `info`, `debug`, `causeway_dns=debug,info` (RUST_LOG syntax).
     #[arg(long, global = true, default_value = "info", env = "CAUSEWAY_LOG")]

@@ -87,7 +87,17 @@ mod tests {
 
     #[test]
     fn rejects_unsafe_ids() {
-        for bad in ["", "-a", "a-", "A", "a/b", "a..b", "a\r\nb", "a b", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a/b",
+            "a..b",
+            "a\r\nb",
+            "a b",
+            &"x".repeat(64),
+        ] {
             assert!(ClusterId::new(bad).is_err(), "{bad:?}");
         }
     }

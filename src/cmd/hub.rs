@@ -11,5 +11,8 @@ pub struct Args {}
 
 /// Runs `causeway hub`.
 pub async fn run(_args: Args) -> anyhow::Result<()> {
-    super::not_built("hub", "run `causeway dns` and `causeway stub` separately for now")
+    super::not_built(
+        "hub",
+        "run `causeway dns` and `causeway stub` separately for now",
+    )
 }
