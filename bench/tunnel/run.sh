@@ -131,14 +131,16 @@ rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
 api_pid=$(pgrep -f "kube-apiserver.*$tbdir" | head -1 || true)
 watch='/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=600'
 s0=$(rss $stub_pid); a0=$(rss $agent_pid); p0=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
-timeout 120 "$gen" watches --url "$users/clusters/bench$watch" "${tunnel[@]}" --count 1000 --conns 4 --hold 15 >"$out/watches.json" &
-wpid=$!; sleep 10
+# Measure once all 1,000 are open (the generator prints its line then) and have settled.
+wait_open() { for _ in $(seq 600); do [ -s "$1" ] && break; sleep 0.1; done; sleep 3; }
+timeout 180 "$gen" watches --url "$users/clusters/bench$watch" "${tunnel[@]}" --count 1000 --conns 20 --hold 8 >"$out/watches.json" &
+wpid=$!; wait_open "$out/watches.json"
 s1=$(rss $stub_pid); a1=$(rss $agent_pid); p1=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
 wait $wpid || true
 sleep 2
 pd0=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
-timeout 120 "$gen" watches --url "$api$watch" "${direct[@]}" --count 1000 --conns 4 --hold 15 >"$out/watches-direct.json" &
-wpid=$!; sleep 10
+timeout 180 "$gen" watches --url "$api$watch" "${direct[@]}" --count 1000 --conns 20 --hold 8 >"$out/watches-direct.json" &
+wpid=$!; wait_open "$out/watches-direct.json"
 pd1=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
 wait $wpid || true
 {
