@@ -105,12 +105,18 @@ async fn ten_thousand_requests_with_cancellations_leave_no_leak() {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The stub and every live agent (the kill test may have run first).
     let pids: Vec<u32> = {
         let agents = l.agents.lock().await;
         std::iter::once(l.stub.proc.pid())
             .chain(agents.iter().map(Proc::pid))
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}/fd")).exists())
             .collect()
     };
+    assert!(
+        pids.len() >= 2,
+        "the stub and at least one agent must be running: {pids:?}"
+    );
     let fds0: Vec<usize> = pids.iter().map(|p| fd_count(*p)).collect();
     let rss0: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
     assert_eq!(open_streams(l).await, 0.0);
