@@ -149,7 +149,11 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let nconn = o.conns.min(o.concurrency.max(1)).max(1);
+    let nconn = if o.mode == "watches" {
+        o.conns.max(1)
+    } else {
+        o.conns.min(o.concurrency.max(1)).max(1)
+    };
     let mut conns = Vec::new();
     for _ in 0..nconn {
         match connect(&o, tls.clone()).await {
