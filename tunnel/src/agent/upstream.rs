@@ -15,9 +15,11 @@ use rustls::pki_types::CertificateDer;
 use crate::body::TunnelBody;
 use crate::transport::{self, TransportError};
 
-/// Streams per HTTP/2 connection to the API server before another is opened
-/// (kube-apiserver allows 1000 by default; watches hold theirs for minutes).
-pub const STREAMS_PER_CONNECTION: usize = 400;
+/// Streams per HTTP/2 connection to the API server before another is opened. It must
+/// stay below the server's SETTINGS_MAX_CONCURRENT_STREAMS (kube-apiserver: Go's
+/// default of 250 unless `--http2-max-streams-per-connection` is set): beyond it, new
+/// streams queue behind watches that hold theirs for minutes.
+pub const STREAMS_PER_CONNECTION: usize = 200;
 
 /// Where the local API server is and how to reach it.
 #[derive(Clone)]
