@@ -3,10 +3,13 @@
 #
 #   testbed/build-bins.sh [--with-chart-tools]
 #
-# Pins live in testbed/go/*/go.mod (Kubernetes v1.36.3, etcd v3.6.8, kwok v0.8.0; helm and
-# kubeconform with --with-chart-tools). A group is rebuilt only when its go.mod/go.sum change.
+# Pins live in testbed/go/*/go.mod (Kubernetes v1.36.3, kubectl v1.29.15, etcd v3.6.8, kwok
+# v0.8.0; helm and kubeconform with --with-chart-tools). A group is rebuilt only when its
+# go.mod/go.sum or its build command (the build function, flags, outputs) change.
 # Output: ${CAUSEWAY_BIN_DIR:-.cache/bin}/{kube-apiserver,kube-controller-manager,kube-scheduler,
-# kubectl,etcd,kwok[,helm,kubeconform]}, kwok-stages.yaml and BUILD-INFO with build times.
+# kubectl,kubectl-1.29,etcd,kwok[,helm,kubeconform]}, kwok-stages.yaml and BUILD-INFO with build
+# times. kubectl-1.29 is an old kubectl that uses SPDY for exec/attach/port-forward (>= 1.31
+# use WebSocket), for the tunnel tests.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,20 +18,31 @@ mkdir -p "$bin"
 export GOFLAGS="${GOFLAGS:-} -trimpath"
 jobs=${GO_BUILD_JOBS:-$(nproc)}
 
-k8s_version=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$root/testbed/go/k8s/go.mod")
-minor=$(echo "$k8s_version" | cut -d. -f2)
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-  k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
+# k8s_ldflags GROUP: link flags that make `version` print the k8s.io/kubernetes version pinned
+# in testbed/go/GROUP/go.mod.
+k8s_ldflags() {
+  local version minor flags="-s -w" pkg
+  version=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$root/testbed/go/$1/go.mod")
+  [ -n "$version" ] || { echo "error: no k8s.io/kubernetes in testbed/go/$1/go.mod" >&2; return 1; }
+  minor=$(echo "$version" | cut -d. -f2)
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+k8s_ldflags=$(k8s_ldflags k8s)
+kubectl_129_ldflags=$(k8s_ldflags kubectl-1.29)
 
 # build GROUP "LDFLAGS" OUTPUT_NAME=PACKAGE...
 build() {
   local group=$1 ldflags=$2; shift 2
   local dir=$root/testbed/go/$group
   local stamp
-  stamp=$(cat "$dir/go.mod" "$dir/go.sum" "$0" | sha256sum | cut -c1-16)
+  # What decides the output: the pins, this function, the flags and the outputs. (Not the
+  # whole script, so that adding a group does not rebuild the others.)
+  stamp=$( { cat "$dir/go.mod" "$dir/go.sum"; declare -f build; echo "$GOFLAGS|$ldflags|$*"; } |
+    sha256sum | cut -c1-16)
   local all_there=1 spec
   for spec in "$@"; do [ -x "$bin/${spec%%=*}" ] || all_there=0; done
   if [ "$all_there" = 1 ] && [ "$(cat "$bin/.stamp-$group" 2>/dev/null)" = "$stamp" ]; then
@@ -57,6 +71,9 @@ build k8s "$k8s_ldflags" \
   kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
   kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
   kubectl=k8s.io/kubernetes/cmd/kubectl
+# An old kubectl, the last v1.29 patch: it uses SPDY for exec, attach and port-forward (WebSocket
+# is the default from 1.31), so the tunnel tests run a real client of each kind.
+build kubectl-1.29 "$kubectl_129_ldflags" kubectl-1.29=k8s.io/kubernetes/cmd/kubectl
 build etcd "-s -w" etcd=go.etcd.io/etcd/server/v3
 build kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=v0.8.0" kwok=sigs.k8s.io/kwok/cmd/kwok
 # kwok ships no stages inside its binary: without them nodes never go Ready and pods never
