@@ -16,6 +16,12 @@ struct Cli {
     #[command(flatten)]
     log: logging::LogArgs,
 
+    /// Worker threads of the async runtime (default: one per CPU). On a machine shared
+    /// with other busy processes, fewer threads mean fewer cross-thread wake-ups.
+    #[arg(long, global = true, env = "CAUSEWAY_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -48,10 +54,11 @@ fn main() -> std::process::ExitCode {
         eprintln!("causeway: {e:#}");
         return std::process::ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("causeway: cannot start the async runtime: {e}");

@@ -5,7 +5,10 @@
 #  2. plain HTTP (nginx, 1 KiB and 1 MiB, wrk -t2 -c32, and -c1) direct vs through
 #     stub+agent vs through rathole with TLS (the peer), for the ratio to direct.
 #
-#   bench/tunnel/run.sh [--quick] [--no-build]   # --quick: 3 s runs instead of 10-15 s
+#   bench/tunnel/run.sh [--quick] [--no-build] [--part api|plain|all] [--perf]
+#     --quick: 3 s runs instead of 10-15 s; --part: only one half (default all);
+#     --perf: record `perf record -g` profiles of the stub and agents during the
+#     tunnel's c=32 runs (perf-*.data beside the report).
 #   (CAUSEWAY_BIN / TUNNEL_BENCH_GEN override the release binaries used)
 #
 # Needs: nginx, wrk, openssl, curl (Debian packages), the testbed binaries in .cache/bin,
@@ -14,8 +17,14 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-quick=0; build=1
-for a in "$@"; do case $a in --quick) quick=1;; --no-build) build=0;; *) echo "unknown option $a" >&2; exit 2;; esac; done
+quick=0; build=1; part=all; perf=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=1;; --no-build) build=0;; --perf) perf=1;;
+    --part) part=${2:-}; shift; case $part in api|plain|all) ;; *) echo "--part: api, plain or all" >&2; exit 2;; esac;;
+    *) echo "unknown option $1" >&2; exit 2;;
+  esac; shift
+done
 d_lat=10; d_wrk=15; d_big=10; [ $quick = 1 ] && { d_lat=3; d_wrk=3; d_big=3; }
 out=$root/bench/out/tunnel-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
@@ -40,25 +49,7 @@ gen=${TUNNEL_BENCH_GEN:-$root/target/release/examples/tunnel_bench}
 echo "binaries: $bin, $gen" >"$out/binaries.txt"
 kubectl=$root/.cache/bin/kubectl
 
-echo "==> testbed"
-NO_COLOR=1 timeout 300 "$bin" testbed up --clusters bench --nodes 1 --state-dir "$out/testbed" >"$out/testbed.log" 2>&1
-tbkc=$out/testbed/bench/kubeconfig
-tbdir=$out/testbed/bench
-api=$(awk '/server:/{print $2; exit}' "$tbkc")
-K="$kubectl --kubeconfig $tbkc"
-$K apply -f "$root/examples/tunnel/agent-rbac.yaml" >/dev/null
-$K create clusterrolebinding bench-dev --clusterrole=cluster-admin --group=dev >/dev/null
-$K -n causeway-system create token causeway-agent --duration 2h >"$out/sa.token"
-$K create namespace bench >/dev/null
-# ~10 MiB list: 12 ConfigMaps of ~880 KiB each.
-head -c 675000 /dev/urandom | base64 -w0 >"$out/blob"
-for i in $(seq 1 12); do
-  $K -n bench create configmap "big-$i" --from-file=blob="$out/blob" >/dev/null
-done
-# the direct client: the testbed admin certificate
-ca_direct=$(ls "$tbdir"/pki/ca.crt); cert_direct=$(ls "$tbdir"/pki/admin.crt); key_direct=$(ls "$tbdir"/pki/admin.key)
-
-echo "==> stub + agent"
+echo "==> stub"
 mkdir -p "$out/stub"
 cat >"$out/policy.yaml" <<YAML
 apiVersion: causeway.dev/v1alpha1
@@ -87,14 +78,10 @@ users=$(grep -o 'listening on users https://[0-9.:]*' "$out/stub.log" | awk '{pr
 agents=$(grep -o 'listening on agents https://[0-9.:]*' "$out/stub.log" | awk '{print $4}')
 "$bin" cluster add bench --state-dir "$out/stub/state" --stub-url "$agents" >"$out/join.txt"
 tok=$(awk '/^token:/{print $2}' "$out/join.txt"); hash=$(awk '/^ca-hash:/{print $2}' "$out/join.txt")
-NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster bench --token "$tok" --ca-hash "$hash" \
-  --state-dir "$out/agent" --kubeconfig "$tbkc" --token-file "$out/sa.token" 2>"$out/agent.log" & pids+=($!); agent_pid=$!
 "$bin" user add alice --group dev --clusters '*' --state-dir "$out/stub/state" --stub-url "$users" --out "$out/alice.kubeconfig" >/dev/null
 getb64() { awk -v k="$1:" '$1==k{print $2; exit}' "$out/alice.kubeconfig" | base64 -d; }
 getb64 client-certificate-data >"$out/alice.crt"; getb64 client-key-data >"$out/alice.key"; getb64 certificate-authority-data >"$out/stub-ca.crt"
-for _ in $(seq 100); do $kubectl --kubeconfig "$out/alice.kubeconfig" get ns >/dev/null 2>&1 && break; sleep 0.2; done
 
-direct=(--ca "$ca_direct" --cert "$cert_direct" --key "$key_direct")
 tunnel=(--ca "$out/stub-ca.crt" --cert "$out/alice.crt" --key "$out/alice.key")
 small=/api/v1/namespaces/default/configmaps?limit=1
 big=/api/v1/namespaces/bench/configmaps
@@ -103,13 +90,42 @@ j() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(d['$1']
 {
 echo "# Tunnel benchmark $(date -u +%FT%TZ)"
 echo
-echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); client, apiserver, stub and agent share them. Release build."
+echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); client, servers, stub and agent share them."
 echo
+echo "Binaries: \`$bin\`, \`$gen\`."
+echo
+} >"$report"
+
+if [ $part != plain ]; then
+echo "==> testbed"
+NO_COLOR=1 timeout 300 "$bin" testbed up --clusters bench --nodes 1 --state-dir "$out/testbed" >"$out/testbed.log" 2>&1
+tbkc=$out/testbed/bench/kubeconfig
+tbdir=$out/testbed/bench
+api=$(awk '/server:/{print $2; exit}' "$tbkc")
+K="$kubectl --kubeconfig $tbkc"
+$K apply -f "$root/examples/tunnel/agent-rbac.yaml" >/dev/null
+$K create clusterrolebinding bench-dev --clusterrole=cluster-admin --group=dev >/dev/null
+$K -n causeway-system create token causeway-agent --duration 2h >"$out/sa.token"
+$K create namespace bench >/dev/null
+# ~10 MiB list: 12 ConfigMaps of ~880 KiB each.
+head -c 675000 /dev/urandom | base64 -w0 >"$out/blob"
+for i in $(seq 1 12); do
+  $K -n bench create configmap "big-$i" --from-file=blob="$out/blob" >/dev/null
+done
+# the direct client: the testbed admin certificate
+ca_direct=$(ls "$tbdir"/pki/ca.crt); cert_direct=$(ls "$tbdir"/pki/admin.crt); key_direct=$(ls "$tbdir"/pki/admin.key)
+direct=(--ca "$ca_direct" --cert "$cert_direct" --key "$key_direct")
+
+echo "==> agent for the testbed cluster"
+NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster bench --token "$tok" --ca-hash "$hash" \
+  --state-dir "$out/agent" --kubeconfig "$tbkc" --token-file "$out/sa.token" 2>"$out/agent.log" & pids+=($!); agent_pid=$!
+for _ in $(seq 100); do $kubectl --kubeconfig "$out/alice.kubeconfig" get ns >/dev/null 2>&1 && break; sleep 0.2; done
+{
 echo "## kube-apiserver: direct vs through stub+agent (HTTP/2, mTLS, ${d_lat} s per run)"
 echo
 echo "| test | direct | through tunnel | added |"
 echo "|---|---|---|---|"
-} >"$report"
+} >>"$report"
 
 for c in 1 32 128; do
   dj=$(timeout 120 "$gen" latency --url "$api$small" "${direct[@]}" --concurrency $c --duration $d_lat)
@@ -148,6 +164,9 @@ echo "| 1,000 idle watches: KiB per watch | apiserver $(( (pd1-pd0) )) KiB total
 echo
 } >>"$report"
 
+fi
+
+if [ $part != api ]; then
 echo "==> nginx, wrk, rathole"
 mkdir -p "$out/nginx/www" "$out/nginx/tmp"
 head -c 1024 /dev/urandom >"$out/nginx/www/1k.bin"; head -c 1048576 /dev/urandom >"$out/nginx/www/1m.bin"
@@ -185,7 +204,7 @@ echo unused >"$out/web.token"
 "$bin" cluster add web --state-dir "$out/stub/state" --stub-url "$agents" >"$out/join-web.txt"
 tok=$(awk '/^token:/{print $2}' "$out/join-web.txt")
 NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster web --token "$tok" --ca-hash "$hash" \
-  --state-dir "$out/agent-web" --kubeconfig "$out/web.kubeconfig" --token-file "$out/web.token" 2>"$out/agent-web.log" & pids+=($!)
+  --state-dir "$out/agent-web" --kubeconfig "$out/web.kubeconfig" --token-file "$out/web.token" 2>"$out/agent-web.log" & pids+=($!); agent_web_pid=$!
 bearer="Authorization: Bearer bench-token-0123456789abcdef0123456789"
 for _ in $(seq 100); do curl -sfk -o /dev/null -H "$bearer" "$users/clusters/web/1k.bin" && break; sleep 0.2; done
 curl -sf --cacert "$out/stub-ca.crt" -H "$bearer" "$users/clusters/web/1m.bin" | cmp - "$out/nginx/www/1m.bin"
@@ -229,7 +248,13 @@ wrk_lat() { awk -v q="$1" '$1==q{print $2}'; }
 run_wrk() { # name url conns size extra-header
   local name=$1 url=$2 c=$3 size=$4; shift 4
   timeout 10 wrk -t2 -c"$c" -d3s "$@" "$url/$size" >/dev/null 2>&1 || true
+  local prof=
+  if [ $perf = 1 ] && [ "$name" = tunnel ] && [ "$c" != 1 ]; then
+    perf record -F 499 --call-graph dwarf,32768 -p "$stub_pid,$agent_web_pid" -o "$out/perf-$name-$size.data" -- sleep "$d_wrk" >/dev/null 2>&1 &
+    prof=$!
+  fi
   timeout $((d_wrk + 25)) wrk -t$([ "$c" = 1 ] && echo 1 || echo 2) -c"$c" -d${d_wrk}s --latency "$@" "$url/$size" >"$out/wrk-$name-$size-c$c.txt" 2>&1
+  [ -z "$prof" ] || wait "$prof" || true
 }
 {
 echo "## Plain HTTP (nginx), wrk, ${d_wrk} s per run"
@@ -262,3 +287,4 @@ echo >>"$report"
 echo "Raw: $out (wrk-*.txt, raw.jsonl, watches*.json)" >>"$report"
 echo
 cat "$report"
+fi

@@ -7,19 +7,20 @@
 //! ("If the Audit-ID header is set by the client, it is used as the audit ID"), so the
 //! hub's and the cluster's events join on that field.
 //!
-//! Writing never blocks the request path: [`AuditLog::record`] serializes the event and
-//! hands the line to a writer thread through a bounded channel; when the channel is
-//! full the event is dropped and counted ([`AuditLog::dropped`]).
+//! Writing never blocks the request path: [`AuditLog::record`] serializes the event
+//! into a shared buffer that a writer thread drains every [`WRITE_INTERVAL`] (sooner
+//! once [`WAKE_BYTES`] are pending), so a busy stub pays one `write(2)` per batch, not
+//! per request. Past [`MAX_PENDING_BYTES`] events are dropped and counted
+//! ([`AuditLog::dropped`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use causeway_model::ClusterId;
 use serde::{Serialize, Serializer};
@@ -33,8 +34,12 @@ pub const CLUSTER_ANNOTATION: &str = "causeway.dev/cluster";
 pub const AUDIT_ID_HEADER: &str = "audit-id";
 /// Longest `Audit-ID` kept from a client.
 pub const MAX_AUDIT_ID_LEN: usize = 128;
-/// Lines the writer may lag behind before events are dropped.
-pub const CHANNEL_CAPACITY: usize = 8192;
+/// Bytes of events the writer may lag behind before new events are dropped.
+pub const MAX_PENDING_BYTES: usize = 16 << 20;
+/// Pending bytes that wake the writer before its interval is up.
+pub const WAKE_BYTES: usize = 256 << 10;
+/// How long an event may wait in memory before it is written.
+pub const WRITE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A request's stage, as in `audit.k8s.io/v1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -213,15 +218,25 @@ impl AuditEvent {
 
     /// Sets the authenticated user.
     pub fn with_user(mut self, id: &Identity) -> Self {
-        self.user = id.into();
+        self.set_user(id);
         self
+    }
+
+    /// Sets the authenticated user in place.
+    pub fn set_user(&mut self, id: &Identity) {
+        self.user = id.into();
     }
 
     /// Sets the cluster annotation.
     pub fn with_cluster(mut self, cluster: &ClusterId) -> Self {
+        self.set_cluster(cluster);
+        self
+    }
+
+    /// Sets the cluster annotation in place.
+    pub fn set_cluster(&mut self, cluster: &ClusterId) {
         self.annotations
             .insert(CLUSTER_ANNOTATION.to_owned(), cluster.to_string());
-        self
     }
 
     /// Sets the client address and `User-Agent` (taken from `headers`, truncated to 256
@@ -245,25 +260,35 @@ impl AuditEvent {
     /// the stub, the `Status` reason and message), time-stamped now.
     pub fn at_stage(&self, stage: Stage, code: Option<http::StatusCode>) -> Self {
         let mut ev = self.clone();
-        ev.stage = stage;
-        ev.stage_timestamp = SystemTime::now();
+        ev.set_stage(stage, code);
+        ev
+    }
+
+    /// Moves this event to a later stage in place; see [`AuditEvent::at_stage`].
+    pub fn set_stage(&mut self, stage: Stage, code: Option<http::StatusCode>) {
+        self.stage = stage;
+        self.stage_timestamp = SystemTime::now();
         if let Some(code) = code {
-            ev.response_status = Some(ResponseStatus {
+            self.response_status = Some(ResponseStatus {
                 code: code.as_u16(),
                 ..ResponseStatus::default()
             });
         }
-        ev
     }
 
     /// Adds the reason and message of a refusal to `responseStatus`.
     pub fn with_refusal(mut self, reason: &str, message: &str) -> Self {
+        self.set_refusal(reason, message);
+        self
+    }
+
+    /// Adds the reason and message of a refusal in place.
+    pub fn set_refusal(&mut self, reason: &str, message: &str) {
         let status = self
             .response_status
             .get_or_insert_with(ResponseStatus::default);
         status.reason = reason.to_owned();
         status.message = message.to_owned();
-        self
     }
 
     /// The event as one JSON line (without the newline).
@@ -302,15 +327,18 @@ pub fn new_audit_id() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let h = crate::hex::encode(&b);
+    let mut id = String::with_capacity(36);
+    for (i, part) in [&h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            id.push('-');
+        }
+        id.push_str(part);
+    }
+    id
 }
 
 // === the log file ===
@@ -335,17 +363,52 @@ pub enum AuditError {
     },
 }
 
-enum Msg {
-    Line(String),
-    Flush(SyncSender<()>),
+/// Events serialized but not yet written, shared by the request path and the writer.
+#[derive(Debug, Default)]
+struct Pending {
+    /// JSON lines, newline-terminated.
+    buf: Vec<u8>,
+    /// Bumped by [`AuditLog::flush`]; the writer acknowledges it in `flushed`.
+    flush_wanted: u64,
+    /// The last `flush_wanted` the writer has fully written.
+    flushed: u64,
+    /// Set when every [`AuditLog`] handle is gone: write what is left and stop.
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer (a large batch, a flush, closing).
+    wake: Condvar,
+    /// Wakes [`AuditLog::flush`] callers.
+    done: Condvar,
+    dropped: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Tells the writer to finish when the last handle is dropped.
+#[derive(Debug)]
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().closing = true;
+        self.0.wake.notify_all();
+    }
 }
 
 /// The audit log: JSON lines in `path`, rotated to `path.1` … `path.<keep>` when it
 /// would grow past `max_bytes`. Cheap to share (`Arc` inside).
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: SyncSender<Msg>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    _close: Arc<CloseOnDrop>,
     path: PathBuf,
 }
 
@@ -369,49 +432,80 @@ impl AuditLog {
         }
         let file = open_append(path).map_err(io_err)?;
         let size = file.metadata().map_err(io_err)?.len();
-        let (tx, rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            dropped: AtomicU64::new(0),
+        });
         let writer = Writer {
             path: path.to_owned(),
-            out: BufWriter::new(file),
+            out: file,
             size,
             max_bytes,
             keep,
         };
+        let for_writer = shared.clone();
         std::thread::Builder::new()
             .name("causeway-audit".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(&for_writer))
             .map_err(io_err)?;
         Ok(AuditLog {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
+            _close: Arc::new(CloseOnDrop(shared.clone())),
+            shared,
             path: path.to_owned(),
         })
     }
 
-    /// Queues one event; never blocks. A full queue drops the event and counts it.
+    /// Queues one event; never blocks on IO. Past [`MAX_PENDING_BYTES`] of unwritten
+    /// events the event is dropped and counted.
     pub fn record(&self, ev: &AuditEvent) {
-        match self.tx.try_send(Msg::Line(ev.to_json())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(dropped_total = n, path = %self.path.display(), "audit event dropped");
-            }
+        let mut line = ev.to_json().into_bytes();
+        line.push(b'\n');
+        let mut p = self.shared.lock();
+        if p.buf.len() + line.len() > MAX_PENDING_BYTES {
+            drop(p);
+            let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(dropped_total = n, path = %self.path.display(), "audit event dropped");
+            return;
+        }
+        // Wake the writer for the first event of a batch and when a batch grows large;
+        // not for every event.
+        let before = p.buf.len();
+        p.buf.extend_from_slice(&line);
+        let wake = before == 0 || (before < WAKE_BYTES && p.buf.len() >= WAKE_BYTES);
+        drop(p);
+        if wake {
+            self.shared.wake.notify_one();
         }
     }
 
-    /// Events dropped so far because the writer fell behind (or died).
+    /// Events dropped so far because the writer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Waits (blocking, up to `timeout`) until every event queued so far is written.
     /// For shutdown and tests; not for the request path. Returns false on timeout.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Flush(ack_tx)).is_err() {
-            return false;
+        let deadline = Instant::now() + timeout;
+        let mut p = self.shared.lock();
+        p.flush_wanted += 1;
+        let ticket = p.flush_wanted;
+        self.shared.wake.notify_one();
+        while p.flushed < ticket {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            p = self
+                .shared
+                .done
+                .wait_timeout(p, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
-        ack_rx.recv_timeout(timeout).is_ok()
+        true
     }
 }
 
@@ -428,55 +522,86 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 struct Writer {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: File,
     size: u64,
     max_bytes: u64,
     keep: usize,
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Msg>) {
-        while let Ok(msg) = rx.recv() {
-            self.handle(msg);
-            // Drain what is queued, then flush once.
-            while let Ok(msg) = rx.try_recv() {
-                self.handle(msg);
-            }
-            if let Err(e) = self.out.flush() {
-                tracing::error!(path = %self.path.display(), error = %e, "audit log flush failed");
-            }
-        }
-        let _ = self.out.flush();
-    }
-
-    fn handle(&mut self, msg: Msg) {
-        match msg {
-            Msg::Line(line) => {
-                if let Err(e) = self.write_line(&line) {
+    /// Sleeps until an event is pending, gathers for [`WRITE_INTERVAL`] (less when
+    /// [`WAKE_BYTES`] pile up, a flush is asked for or the log closes), then swaps the
+    /// pending buffer for an empty one and writes the batch outside the lock.
+    fn run(mut self, shared: &Shared) {
+        let mut batch = Vec::new();
+        loop {
+            let (ticket, closing) = {
+                let mut p = shared.lock();
+                let urgent = |p: &Pending| {
+                    p.buf.len() >= WAKE_BYTES || p.flush_wanted != p.flushed || p.closing
+                };
+                while p.buf.is_empty() && !urgent(&p) {
+                    p = shared.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
+                }
+                if !urgent(&p) {
+                    p = shared
+                        .wake
+                        .wait_timeout_while(p, WRITE_INTERVAL, |p| !urgent(p))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                std::mem::swap(&mut p.buf, &mut batch);
+                (p.flush_wanted, p.closing)
+            };
+            if !batch.is_empty() {
+                if let Err(e) = self.write_batch(&batch) {
                     tracing::error!(path = %self.path.display(), error = %e, "audit log write failed");
                 }
+                batch.clear();
+                // Do not keep a burst's capacity forever.
+                batch.shrink_to(WAKE_BYTES);
             }
-            Msg::Flush(ack) => {
-                let _ = self.out.flush();
-                let _ = ack.send(());
+            let mut p = shared.lock();
+            if p.flushed < ticket {
+                p.flushed = ticket;
+                shared.done.notify_all();
+            }
+            if closing && p.buf.is_empty() {
+                return;
             }
         }
     }
 
-    fn write_line(&mut self, line: &str) -> io::Result<()> {
-        let len = line.len() as u64 + 1;
-        if self.size > 0 && self.size + len > self.max_bytes {
-            self.rotate()?;
+    /// Writes whole lines, rotating between lines when the file would pass `max_bytes`.
+    fn write_batch(&mut self, mut batch: &[u8]) -> io::Result<()> {
+        while !batch.is_empty() {
+            let room =
+                usize::try_from(self.max_bytes.saturating_sub(self.size)).unwrap_or(usize::MAX);
+            let fit = batch[..room.min(batch.len())]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let take = if fit > 0 {
+                fit
+            } else if self.size > 0 {
+                self.rotate()?;
+                continue;
+            } else {
+                // One line longer than max_bytes: it gets a file of its own.
+                batch
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(batch.len(), |i| i + 1)
+            };
+            self.out.write_all(&batch[..take])?;
+            self.size += take as u64;
+            batch = &batch[take..];
         }
-        self.out.write_all(line.as_bytes())?;
-        self.out.write_all(b"\n")?;
-        self.size += len;
         Ok(())
     }
 
     /// `path.<keep-1>` → `path.<keep>`, …, `path` → `path.1`, then a new `path`.
     fn rotate(&mut self) -> io::Result<()> {
-        self.out.flush()?;
         let numbered = |i: usize| {
             let mut p = self.path.clone().into_os_string();
             p.push(format!(".{i}"));
@@ -494,7 +619,7 @@ impl Writer {
             }
             fs::rename(&self.path, numbered(1))?;
         }
-        self.out = BufWriter::new(open_append(&self.path)?);
+        self.out = open_append(&self.path)?;
         self.size = 0;
         Ok(())
     }

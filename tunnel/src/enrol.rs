@@ -179,10 +179,7 @@ fn now_rfc3339() -> String {
 }
 
 fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&Sha256::digest(token.as_bytes()))
 }
 
 /// Creates a one-time join token for `cluster`, valid for `ttl`, records the cluster,
@@ -528,9 +525,10 @@ pub async fn enrol_agent(
     .map_err(|e| transport(e.to_string()))?;
 
     let tls = Arc::new(crate::pki::pinned_client_config(pin)?);
-    let stream = crate::transport::connect_tls(&addr, &host, tls)
-        .await
-        .map_err(|e| transport(e.to_string()))?;
+    let stream =
+        crate::transport::connect_tls(&addr, &host, tls, crate::transport::SMALL_READ_BUFFER)
+            .await
+            .map_err(|e| transport(e.to_string()))?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

@@ -578,7 +578,7 @@ fn serial_of(params: &CertificateParams) -> String {
 /// Lower-case hex of a serial number, leading zero bytes removed.
 pub fn serial_hex(bytes: &[u8]) -> String {
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    bytes[start..].iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&bytes[start..])
 }
 
 // === PEM helpers ===

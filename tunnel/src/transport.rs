@@ -6,8 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
+
+/// A TCP stream read through a buffer: rustls asks for at most one TLS record
+/// (≤ 16 KiB) per read, so without it a large body costs one `recv(2)` per record.
+pub type BufTcp = BufReader<TcpStream>;
+
+/// Read buffer of a stub⇄agent session and of an agent's API-server connection:
+/// bulk bodies arrive here, many records per `recv(2)`.
+pub const BULK_READ_BUFFER: usize = 256 * 1024;
+
+/// Read buffer of a user's connection and of short exchanges (enrolment): requests
+/// are small, and there can be many such connections.
+pub const SMALL_READ_BUFFER: usize = 16 * 1024;
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,13 +60,15 @@ pub enum TransportError {
     ServerName(String),
 }
 
-/// Dials `addr` (host:port) over TCP with `TCP_NODELAY`, then TLS as `server_name`.
+/// Dials `addr` (host:port) over TCP with `TCP_NODELAY`, then TLS as `server_name`,
+/// reading through a buffer of `read_buffer` bytes.
 pub async fn connect_tls(
     addr: &str,
     server_name: &str,
     config: Arc<rustls::ClientConfig>,
-) -> Result<client::TlsStream<TcpStream>, TransportError> {
-    let tcp = connect_tcp(addr).await?;
+    read_buffer: usize,
+) -> Result<client::TlsStream<BufTcp>, TransportError> {
+    let tcp = BufReader::with_capacity(read_buffer, connect_tcp(addr).await?);
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|_| TransportError::ServerName(server_name.to_owned()))?;
     let tls = TlsConnector::from(config).connect(name, tcp);
@@ -91,13 +106,16 @@ pub async fn connect_tcp(addr: &str) -> Result<TcpStream, TransportError> {
     Ok(tcp)
 }
 
-/// Accepts TLS on one already-accepted TCP connection, within [`HANDSHAKE_TIMEOUT`].
+/// Accepts TLS on one already-accepted TCP connection, within [`HANDSHAKE_TIMEOUT`],
+/// reading through a buffer of `read_buffer` bytes.
 pub async fn accept_tls(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: &TlsAcceptor,
-) -> Result<server::TlsStream<TcpStream>, TransportError> {
+    read_buffer: usize,
+) -> Result<server::TlsStream<BufTcp>, TransportError> {
     let _ = tcp.set_nodelay(true);
+    let tcp = BufReader::with_capacity(read_buffer, tcp);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(source)) => Err(TransportError::Handshake {
@@ -112,7 +130,7 @@ pub async fn accept_tls(
 }
 
 /// The peer's leaf certificate on a server-side TLS stream, if it sent one.
-pub fn peer_leaf(tls: &server::TlsStream<TcpStream>) -> Option<CertificateDer<'static>> {
+pub fn peer_leaf<IO>(tls: &server::TlsStream<IO>) -> Option<CertificateDer<'static>> {
     tls.get_ref()
         .1
         .peer_certificates()
@@ -121,7 +139,7 @@ pub fn peer_leaf(tls: &server::TlsStream<TcpStream>) -> Option<CertificateDer<'s
 }
 
 /// The negotiated ALPN protocol on a server-side TLS stream.
-pub fn alpn(tls: &server::TlsStream<TcpStream>) -> Option<Vec<u8>> {
+pub fn alpn<IO>(tls: &server::TlsStream<IO>) -> Option<Vec<u8>> {
     tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
 }
 

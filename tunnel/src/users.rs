@@ -538,7 +538,7 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(bytes)
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {

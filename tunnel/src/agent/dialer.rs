@@ -92,8 +92,13 @@ pub async fn hold(
         let started = Instant::now();
         let span = tracing::info_span!("tunnel.agent.session", stub = %target.addr, slot);
         let attempt = async {
-            let tls_stream =
-                transport::connect_tls(&target.addr, &target.server_name, tls.clone()).await?;
+            let tls_stream = transport::connect_tls(
+                &target.addr,
+                &target.server_name,
+                tls.clone(),
+                transport::BULK_READ_BUFFER,
+            )
+            .await?;
             tracing::info!(stub = %target.addr, slot, "session established");
             let fwd = forwarder.clone();
             let svc = service_fn(move |req| {

@@ -121,7 +121,7 @@ impl Forwarder {
             None => {
                 let base = self.upstream.base();
                 let uri = Uri::builder()
-                    .scheme("https")
+                    .scheme(base.scheme_str().unwrap_or("https"))
                     .authority(base.authority().map(|a| a.as_str()).unwrap_or(""))
                     .path_and_query(path)
                     .build()

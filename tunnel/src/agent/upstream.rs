@@ -1,5 +1,9 @@
 //! The agent's client for its own API server: a small pool of HTTP/2 connections
 //! for ordinary requests and a fresh HTTP/1.1 connection per upgrade.
+//!
+//! A plain `http://` server is accepted only on a loopback address (a sidecar proxy,
+//! a test server): ordinary requests then use a keep-alive pool of HTTP/1.1
+//! connections. The agent's ServiceAccount token never crosses a network in clear.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,10 +32,19 @@ pub struct UpstreamConfig {
     pub addr: String,
     /// TLS server name to verify.
     pub server_name: String,
-    /// `https://host:port` used as scheme and authority of forwarded requests.
+    /// `https://host:port` (or `http://` on loopback) used as scheme and authority of
+    /// forwarded requests.
     pub base: Uri,
-    /// CA certificates that sign the API server's serving certificate.
+    /// CA certificates that sign the API server's serving certificate (empty for a
+    /// plain-HTTP loopback server).
     pub roots: Arc<RootCertStore>,
+}
+
+impl UpstreamConfig {
+    /// Whether the server is plain HTTP (loopback only).
+    pub fn is_plain(&self) -> bool {
+        self.base.scheme_str() == Some("http")
+    }
 }
 
 /// Why the API server's address or CA could not be loaded.
@@ -95,12 +108,20 @@ impl UpstreamConfig {
             url: url.to_string(),
             reason: reason.to_owned(),
         };
-        if url.scheme_str() != Some("https") {
-            return Err(bad("must be https"));
-        }
+        let plain = match url.scheme_str() {
+            Some("https") => false,
+            Some("http") => true,
+            _ => return Err(bad("must be https")),
+        };
         let host = url.host().ok_or_else(|| bad("has no host"))?;
-        let port = url.port_u16().unwrap_or(443);
         let host_plain = host.trim_start_matches('[').trim_end_matches(']');
+        if plain && !is_loopback(host_plain) {
+            return Err(bad(
+                "must be https: plain http is accepted only for a loopback address \
+                 (127.0.0.0/8, ::1, localhost), as the agent's token would cross the network in clear",
+            ));
+        }
+        let port = url.port_u16().unwrap_or(if plain { 80 } else { 443 });
         let addr = if host_plain.contains(':') {
             format!("[{host_plain}]:{port}")
         } else {
@@ -110,9 +131,17 @@ impl UpstreamConfig {
             .tls_server_name
             .clone()
             .unwrap_or_else(|| host_plain.to_owned());
-        let base: Uri = format!("https://{addr}")
+        let base: Uri = format!("{}://{addr}", if plain { "http" } else { "https" })
             .parse()
             .map_err(|_| bad("is not a valid URL"))?;
+        if plain {
+            return Ok(UpstreamConfig {
+                addr,
+                server_name,
+                base,
+                roots: Arc::new(RootCertStore::empty()),
+            });
+        }
         let ca_err = |reason: String| UpstreamConfigError::Ca {
             source_name: source_name.to_owned(),
             reason,
@@ -145,6 +174,13 @@ impl UpstreamConfig {
     }
 }
 
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Why a request could not reach the API server.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -157,6 +193,9 @@ pub enum UpstreamError {
     /// TLS set-up failed.
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// A request to a plain-HTTP loopback server failed.
+    #[error("API server request failed: {0}")]
+    Plain(hyper_util::client::legacy::Error),
 }
 
 struct Conn {
@@ -165,13 +204,21 @@ struct Conn {
 }
 
 /// Releases one stream slot of an upstream connection when dropped.
-pub struct Slot(Arc<AtomicUsize>);
+pub struct Slot(Option<Arc<AtomicUsize>>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(n) = &self.0 {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
+
+/// The keep-alive HTTP/1.1 pool used for a plain-HTTP loopback server.
+type PlainClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    TunnelBody,
+>;
 
 /// The API-server client.
 pub struct Upstream {
@@ -180,6 +227,7 @@ pub struct Upstream {
     h1_tls: Arc<rustls::ClientConfig>,
     pool: Mutex<Vec<Conn>>,
     dialing: tokio::sync::Mutex<()>,
+    plain: Option<PlainClient>,
 }
 
 impl Upstream {
@@ -196,12 +244,22 @@ impl Upstream {
             c.alpn_protocols = vec![alpn.to_vec()];
             Ok(Arc::new(c))
         };
+        let plain = config.is_plain().then(|| {
+            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(transport::CONNECT_TIMEOUT));
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(std::time::Duration::from_secs(60))
+                .build(http)
+        });
         Ok(Upstream {
             h2_tls: tls(b"h2")?,
             h1_tls: tls(b"http/1.1")?,
             config,
             pool: Mutex::new(Vec::new()),
             dialing: tokio::sync::Mutex::new(()),
+            plain,
         })
     }
 
@@ -226,7 +284,7 @@ impl Upstream {
             .filter(|c| c.in_flight.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION)
             .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))?;
         best.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some((best.sender.clone(), Slot(best.in_flight.clone())))
+        Some((best.sender.clone(), Slot(Some(best.in_flight.clone()))))
     }
 
     async fn sender(&self) -> Result<(SendRequest<TunnelBody>, Slot), UpstreamError> {
@@ -241,6 +299,7 @@ impl Upstream {
             &self.config.addr,
             &self.config.server_name,
             self.h2_tls.clone(),
+            transport::BULK_READ_BUFFER,
         )
         .await?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -257,7 +316,7 @@ impl Upstream {
             }
         });
         let in_flight = Arc::new(AtomicUsize::new(1));
-        let slot = Slot(in_flight.clone());
+        let slot = Slot(Some(in_flight.clone()));
         self.pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -268,13 +327,18 @@ impl Upstream {
         Ok((sender, slot))
     }
 
-    /// Sends an ordinary request over a pooled HTTP/2 connection. `req`'s URI must be
-    /// absolute (built from [`Upstream::base`]). The returned [`Slot`] must live as long
-    /// as the response body.
+    /// Sends an ordinary request over a pooled HTTP/2 connection (HTTP/1.1 for a
+    /// plain loopback server). `req`'s URI must be absolute (built from
+    /// [`Upstream::base`]). The returned [`Slot`] must live as long as the response body.
     pub async fn send(
         &self,
-        req: Request<TunnelBody>,
+        mut req: Request<TunnelBody>,
     ) -> Result<(Response<Incoming>, Slot), UpstreamError> {
+        if let Some(client) = &self.plain {
+            *req.version_mut() = http::Version::HTTP_11;
+            let resp = client.request(req).await.map_err(UpstreamError::Plain)?;
+            return Ok((resp, Slot(None)));
+        }
         let (mut sender, slot) = self.sender().await?;
         let resp = sender.send_request(req).await?;
         Ok((resp, slot))
@@ -287,20 +351,88 @@ impl Upstream {
         &self,
         req: Request<TunnelBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        if self.plain.is_some() {
+            let tcp = transport::connect_tcp(&self.config.addr).await?;
+            return upgrade_over(tcp, req).await;
+        }
         let tls = transport::connect_tls(
             &self.config.addr,
             &self.config.server_name,
             self.h1_tls.clone(),
+            transport::BULK_READ_BUFFER,
         )
         .await?;
-        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(tls))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "API server upgrade connection ended");
-            }
-        });
-        Ok(sender.send_request(req).await?)
+        upgrade_over(tls, req).await
+    }
+}
+
+/// Sends an upgrade request as the only request of a new HTTP/1.1 connection over `io`.
+async fn upgrade_over<I>(
+    io: I,
+    req: Request<TunnelBody>,
+) -> Result<Response<Incoming>, UpstreamError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "API server upgrade connection ended");
+        }
+    });
+    Ok(sender.send_request(req).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn config_for(server: &str) -> Result<UpstreamConfig, UpstreamConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{server}\"}}}}]\n\
+                 users: [{{name: u, user: {{token: t}}}}]\n\
+                 contexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+            ),
+        )
+        .unwrap();
+        UpstreamConfig::from_kubeconfig(&path).await
+    }
+
+    #[tokio::test]
+    async fn plain_http_only_on_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9",
+            "http://[::1]:8001",
+            "http://localhost:8001",
+        ] {
+            let c = config_for(ok).await.unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(c.is_plain(), "{ok}");
+            assert_eq!(c.base.scheme_str(), Some("http"), "{ok}");
+        }
+        assert_eq!(
+            config_for("http://127.0.0.1").await.unwrap().addr,
+            "127.0.0.1:80"
+        );
+        for bad in [
+            "http://10.0.0.1:8080",
+            "http://api.example.com",
+            "ftp://127.0.0.1",
+        ] {
+            let e = config_for(bad)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.to_string().contains("must be https"), "{bad}: {e}");
+        }
+        // https without a CA is still refused: the agent never skips verification.
+        let e = config_for("https://127.0.0.1:6443").await.err().unwrap();
+        assert!(e.to_string().contains("no CA certificate"), "{e}");
     }
 }

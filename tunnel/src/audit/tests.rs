@@ -210,3 +210,75 @@ fn zero_size_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     assert!(AuditLog::open(&dir.path().join("a.log"), 0, 1).is_err());
 }
+
+fn read_ids(p: &Path) -> Vec<String> {
+    lines(p)
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["auditID"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn events_reach_the_file_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path, 1 << 20, 1).unwrap();
+    let mut ev = AuditEvent::new("a1", &Method::GET, "/x", "/x", None);
+    log.record(&ev);
+    ev.audit_id = "a2".into();
+    log.record(&ev);
+    // The writer gathers for WRITE_INTERVAL, then writes; allow a slow machine 100×.
+    let deadline = std::time::Instant::now() + WRITE_INTERVAL * 100;
+    while read_ids(&path).len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(read_ids(&path), ["a1", "a2"]);
+}
+
+#[test]
+fn dropping_the_log_writes_what_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path, 1 << 20, 1).unwrap();
+    let clone = log.clone();
+    for i in 0..100 {
+        let ev = AuditEvent::new(format!("e{i}"), &Method::GET, "/x", "/x", None);
+        clone.record(&ev);
+    }
+    drop(clone);
+    drop(log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while read_ids(&path).len() < 100 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ids = read_ids(&path);
+    assert_eq!(ids.len(), 100);
+    assert_eq!(ids[0], "e0");
+    assert_eq!(ids[99], "e99");
+}
+
+#[test]
+fn a_line_longer_than_the_file_limit_gets_a_file_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let short = AuditEvent::new("s", &Method::GET, "/x", "/x", None);
+    let line_len = short.to_json().len() as u64 + 1;
+    let log = AuditLog::open(&path, line_len + 10, 2).unwrap();
+    log.record(&short);
+    let long = AuditEvent::new(
+        "l",
+        &Method::GET,
+        format!("/{}", "y".repeat(500)),
+        "/x",
+        None,
+    );
+    log.record(&long);
+    log.record(&short);
+    assert!(log.flush(Duration::from_secs(5)));
+    assert_eq!(read_ids(&path), ["s"]);
+    assert_eq!(read_ids(&dir.path().join("audit.log.1")), ["l"]);
+    assert_eq!(read_ids(&dir.path().join("audit.log.2")), ["s"]);
+}

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,9 @@ pub async fn serve_agents(
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let tls = match transport::accept_tls(tcp, peer, &acceptor).await {
+            let tls = match transport::accept_tls(tcp, peer, &acceptor, transport::BULK_READ_BUFFER)
+                .await
+            {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::info!(error = %e, %peer, "agent TLS handshake failed");
@@ -49,7 +51,7 @@ pub async fn serve_agents(
 
 async fn session(
     shared: Arc<Shared>,
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<transport::BufTcp>,
     peer: SocketAddr,
     cert: rustls::pki_types::CertificateDer<'static>,
     shutdown: CancellationToken,

@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +20,7 @@ use crate::enrol::{ENROL_PATH, MAX_REQUEST_BYTES};
 /// Serves HTTP/1.1 enrolment requests on `tls`.
 pub async fn serve(
     shared: Arc<Shared>,
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<crate::transport::BufTcp>,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {

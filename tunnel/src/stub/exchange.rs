@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use causeway_model::cluster::ClusterId;
 use http::StatusCode;
+use prometheus::IntCounter;
 use tokio::time::Instant;
 
 use crate::audit::{AuditEvent, AuditLog, Stage};
@@ -60,12 +61,12 @@ impl Exchange {
 
     /// Records who is asking.
     pub fn set_user(&mut self, id: &Identity) {
-        self.event = std::mem::replace(&mut self.event, placeholder()).with_user(id);
+        self.event.set_user(id);
     }
 
     /// Records the target cluster (as a metric label only once it is known to exist).
     pub fn set_cluster(&mut self, cluster: &ClusterId, known: bool) {
-        self.event = std::mem::replace(&mut self.event, placeholder()).with_cluster(cluster);
+        self.event.set_cluster(cluster);
         if known {
             self.cluster_label = Some(cluster.to_string());
         }
@@ -88,22 +89,14 @@ impl Exchange {
             .observe(self.started.elapsed().as_secs_f64());
     }
 
-    /// Counts body bytes, `up` toward the cluster or down toward the client.
-    pub fn count_bytes(metrics: &Metrics, cluster: &str, up: bool, n: usize) {
-        metrics
+    /// The byte counter of this request's cluster in one direction (`up` toward the
+    /// cluster), resolved once so counting a body frame is one atomic add.
+    pub fn byte_counter(&self, up: bool) -> IntCounter {
+        let cluster = self.cluster_label.as_deref().unwrap_or("");
+        self.metrics
             .bytes
             .with_label_values(&[cluster, if up { "up" } else { "down" }])
-            .inc_by(n as u64);
     }
-
-    /// The cluster label, `""` when unknown.
-    pub fn cluster_label(&self) -> String {
-        self.cluster_label.clone().unwrap_or_default()
-    }
-}
-
-fn placeholder() -> AuditEvent {
-    AuditEvent::new("", &http::Method::GET, "", "/", None)
 }
 
 impl Drop for Exchange {
@@ -120,13 +113,12 @@ impl Drop for Exchange {
             .with_label_values(&[cluster, verb])
             .observe(self.started.elapsed().as_secs_f64());
         if let Some(audit) = &self.audit {
-            let mut ev = self
-                .event
-                .at_stage(Stage::ResponseComplete, Some(self.code));
+            self.event
+                .set_stage(Stage::ResponseComplete, Some(self.code));
             if let Some((reason, message)) = &self.refusal {
-                ev = ev.with_refusal(reason, message);
+                self.event.set_refusal(reason, message);
             }
-            audit.record(&ev);
+            audit.record(&self.event);
         }
         tracing::debug!(
             audit_id = %self.event.audit_id,

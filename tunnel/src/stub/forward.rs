@@ -32,7 +32,7 @@ pub async fn forward(
         target,
         verb: _,
     } = a;
-    let cluster_label = ex.cluster_label();
+    let (bytes_up, bytes_down) = (ex.byte_counter(true), ex.byte_counter(false));
     let upgrade_to = protocol::requested_upgrade(req.headers());
     let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, client_body) = req.into_parts();
@@ -69,11 +69,8 @@ pub async fn forward(
             body::boxed(ch)
         }
         None => {
-            let metrics = shared.metrics.clone();
-            let label = cluster_label.clone();
-            body::boxed(Tracked::new(client_body, (), move |n| {
-                Exchange::count_bytes(&metrics, &label, true, n)
-            }))
+            let up = bytes_up.clone();
+            body::boxed(Tracked::new(client_body, (), move |n| up.inc_by(n as u64)))
         }
     };
     let mut req = Request::from_parts(parts, body);
@@ -101,7 +98,7 @@ pub async fn forward(
                 shared
                     .metrics
                     .retries
-                    .with_label_values(&[cluster_label.as_str()])
+                    .with_label_values(&[target.cluster.as_str()])
                     .inc();
                 req = r;
             }
@@ -148,7 +145,6 @@ pub async fn forward(
                 .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             rparts.headers.insert(header::UPGRADE, accepted);
             ex.respond(StatusCode::SWITCHING_PROTOCOLS);
-            let metrics = shared.metrics.clone();
             tokio::spawn(
                 async move {
                     let _record = ex;
@@ -162,18 +158,8 @@ pub async fn forward(
                     };
                     match upgrade::pump(TokioIo::new(upgraded), rbody, tx).await {
                         Ok(n) => {
-                            Exchange::count_bytes(
-                                &metrics,
-                                &cluster_label,
-                                false,
-                                n.into_io as usize,
-                            );
-                            Exchange::count_bytes(
-                                &metrics,
-                                &cluster_label,
-                                true,
-                                n.from_io as usize,
-                            );
+                            bytes_down.inc_by(n.into_io);
+                            bytes_up.inc_by(n.from_io);
                         }
                         Err(e) => tracing::debug!(error = %e, "upgraded stream failed"),
                     }
@@ -188,10 +174,7 @@ pub async fn forward(
             protocol::strip_hop_by_hop(&mut rparts.headers);
             rparts.version = Version::HTTP_11;
             ex.respond(rparts.status);
-            let metrics = shared.metrics.clone();
-            let body = Tracked::new(rbody, (ex, in_flight), move |n| {
-                Exchange::count_bytes(&metrics, &cluster_label, false, n)
-            });
+            let body = Tracked::new(rbody, (ex, in_flight), move |n| bytes_down.inc_by(n as u64));
             Ok(Response::from_parts(rparts, body::boxed(body)))
         }
     }

@@ -37,13 +37,16 @@ pub async fn serve_users(
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let tls = match transport::accept_tls(tcp, peer, &acceptor).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::debug!(error = %e, "user TLS handshake failed");
-                    return;
-                }
-            };
+            let tls =
+                match transport::accept_tls(tcp, peer, &acceptor, transport::SMALL_READ_BUFFER)
+                    .await
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "user TLS handshake failed");
+                        return;
+                    }
+                };
             let conn = Arc::new(ConnInfo {
                 peer,
                 cert: transport::peer_leaf(&tls),
