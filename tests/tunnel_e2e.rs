@@ -1,15 +1,19 @@
 //! End to end through the built binary: `causeway stub` + `causeway agent` in front of
 //! a real kube-apiserver (the shared testbed), enrolment, `causeway user add`, and real
 //! kubectl doing get/list/apply/delete, watch, `logs -f`, exec (interactive and not)
-//! and port-forward over WebSocket and over SPDY.
+//! and port-forward over WebSocket and over SPDY. SPDY is spoken both by the testbed's
+//! kubectl (>= 1.31, told to) and by a real kubectl v1.29 (`.cache/bin/kubectl-1.29`,
+//! built by `testbed/build-bins.sh`), whose default it is; kubectl's own `-v=6` log
+//! shows which protocol each upgrade really used.
 
 #[path = "tunnel_support/fixture.rs"]
 mod fixture;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use causeway_testbed::{ClusterInfo, Testbed};
@@ -31,6 +35,13 @@ impl E2e {
 
     fn kubectl(&self) -> std::process::Command {
         kubectl(self.member(), &self.alice, "tb-a")
+    }
+
+    /// The same as [`E2e::kubectl`] with kubectl v1.29 (see [`kubectl_129_path`]).
+    fn kubectl_129(&self) -> Command {
+        let mut member = self.member().clone();
+        member.kubectl = kubectl_129_path(&member.kubectl).to_owned();
+        kubectl(&member, &self.alice, "tb-a")
     }
 }
 
@@ -152,6 +163,110 @@ spec:
     }
 }
 
+/// `kubectl-1.29` beside the testbed's kubectl (both are built into the same directory by
+/// `testbed/build-bins.sh`). Fails, never skips, when it is missing or not a v1.29 client.
+fn kubectl_129_path(testbed_kubectl: &Path) -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = testbed_kubectl.with_file_name("kubectl-1.29");
+        assert!(
+            path.is_file(),
+            "{} not found: run testbed/build-bins.sh (it builds kubectl-1.29 from \
+             testbed/go/kubectl-1.29)",
+            path.display()
+        );
+        let out = Command::new(&path)
+            .args(["version", "--client", "-o", "json"])
+            .output()
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        let version: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|err| panic!("{} version: {err}", path.display()));
+        let git_version = version["clientVersion"]["gitVersion"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            git_version.starts_with("v1.29."),
+            "{} is {git_version:?}, not v1.29: rerun testbed/build-bins.sh",
+            path.display()
+        );
+        path
+    })
+}
+
+/// A kubectl and the protocol it uses for exec, attach and port-forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    /// The testbed's kubectl (>= 1.31) with its default: WebSocket.
+    WebSocket,
+    /// The testbed's kubectl told to use SPDY (`KUBECTL_*_WEBSOCKETS=false`).
+    Spdy,
+    /// kubectl v1.29, which uses SPDY unless told otherwise.
+    Spdy129,
+}
+
+const CLIENTS: [Client; 3] = [Client::WebSocket, Client::Spdy, Client::Spdy129];
+
+impl Client {
+    /// kubectl as alice, with the environment that picks the protocol.
+    fn kubectl(self, e: &E2e) -> Command {
+        let mut k = match self {
+            Client::Spdy129 => e.kubectl_129(),
+            Client::WebSocket | Client::Spdy => e.kubectl(),
+        };
+        for var in [
+            "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+        ] {
+            match self {
+                Client::WebSocket => k.env(var, "true"),
+                Client::Spdy => k.env(var, "false"),
+                // Its own default, whatever the environment of the test says.
+                Client::Spdy129 => k.env_remove(var),
+            };
+        }
+        k
+    }
+
+    /// A name for messages and exec arguments.
+    fn label(self) -> &'static str {
+        match self {
+            Client::WebSocket => "websocket",
+            Client::Spdy => "spdy-current",
+            Client::Spdy129 => "spdy-kubectl-1.29",
+        }
+    }
+
+    /// The method of its exec and port-forward upgrade requests: WebSocket needs a GET,
+    /// SPDY is a POST.
+    fn method(self) -> &'static str {
+        match self {
+            Client::WebSocket => "GET",
+            Client::Spdy | Client::Spdy129 => "POST",
+        }
+    }
+}
+
+/// Checks, in the `-v=6` log of a kubectl, that it asked the stub (`/clusters/…`) for
+/// an upgrade of `subresource` (`exec`, `portforward`) with the client's method and was
+/// answered `101 Switching Protocols`. kubectl >= 1.31 falls back to SPDY when a
+/// WebSocket upgrade fails; this shows which protocol it really used.
+fn expect_upgrade_logged(client: Client, subresource: &str, log: &str) {
+    let method = client.method();
+    // kubectl 1.36 logs `"Response" verb="GET" url="https://…"`, 1.29 `] GET https://…`.
+    let (quoted, plain) = (format!("verb=\"{method}\""), format!(" {method} https://"));
+    let found = log.lines().any(|l| {
+        let upgrade = l.contains("/clusters/tb-a/")
+            && l.contains(&format!("/{subresource}"))
+            && l.contains("101 Switching Protocols");
+        upgrade && (l.contains(&quoted) || l.contains(&plain))
+    });
+    assert!(
+        found,
+        "{}: no {method} {subresource} answered 101 in kubectl's log:\n{log}",
+        client.label()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_list_apply_delete_and_watch() {
     let e = e2e().await;
@@ -166,6 +281,17 @@ async fn kubectl_get_list_apply_delete_and_watch() {
         k
     });
     assert_eq!(who.trim(), "alice");
+    let who = ok({
+        let mut k = e.kubectl_129();
+        k.args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ]);
+        k
+    });
+    assert_eq!(who.trim(), "alice", "kubectl-1.29");
     let _ = e.kubectl().args(["create", "namespace", "crud"]).output();
     let out = apply_as_alice(
         e,
@@ -186,6 +312,20 @@ async fn kubectl_get_list_apply_delete_and_watch() {
         k
     });
     assert_eq!(got, "v");
+    let got = ok({
+        let mut k = e.kubectl_129();
+        k.args([
+            "get",
+            "configmap",
+            "one",
+            "-n",
+            "crud",
+            "-o",
+            "jsonpath={.data.k}",
+        ]);
+        k
+    });
+    assert_eq!(got, "v", "kubectl-1.29");
 
     // Watch: events arrive as they happen (the stream is flushed through the tunnel).
     let mut watch = e
@@ -235,42 +375,54 @@ async fn kubectl_get_list_apply_delete_and_watch() {
         list.contains("configmap/one") && !list.contains("configmap/two"),
         "{list}"
     );
+    let list = ok({
+        let mut k = e.kubectl_129();
+        k.args(["get", "configmaps", "-n", "crud", "-o", "name"]);
+        k
+    });
+    assert!(
+        list.contains("configmap/one") && !list.contains("configmap/two"),
+        "kubectl-1.29: {list}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_follow_streams_new_lines() {
     let e = e2e().await;
     let pod = running_pod(e, "logs");
-    let mut follow = e
-        .kubectl()
-        .args(["logs", "-f", "-n", "logs", &pod])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(follow.stdout.take().unwrap());
-    expect_line(&lines, "log of a kwok pod", Duration::from_secs(20));
-    let marker = format!("tunnel-follow-{}", std::process::id());
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&e.member().pod_log)
-        .unwrap();
-    f.write_all(causeway_testbed::pod_log::cri_line(&marker).as_bytes())
-        .unwrap();
-    drop(f);
-    expect_line(&lines, &marker, Duration::from_secs(15));
-    let _ = follow.kill();
-    let _ = follow.wait();
+    for (name, mut kubectl) in [("kubectl", e.kubectl()), ("kubectl-1.29", e.kubectl_129())] {
+        let mut follow = kubectl
+            .args(["logs", "-f", "-n", "logs", &pod])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(follow.stdout.take().unwrap());
+        expect_line(&lines, "log of a kwok pod", Duration::from_secs(20));
+        let marker = format!("tunnel-follow-{name}-{}", std::process::id());
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&e.member().pod_log)
+            .unwrap();
+        f.write_all(causeway_testbed::pod_log::cri_line(&marker).as_bytes())
+            .unwrap();
+        drop(f);
+        expect_line(&lines, &marker, Duration::from_secs(15));
+        let _ = follow.kill();
+        let _ = follow.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_interactive_and_not_over_websocket_and_spdy() {
     let e = e2e().await;
     let pod = running_pod(e, "exec");
-    for websockets in ["true", "false"] {
-        let out = ok({
-            let mut k = e.kubectl();
-            k.args([
+    for client in CLIENTS {
+        let label = client.label();
+        let out = client
+            .kubectl(e)
+            .args([
+                "-v=6",
                 "exec",
                 "-n",
                 "exec",
@@ -279,15 +431,21 @@ async fn exec_interactive_and_not_over_websocket_and_spdy() {
                 "sh",
                 "-c",
                 "echo hi from $0",
-                "exec",
+                label,
             ])
-            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets);
-            k
-        });
-        assert_eq!(out.trim(), "hi from exec", "websockets={websockets}");
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{label}: {log}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("hi from {label}"),
+            "{label}"
+        );
+        expect_upgrade_logged(client, "exec", &log);
         // Interactive: stdin goes in, the answer comes back.
-        let mut child = e
-            .kubectl()
+        let mut child = client
+            .kubectl(e)
             .args([
                 "exec",
                 "-i",
@@ -298,8 +456,8 @@ async fn exec_interactive_and_not_over_websocket_and_spdy() {
                 "sh",
                 "-c",
                 "read l; echo got $l",
+                label,
             ])
-            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -314,25 +472,41 @@ async fn exec_interactive_and_not_over_websocket_and_spdy() {
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "websockets={websockets}: {}",
+            "{label}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            "got ping-through-the-tunnel"
+            "got ping-through-the-tunnel",
+            "{label}"
         );
     }
-    // An upgrade the API server answers without 101 is passed back, never spliced.
-    for websockets in ["true", "false"] {
-        let out = e
-            .kubectl()
-            .args(["exec", "-n", "exec", "no-such-pod", "--", "true"])
-            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+    // An upgrade the API server answers without 101 is passed back, never spliced: a pod
+    // no node can take has no host to exec on (kubectl checks that the pod exists and
+    // has the container itself, so the upgrade request is made and refused with 400).
+    apply_as_alice(
+        e,
+        "apiVersion: v1
+kind: Pod
+metadata: {name: homeless, namespace: exec}
+spec:
+  nodeSelector: {causeway.dev/no-such-node: \"true\"}
+  containers: [{name: web, image: registry.invalid/web:1}]
+",
+    );
+    for client in CLIENTS {
+        let out = client
+            .kubectl(e)
+            .args(["exec", "-n", "exec", "homeless", "--", "true"])
             .output()
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not found"), "websockets={websockets}: {err}");
+        assert!(
+            err.contains("does not have a host assigned"),
+            "{}: {err}",
+            client.label()
+        );
     }
 }
 
@@ -343,7 +517,7 @@ async fn port_forward_round_trip_over_websocket_and_spdy() {
     let echo = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = echo.local_addr().unwrap();
     std::thread::spawn(move || {
-        for conn in echo.incoming().take(16) {
+        for conn in echo.incoming().take(32) {
             let Ok(mut conn) = conn else { continue };
             std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];
@@ -359,31 +533,47 @@ async fn port_forward_round_trip_over_websocket_and_spdy() {
         e.member(),
         &causeway_testbed::port_forward_rule("pf", &pod, 9000, target).to_string(),
     );
-    for websockets in ["true", "false"] {
+    for client in CLIENTS {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match forward_once(e, &pod, websockets) {
-                Ok(()) => break,
+            match forward_once(e, &pod, client) {
+                Ok(log) => {
+                    expect_upgrade_logged(client, "portforward", &log);
+                    break;
+                }
                 Err(err) if Instant::now() < deadline => {
                     eprintln!("port-forward not ready yet ({err}); retrying");
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(err) => panic!("port-forward websockets={websockets}: {err}"),
+                Err(err) => panic!("port-forward {}: {err}", client.label()),
             }
         }
     }
 }
 
-fn forward_once(e: &E2e, pod: &str, websockets: &str) -> Result<(), String> {
-    let mut child = e
-        .kubectl()
-        .args(["port-forward", "-n", "pf", &format!("pod/{pod}"), ":9000"])
-        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
+/// One `kubectl port-forward` and 300 kB through it and back; its `-v=6` log on success.
+fn forward_once(e: &E2e, pod: &str, client: Client) -> Result<String, String> {
+    let mut child = client
+        .kubectl(e)
+        .args([
+            "-v=6",
+            "port-forward",
+            "-n",
+            "pf",
+            &format!("pod/{pod}"),
+            ":9000",
+        ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
     let lines = lines_of(child.stdout.take().ok_or("no stdout")?);
+    let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
     let result = (|| {
         let line = lines
             .recv_timeout(Duration::from_secs(15))
@@ -413,7 +603,8 @@ fn forward_once(e: &E2e, pod: &str, websockets: &str) -> Result<(), String> {
     })();
     let _ = child.kill();
     let _ = child.wait();
-    result
+    let log = log.join().unwrap_or_default();
+    result.map(|()| log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
