@@ -123,25 +123,33 @@ for _ in $(seq 100); do $kubectl --kubeconfig "$out/alice.kubeconfig" get ns >/d
 {
 echo "## kube-apiserver: direct vs through stub+agent (HTTP/2, mTLS, ${d_lat} s per run)"
 echo
-echo "| test | direct | through tunnel | added |"
-echo "|---|---|---|---|"
+echo "Direct = the testbed admin certificate (system:masters). Impersonated = direct with the"
+echo "agent's own request: its ServiceAccount token plus Impersonate-User/Group for alice, so"
+echo "the API server does the same authentication and impersonation checks as behind the"
+echo "tunnel; tunnel − impersonated is what the stub and agent add."
+echo
+echo "| test | direct | impersonated | through tunnel | tunnel − direct | tunnel − impersonated |"
+echo "|---|---|---|---|---|---|"
 } >>"$report"
 
+imp=(--ca "$ca_direct" --token-file "$out/sa.token" --header "Impersonate-User: alice"
+     --header "Impersonate-Group: dev" --header "Impersonate-Group: system:authenticated")
+diff() { python3 -c "print(f'{$2-$1:+.0f}' if '$3'!='rps' else f'{$2/$1:.2f}x')"; }
 for c in 1 32 128; do
   dj=$(timeout 120 "$gen" latency --url "$api$small" "${direct[@]}" --concurrency $c --duration $d_lat)
+  ij=$(timeout 120 "$gen" latency --url "$api$small" "${imp[@]}" --concurrency $c --duration $d_lat)
   tj=$(timeout 120 "$gen" latency --url "$users/clusters/bench$small" "${tunnel[@]}" --concurrency $c --duration $d_lat)
-  echo "$dj" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"
+  echo "$dj" >>"$out/raw.jsonl"; echo "$ij" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"
   for f in p50_us p99_us rps; do
-    dv=$(echo "$dj" | j $f); tv=$(echo "$tj" | j $f)
-    add=$(python3 -c "print(f'{$tv-$dv:+.0f}' if '$f'!='rps' else f'{$tv/$dv:.2f}x')")
-    echo "| small GET c=$c $f | $dv | $tv | $add |" >>"$report"
+    dv=$(echo "$dj" | j $f); iv=$(echo "$ij" | j $f); tv=$(echo "$tj" | j $f)
+    echo "| small GET c=$c $f | $dv | $iv | $tv | $(diff $dv $tv $f) | $(diff $iv $tv $f) |" >>"$report"
   done
-  echo "   c=$c direct $(echo "$dj" | j p50_us)/$(echo "$dj" | j p99_us) us, tunnel $(echo "$tj" | j p50_us)/$(echo "$tj" | j p99_us) us"
+  echo "   c=$c p50/p99 us: direct $(echo "$dj" | j p50_us)/$(echo "$dj" | j p99_us), impersonated $(echo "$ij" | j p50_us)/$(echo "$ij" | j p99_us), tunnel $(echo "$tj" | j p50_us)/$(echo "$tj" | j p99_us)"
 done
 dj=$(timeout 120 "$gen" throughput --url "$api$big" "${direct[@]}" --concurrency 4 --duration $d_big)
 tj=$(timeout 120 "$gen" throughput --url "$users/clusters/bench$big" "${tunnel[@]}" --concurrency 4 --duration $d_big)
 echo "$dj" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"
-echo "| ~10 MiB list, c=4, MiB/s | $(echo "$dj" | j mib_per_s) | $(echo "$tj" | j mib_per_s) | $(python3 -c "print(f'{$(echo "$tj" | j mib_per_s)/$(echo "$dj" | j mib_per_s):.2f}x')") |" >>"$report"
+echo "| ~10 MiB list, c=4, MiB/s | $(echo "$dj" | j mib_per_s) | | $(echo "$tj" | j mib_per_s) | $(python3 -c "print(f'{$(echo "$tj" | j mib_per_s)/$(echo "$dj" | j mib_per_s):.2f}x')") | |" >>"$report"
 
 rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
 api_pid=$(pgrep -f "kube-apiserver.*$tbdir" | head -1 || true)
@@ -191,23 +199,32 @@ http {
 NGINX
 nginx -c "$nginx_conf" & pids+=($!)
 sleep 0.5
-# nginx (TLS + HTTP/2) stands in for an API server behind a second agent ("web").
-cat >"$out/web.kubeconfig" <<KC
+# nginx stands in for an API server behind two more agents: "web" reaches it over plain
+# HTTP/1.1 on loopback (as rathole's client does), "webtls" over TLS + HTTP/2 (as an
+# agent reaches a real kube-apiserver).
+echo unused >"$out/web.token"
+start_web_agent() { # cluster server-url
+  cat >"$out/$1.kubeconfig" <<KC
 apiVersion: v1
 kind: Config
-clusters: [{name: web, cluster: {server: "https://127.0.0.1:18443", certificate-authority: "$out/nginx/ca.crt"}}]
+clusters: [{name: $1, cluster: {server: "$2", certificate-authority: "$out/nginx/ca.crt"}}]
 users: [{name: x, user: {token: unused}}]
-contexts: [{name: web, context: {cluster: web, user: x}}]
-current-context: web
+contexts: [{name: $1, context: {cluster: $1, user: x}}]
+current-context: $1
 KC
-echo unused >"$out/web.token"
-"$bin" cluster add web --state-dir "$out/stub/state" --stub-url "$agents" >"$out/join-web.txt"
-tok=$(awk '/^token:/{print $2}' "$out/join-web.txt")
-NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster web --token "$tok" --ca-hash "$hash" \
-  --state-dir "$out/agent-web" --kubeconfig "$out/web.kubeconfig" --token-file "$out/web.token" 2>"$out/agent-web.log" & pids+=($!); agent_web_pid=$!
+  "$bin" cluster add "$1" --state-dir "$out/stub/state" --stub-url "$agents" >"$out/join-$1.txt"
+  local tok; tok=$(awk '/^token:/{print $2}' "$out/join-$1.txt")
+  NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster "$1" --token "$tok" --ca-hash "$hash" \
+    --state-dir "$out/agent-$1" --kubeconfig "$out/$1.kubeconfig" --token-file "$out/web.token" 2>"$out/agent-$1.log" &
+  pids+=($!)
+}
+start_web_agent web http://127.0.0.1:18080; agent_web_pid=$!
+start_web_agent webtls https://127.0.0.1:18443; agent_webtls_pid=$!
 bearer="Authorization: Bearer bench-token-0123456789abcdef0123456789"
-for _ in $(seq 100); do curl -sfk -o /dev/null -H "$bearer" "$users/clusters/web/1k.bin" && break; sleep 0.2; done
-curl -sf --cacert "$out/stub-ca.crt" -H "$bearer" "$users/clusters/web/1m.bin" | cmp - "$out/nginx/www/1m.bin"
+for c in web webtls; do
+  for _ in $(seq 100); do curl -sfk -o /dev/null -H "$bearer" "$users/clusters/$c/1k.bin" && break; sleep 0.2; done
+  curl -sf --cacert "$out/stub-ca.crt" -H "$bearer" "$users/clusters/$c/1m.bin" | cmp - "$out/nginx/www/1m.bin"
+done
 
 rathole=$root/.cache/rathole/bin/rathole
 have_rathole=0
@@ -238,36 +255,56 @@ hostname = "localhost"
 token = "bench"
 local_addr = "127.0.0.1:18080"
 TOML
-  "$rathole" -s "$out/rh-server.toml" >"$out/rh-server.log" 2>&1 & pids+=($!)
-  "$rathole" -c "$out/rh-client.toml" >"$out/rh-client.log" 2>&1 & pids+=($!)
+  "$rathole" -s "$out/rh-server.toml" >"$out/rh-server.log" 2>&1 & pids+=($!); rh_server_pid=$!
+  "$rathole" -c "$out/rh-client.toml" >"$out/rh-client.log" 2>&1 & pids+=($!); rh_client_pid=$!
   for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18094/1k.bin && break; sleep 0.2; done
 fi
 
 wrk_rps() { awk '/Requests\/sec/{print $2}'; }
 wrk_lat() { awk -v q="$1" '$1==q{print $2}'; }
-run_wrk() { # name url conns size extra-header
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/"$p"/stat))); done; echo $t; }
+declare -A CPU
+run_wrk() { # name url conns size extra-header; CPU[name-size-c] = µs of the tunnel's processes per request
   local name=$1 url=$2 c=$3 size=$4; shift 4
+  local procs=()
+  case $name in
+    tunnel) procs=("$stub_pid" "$agent_web_pid");; tunnel-tls) procs=("$stub_pid" "$agent_webtls_pid");;
+    rathole) procs=("$rh_server_pid" "$rh_client_pid");;
+  esac
   timeout 10 wrk -t2 -c"$c" -d3s "$@" "$url/$size" >/dev/null 2>&1 || true
   local prof=
   if [ $perf = 1 ] && [ "$name" = tunnel ] && [ "$c" != 1 ]; then
     perf record -F 499 --call-graph dwarf,32768 -p "$stub_pid,$agent_web_pid" -o "$out/perf-$name-$size.data" -- sleep "$d_wrk" >/dev/null 2>&1 &
     prof=$!
   fi
+  local t0=0; [ ${#procs[@]} = 0 ] || t0=$(cpu_ticks "${procs[@]}")
   timeout $((d_wrk + 25)) wrk -t$([ "$c" = 1 ] && echo 1 || echo 2) -c"$c" -d${d_wrk}s --latency "$@" "$url/$size" >"$out/wrk-$name-$size-c$c.txt" 2>&1
+  if [ ${#procs[@]} != 0 ]; then
+    local n; n=$(awk '/requests in/{print $1}' "$out/wrk-$name-$size-c$c.txt")
+    CPU[$name-$size-c$c]=$(( ($(cpu_ticks "${procs[@]}") - t0) * 1000000 / $(getconf CLK_TCK) / n ))
+  else
+    CPU[$name-$size-c$c]="–"
+  fi
   [ -z "$prof" ] || wait "$prof" || true
 }
 {
 echo "## Plain HTTP (nginx), wrk, ${d_wrk} s per run"
 echo
-echo "| path | 1 KiB c=32 req/s | ratio | 1 MiB c=32 req/s | ratio | 1 KiB c=1 p50 / p99 | added p50 |"
-echo "|---|---|---|---|---|---|---|"
+echo "tunnel = wrk → stub (TLS, bearer token, audit on) → agent → nginx over plain HTTP/1.1 on"
+echo "loopback; tunnel-tls = the same with agent → nginx over TLS + HTTP/2; rathole = wrk →"
+echo "rathole server → (TLS) → rathole client → nginx. CPU = utime+stime of the two tunnel"
+echo "processes per request (/proc), in µs."
+echo
+echo "| path | 1 KiB c=32 req/s | ratio | CPU | 1 MiB c=32 req/s | ratio | CPU | 1 KiB c=1 p50 / p99 | added p50 |"
+echo "|---|---|---|---|---|---|---|---|---|"
 } >>"$report"
 declare -A R
-paths="direct tunnel"; [ $have_rathole = 1 ] && paths="direct tunnel rathole"
+paths="direct tunnel tunnel-tls"; [ $have_rathole = 1 ] && paths="$paths rathole"
 for p in $paths; do
   case $p in
     direct) url=http://127.0.0.1:18080; hdr=();;
     tunnel) url=$users/clusters/web; hdr=(-H "$bearer");;
+    tunnel-tls) url=$users/clusters/webtls; hdr=(-H "$bearer");;
     rathole) url=http://127.0.0.1:18094; hdr=();;
   esac
   for size in 1k.bin 1m.bin; do run_wrk $p "$url" 32 $size "${hdr[@]}"; done
@@ -280,7 +317,7 @@ us() { python3 -c "s='$1'; print(float(s[:-2])*1000 if s.endswith('ms') else flo
 for p in $paths; do
   r1=$(python3 -c "print(f'{${R[$p-1k]}/${R[direct-1k]}:.2f}')"); r2=$(python3 -c "print(f'{${R[$p-1m]}/${R[direct-1m]}:.2f}')")
   add=$(python3 -c "print(f'{$(us ${R[$p-p50]})-$(us ${R[direct-p50]}):+.0f} us')")
-  echo "| $p | ${R[$p-1k]} | $r1 | ${R[$p-1m]} | $r2 | ${R[$p-p50]} / ${R[$p-p99]} | $add |" >>"$report"
+  echo "| $p | ${R[$p-1k]} | $r1 | ${CPU[$p-1k.bin-c32]} | ${R[$p-1m]} | $r2 | ${CPU[$p-1m.bin-c32]} | ${R[$p-p50]} / ${R[$p-p99]} | $add |" >>"$report"
 done
 [ $have_rathole = 1 ] || echo "rathole was not found at $rathole: run \`cargo install rathole --root .cache/rathole\` for the peer row." >>"$report"
 echo >>"$report"

@@ -2,7 +2,8 @@
 //! or a bearer token, against kube-apiserver directly or through the stub.
 //!
 //! ```text
-//! tunnel_bench latency  --url URL --ca CA [--cert C --key K | --token T] --concurrency N --duration SECS
+//! tunnel_bench latency  --url URL --ca CA [--cert C --key K | --token T | --token-file F]
+//!                       [--header 'Name: value']... --concurrency N --duration SECS
 //! tunnel_bench throughput ... (same; reports MiB/s of response bodies)
 //! tunnel_bench watches  --url URL ... --count N --hold SECS   (opens N idle watches, holds them)
 //! ```
@@ -23,6 +24,7 @@ struct Opts {
     cert: Option<String>,
     key: Option<String>,
     token: Option<String>,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     concurrency: usize,
     duration: Duration,
     count: usize,
@@ -40,6 +42,7 @@ fn opts() -> Result<Opts, String> {
         cert: None,
         key: None,
         token: None,
+        headers: Vec::new(),
         concurrency: 1,
         duration: Duration::from_secs(10),
         count: 1000,
@@ -55,6 +58,18 @@ fn opts() -> Result<Opts, String> {
             "--cert" => o.cert = Some(read(&v)?),
             "--key" => o.key = Some(read(&v)?),
             "--token" => o.token = Some(v),
+            "--token-file" => o.token = Some(read(&v)?.trim().to_owned()),
+            "--header" => {
+                let (k, val) = v
+                    .split_once(':')
+                    .ok_or(format!("--header {v}: want 'Name: value'"))?;
+                o.headers.push((
+                    k.trim().parse().map_err(|e| format!("--header {k}: {e}"))?,
+                    val.trim()
+                        .parse()
+                        .map_err(|e| format!("--header {val}: {e}"))?,
+                ));
+            }
             "--concurrency" => o.concurrency = v.parse().map_err(|e| format!("{flag}: {e}"))?,
             "--duration" => {
                 o.duration = Duration::from_secs_f64(v.parse().map_err(|e| format!("{flag}: {e}"))?)
@@ -121,6 +136,9 @@ fn request(o: &Opts, uri: &http::Uri) -> http::Request<Empty<Bytes>> {
     let mut b = http::Request::get(uri.clone());
     if let Some(t) = &o.token {
         b = b.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in &o.headers {
+        b = b.header(k, v);
     }
     b.body(Empty::new()).expect("valid request")
 }

@@ -199,6 +199,7 @@ pub fn create_join_token(
     );
     let now = SystemTime::now();
     let expires = now + ttl;
+    let lock = state.lock()?;
     let mut file: JoinTokensFile = state.read_yaml(JOIN_TOKENS_FILE)?;
     let day = Duration::from_secs(24 * 3600);
     file.tokens
@@ -211,6 +212,7 @@ pub fn create_join_token(
         used_at: None,
     });
     state.write_yaml(JOIN_TOKENS_FILE, &file)?;
+    drop(lock);
     add_cluster(state, cluster)?;
     Ok(JoinToken {
         token: Secret::new(token),
@@ -221,6 +223,7 @@ pub fn create_join_token(
 
 /// Records `cluster` in `clusters.yaml` (no-op if present).
 pub fn add_cluster(state: &StateDir, cluster: &ClusterId) -> Result<(), EnrolError> {
+    let _lock = state.lock()?;
     let mut file: ClustersFile = state.read_yaml(CLUSTERS_FILE)?;
     if !file.clusters.iter().any(|c| &c.id == cluster) {
         file.clusters.push(ClusterRecord {
@@ -272,6 +275,7 @@ pub fn check_agent_cert(
 /// Forgets `cluster`: its agents are refused at their next session, and its unused join
 /// tokens stop working. Returns whether it was known.
 pub fn remove_cluster(state: &StateDir, cluster: &ClusterId) -> Result<bool, EnrolError> {
+    let _lock = state.lock()?;
     let mut tokens: JoinTokensFile = state.read_yaml(JOIN_TOKENS_FILE)?;
     tokens.tokens.retain(|t| &t.cluster != cluster);
     state.write_yaml(JOIN_TOKENS_FILE, &tokens)?;
@@ -336,6 +340,8 @@ impl Enroller {
         let req: EnrolRequest =
             serde_json::from_slice(body).map_err(|e| EnrolError::BadRequest(e.to_string()))?;
         let _guard = self.lock.lock().await;
+        // Across processes too: `causeway cluster add` may be writing the same files.
+        let _state_lock = self.state.lock()?;
         let mut file: JoinTokensFile = self.state.read_yaml(JOIN_TOKENS_FILE)?;
         let hash = token_hash(&req.token);
         let Some(record) = file.tokens.iter_mut().find(|t| t.sha256 == hash) else {

@@ -12,8 +12,9 @@
 //!
 //! Every write goes to a temporary file in the same directory, is flushed, and is
 //! renamed over the old file, so a reader sees the old or the new file, never half of
-//! one. There is no lock between processes: two `causeway user add` runs at the same
-//! instant may lose one update (documented in docs/tunnel-security.md).
+//! one. Every read-modify-write (the CLI's `cluster add`, `user add`, …, and the running
+//! stub consuming a join token) holds [`StateDir::lock`], an exclusive `flock(2)` on
+//! `<state-dir>/.lock`, so concurrent updates from several processes are never lost.
 
 use std::fs;
 use std::io::{self, Write};
@@ -95,6 +96,21 @@ impl StateDir {
         self.root.join(name)
     }
 
+    /// Takes the directory's exclusive lock (blocking) until the guard is dropped. Hold
+    /// it across a read-modify-write of any state file; critical sections are short
+    /// (milliseconds), so blocking is acceptable even on a runtime thread.
+    pub fn lock(&self) -> Result<StateLock, StateError> {
+        let path = self.file(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StateError::io(&path, e))?;
+        file.lock().map_err(|e| StateError::io(&path, e))?;
+        Ok(StateLock { _file: file })
+    }
+
     /// Reads `name` as YAML; a missing file reads as `T::default()`.
     pub fn read_yaml<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, StateError> {
         read_yaml_or_default(&self.file(name))
@@ -109,6 +125,15 @@ impl StateDir {
         })?;
         write_atomic(&path, text.as_bytes(), 0o600)
     }
+}
+
+/// The lock file inside a state directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Holds a state directory's lock; released when dropped (the descriptor closes).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: fs::File,
 }
 
 /// Reads a YAML file; a missing file reads as `T::default()`.

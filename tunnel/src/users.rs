@@ -209,6 +209,7 @@ pub fn add_user(
     }
     let contexts = contexts_for(&new.clusters, known_clusters);
     let cert = ca.issue_user(&new.name, &new.groups, new.ttl)?;
+    let _lock = state.lock()?;
     let mut file: UsersFile = state.read_yaml(USERS_FILE)?;
     let cert_record = CertRecord {
         serial: cert.serial.clone(),
@@ -251,6 +252,7 @@ pub fn add_user(
 /// random bytes, prefix `cwt_`, shown once, stored as SHA-256 in the user's record. It
 /// authenticates as the user with the user's groups until `user remove`.
 pub fn issue_user_token(state: &StateDir, name: &str) -> Result<Secret, UsersError> {
+    let _lock = state.lock()?;
     let mut file: UsersFile = state.read_yaml(USERS_FILE)?;
     let Some(user) = file.users.iter_mut().find(|u| u.name == name) else {
         return Err(UsersError::NoSuchUser(name.to_owned()));
@@ -296,6 +298,7 @@ pub fn list_users(state: &StateDir) -> Result<Vec<UserRecord>, UsersError> {
 /// Deletes a user's record and revokes every certificate issued to them. Returns the
 /// revoked serials.
 pub fn remove_user(state: &StateDir, name: &str) -> Result<Vec<String>, UsersError> {
+    let _lock = state.lock()?;
     let mut file: UsersFile = state.read_yaml(USERS_FILE)?;
     let Some(pos) = file.users.iter().position(|u| u.name == name) else {
         return Err(UsersError::NoSuchUser(name.to_owned()));

@@ -137,7 +137,9 @@ impl Forwarder {
                     body::boxed(Tracked::new(rbody, slot, |_| {})),
                 ))
             }
-            Some(proto) => self.forward_upgrade(parts, body, path, proto).await,
+            // Boxed: the rare upgrade path would otherwise double the size of every
+            // stream's future, which is moved on each spawn.
+            Some(proto) => Box::pin(self.forward_upgrade(parts, body, path, proto)).await,
         }
     }
 

@@ -291,6 +291,11 @@ impl Upstream {
         if let Some(s) = self.pick() {
             return Ok(s);
         }
+        // Boxed: dialling is rare and its future (TLS handshake) is large.
+        Box::pin(self.dial()).await
+    }
+
+    async fn dial(&self) -> Result<(SendRequest<TunnelBody>, Slot), UpstreamError> {
         let _dialing = self.dialing.lock().await;
         if let Some(s) = self.pick() {
             return Ok(s);

@@ -290,3 +290,29 @@ async fn sessions_accept_only_enrolled_agent_certificates_of_their_cluster() {
     assert!(check_agent_cert(&state, &cert, &cluster("idc-bj")).is_err());
     assert!(!remove_cluster(&state, &cluster("idc-bj")).unwrap());
 }
+
+#[test]
+fn concurrent_updates_from_many_handles_are_never_lost() {
+    // Each thread opens its own StateDir (its own lock descriptor), as separate
+    // processes would; without the state lock, read-modify-write races lose tokens.
+    let dir = tempfile::tempdir().unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let path = dir.path().to_owned();
+            std::thread::spawn(move || {
+                let state = StateDir::open(path).unwrap();
+                for j in 0..5 {
+                    let cluster = ClusterId::new(format!("c{i}-{j}")).unwrap();
+                    create_join_token(&state, &cluster, Duration::from_secs(600)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let state = StateDir::open(dir.path()).unwrap();
+    let tokens: JoinTokensFile = state.read_yaml(JOIN_TOKENS_FILE).unwrap();
+    assert_eq!(tokens.tokens.len(), 40);
+    assert_eq!(known_clusters(&state).unwrap().len(), 40);
+}
