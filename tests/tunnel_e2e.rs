@@ -298,8 +298,7 @@ async fn kubectl_get_list_apply_delete_and_watch() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one, namespace: crud}\ndata: {k: v}\n",
     );
     assert!(out.contains("configmap/one"), "{out}");
-    let got = ok({
-        let mut k = e.kubectl();
+    for (mut k, which) in [(e.kubectl(), "kubectl"), (e.kubectl_129(), "kubectl-1.29")] {
         k.args([
             "get",
             "configmap",
@@ -309,23 +308,8 @@ async fn kubectl_get_list_apply_delete_and_watch() {
             "-o",
             "jsonpath={.data.k}",
         ]);
-        k
-    });
-    assert_eq!(got, "v");
-    let got = ok({
-        let mut k = e.kubectl_129();
-        k.args([
-            "get",
-            "configmap",
-            "one",
-            "-n",
-            "crud",
-            "-o",
-            "jsonpath={.data.k}",
-        ]);
-        k
-    });
-    assert_eq!(got, "v", "kubectl-1.29");
+        assert_eq!(ok(k), "v", "{which}");
+    }
 
     // Watch: events arrive as they happen (the stream is flushed through the tunnel).
     let mut watch = e

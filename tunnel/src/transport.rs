@@ -155,3 +155,36 @@ pub async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
         }
     }
 }
+
+/// Accepts connections on `listener` until `shutdown`; each one completes its TLS
+/// handshake on its own task (within [`HANDSHAKE_TIMEOUT`]) and is then handed to
+/// `serve` with the peer's address. Failed handshakes are logged (at info level when
+/// `log_failures` is set, e.g. for agents, whose failures an operator wants to see).
+pub async fn serve_tls<F, Fut>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    read_buffer: usize,
+    shutdown: tokio_util::sync::CancellationToken,
+    log_failures: bool,
+    serve: F,
+) where
+    F: Fn(server::TlsStream<BufTcp>, SocketAddr) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            p = accept_tcp(&listener) => p,
+            () = shutdown.cancelled() => return,
+        };
+        let acceptor = acceptor.clone();
+        let serve = serve.clone();
+        tokio::spawn(async move {
+            match accept_tls(tcp, peer, &acceptor, read_buffer).await {
+                Ok(tls) => serve(tls, peer).await,
+                Err(e) if log_failures => tracing::info!(error = %e, %peer, "TLS handshake failed"),
+                Err(e) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+            }
+        });
+    }
+}

@@ -177,15 +177,7 @@ fn log_rotates_by_size_and_keeps_n_files() {
         log.record(&e);
     }
     assert!(log.flush(Duration::from_secs(5)));
-    let ids = |p: &Path| -> Vec<String> {
-        lines(p)
-            .iter()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["auditID"].as_str().unwrap().to_owned()
-            })
-            .collect()
-    };
+    let ids = read_ids;
     assert_eq!(ids(&path), ["i9"]);
     assert_eq!(ids(&dir.path().join("sub/audit.log.1")), ["i6", "i7", "i8"]);
     assert_eq!(ids(&dir.path().join("sub/audit.log.2")), ["i3", "i4", "i5"]);

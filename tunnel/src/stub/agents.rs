@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -22,31 +21,25 @@ pub async fn serve_agents(
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            p = transport::accept_tcp(&listener) => p,
-            () = shutdown.cancelled() => return,
-        };
-        let shared = shared.clone();
-        let acceptor = acceptor.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let tls = match transport::accept_tls(tcp, peer, &acceptor, transport::BULK_READ_BUFFER)
-                .await
-            {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::info!(error = %e, %peer, "agent TLS handshake failed");
-                    return;
-                }
-            };
+    let stop = shutdown.clone();
+    let serve = move |tls: TlsStream<transport::BufTcp>, peer| {
+        let (shared, shutdown) = (shared.clone(), stop.clone());
+        async move {
             match transport::peer_leaf(&tls) {
                 Some(cert) => session(shared, tls, peer, cert, shutdown).await,
                 None => super::enrol::serve(shared, tls, peer, shutdown).await,
             }
-        });
-    }
+        }
+    };
+    transport::serve_tls(
+        listener,
+        tls,
+        transport::BULK_READ_BUFFER,
+        shutdown,
+        true,
+        serve,
+    )
+    .await;
 }
 
 async fn session(

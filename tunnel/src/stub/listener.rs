@@ -8,7 +8,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -27,26 +26,10 @@ pub async fn serve_users(
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            p = transport::accept_tcp(&listener) => p,
-            () = shutdown.cancelled() => return,
-        };
-        let shared = shared.clone();
-        let acceptor = acceptor.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let tls =
-                match transport::accept_tls(tcp, peer, &acceptor, transport::SMALL_READ_BUFFER)
-                    .await
-                {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "user TLS handshake failed");
-                        return;
-                    }
-                };
+    let stop = shutdown.clone();
+    let serve = move |tls: tokio_rustls::server::TlsStream<transport::BufTcp>, peer| {
+        let (shared, shutdown) = (shared.clone(), stop.clone());
+        async move {
             let conn = Arc::new(ConnInfo {
                 peer,
                 cert: transport::peer_leaf(&tls),
@@ -75,8 +58,17 @@ pub async fn serve_users(
                 },
                 () = shutdown.cancelled() => {}
             }
-        });
-    }
+        }
+    };
+    transport::serve_tls(
+        listener,
+        tls,
+        transport::SMALL_READ_BUFFER,
+        shutdown,
+        false,
+        serve,
+    )
+    .await;
 }
 
 /// Serves one request.
