@@ -823,4 +823,17 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
             && e["stage"] == "ResponseComplete"),
         "alice's exec is audited as create on pods/exec"
     );
+    assert!(
+        events.iter().any(|e| e["user"]["username"] == "alice"
+            && e["objectRef"]["subresource"] == "exec"
+            && e["stage"] == "ResponseStarted"
+            && e["responseStatus"]["code"] == 101),
+        "a long-running request (exec) is audited when it starts, as kube-apiserver does"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["auditID"] == "e2e-audit-0042" && e["stage"] == "ResponseStarted"),
+        "an ordinary list has no ResponseStarted event"
+    );
 }

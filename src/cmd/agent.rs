@@ -61,6 +61,10 @@ pub struct Args {
     /// Sessions held open to each stub.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     sessions: u16,
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` (ready while a session to a
+    /// stub is up) on this address, e.g. 0.0.0.0:9444 in a pod. Off by default.
+    #[arg(long, env = "CAUSEWAY_AGENT_METRICS", value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs `causeway agent`.
@@ -110,7 +114,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => UpstreamConfig::from_kubeconfig(p).await?,
         None => UpstreamConfig::in_cluster()?,
     };
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?,
+        ),
+        None => None,
+    };
     let config = AgentConfig {
+        metrics_listener,
         cluster: args.cluster,
         stubs,
         sessions_per_stub: usize::from(args.sessions),

@@ -3,10 +3,11 @@
 //!
 //! Stages: [`dialer`] (connect with backoff, serve the session) → [`forward`]
 //! (identity → impersonation headers, the ServiceAccount token) → [`upstream`]
-//! (HTTP/2 pool, HTTP/1.1 for upgrades).
+//! (HTTP/2 pool, HTTP/1.1 for upgrades); [`metrics`] counts them.
 
 pub mod dialer;
 pub mod forward;
+pub mod metrics;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct AgentConfig {
     pub upstream: UpstreamConfig,
     /// The agent's ServiceAccount token.
     pub token: TokenSource,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (none: not served).
+    pub metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 /// Why the agent could not start.
@@ -53,12 +56,20 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let mut tls = (*config.tls).clone();
     tls.alpn_protocols = vec![crate::protocol::ALPN_TUNNEL.to_vec()];
     let tls = Arc::new(tls);
+    let metrics = Arc::new(metrics::AgentMetrics::new());
     let forwarder = Arc::new(Forwarder::new(
         Upstream::new(config.upstream)?,
         config.token,
+        metrics.clone(),
     ));
     tracing::info!(cluster = %config.cluster, stubs = config.stubs.len(), sessions_per_stub = config.sessions_per_stub, "agent starting");
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = config.metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("listening on metrics http://{addr}");
+        }
+        tasks.spawn(metrics::serve(metrics.clone(), listener, shutdown.clone()));
+    }
     for target in &config.stubs {
         for slot in 0..config.sessions_per_stub.max(1) {
             tasks.spawn(dialer::hold(
@@ -66,6 +77,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 slot,
                 tls.clone(),
                 forwarder.clone(),
+                metrics.clone(),
                 shutdown.clone(),
             ));
         }

@@ -291,6 +291,20 @@ impl AuditEvent {
         status.message = message.to_owned();
     }
 
+    /// Whether the request is long-running as kube-apiserver's
+    /// `BasicLongRunningRequestCheck` decides (verbs `watch`, `proxy`; subresources
+    /// `attach`, `exec`, `proxy`, `log`, `portforward`): such requests also get a
+    /// `ResponseStarted` event when their headers go out, as the API server logs them.
+    pub fn is_long_running(&self) -> bool {
+        matches!(self.verb.as_str(), "watch" | "proxy")
+            || self.object_ref.as_ref().is_some_and(|o| {
+                matches!(
+                    o.subresource.as_str(),
+                    "attach" | "exec" | "proxy" | "log" | "portforward"
+                )
+            })
+    }
+
     /// The event as one JSON line (without the newline).
     pub fn to_json(&self) -> String {
         // Serializing strings, integers and maps of strings cannot fail.

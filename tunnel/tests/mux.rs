@@ -228,6 +228,16 @@ async fn bed() -> Bed {
 impl Bed {
     /// Starts an agent for `cluster`; returns its shutdown token.
     fn agent(&self, cluster: &str, sessions: usize) -> CancellationToken {
+        self.agent_with(cluster, sessions, None)
+    }
+
+    /// Starts an agent for `cluster`, serving its metrics on `metrics` if given.
+    fn agent_with(
+        &self,
+        cluster: &str,
+        sessions: usize,
+        metrics: Option<tokio::net::TcpListener>,
+    ) -> CancellationToken {
         let cluster = ClusterId::new(cluster).unwrap();
         let cert: IssuedCert = self
             .ca
@@ -245,6 +255,7 @@ impl Bed {
             tls: Arc::new(tls),
             upstream: self.upstream.clone(),
             token: TokenSource::new(self.token.path().to_owned()).unwrap(),
+            metrics_listener: metrics,
         };
         let stop = self.shutdown.child_token();
         tokio::spawn(agent::run(config, stop.clone()));
@@ -572,4 +583,69 @@ async fn balances_and_removes_dead_agents_at_once() {
         text.contains("causeway_tunnel_agent_sessions{cluster=\"c-one\"} 2"),
         "{text}"
     );
+}
+
+/// GET `path` from a plain-HTTP listener: (status code, body).
+async fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).await.unwrap();
+    let code = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_metrics_count_sessions_streams_and_codes() {
+    let bed = bed().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = bed.agent_with("c-metrics", 2, Some(listener));
+    bed.wait_sessions("c-metrics", 2).await;
+    assert_eq!(scrape(addr, "/readyz").await.0, 200);
+    let mut c = bed.h2_client().await;
+    for _ in 0..3 {
+        let resp = c
+            .send_request(get("/clusters/c-metrics/echo"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        json(resp).await;
+    }
+    let (code, m) = scrape(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(m.contains("causeway_agent_sessions 2"), "{m}");
+    assert!(
+        m.contains("causeway_agent_requests_total{code=\"200\"} 3"),
+        "{m}"
+    );
+    assert!(
+        m.contains("causeway_agent_response_headers_seconds_count 3"),
+        "{m}"
+    );
+    // Each stream counts as open until its response body ended on the agent.
+    let mut open = String::new();
+    for _ in 0..200 {
+        open = scrape(addr, "/metrics").await.1;
+        if open.contains("causeway_agent_open_streams 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(open.contains("causeway_agent_open_streams 0"), "{open}");
+    assert_eq!(scrape(addr, "/nope").await.0, 404);
+    stop.cancel();
 }

@@ -85,6 +85,7 @@ pub async fn hold(
     slot: usize,
     tls: Arc<rustls::ClientConfig>,
     forwarder: Arc<Forwarder>,
+    metrics: Arc<super::metrics::AgentMetrics>,
     shutdown: CancellationToken,
 ) {
     let mut failures = 0u32;
@@ -100,6 +101,7 @@ pub async fn hold(
             )
             .await?;
             tracing::info!(stub = %target.addr, slot, "session established");
+            let _up = super::metrics::OpenStream::new(&metrics.sessions);
             let fwd = forwarder.clone();
             let svc = service_fn(move |req| {
                 let fwd = fwd.clone();
@@ -116,7 +118,10 @@ pub async fn hold(
         };
         match result {
             Ok(()) => span.in_scope(|| tracing::info!("session closed by the stub")),
-            Err(e) => span.in_scope(|| tracing::warn!(error = %e, "session failed")),
+            Err(e) => {
+                metrics.session_failures.inc();
+                span.in_scope(|| tracing::warn!(error = %e, "session failed"))
+            }
         }
         if started.elapsed() >= STABLE {
             failures = 0;

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::metrics::{AgentMetrics, OpenStream};
 use super::upstream::Upstream;
 use crate::body::{self, ChannelBody, Tracked, TunnelBody};
 use crate::protocol::{self, HDR_STATUS, HDR_UPGRADE};
@@ -77,12 +78,17 @@ impl TokenSource {
 pub struct Forwarder {
     upstream: Upstream,
     token: TokenSource,
+    metrics: Arc<AgentMetrics>,
 }
 
 impl Forwarder {
-    /// A forwarder using `upstream` and the token from `token`.
-    pub fn new(upstream: Upstream, token: TokenSource) -> Self {
-        Forwarder { upstream, token }
+    /// A forwarder using `upstream` and the token from `token`, counting in `metrics`.
+    pub fn new(upstream: Upstream, token: TokenSource, metrics: Arc<AgentMetrics>) -> Self {
+        Forwarder {
+            upstream,
+            token,
+            metrics,
+        }
     }
 
     /// Handles one stream from the stub.
@@ -93,13 +99,24 @@ impl Forwarder {
             path = req.uri().path(),
             audit_id = req.headers().get("audit-id").and_then(|v| v.to_str().ok()).unwrap_or(""),
         );
-        match self.forward(req).instrument(span.clone()).await {
+        let started = Instant::now();
+        let open = OpenStream::new(&self.metrics.open_streams);
+        let resp = match self.forward(req).instrument(span.clone()).await {
             Ok(resp) => resp,
             Err(e) => {
                 span.in_scope(|| tracing::warn!(error = %e, "cannot forward to the API server"));
                 e.into_response()
             }
-        }
+        };
+        self.metrics
+            .response_headers
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .requests
+            .with_label_values(&[resp.status().as_str()])
+            .inc();
+        // The stream stays open until its response body ends (or the stub resets it).
+        resp.map(|b| body::boxed(Tracked::new(b, open, |_| {})))
     }
 
     async fn forward(&self, req: Request<Incoming>) -> Result<Response<TunnelBody>, ForwardError> {

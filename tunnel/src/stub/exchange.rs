@@ -78,10 +78,17 @@ impl Exchange {
         self.refusal = Some((reason.to_owned(), message.to_owned()));
     }
 
-    /// Records the response status as the headers go out.
+    /// Records the response status as the headers go out; a long-running request
+    /// (watch, exec, logs, …) gets its `ResponseStarted` audit event now, so it is on
+    /// record while it runs, not only when it ends.
     pub fn respond(&mut self, code: StatusCode) {
         self.code = code;
         self.headers_sent = true;
+        if let Some(audit) = &self.audit
+            && self.event.is_long_running()
+        {
+            audit.record(&self.event.at_stage(Stage::ResponseStarted, Some(code)));
+        }
         let cluster = self.cluster_label.as_deref().unwrap_or("");
         self.metrics
             .headers
@@ -128,6 +135,66 @@ impl Drop for Exchange {
             code = self.code.as_u16(),
             elapsed_us = self.started.elapsed().as_micros() as u64,
             "request done"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditEvent;
+    use std::time::Duration;
+
+    fn stages(method: &http::Method, path: &str, query: Option<&str>) -> Vec<(String, u16)> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("audit.log");
+        let log = Arc::new(AuditLog::open(&file, 1 << 20, 1).unwrap());
+        let event = AuditEvent::new("id", method, path, path, query);
+        let mut ex = Exchange::begin(
+            event,
+            Verb::Get,
+            Some(log.clone()),
+            Arc::new(Metrics::new()),
+        );
+        ex.respond(StatusCode::OK);
+        drop(ex);
+        assert!(log.flush(Duration::from_secs(5)));
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let code = v["responseStatus"]["code"].as_u64().unwrap() as u16;
+                (v["stage"].as_str().unwrap().to_owned(), code)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_running_requests_are_audited_when_they_start_and_end() {
+        let both = [
+            ("ResponseStarted".to_owned(), 200),
+            ("ResponseComplete".to_owned(), 200),
+        ];
+        let get = http::Method::GET;
+        let post = http::Method::POST;
+        assert_eq!(stages(&get, "/api/v1/pods", Some("watch=true")), both);
+        assert_eq!(
+            stages(&post, "/api/v1/namespaces/a/pods/p/exec", None),
+            both
+        );
+        assert_eq!(
+            stages(&get, "/api/v1/namespaces/a/pods/p/log", Some("follow=true")),
+            both
+        );
+        assert_eq!(
+            stages(&post, "/api/v1/namespaces/a/pods/p/portforward", None),
+            both
+        );
+        // Ordinary requests: one event, at the end.
+        assert_eq!(
+            stages(&get, "/api/v1/namespaces/a/pods", None),
+            [("ResponseComplete".to_owned(), 200)]
         );
     }
 }

@@ -1,0 +1,170 @@
+//! The agent's Prometheus metrics and its metrics listener (plain HTTP): `/metrics`,
+//! `/healthz`, `/readyz` (ready while at least one session to a stub is up).
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{self, TunnelBody};
+use crate::transport;
+
+/// Sessions to stubs that are up.
+pub const SESSIONS: &str = "causeway_agent_sessions";
+/// Session attempts that failed or sessions that broke.
+pub const SESSION_FAILURES: &str = "causeway_agent_session_failures_total";
+/// Streams from stubs answered, by HTTP status code.
+pub const REQUESTS: &str = "causeway_agent_requests_total";
+/// Time from a stream's arrival to the API server's response headers, seconds.
+pub const RESPONSE_HEADERS: &str = "causeway_agent_response_headers_seconds";
+/// Streams whose response has not ended (watches, logs -f and exec count while open).
+pub const OPEN_STREAMS: &str = "causeway_agent_open_streams";
+
+/// The agent's metric handles.
+pub struct AgentMetrics {
+    registry: Registry,
+    /// See [`SESSIONS`].
+    pub sessions: IntGauge,
+    /// See [`SESSION_FAILURES`].
+    pub session_failures: IntCounter,
+    /// See [`REQUESTS`].
+    pub requests: IntCounterVec,
+    /// See [`RESPONSE_HEADERS`].
+    pub response_headers: Histogram,
+    /// See [`OPEN_STREAMS`].
+    pub open_streams: IntGauge,
+}
+
+impl AgentMetrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> AgentMetrics {
+        let registry = Registry::new();
+        // Registration fails only on duplicate or malformed names, which are constants.
+        let sessions =
+            IntGauge::new(SESSIONS, "Sessions to stubs that are up.").expect("valid metric");
+        let session_failures = IntCounter::new(
+            SESSION_FAILURES,
+            "Session attempts that failed or sessions that broke.",
+        )
+        .expect("valid metric");
+        let requests = IntCounterVec::new(
+            Opts::new(REQUESTS, "Streams answered, by HTTP status code."),
+            &["code"],
+        )
+        .expect("valid metric");
+        let response_headers = Histogram::with_opts(
+            HistogramOpts::new(
+                RESPONSE_HEADERS,
+                "Time from a stream's arrival to the API server's response headers.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        let open_streams = IntGauge::new(OPEN_STREAMS, "Streams whose response has not ended.")
+            .expect("valid metric");
+        for c in [
+            Box::new(sessions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(session_failures.clone()),
+            Box::new(requests.clone()),
+            Box::new(response_headers.clone()),
+            Box::new(open_streams.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        AgentMetrics {
+            registry,
+            sessions,
+            session_failures,
+            requests,
+            response_headers,
+            open_streams,
+        }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding gathered families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        AgentMetrics::new()
+    }
+}
+
+/// Counts one open stream until dropped.
+pub struct OpenStream(IntGauge);
+
+impl OpenStream {
+    /// Counts a stream as open.
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        OpenStream(gauge.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Serves the agent's metrics listener until `shutdown`.
+pub async fn serve(metrics: Arc<AgentMetrics>, listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            p = transport::accept_tcp(&listener) => p,
+            () = shutdown.cancelled() => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn answer(metrics: &AgentMetrics, req: &Request<Incoming>) -> Response<TunnelBody> {
+    let text = |code: StatusCode, s: String| {
+        let mut r = Response::new(body::full(s));
+        *r.status_mut() = code;
+        r
+    };
+    match req.uri().path() {
+        "/metrics" => {
+            let mut r = text(StatusCode::OK, metrics.encode());
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        "/healthz" | "/livez" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" if metrics.sessions.get() > 0 => text(StatusCode::OK, "connected\n".into()),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no session to any stub\n".into(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
