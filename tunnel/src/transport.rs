@@ -188,3 +188,34 @@ pub async fn serve_tls<F, Fut>(
         });
     }
 }
+
+/// Serves small plain-HTTP/1.1 endpoints (metrics, health) on `listener` until
+/// `shutdown`: every request is answered by `answer`.
+pub async fn serve_plain_http<F>(
+    listener: TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+    answer: F,
+) where
+    F: Fn(&http::Request<hyper::body::Incoming>) -> http::Response<crate::body::TunnelBody>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    loop {
+        let (tcp, _) = tokio::select! {
+            p = accept_tcp(&listener) => p,
+            () = shutdown.cancelled() => return,
+        };
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let resp = answer(&req);
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}

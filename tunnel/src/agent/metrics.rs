@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -126,22 +124,7 @@ impl Drop for OpenStream {
 
 /// Serves the agent's metrics listener until `shutdown`.
 pub async fn serve(metrics: Arc<AgentMetrics>, listener: TcpListener, shutdown: CancellationToken) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            p = transport::accept_tcp(&listener) => p,
-            () = shutdown.cancelled() => return,
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let metrics = metrics.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        });
-    }
+    transport::serve_plain_http(listener, shutdown, move |req| answer(&metrics, req)).await;
 }
 
 fn answer(metrics: &AgentMetrics, req: &Request<Incoming>) -> Response<TunnelBody> {

@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -16,22 +14,7 @@ use crate::transport;
 
 /// Serves the metrics listener until `shutdown`.
 pub async fn serve_admin(shared: Arc<Shared>, listener: TcpListener, shutdown: CancellationToken) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            p = transport::accept_tcp(&listener) => p,
-            () = shutdown.cancelled() => return,
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&shared, &req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        });
-    }
+    transport::serve_plain_http(listener, shutdown, move |req| answer(&shared, req)).await;
 }
 
 fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<TunnelBody> {
