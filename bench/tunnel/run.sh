@@ -290,6 +290,8 @@ run_wrk() { # name url conns size extra-header; CPU[name-size-c] = µs of the tu
 {
 echo "## Plain HTTP (nginx), wrk, ${d_wrk} s per run"
 echo
+echo "direct-tls = wrk → nginx over TLS (HTTP/1.1): what TLS alone costs on this machine; the"
+echo "stub must terminate users' TLS, while the direct and rathole paths are plaintext for wrk."
 echo "tunnel = wrk → stub (TLS, bearer token, audit on) → agent → nginx over plain HTTP/1.1 on"
 echo "loopback; tunnel-tls = the same with agent → nginx over TLS + HTTP/2; rathole = wrk →"
 echo "rathole server → (TLS) → rathole client → nginx. CPU = utime+stime of the two tunnel"
@@ -299,10 +301,11 @@ echo "| path | 1 KiB c=32 req/s | ratio | CPU | 1 MiB c=32 req/s | ratio | CPU |
 echo "|---|---|---|---|---|---|---|---|---|"
 } >>"$report"
 declare -A R
-paths="direct tunnel tunnel-tls"; [ $have_rathole = 1 ] && paths="$paths rathole"
+paths="direct direct-tls tunnel tunnel-tls"; [ $have_rathole = 1 ] && paths="$paths rathole"
 for p in $paths; do
   case $p in
     direct) url=http://127.0.0.1:18080; hdr=();;
+    direct-tls) url=https://127.0.0.1:18443; hdr=();;
     tunnel) url=$users/clusters/web; hdr=(-H "$bearer");;
     tunnel-tls) url=$users/clusters/webtls; hdr=(-H "$bearer");;
     rathole) url=http://127.0.0.1:18094; hdr=();;
