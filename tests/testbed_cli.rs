@@ -6,7 +6,7 @@
 mod testbed_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -257,24 +257,7 @@ fn forward_once(c: &Value, pod: &str, websockets: &str) -> Result<(), String> {
             .split_whitespace()
             .nth(2)
             .ok_or(format!("unexpected output {line:?}"))?;
-        let mut conn = TcpStream::connect(local).map_err(|e| e.to_string())?;
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let writer = {
-            let mut w = conn.try_clone().map_err(|e| e.to_string())?;
-            let payload = payload.clone();
-            std::thread::spawn(move || w.write_all(&payload))
-        };
-        let mut got = vec![0u8; payload.len()];
-        conn.read_exact(&mut got)
-            .map_err(|e| format!("read back: {e}"))?;
-        let _ = writer.join();
-        if got == payload {
-            Ok(())
-        } else {
-            Err("bytes differ".into())
-        }
+        causeway_testbed::testing::echo_round_trip(local, 100_000, Duration::from_secs(10))
     })();
     let _ = child.kill();
     let _ = child.wait();

@@ -10,7 +10,7 @@
 mod fixture;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -93,21 +93,9 @@ fn ok(cmd: std::process::Command) -> String {
 }
 
 fn apply_as_alice(e: &E2e, yaml: &str) -> String {
-    let mut child = e
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = e.kubectl();
+    cmd.args(["apply", "-f", "-"]);
+    let out = causeway_testbed::testing::run_with_stdin(cmd, yaml.as_bytes()).unwrap();
     assert!(
         out.status.success(),
         "apply: {}",
@@ -566,24 +554,7 @@ fn forward_once(e: &E2e, pod: &str, client: Client) -> Result<String, String> {
             .split_whitespace()
             .nth(2)
             .ok_or(format!("unexpected output {line:?}"))?;
-        let mut conn = TcpStream::connect(local).map_err(|e| e.to_string())?;
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let writer = {
-            let mut w = conn.try_clone().map_err(|e| e.to_string())?;
-            let payload = payload.clone();
-            std::thread::spawn(move || w.write_all(&payload))
-        };
-        let mut got = vec![0u8; payload.len()];
-        conn.read_exact(&mut got)
-            .map_err(|e| format!("read back: {e}"))?;
-        let _ = writer.join();
-        if got == payload {
-            Ok(())
-        } else {
-            Err("bytes differ".to_owned())
-        }
+        causeway_testbed::testing::echo_round_trip(local, 300_000, Duration::from_secs(10))
     })();
     let _ = child.kill();
     let _ = child.wait();

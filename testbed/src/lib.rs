@@ -37,6 +37,7 @@ pub mod spec;
 pub mod state;
 pub mod status;
 pub mod testbed;
+pub mod testing;
 
 pub use bins::{Binaries, bin_dir, repo_root};
 pub use error::TestbedError;

@@ -22,21 +22,9 @@ fn run(mut cmd: Command) -> String {
 }
 
 fn apply(c: &ClusterInfo, doc: &serde_json::Value) {
-    let mut child = c
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = c.kubectl();
+    cmd.args(["apply", "-f", "-"]);
+    let out = causeway_testbed::testing::run_with_stdin(cmd, doc.to_string().as_bytes()).unwrap();
     assert!(
         out.status.success(),
         "apply: {}",
