@@ -426,6 +426,8 @@ async fn refusals_are_status_json() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let _ = r.into_body().collect().await;
+    // An HTTP/1.1 connection takes the next request only once it has finished the last.
+    reader.ready().await.unwrap();
     let post = Request::post("/clusters/c-one/api/v1/namespaces/d/pods")
         .header("host", "localhost")
         .body(body::empty())
