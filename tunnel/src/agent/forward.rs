@@ -7,20 +7,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::metrics::{AgentMetrics, OpenStream};
-use super::upstream::{Upstream, UpstreamError};
+use super::upstream::Upstream;
 use crate::body::{self, ChannelBody, Tracked, TunnelBody};
 use crate::protocol::{self, HDR_STATUS, HDR_UPGRADE};
 use crate::upgrade;
-
-/// Largest response body (by `Content-Length`) read whole before it is passed on.
-pub const PREFETCH_MAX: u64 = 64 * 1024;
 
 /// How often the token file is re-read (bound tokens are rotated by the kubelet).
 const TOKEN_REFRESH: Duration = Duration::from_secs(30);
@@ -153,23 +149,10 @@ impl Forwarder {
                 let (resp, slot) = self.upstream.send(out).await?;
                 let (mut rparts, rbody) = resp.into_parts();
                 protocol::strip_hop_by_hop(&mut rparts.headers);
-                let length = rparts
-                    .headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                let body = match length {
-                    // A small body of known length is read whole before the headers go
-                    // back, so headers, data and end of stream cross stub and agent in
-                    // one trip, not one trip per frame the API server wrote.
-                    Some(n) if n > 0 && n <= PREFETCH_MAX => {
-                        let bytes = rbody.collect().await.map_err(UpstreamError::Http)?;
-                        drop(slot);
-                        body::full(bytes.to_bytes())
-                    }
-                    _ => body::boxed(Tracked::new(rbody, slot, |_| {})),
-                };
-                Ok(Response::from_parts(rparts, body))
+                Ok(Response::from_parts(
+                    rparts,
+                    body::boxed(Tracked::new(rbody, slot, |_| {})),
+                ))
             }
             // Boxed: the rare upgrade path would otherwise double the size of every
             // stream's future, which is moved on each spawn.
