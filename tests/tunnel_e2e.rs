@@ -67,16 +67,7 @@ async fn e2e() -> &'static E2e {
             Some(&join),
         );
         agent.wait_log("session established", 2, Duration::from_secs(30));
-        let alice = user_add(
-            &state,
-            dir.path(),
-            "alice",
-            "dev",
-            "tb-*",
-            &format!("https://{}", stub.users),
-        );
-        // The stub reloads users.yaml within 2 s of `causeway user add`.
-        wait_authenticated(member, &alice, "tb-a");
+        let alice = add_alice(&state, dir.path(), stub.users, member);
         E2e {
             tb,
             dir,

@@ -121,15 +121,7 @@ async fn lease_failover_between_two_stubs() {
         Some(&join),
     );
     agent.wait_log("session established", 4, Duration::from_secs(30));
-    let alice = user_add(
-        &state,
-        dir.path(),
-        "alice",
-        "dev",
-        "tb-*",
-        &format!("https://{}", a.users),
-    );
-    wait_authenticated(member, &alice, "tb-a");
+    let alice = add_alice(&state, dir.path(), a.users, member);
 
     // One active stub: the standby is not ready and refuses users with 503.
     std::thread::sleep(Duration::from_secs(LEASE_SECONDS));

@@ -59,15 +59,7 @@ async fn load() -> &'static Load {
         }
         let mut b = start_agent(dir.path(), "agent-b", &url, member, &token, &b_state, None);
         b.wait_log("session established", 2, Duration::from_secs(30));
-        let alice = user_add(
-            &state,
-            dir.path(),
-            "alice",
-            "dev",
-            "tb-*",
-            &format!("https://{}", stub.users),
-        );
-        wait_authenticated(member, &alice, "tb-a");
+        let alice = add_alice(&state, dir.path(), stub.users, member);
         Load {
             tb,
             _dir: dir,

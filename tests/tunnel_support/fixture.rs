@@ -313,6 +313,22 @@ pub fn start_agent(
     Proc::start(&args, &dir.join(format!("{name}.log")))
 }
 
+/// Adds user `alice` (group `dev`, clusters `tb-*`) and waits until the stub at
+/// `users` authenticates her for `tb-a` of `member`; returns her kubeconfig.
+pub fn add_alice(state: &Path, dir: &Path, users: SocketAddr, member: &ClusterInfo) -> PathBuf {
+    let alice = user_add(
+        state,
+        dir,
+        "alice",
+        "dev",
+        "tb-*",
+        &format!("https://{users}"),
+    );
+    // The stub reloads users.yaml within 2 s of `causeway user add`.
+    wait_authenticated(member, &alice, "tb-a");
+    alice
+}
+
 /// `causeway user add`: writes a kubeconfig, returns its path.
 pub fn user_add(
     state: &Path,
