@@ -96,6 +96,50 @@ echo "Binaries: \`$bin\`, \`$gen\`."
 echo
 } >"$report"
 
+rathole=$root/.cache/rathole/bin/rathole
+have_rathole=0
+if [ -x "$rathole" ]; then
+  have_rathole=1
+  # rathole's TLS identity: a throwaway CA and a leaf (SAN localhost) as PKCS#12.
+  mkdir -p "$out/rh"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=rh-ca -keyout "$out/rh/ca.key" -out "$out/rh/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$out/rh/tls.key" -out "$out/rh/tls.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$out/rh/ext.cnf"
+  openssl x509 -req -in "$out/rh/tls.csr" -CA "$out/rh/ca.crt" -CAkey "$out/rh/ca.key" -CAcreateserial -days 2 \
+    -extfile "$out/rh/ext.cnf" -out "$out/rh/tls.crt" 2>/dev/null
+  openssl pkcs12 -export -out "$out/rh/identity.pfx" -inkey "$out/rh/tls.key" -in "$out/rh/tls.crt" -passout pass:1234 2>/dev/null
+fi
+# start_rathole NAME CONTROL-ADDR VISITOR-ADDR LOCAL-ADDR: a rathole server+client pair with
+# TLS between them; sets rh_server_pid / rh_client_pid.
+start_rathole() {
+  cat >"$out/rh-$1-server.toml" <<TOML
+[server]
+bind_addr = "$2"
+[server.transport]
+type = "tls"
+[server.transport.tls]
+pkcs12 = "$out/rh/identity.pfx"
+pkcs12_password = "1234"
+[server.services.$1]
+token = "bench"
+bind_addr = "$3"
+TOML
+  cat >"$out/rh-$1-client.toml" <<TOML
+[client]
+remote_addr = "$2"
+[client.transport]
+type = "tls"
+[client.transport.tls]
+trusted_root = "$out/rh/ca.crt"
+hostname = "localhost"
+[client.services.$1]
+token = "bench"
+local_addr = "$4"
+TOML
+  "$rathole" -s "$out/rh-$1-server.toml" >"$out/rh-$1-server.log" 2>&1 & pids+=($!); rh_server_pid=$!
+  "$rathole" -c "$out/rh-$1-client.toml" >"$out/rh-$1-client.log" 2>&1 & pids+=($!); rh_client_pid=$!
+}
+
 if [ $part != plain ]; then
 echo "==> testbed"
 NO_COLOR=1 timeout 300 "$bin" testbed up --clusters bench --nodes 1 --state-dir "$out/testbed" >"$out/testbed.log" 2>&1
@@ -120,16 +164,29 @@ echo "==> agent for the testbed cluster"
 NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster bench --token "$tok" --ca-hash "$hash" \
   --state-dir "$out/agent" --kubeconfig "$tbkc" --token-file "$out/sa.token" 2>"$out/agent.log" & pids+=($!); agent_pid=$!
 for _ in $(seq 100); do $kubectl --kubeconfig "$out/alice.kubeconfig" get ns >/dev/null 2>&1 && break; sleep 0.2; done
+# The peer in front of the same API server: rathole (L4, TLS between its halves) forwards
+# the client's own TLS connection, so its row is what an extra L4 hop alone adds.
+api_hostport=${api#https://}; api_host=${api_hostport%:*}
+rh_api=
+if [ $have_rathole = 1 ]; then
+  start_rathole api 127.0.0.1:2336 "$api_host:16443" "$api_hostport"
+  for _ in $(seq 50); do
+    curl -s -o /dev/null --cacert "$ca_direct" --cert "$cert_direct" --key "$key_direct" "https://$api_host:16443/version" && { rh_api=https://$api_host:16443; break; }
+    sleep 0.2
+  done
+fi
 {
 echo "## kube-apiserver: direct vs through stub+agent (HTTP/2, mTLS, ${d_lat} s per run)"
 echo
 echo "Direct = the testbed admin certificate (system:masters). Impersonated = direct with the"
 echo "agent's own request: its ServiceAccount token plus Impersonate-User/Group for alice, so"
 echo "the API server does the same authentication and impersonation checks as behind the"
-echo "tunnel; tunnel − impersonated is what the stub and agent add."
+echo "tunnel; tunnel − impersonated is what the stub and agent add. rathole = direct through"
+echo "rathole with TLS (an L4 hop: the client's own TLS to the API server passes through it);"
+echo "rathole − direct is what the peer's extra hop alone adds on this machine, in the same run."
 echo
-echo "| test | direct | impersonated | through tunnel | tunnel − direct | tunnel − impersonated |"
-echo "|---|---|---|---|---|---|"
+echo "| test | direct | impersonated | through tunnel | tunnel − direct | tunnel − impersonated | rathole | rathole − direct |"
+echo "|---|---|---|---|---|---|---|---|"
 } >>"$report"
 
 imp=(--ca "$ca_direct" --token-file "$out/sa.token" --header "Impersonate-User: alice"
@@ -139,17 +196,23 @@ for c in 1 32 128; do
   dj=$(timeout 120 "$gen" latency --url "$api$small" "${direct[@]}" --concurrency $c --duration $d_lat)
   ij=$(timeout 120 "$gen" latency --url "$api$small" "${imp[@]}" --concurrency $c --duration $d_lat)
   tj=$(timeout 120 "$gen" latency --url "$users/clusters/bench$small" "${tunnel[@]}" --concurrency $c --duration $d_lat)
-  echo "$dj" >>"$out/raw.jsonl"; echo "$ij" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"
+  rj=; [ -z "$rh_api" ] || rj=$(timeout 120 "$gen" latency --url "$rh_api$small" "${direct[@]}" --concurrency $c --duration $d_lat)
+  echo "$dj" >>"$out/raw.jsonl"; echo "$ij" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"; [ -z "$rj" ] || echo "$rj" >>"$out/raw.jsonl"
   for f in p50_us p99_us rps; do
     dv=$(echo "$dj" | j $f); iv=$(echo "$ij" | j $f); tv=$(echo "$tj" | j $f)
-    echo "| small GET c=$c $f | $dv | $iv | $tv | $(diff $dv $tv $f) | $(diff $iv $tv $f) |" >>"$report"
+    rv=–; rd=–; [ -z "$rj" ] || { rv=$(echo "$rj" | j $f); rd=$(diff $dv $rv $f); }
+    echo "| small GET c=$c $f | $dv | $iv | $tv | $(diff $dv $tv $f) | $(diff $iv $tv $f) | $rv | $rd |" >>"$report"
   done
-  echo "   c=$c p50/p99 us: direct $(echo "$dj" | j p50_us)/$(echo "$dj" | j p99_us), impersonated $(echo "$ij" | j p50_us)/$(echo "$ij" | j p99_us), tunnel $(echo "$tj" | j p50_us)/$(echo "$tj" | j p99_us)"
+  echo "   c=$c p50/p99 us: direct $(echo "$dj" | j p50_us)/$(echo "$dj" | j p99_us), impersonated $(echo "$ij" | j p50_us)/$(echo "$ij" | j p99_us), tunnel $(echo "$tj" | j p50_us)/$(echo "$tj" | j p99_us)${rj:+, rathole $(echo "$rj" | j p50_us)/$(echo "$rj" | j p99_us)}"
 done
 dj=$(timeout 120 "$gen" throughput --url "$api$big" "${direct[@]}" --concurrency 4 --duration $d_big)
 tj=$(timeout 120 "$gen" throughput --url "$users/clusters/bench$big" "${tunnel[@]}" --concurrency 4 --duration $d_big)
-echo "$dj" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"
-echo "| ~10 MiB list, c=4, MiB/s | $(echo "$dj" | j mib_per_s) | | $(echo "$tj" | j mib_per_s) | $(python3 -c "print(f'{$(echo "$tj" | j mib_per_s)/$(echo "$dj" | j mib_per_s):.2f}x')") | |" >>"$report"
+rj=; [ -z "$rh_api" ] || rj=$(timeout 120 "$gen" throughput --url "$rh_api$big" "${direct[@]}" --concurrency 4 --duration $d_big)
+echo "$dj" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"; [ -z "$rj" ] || echo "$rj" >>"$out/raw.jsonl"
+ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+dm=$(echo "$dj" | j mib_per_s); tm=$(echo "$tj" | j mib_per_s); rm_=–; rr=–
+[ -z "$rj" ] || { rm_=$(echo "$rj" | j mib_per_s); rr=$(ratio "$rm_" "$dm"); }
+echo "| ~10 MiB list, c=4, MiB/s | $dm | | $tm | $(ratio "$tm" "$dm") | | $rm_ | $rr |" >>"$report"
 
 rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
 api_pid=$(pgrep -f "kube-apiserver.*$tbdir" | head -1 || true)
@@ -226,37 +289,8 @@ for c in web webtls; do
   curl -sf --cacert "$out/stub-ca.crt" -H "$bearer" "$users/clusters/$c/1m.bin" | cmp - "$out/nginx/www/1m.bin"
 done
 
-rathole=$root/.cache/rathole/bin/rathole
-have_rathole=0
-if [ -x "$rathole" ]; then
-  have_rathole=1
-  openssl pkcs12 -export -out "$out/nginx/identity.pfx" -inkey "$out/nginx/tls.key" -in "$out/nginx/tls.crt" -passout pass:1234 2>/dev/null
-  cat >"$out/rh-server.toml" <<TOML
-[server]
-bind_addr = "127.0.0.1:2335"
-[server.transport]
-type = "tls"
-[server.transport.tls]
-pkcs12 = "$out/nginx/identity.pfx"
-pkcs12_password = "1234"
-[server.services.web]
-token = "bench"
-bind_addr = "127.0.0.1:18094"
-TOML
-  cat >"$out/rh-client.toml" <<TOML
-[client]
-remote_addr = "127.0.0.1:2335"
-[client.transport]
-type = "tls"
-[client.transport.tls]
-trusted_root = "$out/nginx/ca.crt"
-hostname = "localhost"
-[client.services.web]
-token = "bench"
-local_addr = "127.0.0.1:18080"
-TOML
-  "$rathole" -s "$out/rh-server.toml" >"$out/rh-server.log" 2>&1 & pids+=($!); rh_server_pid=$!
-  "$rathole" -c "$out/rh-client.toml" >"$out/rh-client.log" 2>&1 & pids+=($!); rh_client_pid=$!
+if [ $have_rathole = 1 ]; then
+  start_rathole web 127.0.0.1:2335 127.0.0.1:18094 127.0.0.1:18080
   for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18094/1k.bin && break; sleep 0.2; done
 fi
 

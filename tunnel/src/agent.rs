@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub stubs: Vec<StubTarget>,
     /// Sessions per stub (streams are balanced across them and across agents).
     pub sessions_per_stub: usize,
+    /// HTTP/1.1 data connections held beside each session for short requests (0: none).
+    pub data_connections: usize,
     /// Client TLS for the stub: trusts the stub CA, presents the agent certificate.
     pub tls: Arc<rustls::ClientConfig>,
     /// The local API server.
@@ -53,16 +55,30 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     if config.stubs.is_empty() {
         return Err(AgentError::NoStub);
     }
-    let mut tls = (*config.tls).clone();
-    tls.alpn_protocols = vec![crate::protocol::ALPN_TUNNEL.to_vec()];
-    let tls = Arc::new(tls);
+    let with_alpn = |alpn: &[u8]| {
+        let mut tls = (*config.tls).clone();
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        Arc::new(tls)
+    };
     let metrics = Arc::new(metrics::AgentMetrics::new());
-    let forwarder = Arc::new(Forwarder::new(
-        Upstream::new(config.upstream)?,
-        config.token,
-        metrics.clone(),
-    ));
-    tracing::info!(cluster = %config.cluster, stubs = config.stubs.len(), sessions_per_stub = config.sessions_per_stub, "agent starting");
+    let dialer = Arc::new(dialer::Dialer {
+        tls: with_alpn(crate::protocol::ALPN_TUNNEL),
+        data_tls: with_alpn(crate::protocol::ALPN_DATA),
+        data_connections: config.data_connections,
+        forwarder: Arc::new(Forwarder::new(
+            Upstream::new(config.upstream)?,
+            config.token,
+            metrics.clone(),
+        )),
+        metrics: metrics.clone(),
+    });
+    tracing::info!(
+        cluster = %config.cluster,
+        stubs = config.stubs.len(),
+        sessions_per_stub = config.sessions_per_stub,
+        data_connections = config.data_connections,
+        "agent starting"
+    );
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = config.metrics_listener {
         if let Ok(addr) = listener.local_addr() {
@@ -73,11 +89,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     for target in &config.stubs {
         for slot in 0..config.sessions_per_stub.max(1) {
             tasks.spawn(dialer::hold(
+                dialer.clone(),
                 target.clone(),
                 slot,
-                tls.clone(),
-                forwarder.clone(),
-                metrics.clone(),
                 shutdown.clone(),
             ));
         }

@@ -2,8 +2,8 @@
 //! labels are bounded (cluster IDs of enrolled clusters, verbs, status codes).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Requests finished, by cluster, verb and HTTP status code.
@@ -20,6 +20,10 @@ pub const OPEN_STREAMS: &str = "causeway_tunnel_open_streams";
 pub const BYTES_TOTAL: &str = "causeway_tunnel_bytes_total";
 /// Requests retried on another session because the first never left.
 pub const RETRIES_TOTAL: &str = "causeway_tunnel_retries_total";
+/// Requests sent over a data connection instead of a session stream.
+pub const DATA_REQUESTS_TOTAL: &str = "causeway_tunnel_data_connection_requests_total";
+/// Idle data connections, all clusters.
+pub const DATA_IDLE: &str = "causeway_tunnel_data_connections_idle";
 /// 1 while this stub holds the lease (or runs without one), else 0.
 pub const ACTIVE: &str = "causeway_tunnel_stub_active";
 
@@ -42,6 +46,10 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// See [`ACTIVE`].
     pub active: IntGauge,
+    /// See [`DATA_REQUESTS_TOTAL`].
+    pub data_requests: IntCounter,
+    /// See [`DATA_IDLE`].
+    pub data_idle: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -99,6 +107,13 @@ impl Metrics {
         .expect("valid metric");
         let active =
             IntGauge::new(ACTIVE, "1 while this stub serves users.").expect("valid metric");
+        let data_requests = IntCounter::new(
+            DATA_REQUESTS_TOTAL,
+            "Requests sent over an agent's HTTP/1.1 data connection instead of a session stream.",
+        )
+        .expect("valid metric");
+        let data_idle = IntGauge::new(DATA_IDLE, "Idle agent data connections, all clusters.")
+            .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -108,6 +123,8 @@ impl Metrics {
             Box::new(bytes.clone()),
             Box::new(retries.clone()),
             Box::new(active.clone()),
+            Box::new(data_requests.clone()),
+            Box::new(data_idle.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -121,6 +138,8 @@ impl Metrics {
             bytes,
             retries,
             active,
+            data_requests,
+            data_idle,
         }
     }
 

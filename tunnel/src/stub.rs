@@ -2,11 +2,13 @@
 //!
 //! A request's path, one step per file: [`listener`] (TLS, HTTP/1.1 + HTTP/2) →
 //! [`gate`] (`Authenticated` → `Authorized`) → [`route`] (`/clusters/<id>/…`) →
-//! [`registry`] (a live session, two random choices) → [`forward`] (a stream on the
-//! session, upgrade splice) → [`exchange`] (audit event + metrics when it ends).
+//! [`registry`] (a live session, two random choices) → [`forward`] (an idle
+//! [`data`] connection for a short request, else a stream on the session; upgrade
+//! splice) → [`exchange`] (audit event + metrics when it ends).
 
 pub mod admin;
 pub mod agents;
+pub mod data;
 pub mod enrol;
 pub mod exchange;
 pub mod forward;
@@ -43,6 +45,8 @@ pub type EnrolledCheck = Box<dyn Fn(&ClusterId) -> bool + Send + Sync>;
 pub struct Shared {
     /// Live sessions.
     pub registry: Registry,
+    /// Idle data connections of the agents.
+    pub data: data::DataPool,
     /// Metric handles.
     pub metrics: Arc<Metrics>,
     /// Who may reach which cluster.
@@ -147,6 +151,7 @@ pub fn start(
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         registry: Registry::new(metrics.clone()),
+        data: data::DataPool::new(metrics.data_idle.clone()),
         metrics,
         policy: parts.policy,
         users: parts.users,
@@ -165,7 +170,11 @@ pub fn start(
     let mut user_tls = parts.user_tls;
     user_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut agent_tls = parts.agent_tls;
-    agent_tls.alpn_protocols = vec![crate::protocol::ALPN_TUNNEL.to_vec(), b"http/1.1".to_vec()];
+    agent_tls.alpn_protocols = vec![
+        crate::protocol::ALPN_TUNNEL.to_vec(),
+        crate::protocol::ALPN_DATA.to_vec(),
+        b"http/1.1".to_vec(),
+    ];
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(listener::serve_users(
         shared.clone(),

@@ -106,6 +106,27 @@ pub async fn connect_tcp(addr: &str) -> Result<TcpStream, TransportError> {
     Ok(tcp)
 }
 
+/// TCP keep-alive idle time on a data connection.
+const DATA_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+/// TCP keep-alive probe interval on a data connection.
+const DATA_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Unacknowledged data older than this closes a data connection (`TCP_USER_TIMEOUT`).
+const DATA_USER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Makes a silent peer of a data connection noticed: HTTP/1.1 has no ping, so TCP
+/// keep-alive probes an idle connection (a dead peer is found in ~25 s) and
+/// `TCP_USER_TIMEOUT` fails a request written to a peer that stopped acknowledging,
+/// as a session's HTTP/2 pings do. Best effort: errors are ignored.
+pub fn watch_liveness(tcp: &TcpStream) {
+    let sock = socket2::SockRef::from(tcp);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(DATA_KEEPALIVE_IDLE)
+        .with_interval(DATA_KEEPALIVE_INTERVAL)
+        .with_retries(3);
+    let _ = sock.set_tcp_keepalive(&ka);
+    let _ = sock.set_tcp_user_timeout(Some(DATA_USER_TIMEOUT));
+}
+
 /// Accepts TLS on one already-accepted TCP connection, within [`HANDSHAKE_TIMEOUT`],
 /// reading through a buffer of `read_buffer` bytes.
 pub async fn accept_tls(

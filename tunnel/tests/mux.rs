@@ -226,16 +226,19 @@ async fn bed() -> Bed {
 }
 
 impl Bed {
-    /// Starts an agent for `cluster`; returns its shutdown token.
+    /// Starts an agent for `cluster` with the default 2 data connections per session;
+    /// returns its shutdown token.
     fn agent(&self, cluster: &str, sessions: usize) -> CancellationToken {
-        self.agent_with(cluster, sessions, None)
+        self.agent_with(cluster, sessions, 2, None)
     }
 
-    /// Starts an agent for `cluster`, serving its metrics on `metrics` if given.
+    /// Starts an agent for `cluster` with `data` data connections per session,
+    /// serving its metrics on `metrics` if given.
     fn agent_with(
         &self,
         cluster: &str,
         sessions: usize,
+        data: usize,
         metrics: Option<tokio::net::TcpListener>,
     ) -> CancellationToken {
         let cluster = ClusterId::new(cluster).unwrap();
@@ -252,6 +255,7 @@ impl Bed {
                 server_name: "localhost".into(),
             }],
             sessions_per_stub: sessions,
+            data_connections: data,
             tls: Arc::new(tls),
             upstream: self.upstream.clone(),
             token: TokenSource::new(self.token.path().to_owned()).unwrap(),
@@ -615,7 +619,7 @@ async fn agent_metrics_count_sessions_streams_and_codes() {
     let bed = bed().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let stop = bed.agent_with("c-metrics", 2, Some(listener));
+    let stop = bed.agent_with("c-metrics", 2, 0, Some(listener));
     bed.wait_sessions("c-metrics", 2).await;
     assert_eq!(scrape(addr, "/readyz").await.0, 200);
     let mut c = bed.h2_client().await;
@@ -650,4 +654,113 @@ async fn agent_metrics_count_sessions_streams_and_codes() {
     assert!(open.contains("causeway_agent_open_streams 0"), "{open}");
     assert_eq!(scrape(addr, "/nope").await.0, 404);
     stop.cancel();
+}
+
+impl Bed {
+    async fn wait_idle_data(&self, cluster: &str, n: usize) {
+        let c = ClusterId::new(cluster).unwrap();
+        for _ in 0..500 {
+            if self.stub.shared.data.idle(&c) == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "cluster {cluster}: {} idle data connections, wanted {n}",
+            self.stub.shared.data.idle(&c)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_requests_use_data_connections_which_survive_cancellation() {
+    let bed = bed().await;
+    let agent = bed.agent("c-one", 1);
+    bed.wait_sessions("c-one", 1).await;
+    bed.wait_idle_data("c-one", 2).await;
+    let data_requests = || bed.stub.shared.metrics.data_requests.get();
+    let mut c = bed.h2_client().await;
+
+    // Short requests (with a body too) go over the data connections, identity intact.
+    for i in 0..20 {
+        let req = Request::post("https://localhost/clusters/c-one/echo")
+            .body(body::full(vec![b'x'; i]))
+            .unwrap();
+        let h = json(c.send_request(req).await.unwrap()).await;
+        assert_eq!(h["impersonate-user"][0], "alice");
+        assert_eq!(h["x-body-len"][0], i.to_string());
+    }
+    assert_eq!(data_requests(), 20);
+    // From an HTTP/1.1 user connection too (its Host header is kept).
+    let mut h1 = bed.h1_client(Some(("alice", &["dev"]))).await;
+    let r = h1
+        .send_request(get_h1("/clusters/c-one/echo"))
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["impersonate-user"][0], "alice");
+    assert_eq!(data_requests(), 21);
+
+    // A watch and an upgrade never take one: they stay on session streams.
+    let r = c
+        .send_request(get("/clusters/c-one/api/v1/namespaces/d/pods?watch=true"))
+        .await
+        .unwrap();
+    let _ = r.into_body().collect().await;
+    assert_eq!(data_requests(), 21, "a watch went over a data connection");
+
+    // A response dropped mid-body closes its data connection; the agent dials another
+    // and later requests are unaffected.
+    for _ in 0..5 {
+        let mut r = c
+            .send_request(get("/clusters/c-one/bytes?n=8388608"))
+            .await
+            .unwrap()
+            .into_body();
+        let first = r.frame().await.unwrap().unwrap();
+        assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
+        drop(r);
+    }
+    bed.wait_idle_data("c-one", 2).await;
+    let before = data_requests();
+    for _ in 0..10 {
+        let r = c
+            .send_request(get("/clusters/c-one/bytes?n=100000"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(b.len(), 100_000);
+    }
+    assert!(
+        data_requests() >= before + 9,
+        "data connections were not replaced"
+    );
+
+    // The agent gone: its data connections close with its session, and a request gets
+    // a prompt 503, not a hang on a dead connection.
+    agent.cancel();
+    bed.wait_sessions("c-one", 0).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.send_request(get("/clusters/c-one/echo")),
+    )
+    .await
+    .expect("a request to a cluster whose agent left hung")
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_connections_can_be_switched_off() {
+    let bed = bed().await;
+    bed.agent_with("c-one", 1, 0, None);
+    bed.wait_sessions("c-one", 1).await;
+    let mut c = bed.h2_client().await;
+    let h = json(c.send_request(get("/clusters/c-one/echo")).await.unwrap()).await;
+    assert_eq!(h["impersonate-user"][0], "alice");
+    assert_eq!(bed.stub.shared.metrics.data_requests.get(), 0);
+    assert_eq!(
+        bed.stub.shared.data.idle(&ClusterId::new("c-one").unwrap()),
+        0
+    );
 }

@@ -1,7 +1,10 @@
 //! Dialling the stub forever: one loop per session slot, with capped exponential
-//! backoff and jitter between attempts.
+//! backoff and jitter between attempts. While a session is up, its data connections
+//! (HTTP/1.1, [`crate::protocol::ALPN_DATA`]) are held open beside it and closed
+//! with it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -19,6 +22,9 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A session that lived this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(10);
+/// Least time between two dials of one data connection slot: cancelled requests close
+/// data connections, and must not turn into a storm of TLS handshakes.
+const DATA_REDIAL_MIN: Duration = Duration::from_millis(50);
 
 /// One stub to dial.
 #[derive(Clone, Debug)]
@@ -79,15 +85,33 @@ pub fn backoff(failures: u32) -> Duration {
     half + rand::rng().random_range(Duration::ZERO..=half)
 }
 
-/// Keeps one session to `target` open until `shutdown`.
+/// What every dial loop of one agent shares.
+pub struct Dialer {
+    /// Client TLS for sessions (ALPN [`crate::protocol::ALPN_TUNNEL`]).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Client TLS for data connections (ALPN [`crate::protocol::ALPN_DATA`]).
+    pub data_tls: Arc<rustls::ClientConfig>,
+    /// Data connections held beside each session (0: none).
+    pub data_connections: usize,
+    /// Where requests go.
+    pub forwarder: Arc<Forwarder>,
+    /// Counters.
+    pub metrics: Arc<super::metrics::AgentMetrics>,
+}
+
+/// Keeps one session to `target` open until `shutdown`, with its data connections.
 pub async fn hold(
+    dialer: Arc<Dialer>,
     target: StubTarget,
     slot: usize,
-    tls: Arc<rustls::ClientConfig>,
-    forwarder: Arc<Forwarder>,
-    metrics: Arc<super::metrics::AgentMetrics>,
     shutdown: CancellationToken,
 ) {
+    let Dialer {
+        tls,
+        forwarder,
+        metrics,
+        ..
+    } = &*dialer;
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
@@ -102,6 +126,15 @@ pub async fn hold(
             .await?;
             tracing::info!(stub = %target.addr, slot, "session established");
             let _up = super::metrics::OpenStream::new(&metrics.sessions);
+            // The data connections live exactly as long as this session.
+            let session_up = shutdown.child_token();
+            let _close_data = session_up.clone().drop_guard();
+            for i in 0..dialer.data_connections {
+                tokio::spawn(
+                    hold_data(dialer.clone(), target.clone(), session_up.clone())
+                        .instrument(tracing::debug_span!("tunnel.agent.data", slot, i)),
+                );
+            }
             let fwd = forwarder.clone();
             let svc = service_fn(move |req| {
                 let fwd = fwd.clone();
@@ -135,13 +168,67 @@ pub async fn hold(
     }
 }
 
+/// Keeps one data connection to `target` open until `stop` (its session ended).
+///
+/// A connection that carried requests is replaced when it closes (the stub closes one
+/// whenever a response did not end cleanly, e.g. a cancelled request), at most every
+/// [`DATA_REDIAL_MIN`]; one that failed before carrying any waits with backoff.
+async fn hold_data(dialer: Arc<Dialer>, target: StubTarget, stop: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let dialled = Instant::now();
+        let used = Arc::new(AtomicBool::new(false));
+        let attempt = async {
+            let tls_stream = transport::connect_tls(
+                &target.addr,
+                &target.server_name,
+                dialer.data_tls.clone(),
+                transport::BULK_READ_BUFFER,
+            )
+            .await?;
+            transport::watch_liveness(tls_stream.get_ref().0.get_ref());
+            let (fwd, used) = (dialer.forwarder.clone(), used.clone());
+            let svc = service_fn(move |req| {
+                used.store(true, Ordering::Relaxed);
+                let fwd = fwd.clone();
+                async move { Ok::<_, std::convert::Infallible>(fwd.handle(req).await) }
+            });
+            hyper::server::conn::http1::Builder::new()
+                // An idle data connection waits for its next request indefinitely;
+                // TCP keep-alive (`watch_liveness`) notices a dead stub.
+                .header_read_timeout(None)
+                .serve_connection(hyper_util::rt::TokioIo::new(tls_stream), svc)
+                .await
+                .map_err(DialError::Session)
+        };
+        let result = tokio::select! {
+            r = attempt => r,
+            () = stop.cancelled() => return,
+        };
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "data connection ended");
+        }
+        let delay = if used.load(Ordering::Relaxed) {
+            failures = 0;
+            DATA_REDIAL_MIN.saturating_sub(dialled.elapsed())
+        } else {
+            failures = failures.saturating_add(1);
+            backoff(failures - 1)
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Why a session attempt ended.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
     /// Could not connect.
     #[error("{0}")]
     Connect(#[from] transport::TransportError),
-    /// The session broke.
+    /// The session (or data connection) broke.
     #[error("session: {0}")]
     Session(hyper::Error),
 }

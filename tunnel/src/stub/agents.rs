@@ -1,6 +1,6 @@
 //! The agents' listener. A connection with an agent certificate becomes a session
-//! (the stub then speaks HTTP/2 as the client over it); a connection without one may
-//! only enrol.
+//! (the stub then speaks HTTP/2 as the client over it) or, by its ALPN, a data
+//! connection (HTTP/1.1, [`super::data`]); a connection without one may only enrol.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,9 +60,15 @@ async fn session(
         tracing::warn!(%cluster, %peer, %reason, "refused a session");
         return;
     }
-    if transport::alpn(&tls).as_deref() != Some(crate::protocol::ALPN_TUNNEL) {
-        tracing::warn!(%cluster, %peer, "refused a session: ALPN is not causeway-tunnel/1");
-        return;
+    match transport::alpn(&tls).as_deref() {
+        Some(crate::protocol::ALPN_TUNNEL) => {}
+        Some(crate::protocol::ALPN_DATA) => {
+            return super::data::serve(shared.data.clone(), cluster, tls, peer, shutdown).await;
+        }
+        _ => {
+            tracing::warn!(%cluster, %peer, "refused a session: ALPN is not causeway-tunnel/1");
+            return;
+        }
     }
     let id = shared.registry.next_id();
     let span = tracing::info_span!("tunnel.session", session = id, %cluster, %peer);

@@ -59,6 +59,12 @@ impl Exchange {
         &self.event.audit_id
     }
 
+    /// Whether the request is long-running (watch, logs, exec, proxy, …), as the
+    /// API server's `BasicLongRunningRequestCheck` counts it.
+    pub fn is_long_running(&self) -> bool {
+        self.event.is_long_running()
+    }
+
     /// Records who is asking.
     pub fn set_user(&mut self, id: &Identity) {
         self.event.set_user(id);

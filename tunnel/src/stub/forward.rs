@@ -1,6 +1,7 @@
-//! Forwarding an authorized request on a stream of a live session, with a retry on
-//! another session when the request never left; upgrades are spliced only after
-//! the agent reports a real `101` from the API server.
+//! Forwarding an authorized request: a short one over an idle data connection when
+//! there is one, else on a stream of a live session, with a retry on another
+//! session when the request never left; upgrades are spliced only after the agent
+//! reports a real `101` from the API server.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use super::Shared;
+use super::data::DataSent;
 use super::exchange::Exchange;
 use super::gate::{Authorized, Refusal};
 use crate::body::{self, ChannelBody, Tracked, TunnelBody};
@@ -74,6 +76,44 @@ pub async fn forward(
         }
     };
     let mut req = Request::from_parts(parts, body);
+
+    // A short request goes over an idle data connection if the cluster has one.
+    if upgrade_to.is_none() && !ex.is_long_running() {
+        *req.version_mut() = Version::HTTP_11;
+        // HTTP/1.1 needs a Host (a user on HTTP/2 sent :authority instead).
+        let add_host = !req.headers().contains_key(header::HOST);
+        if add_host && let Ok(host) = HeaderValue::from_str(target.cluster.as_str()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+        match shared.data.send(&target.cluster, req).await {
+            DataSent::Response(resp) => {
+                shared.metrics.data_requests.inc();
+                let (mut rparts, rbody) = resp.into_parts();
+                protocol::strip_internal(&mut rparts.headers);
+                protocol::strip_hop_by_hop(&mut rparts.headers);
+                ex.respond(rparts.status);
+                let body = Tracked::new(rbody, ex, move |n| bytes_down.inc_by(n as u64));
+                return Ok(Response::from_parts(rparts, body::boxed(body)));
+            }
+            DataSent::NotSent(r) => {
+                req = r;
+                *req.version_mut() = Version::HTTP_2;
+                if add_host {
+                    req.headers_mut().remove(header::HOST);
+                }
+            }
+            DataSent::Failed(e) => {
+                tracing::debug!(error = %e, "data connection failed");
+                return Err((
+                    Refusal::new(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the agent's data connection failed: {e}"),
+                    ),
+                    ex,
+                ));
+            }
+        }
+    }
 
     let mut tried = Vec::with_capacity(MAX_TRIES);
     let (resp, in_flight) = loop {
