@@ -266,7 +266,7 @@ sleep 0.5
 # HTTP/1.1 on loopback (as rathole's client does), "webtls" over TLS + HTTP/2 (as an
 # agent reaches a real kube-apiserver).
 echo unused >"$out/web.token"
-start_web_agent() { # cluster server-url
+start_web_agent() { # cluster server-url [agent flags]
   cat >"$out/$1.kubeconfig" <<KC
 apiVersion: v1
 kind: Config
@@ -278,13 +278,14 @@ KC
   "$bin" cluster add "$1" --state-dir "$out/stub/state" --stub-url "$agents" >"$out/join-$1.txt"
   local tok; tok=$(awk '/^token:/{print $2}' "$out/join-$1.txt")
   NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster "$1" --token "$tok" --ca-hash "$hash" \
-    --state-dir "$out/agent-$1" --kubeconfig "$out/$1.kubeconfig" --token-file "$out/web.token" 2>"$out/agent-$1.log" &
+    --state-dir "$out/agent-$1" --kubeconfig "$out/$1.kubeconfig" --token-file "$out/web.token" "${@:3}" 2>"$out/agent-$1.log" &
   pids+=($!)
 }
 start_web_agent web http://127.0.0.1:18080; agent_web_pid=$!
 start_web_agent webtls https://127.0.0.1:18443; agent_webtls_pid=$!
+start_web_agent webstreams http://127.0.0.1:18080 --data-connections 0; agent_webstreams_pid=$!
 bearer="Authorization: Bearer bench-token-0123456789abcdef0123456789"
-for c in web webtls; do
+for c in web webtls webstreams; do
   for _ in $(seq 100); do curl -sfk -o /dev/null -H "$bearer" "$users/clusters/$c/1k.bin" && break; sleep 0.2; done
   curl -sf --cacert "$out/stub-ca.crt" -H "$bearer" "$users/clusters/$c/1m.bin" | cmp - "$out/nginx/www/1m.bin"
 done
@@ -303,6 +304,7 @@ run_wrk() { # name url conns size extra-header; CPU[name-size-c] = µs of the tu
   local procs=()
   case $name in
     tunnel) procs=("$stub_pid" "$agent_web_pid");; tunnel-tls) procs=("$stub_pid" "$agent_webtls_pid");;
+    tunnel-streams) procs=("$stub_pid" "$agent_webstreams_pid");;
     rathole) procs=("$rh_server_pid" "$rh_client_pid");;
   esac
   timeout 10 wrk -t2 -c"$c" -d3s "$@" "$url/$size" >/dev/null 2>&1 || true
@@ -327,7 +329,9 @@ echo
 echo "direct-tls = wrk → nginx over TLS (HTTP/1.1): what TLS alone costs on this machine; the"
 echo "stub must terminate users' TLS, while the direct and rathole paths are plaintext for wrk."
 echo "tunnel = wrk → stub (TLS, bearer token, audit on) → agent → nginx over plain HTTP/1.1 on"
-echo "loopback; tunnel-tls = the same with agent → nginx over TLS + HTTP/2; rathole = wrk →"
+echo "loopback (short requests over the agent's HTTP/1.1 data connections when idle);"
+echo "tunnel-streams = the same with --data-connections 0 (every request a stream of the"
+echo "HTTP/2 session); tunnel-tls = agent → nginx over TLS + HTTP/2; rathole = wrk →"
 echo "rathole server → (TLS) → rathole client → nginx. CPU = utime+stime of the two tunnel"
 echo "processes per request (/proc), in µs."
 echo
@@ -335,13 +339,14 @@ echo "| path | 1 KiB c=32 req/s | ratio | CPU | 1 MiB c=32 req/s | ratio | CPU |
 echo "|---|---|---|---|---|---|---|---|---|"
 } >>"$report"
 declare -A R
-paths="direct direct-tls tunnel tunnel-tls"; [ $have_rathole = 1 ] && paths="$paths rathole"
+paths="direct direct-tls tunnel tunnel-streams tunnel-tls"; [ $have_rathole = 1 ] && paths="$paths rathole"
 for p in $paths; do
   case $p in
     direct) url=http://127.0.0.1:18080; hdr=();;
     direct-tls) url=https://127.0.0.1:18443; hdr=();;
     tunnel) url=$users/clusters/web; hdr=(-H "$bearer");;
     tunnel-tls) url=$users/clusters/webtls; hdr=(-H "$bearer");;
+    tunnel-streams) url=$users/clusters/webstreams; hdr=(-H "$bearer");;
     rathole) url=http://127.0.0.1:18094; hdr=();;
   esac
   for size in 1k.bin 1m.bin; do run_wrk $p "$url" 32 $size "${hdr[@]}"; done

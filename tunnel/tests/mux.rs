@@ -736,6 +736,37 @@ async fn short_requests_use_data_connections_which_survive_cancellation() {
         "data connections were not replaced"
     );
 
+    // Busy sessions keep short requests: with 4 endless responses in flight on session
+    // streams, a request takes a stream although 2 data connections are idle.
+    let one = ClusterId::new("c-one").unwrap();
+    let mut endless = Vec::new();
+    for _ in 0..6 {
+        endless.push(c.send_request(get("/clusters/c-one/stream")).await.unwrap());
+    }
+    let on_data = data_requests();
+    // The first two took the data connections; dropping them closes those, and the
+    // agent replaces them.
+    drop(endless.drain(..2));
+    bed.wait_idle_data("c-one", 2).await;
+    assert_eq!(bed.stub.shared.registry.short_in_flight(&one), 4);
+    let r = c.send_request(get("/clusters/c-one/echo")).await.unwrap();
+    assert_eq!(json(r).await["impersonate-user"][0], "alice");
+    assert_eq!(
+        data_requests(),
+        on_data,
+        "a busy cluster's request took a data connection"
+    );
+    drop(endless);
+    for _ in 0..500 {
+        if bed.stub.shared.registry.short_in_flight(&one) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = c.send_request(get("/clusters/c-one/echo")).await.unwrap();
+    assert_eq!(json(r).await["impersonate-user"][0], "alice");
+    assert_eq!(data_requests(), on_data + 1);
+
     // The agent gone: its data connections close with its session, and a request gets
     // a prompt 503, not a hang on a dead connection.
     agent.cancel();

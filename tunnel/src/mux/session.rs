@@ -27,14 +27,22 @@ pub struct Session {
     pub peer: SocketAddr,
     sender: SendRequest<TunnelBody>,
     in_flight: Arc<AtomicUsize>,
+    short_in_flight: Arc<AtomicUsize>,
 }
 
-/// Counts one stream in flight on a session until dropped.
-pub struct InFlight(Arc<AtomicUsize>);
+/// Counts one stream in flight on a session (and, for a short request, among the
+/// short ones) until dropped.
+pub struct InFlight {
+    all: Arc<AtomicUsize>,
+    short: Option<Arc<AtomicUsize>>,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.all.fetch_sub(1, Ordering::Relaxed);
+        if let Some(s) = &self.short {
+            s.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -80,6 +88,7 @@ impl Session {
             peer,
             sender,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            short_in_flight: Arc::new(AtomicUsize::new(0)),
         });
         Ok((session, Box::pin(conn)))
     }
@@ -89,15 +98,28 @@ impl Session {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Short (not long-running) streams in flight on this session.
+    pub fn short_in_flight(&self) -> usize {
+        self.short_in_flight.load(Ordering::Relaxed)
+    }
+
     /// Whether the session can no longer carry streams.
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
     }
 
-    /// Counts a stream in flight until the returned guard drops.
-    pub fn begin(&self) -> InFlight {
+    /// Counts a stream in flight until the returned guard drops; `short` for an
+    /// ordinary request (not a watch, log, exec, …).
+    pub fn begin(&self, short: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.in_flight.clone())
+        let short = short.then(|| {
+            self.short_in_flight.fetch_add(1, Ordering::Relaxed);
+            self.short_in_flight.clone()
+        });
+        InFlight {
+            all: self.in_flight.clone(),
+            short,
+        }
     }
 
     /// Opens a stream carrying `req`.

@@ -21,6 +21,13 @@ use crate::upgrade;
 /// Most sessions tried for one request.
 const MAX_TRIES: usize = 3;
 
+/// A data connection is used only while fewer short streams than this are in flight on
+/// the cluster's sessions (open watches do not count). A lone request is faster over
+/// HTTP/1.1; under load a busy HTTP/2 session carries many streams per TLS record and
+/// system call, which costs less per request than one connection each (measured,
+/// bench/tunnel/README.md).
+pub const DATA_MAX_IN_FLIGHT: usize = 4;
+
 /// Sends `a` to one of its cluster's sessions. `ex` is moved into the response so the
 /// request is accounted for when its body (or upgraded stream) ends.
 pub async fn forward(
@@ -77,8 +84,10 @@ pub async fn forward(
     };
     let mut req = Request::from_parts(parts, body);
 
-    // A short request goes over an idle data connection if the cluster has one.
-    if upgrade_to.is_none() && !ex.is_long_running() {
+    // A short request goes over an idle data connection if the cluster has one and its
+    // sessions are not busy with other short requests.
+    let short = upgrade_to.is_none() && !ex.is_long_running();
+    if short && shared.registry.short_in_flight(&target.cluster) < DATA_MAX_IN_FLIGHT {
         *req.version_mut() = Version::HTTP_11;
         // HTTP/1.1 needs a Host (a user on HTTP/2 sent :authority instead).
         let add_host = !req.headers().contains_key(header::HOST);
@@ -129,7 +138,7 @@ pub async fn forward(
             return Err((Refusal::new(StatusCode::SERVICE_UNAVAILABLE, msg), ex));
         };
         tried.push(session.id);
-        let in_flight = session.begin();
+        let in_flight = session.begin(short);
         let span =
             tracing::debug_span!("tunnel.stream", session = session.id, cluster = %session.cluster);
         match session.send(req).instrument(span).await {

@@ -71,6 +71,13 @@ impl Registry {
         map.get(cluster).map_or(0, Vec::len)
     }
 
+    /// Short (not long-running) streams in flight on all sessions of `cluster`.
+    pub fn short_in_flight(&self, cluster: &ClusterId) -> usize {
+        let map = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(cluster)
+            .map_or(0, |l| l.iter().map(|s| s.short_in_flight()).sum())
+    }
+
     /// Every cluster with at least one live session, with its session count.
     pub fn clusters(&self) -> Vec<(ClusterId, usize)> {
         let map = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
