@@ -122,6 +122,62 @@ where
     }
 }
 
+/// A body whose first frame (or error) was already read: `first`, then the rest of
+/// `inner`. Lets a proxy send response headers together with the first data.
+pub struct Prefetched<B: Body> {
+    first: Option<Result<Frame<Bytes>, B::Error>>,
+    inner: B,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Prefetched<B> {
+    /// Reads the first frame of `inner` (none if it has already ended).
+    pub async fn read(mut inner: B) -> Self {
+        let first = if inner.is_end_stream() {
+            None
+        } else {
+            inner.frame().await
+        };
+        Prefetched { first, inner }
+    }
+}
+
+impl<B> Body for Prefetched<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.first.take() {
+            Some(f) => Poll::Ready(Some(f)),
+            None => Pin::new(&mut self.inner).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self.inner.size_hint();
+        let held = match &self.first {
+            Some(Ok(f)) => f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => 0,
+        };
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + held);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +212,23 @@ mod tests {
         let body = Tracked::new(ch, Guard(open.clone()), |_| {});
         drop(body);
         assert_eq!(open.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn prefetched_replays_the_first_frame_then_the_rest() {
+        let (tx, ch) = ChannelBody::new(4);
+        tx.send(Bytes::from_static(b"ab")).await.unwrap();
+        tx.send(Bytes::from_static(b"cd")).await.unwrap();
+        drop(tx);
+        let body = Prefetched::read(ch).await;
+        assert!(!body.is_end_stream());
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"abcd");
+        // An empty body stays empty and reports its end without being polled.
+        let body = Prefetched::read(empty()).await;
+        assert!(body.is_end_stream());
+        let hint = Prefetched::read(full("xyz")).await.size_hint();
+        assert_eq!(hint.exact(), Some(3));
     }
 
     #[tokio::test]

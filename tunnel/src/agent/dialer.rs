@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::forward::Forwarder;
+use super::forward::{Carrier, Forwarder};
 use crate::{mux, transport};
 
 /// First retry delay.
@@ -116,35 +116,38 @@ pub async fn hold(
     loop {
         let started = Instant::now();
         let span = tracing::info_span!("tunnel.agent.session", stub = %target.addr, slot);
-        let attempt = async {
-            let tls_stream = transport::connect_tls(
-                &target.addr,
-                &target.server_name,
-                tls.clone(),
-                transport::BULK_READ_BUFFER,
-            )
-            .await?;
-            tracing::info!(stub = %target.addr, slot, "session established");
-            let _up = super::metrics::OpenStream::new(&metrics.sessions);
-            // The data connections live exactly as long as this session.
-            let session_up = shutdown.child_token();
-            let _close_data = session_up.clone().drop_guard();
-            for i in 0..dialer.data_connections {
-                tokio::spawn(
-                    hold_data(dialer.clone(), target.clone(), session_up.clone())
-                        .instrument(tracing::debug_span!("tunnel.agent.data", slot, i)),
-                );
+        let attempt =
+            async {
+                let tls_stream = transport::connect_tls(
+                    &target.addr,
+                    &target.server_name,
+                    tls.clone(),
+                    transport::BULK_READ_BUFFER,
+                )
+                .await?;
+                tracing::info!(stub = %target.addr, slot, "session established");
+                let _up = super::metrics::OpenStream::new(&metrics.sessions);
+                // The data connections live exactly as long as this session.
+                let session_up = shutdown.child_token();
+                let _close_data = session_up.clone().drop_guard();
+                for i in 0..dialer.data_connections {
+                    tokio::spawn(
+                        hold_data(dialer.clone(), target.clone(), session_up.clone())
+                            .instrument(tracing::debug_span!("tunnel.agent.data", slot, i)),
+                    );
+                }
+                let fwd = forwarder.clone();
+                let svc = service_fn(move |req| {
+                    let fwd = fwd.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(fwd.handle(req, Carrier::Stream).await)
+                    }
+                });
+                mux::session::serve(tls_stream, svc)
+                    .await
+                    .map_err(DialError::Session)
             }
-            let fwd = forwarder.clone();
-            let svc = service_fn(move |req| {
-                let fwd = fwd.clone();
-                async move { Ok::<_, std::convert::Infallible>(fwd.handle(req).await) }
-            });
-            mux::session::serve(tls_stream, svc)
-                .await
-                .map_err(DialError::Session)
-        }
-        .instrument(span.clone());
+            .instrument(span.clone());
         let result = tokio::select! {
             r = attempt => r,
             () = shutdown.cancelled() => return,
@@ -191,7 +194,11 @@ async fn hold_data(dialer: Arc<Dialer>, target: StubTarget, stop: CancellationTo
             let svc = service_fn(move |req| {
                 used.store(true, Ordering::Relaxed);
                 let fwd = fwd.clone();
-                async move { Ok::<_, std::convert::Infallible>(fwd.handle(req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        fwd.handle(req, Carrier::DataConnection).await,
+                    )
+                }
             });
             hyper::server::conn::http1::Builder::new()
                 // An idle data connection waits for its next request indefinitely;

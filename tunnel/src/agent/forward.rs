@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::metrics::{AgentMetrics, OpenStream};
 use super::upstream::Upstream;
-use crate::body::{self, ChannelBody, Tracked, TunnelBody};
+use crate::body::{self, ChannelBody, Prefetched, Tracked, TunnelBody};
 use crate::protocol::{self, HDR_STATUS, HDR_UPGRADE};
 use crate::upgrade;
 
@@ -74,6 +74,17 @@ impl TokenSource {
     }
 }
 
+/// What carried a request from the stub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    /// A stream of the HTTP/2 session (any request).
+    Stream,
+    /// A data connection (HTTP/1.1, short requests only): the response headers wait
+    /// for the body's first frame, so the API server's separately written headers and
+    /// data cross to the stub in one write, and the stub wakes once, not twice.
+    DataConnection,
+}
+
 /// Forwards streams to the API server.
 pub struct Forwarder {
     upstream: Upstream,
@@ -91,8 +102,12 @@ impl Forwarder {
         }
     }
 
-    /// Handles one stream from the stub.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<TunnelBody> {
+    /// Handles one request from the stub.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        carrier: Carrier,
+    ) -> Response<TunnelBody> {
         let span = tracing::debug_span!(
             "tunnel.agent.forward",
             method = %req.method(),
@@ -101,7 +116,7 @@ impl Forwarder {
         );
         let started = Instant::now();
         let open = OpenStream::new(&self.metrics.open_streams);
-        let resp = match self.forward(req).instrument(span.clone()).await {
+        let resp = match self.forward(req, carrier).instrument(span.clone()).await {
             Ok(resp) => resp,
             Err(e) => {
                 span.in_scope(|| tracing::warn!(error = %e, "cannot forward to the API server"));
@@ -119,7 +134,11 @@ impl Forwarder {
         resp.map(|b| body::boxed(Tracked::new(b, open, |_| {})))
     }
 
-    async fn forward(&self, req: Request<Incoming>) -> Result<Response<TunnelBody>, ForwardError> {
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        carrier: Carrier,
+    ) -> Result<Response<TunnelBody>, ForwardError> {
         let (mut parts, body) = req.into_parts();
         let identity = protocol::decode_identity(&parts.headers)?;
         let upgrade_to = parts.headers.get(&HDR_UPGRADE).cloned();
@@ -149,10 +168,13 @@ impl Forwarder {
                 let (resp, slot) = self.upstream.send(out).await?;
                 let (mut rparts, rbody) = resp.into_parts();
                 protocol::strip_hop_by_hop(&mut rparts.headers);
-                Ok(Response::from_parts(
-                    rparts,
-                    body::boxed(Tracked::new(rbody, slot, |_| {})),
-                ))
+                let rbody = Tracked::new(rbody, slot, |_| {});
+                let rbody = match carrier {
+                    Carrier::Stream => body::boxed(rbody),
+                    // An error reading it is passed on as the body's, as on a stream.
+                    Carrier::DataConnection => body::boxed(Prefetched::read(rbody).await),
+                };
+                Ok(Response::from_parts(rparts, rbody))
             }
             // Boxed: the rare upgrade path would otherwise double the size of every
             // stream's future, which is moved on each spawn.
