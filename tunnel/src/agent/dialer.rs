@@ -186,7 +186,8 @@ async fn hold_data(dialer: Arc<Dialer>, target: StubTarget, stop: CancellationTo
                 &target.addr,
                 &target.server_name,
                 dialer.data_tls.clone(),
-                transport::BULK_READ_BUFFER,
+                // What the agent reads here are requests: mostly small.
+                transport::SMALL_READ_BUFFER,
             )
             .await?;
             transport::watch_liveness(tls_stream.get_ref().0.get_ref());
