@@ -162,7 +162,11 @@ direct=(--ca "$ca_direct" --cert "$cert_direct" --key "$key_direct")
 
 echo "==> agent for the testbed cluster"
 NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster bench --token "$tok" --ca-hash "$hash" \
-  --state-dir "$out/agent" --kubeconfig "$tbkc" --token-file "$out/sa.token" 2>"$out/agent.log" & pids+=($!); agent_pid=$!
+  --state-dir "$out/agent" --kubeconfig "$tbkc" --token-file "$out/sa.token" --metrics-listen 127.0.0.1:19445 \
+  2>"$out/agent.log" & pids+=($!); agent_pid=$!
+stub_metrics=$(grep -o 'listening on metrics http://[0-9.:]*' "$out/stub.log" | awk '{print $4}')
+# hsum URL METRIC: "sum count" of a histogram summed over its labels.
+hsum() { curl -s "$1/metrics" | awk -v m="$2" '$1 ~ "^"m"_sum" {s+=$2} $1 ~ "^"m"_count" {c+=$2} END {print s+0, c+0}'; }
 for _ in $(seq 100); do $kubectl --kubeconfig "$out/alice.kubeconfig" get ns >/dev/null 2>&1 && break; sleep 0.2; done
 # The peer in front of the same API server: rathole (L4, TLS between its halves) forwards
 # the client's own TLS connection, so its row is what an extra L4 hop alone adds.
@@ -192,10 +196,16 @@ echo "|---|---|---|---|---|---|---|---|"
 imp=(--ca "$ca_direct" --token-file "$out/sa.token" --header "Impersonate-User: alice"
      --header "Impersonate-Group: dev" --header "Impersonate-Group: system:authenticated")
 diff() { python3 -c "print(f'{$2-$1:+.0f}' if '$3'!='rps' else f'{$2/$1:.2f}x')"; }
+declare -A split
 for c in 1 32 128; do
   dj=$(timeout 120 "$gen" latency --url "$api$small" "${direct[@]}" --concurrency $c --duration $d_lat)
   ij=$(timeout 120 "$gen" latency --url "$api$small" "${imp[@]}" --concurrency $c --duration $d_lat)
+  read -r ss0 sc0 < <(hsum "$stub_metrics" causeway_tunnel_response_headers_seconds)
+  read -r as0 ac0 < <(hsum http://127.0.0.1:19445 causeway_agent_response_headers_seconds)
   tj=$(timeout 120 "$gen" latency --url "$users/clusters/bench$small" "${tunnel[@]}" --concurrency $c --duration $d_lat)
+  read -r ss1 sc1 < <(hsum "$stub_metrics" causeway_tunnel_response_headers_seconds)
+  read -r as1 ac1 < <(hsum http://127.0.0.1:19445 causeway_agent_response_headers_seconds)
+  split[$c]=$(python3 -c "print(f'stub {($ss1-$ss0)/max($sc1-$sc0,1)*1e6:.0f} µs, agent {($as1-$as0)/max($ac1-$ac0,1)*1e6:.0f} µs')")
   rj=; [ -z "$rh_api" ] || rj=$(timeout 120 "$gen" latency --url "$rh_api$small" "${direct[@]}" --concurrency $c --duration $d_lat)
   echo "$dj" >>"$out/raw.jsonl"; echo "$ij" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"; [ -z "$rj" ] || echo "$rj" >>"$out/raw.jsonl"
   for f in p50_us p99_us rps; do
@@ -204,6 +214,9 @@ for c in 1 32 128; do
     echo "| small GET c=$c $f | $dv | $iv | $tv | $(diff $dv $tv $f) | $(diff $iv $tv $f) | $rv | $rd |" >>"$report"
   done
   echo "   c=$c p50/p99 us: direct $(echo "$dj" | j p50_us)/$(echo "$dj" | j p99_us), impersonated $(echo "$ij" | j p50_us)/$(echo "$ij" | j p99_us), tunnel $(echo "$tj" | j p50_us)/$(echo "$tj" | j p99_us)${rj:+, rathole $(echo "$rj" | j p50_us)/$(echo "$rj" | j p99_us)}"
+done
+for c in 1 32 128; do
+  echo "| small GET c=$c: mean time to response headers, stub (request in → headers out) / agent (request in → the API server's headers) | | | ${split[$c]} | | | | |" >>"$report"
 done
 dj=$(timeout 120 "$gen" throughput --url "$api$big" "${direct[@]}" --concurrency 4 --duration $d_big)
 tj=$(timeout 120 "$gen" throughput --url "$users/clusters/bench$big" "${tunnel[@]}" --concurrency 4 --duration $d_big)
