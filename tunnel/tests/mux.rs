@@ -691,6 +691,17 @@ async fn short_requests_use_data_connections_which_survive_cancellation() {
         assert_eq!(h["x-body-len"][0], i.to_string());
     }
     assert_eq!(data_requests(), 20);
+    // A request with more headers than HTTP/1.1's usual limit of 100 passes as well.
+    let mut req = get("/clusters/c-one/echo");
+    for i in 0..150 {
+        req.headers_mut().insert(
+            format!("x-many-{i}").parse::<http::HeaderName>().unwrap(),
+            "v".parse().unwrap(),
+        );
+    }
+    let h = json(c.send_request(req).await.unwrap()).await;
+    assert_eq!(h["x-many-149"][0], "v");
+    assert_eq!(data_requests(), 21);
     // From an HTTP/1.1 user connection too (its Host header is kept).
     let mut h1 = bed.h1_client(Some(("alice", &["dev"]))).await;
     let r = h1
@@ -698,7 +709,7 @@ async fn short_requests_use_data_connections_which_survive_cancellation() {
         .await
         .unwrap();
     assert_eq!(json(r).await["impersonate-user"][0], "alice");
-    assert_eq!(data_requests(), 21);
+    assert_eq!(data_requests(), 22);
 
     // A watch and an upgrade never take one: they stay on session streams.
     let r = c
@@ -706,7 +717,7 @@ async fn short_requests_use_data_connections_which_survive_cancellation() {
         .await
         .unwrap();
     let _ = r.into_body().collect().await;
-    assert_eq!(data_requests(), 21, "a watch went over a data connection");
+    assert_eq!(data_requests(), 22, "a watch went over a data connection");
 
     // A response dropped mid-body closes its data connection; the agent dials another
     // and later requests are unaffected.

@@ -25,6 +25,8 @@ const STABLE: Duration = Duration::from_secs(10);
 /// Least time between two dials of one data connection slot: cancelled requests close
 /// data connections, and must not turn into a storm of TLS handshakes.
 const DATA_REDIAL_MIN: Duration = Duration::from_millis(50);
+/// Most request headers the agent reads on a data connection.
+const DATA_MAX_HEADERS: usize = 512;
 
 /// One stub to dial.
 #[derive(Clone, Debug)]
@@ -205,6 +207,9 @@ async fn hold_data(dialer: Arc<Dialer>, target: StubTarget, stop: CancellationTo
                 // An idle data connection waits for its next request indefinitely;
                 // TCP keep-alive (`watch_liveness`) notices a dead stub.
                 .header_read_timeout(None)
+                // As many headers as a user's HTTP/2 request can bring to the stub
+                // (16 KiB of header list), not HTTP/1.1's default 100.
+                .max_headers(DATA_MAX_HEADERS)
                 .serve_connection(hyper_util::rt::TokioIo::new(tls_stream), svc)
                 .await
                 .map_err(DialError::Session)
