@@ -28,8 +28,9 @@ const MAX_TRIES: usize = 3;
 /// bench/tunnel/README.md).
 pub const DATA_MAX_IN_FLIGHT: usize = 4;
 
-/// Sends `a` to one of its cluster's sessions. `ex` is moved into the response so the
-/// request is accounted for when its body (or upgraded stream) ends.
+/// Sends `a` to its cluster: over an idle data connection if it is short and the
+/// sessions are not busy, else on one of the cluster's sessions. `ex` is moved into
+/// the response so the request is accounted for when its body (or upgraded stream) ends.
 pub async fn forward(
     shared: &Arc<Shared>,
     a: Authorized,
