@@ -268,16 +268,20 @@ impl Bed {
 
     async fn wait_sessions(&self, cluster: &str, n: usize) {
         let c = ClusterId::new(cluster).unwrap();
-        for _ in 0..500 {
-            if self.stub.shared.registry.count(&c) == n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "cluster {cluster}: {} sessions, wanted {n}",
+        wait_for(&format!("cluster {cluster}: sessions"), n, || {
             self.stub.shared.registry.count(&c)
-        );
+        })
+        .await;
+    }
+
+    async fn wait_idle_data(&self, cluster: &str, n: usize) {
+        let c = ClusterId::new(cluster).unwrap();
+        wait_for(
+            &format!("cluster {cluster}: idle data connections"),
+            n,
+            || self.stub.shared.data.idle(&c),
+        )
+        .await;
     }
 
     fn user_tls(&self, user: Option<(&str, &[&str])>, h2: bool) -> Arc<rustls::ClientConfig> {
@@ -344,6 +348,17 @@ impl Bed {
         tokio::spawn(conn.with_upgrades());
         send
     }
+}
+
+/// Polls `count` every 10 ms for up to 5 s until it is `n`; panics naming `what` if not.
+async fn wait_for(what: &str, n: usize, count: impl Fn() -> usize) {
+    for _ in 0..500 {
+        if count() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: {}, wanted {n}", count());
 }
 
 fn get(uri: &str) -> Request<TunnelBody> {
@@ -656,22 +671,6 @@ async fn agent_metrics_count_sessions_streams_and_codes() {
     stop.cancel();
 }
 
-impl Bed {
-    async fn wait_idle_data(&self, cluster: &str, n: usize) {
-        let c = ClusterId::new(cluster).unwrap();
-        for _ in 0..500 {
-            if self.stub.shared.data.idle(&c) == n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "cluster {cluster}: {} idle data connections, wanted {n}",
-            self.stub.shared.data.idle(&c)
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_requests_use_data_connections_which_survive_cancellation() {
     let bed = bed().await;
@@ -768,12 +767,10 @@ async fn short_requests_use_data_connections_which_survive_cancellation() {
         "a busy cluster's request took a data connection"
     );
     drop(endless);
-    for _ in 0..500 {
-        if bed.stub.shared.registry.short_in_flight(&one) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for("short streams in flight", 0, || {
+        bed.stub.shared.registry.short_in_flight(&one)
+    })
+    .await;
     let r = c.send_request(get("/clusters/c-one/echo")).await.unwrap();
     assert_eq!(json(r).await["impersonate-user"][0], "alice");
     assert_eq!(data_requests(), on_data + 1);
