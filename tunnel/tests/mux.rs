@@ -779,6 +779,8 @@ async fn short_requests_use_data_connections_which_survive_cancellation() {
     // a prompt 503, not a hang on a dead connection.
     agent.cancel();
     bed.wait_sessions("c-one", 0).await;
+    // Its closed data connections leave the pool.
+    bed.wait_idle_data("c-one", 0).await;
     let r = tokio::time::timeout(
         Duration::from_secs(10),
         c.send_request(get("/clusters/c-one/echo")),

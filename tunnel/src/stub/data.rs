@@ -79,7 +79,21 @@ impl DataPool {
         None
     }
 
-    /// Idle connections of `cluster` (closed ones included until next used).
+    /// Forgets the closed idle connections of `cluster` (its last one ending removes
+    /// the cluster's entry).
+    fn prune(&self, cluster: &ClusterId) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = idle.get_mut(cluster) {
+            let before = list.len();
+            list.retain(|c| !c.is_closed());
+            self.gauge.sub((before - list.len()) as i64);
+            if list.is_empty() {
+                idle.remove(cluster);
+            }
+        }
+    }
+
+    /// Idle connections of `cluster` (one that just closed may count until pruned).
     pub fn idle(&self, cluster: &ClusterId) -> usize {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.get(cluster).map_or(0, Vec::len)
@@ -193,4 +207,5 @@ pub async fn serve(
         }
         () = shutdown.cancelled() => {}
     }
+    pool.prune(&cluster);
 }
