@@ -124,6 +124,35 @@ fn spawner() -> &'static mpsc::Sender<SpawnJob> {
     })
 }
 
+/// Makes the child of `cmd` get SIGKILL when this process dies (PDEATHSIG; fork it
+/// from [`spawner`], see the module doc).
+fn die_with_this_process(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then nobody will kill us.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Spawns `cmd` as an attached child (it dies with this process) from synchronous or
+/// async code; for the test kit's processes.
+pub(crate) fn spawn_attached(mut cmd: Command) -> std::io::Result<Child> {
+    die_with_this_process(&mut cmd);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let gone = || std::io::Error::other("spawner thread is gone");
+    spawner().send((cmd, tx)).map_err(|_| gone())?;
+    futures::executor::block_on(rx).map_err(|_| gone())?
+}
+
 /// Starts one process with its output appended to its log file.
 pub(crate) async fn launch(launch: Launch<'_>, lifetime: Lifetime) -> Result<Proc, TestbedError> {
     let spawn_err = |source| TestbedError::Spawn {
@@ -146,23 +175,8 @@ pub(crate) async fn launch(launch: Launch<'_>, lifetime: Lifetime) -> Result<Pro
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    let parent = std::process::id();
     match lifetime {
-        Lifetime::Attached => {
-            // SAFETY: only async-signal-safe libc calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // The parent may have died before prctl: then nobody will kill us.
-                    if libc::getppid() as u32 != parent {
-                        libc::_exit(1);
-                    }
-                    Ok(())
-                });
-            }
-        }
+        Lifetime::Attached => die_with_this_process(&mut cmd),
         Lifetime::Detached => {
             // SAFETY: setsid is async-signal-safe.
             unsafe {

@@ -1,84 +1,47 @@
-//! Small helpers the end-to-end tests share: feeding a manifest to `kubectl apply -f -`
-//! and checking bytes round-trip through a forwarded port.
+//! The test kit every test crate shares (it lives here because every test crate
+//! already depends on `causeway-testbed`). One of each thing, so new tests build on it
+//! rather than on a copy:
+//!
+//! - [`process`]: start the built `causeway` binary or a peer ([`Spawn`]), wait for a
+//!   log line or its listeners ([`Process::wait_listening`]), signal it; it is killed
+//!   on drop. Also `/proc` readings ([`process_alive`], [`fd_count`], [`rss_kib`]).
+//! - [`listening`]: the one parser of `listening on <role> <scheme>://<addr>`.
+//! - [`wait`]: [`wait_for`] / [`wait_for_async`], polling with a clear failure message.
+//! - [`command`]: run a command expecting success or failure, with stdin, and
+//!   [`require_tools`].
+//! - [`kubectl`]: [`Kubectl`] as admin or through a kubeconfig, with the kubectl
+//!   version chosen ([`KubectlVersion`]); apply, get, wait, Running pods, a
+//!   port-forward round trip, a kubeconfig's credentials.
+//! - [`http`]: the one HTTP(S) client ([`HttpClient`]: rustls with a given CA, client
+//!   certificate and bearer token; one-shot or raw HTTP/1.1 and HTTP/2 connections)
+//!   and [`metric_value`] for `/metrics` pages.
+//! - [`curl`]: curl as an independent client, for the security tests.
+//! - [`mutate`]: a seeded [`Rng`] and the packet [`mutate`](mutate::mutate)or.
+//! - [`net`]: a TCP echo server and a byte round trip through it.
+//!
+//! What needs another part's types stays with that part's tests: DNS queries and
+//! answers (hickory-proto) in `tests/support/dns.rs`, the stub/agent fixture (the
+//! `causeway` CLI's flags and the tunnel's config) in `tests/support/tunnel.rs`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+pub mod command;
+pub mod curl;
+pub mod http;
+pub mod kubectl;
+pub mod listening;
+pub mod mutate;
+pub mod net;
+pub mod process;
+pub mod wait;
 
-/// Runs `cmd` (e.g. `kubectl apply -f -`) with `input` on its standard input and
-/// returns its output; spawning or writing failures are errors, the exit code is
-/// the caller's to check.
-pub fn run_with_stdin(mut cmd: Command, input: &[u8]) -> std::io::Result<Output> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input)?;
-    }
-    child.wait_with_output()
-}
-
-/// Connects to `addr`, writes `len` patterned bytes while reading them back (an echo
-/// server behind a port-forward), and checks they are the same.
-pub fn echo_round_trip(addr: &str, len: usize, timeout: Duration) -> Result<(), String> {
-    let mut conn = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    conn.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-    let writer = {
-        let mut w = conn.try_clone().map_err(|e| e.to_string())?;
-        let payload = payload.clone();
-        std::thread::spawn(move || w.write_all(&payload))
-    };
-    let mut got = vec![0u8; payload.len()];
-    conn.read_exact(&mut got)
-        .map_err(|e| format!("read back: {e}"))?;
-    let _ = writer.join();
-    if got == payload {
-        Ok(())
-    } else {
-        Err("bytes differ".into())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stdin_reaches_the_command() {
-        let out = run_with_stdin(Command::new("cat"), b"manifest").unwrap();
-        assert!(out.status.success());
-        assert_eq!(out.stdout, b"manifest");
-    }
-
-    #[test]
-    fn round_trip_through_an_echo_server_and_a_mismatch() {
-        let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = echo.local_addr().unwrap().to_string();
-        std::thread::spawn(move || {
-            for (i, conn) in echo.incoming().enumerate() {
-                let mut c = conn.unwrap();
-                let mut r = c.try_clone().unwrap();
-                if i == 0 {
-                    std::io::copy(&mut r, &mut c).unwrap();
-                } else {
-                    // Echo with one byte changed.
-                    let mut buf = [0u8; 4096];
-                    let n = r.read(&mut buf).unwrap();
-                    buf[0] ^= 1;
-                    c.write_all(&buf[..n]).unwrap();
-                    std::io::copy(&mut r, &mut c).unwrap();
-                }
-            }
-        });
-        echo_round_trip(&addr, 100_000, Duration::from_secs(5)).unwrap();
-        assert_eq!(
-            echo_round_trip(&addr, 100_000, Duration::from_secs(5)),
-            Err("bytes differ".into())
-        );
-    }
-}
+pub use command::{on_path, require_tools, run, run_fails, run_ok, run_with_stdin};
+pub use curl::{Curl, CurlResponse};
+pub use http::{HttpClient, HttpError, HttpResponse, client_tls, metric_value};
+pub use kubectl::{
+    KubeconfigCredentials, Kubectl, KubectlVersion, kubectl_1_29, port_forward_round_trip,
+    write_identity,
+};
+pub use listening::{Listener, Listening, parse_listening};
+pub use mutate::Rng;
+pub use net::{echo_round_trip, echo_server};
+pub use process::{Process, Spawn, expect_line, fd_count, lines_of, process_alive, rss_kib};
+pub use wait::{Outcome, wait_for, wait_for_async};
