@@ -463,13 +463,6 @@ impl AccessPolicy {
         Ok(policy)
     }
 
-    /// This policy's rules followed by `other`'s.
-    pub fn merged(&self, other: &AccessPolicy) -> AccessPolicy {
-        let mut rules = self.rules.clone();
-        rules.extend(other.rules.iter().cloned());
-        AccessPolicy { rules }
-    }
-
     /// The rules.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
@@ -507,52 +500,75 @@ impl AccessPolicy {
         Ok(())
     }
 
-    /// Allows or denies `verb` on `cluster` for `id`. Default deny; a rule that is not
-    /// read-only allows every verb; a read-only rule allows get, list and watch.
+    /// Allows or denies `verb` on `cluster` for `id` by this policy alone. Default deny;
+    /// a rule that is not read-only allows every verb; a read-only rule allows get, list
+    /// and watch.
     pub fn authorize(
         &self,
         id: &Identity,
         cluster: &ClusterId,
         verb: Verb,
     ) -> Result<(), AuthzError> {
-        let mut read_only_match = false;
-        for rule in &self.rules {
-            let subject = rule.subjects.users.contains(&id.user)
-                || rule
-                    .subjects
-                    .groups
-                    .iter()
-                    .any(|g| id.groups.iter().any(|ig| ig == g));
-            if !subject
-                || !rule
-                    .clusters
-                    .iter()
-                    .any(|c| glob_match(c, cluster.as_str()))
-            {
-                continue;
-            }
-            if !rule.read_only || verb.is_read_only() {
-                return Ok(());
-            }
-            read_only_match = true;
-        }
-        if read_only_match {
-            Err(AuthzError::ReadOnly {
-                user: id.user.clone(),
-                cluster: cluster.to_string(),
-                verb: verb.as_str(),
-            })
-        } else {
-            Err(AuthzError::NoRule {
-                user: id.user.clone(),
-                cluster: cluster.to_string(),
-            })
-        }
+        decide(&self.rules, &[], id, cluster, verb)
     }
+}
 
-    /// Whether some rule gives `id` any access to `cluster` (for listing contexts).
-    pub fn allows_any(&self, id: &Identity, cluster: &ClusterId) -> bool {
-        self.authorize(id, cluster, Verb::Get).is_ok()
+/// The stub's allow/deny decision for one request: its access-policy file
+/// (`spec.accessPolicy`) and the rules `causeway user add` recorded with users, taken
+/// as one policy. Default deny; allowed if a rule of either allows (see
+/// [`AccessPolicy::authorize`]); a read-only refusal is reported over a "no rule" one,
+/// so the message says what the user can do.
+pub fn authorize(
+    file: &AccessPolicy,
+    recorded: &AccessPolicy,
+    id: &Identity,
+    cluster: &ClusterId,
+    verb: Verb,
+) -> Result<(), AuthzError> {
+    decide(&file.rules, &recorded.rules, id, cluster, verb)
+}
+
+/// The decision over `first` then `second` (two slices, so the request path
+/// allocates no merged list).
+fn decide(
+    first: &[Rule],
+    second: &[Rule],
+    id: &Identity,
+    cluster: &ClusterId,
+    verb: Verb,
+) -> Result<(), AuthzError> {
+    let mut read_only_match = false;
+    for rule in first.iter().chain(second) {
+        let subject = rule.subjects.users.contains(&id.user)
+            || rule
+                .subjects
+                .groups
+                .iter()
+                .any(|g| id.groups.iter().any(|ig| ig == g));
+        if !subject
+            || !rule
+                .clusters
+                .iter()
+                .any(|c| glob_match(c, cluster.as_str()))
+        {
+            continue;
+        }
+        if !rule.read_only || verb.is_read_only() {
+            return Ok(());
+        }
+        read_only_match = true;
+    }
+    if read_only_match {
+        Err(AuthzError::ReadOnly {
+            user: id.user.clone(),
+            cluster: cluster.to_string(),
+            verb: verb.as_str(),
+        })
+    } else {
+        Err(AuthzError::NoRule {
+            user: id.user.clone(),
+            cluster: cluster.to_string(),
+        })
     }
 }
 

@@ -179,7 +179,7 @@ fn now_rfc3339() -> String {
 }
 
 fn token_hash(token: &str) -> String {
-    crate::hex::encode(&Sha256::digest(token.as_bytes()))
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Creates a one-time join token for `cluster`, valid for `ttl`, records the cluster,

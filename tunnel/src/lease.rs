@@ -7,18 +7,17 @@
 //! another holder appears; every write carries the `resourceVersion` it read, so two
 //! stubs can never both believe they won (optimistic concurrency).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LeaseConfig;
-use crate::stub::Shared;
 
 /// Why the lease client could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +54,14 @@ enum Round {
     Standby(Option<String>),
 }
 
-/// Campaigns for the Lease until `shutdown`, switching `shared` active and standby.
-/// On shutdown a held Lease is released so a standby takes over at once.
+/// Campaigns for the Lease until `shutdown`, sending `true` on `leader` while this
+/// stub holds it and `false` while it does not (the stub serves users only on `true`).
+/// On shutdown `false` is sent and a held Lease is released so a standby takes over at
+/// once.
 pub async fn run(
     api: Api<Lease>,
     config: LeaseConfig,
-    shared: Arc<Shared>,
+    leader: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
     let period = config.duration / 3;
@@ -99,7 +100,7 @@ pub async fn run(
             } else if was == Some(true) {
                 tracing::warn!(identity = %config.identity, lease = %config.name, "lost the lease: stopped serving users");
             }
-            shared.set_active(now_active);
+            leader.send_replace(now_active);
             was = Some(now_active);
         }
         tokio::select! {
@@ -107,7 +108,7 @@ pub async fn run(
             () = shutdown.cancelled() => break,
         }
     }
-    shared.set_active(false);
+    leader.send_replace(false);
     if was == Some(true) {
         match release(&api, &config).await {
             Ok(()) => tracing::info!(lease = %config.name, "released the lease"),

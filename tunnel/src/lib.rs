@@ -34,7 +34,6 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod enrol;
-pub mod hex;
 pub mod identity;
 pub mod impersonate;
 pub mod pki;

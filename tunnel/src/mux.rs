@@ -14,12 +14,4 @@
 
 pub mod session;
 
-pub use session::{InFlight, Session, SessionConnection};
-
-use std::time::Duration;
-
-/// Interval between HTTP/2 keep-alive pings on a session.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// A session whose ping is not answered within this time is closed.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use session::{InFlight, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, Session, SessionConnection};

@@ -578,7 +578,7 @@ fn serial_of(params: &CertificateParams) -> String {
 /// Lower-case hex of a serial number, leading zero bytes removed.
 pub fn serial_hex(bytes: &[u8]) -> String {
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    crate::hex::encode(&bytes[start..])
+    hex::encode(&bytes[start..])
 }
 
 // === PEM helpers ===
@@ -658,11 +658,7 @@ impl CaPin {
 
 impl fmt::Display for CaPin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("sha256:")?;
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        write!(f, "sha256:{}", hex::encode(self.0))
     }
 }
 
@@ -676,15 +672,10 @@ impl std::str::FromStr for CaPin {
     type Err = PkiError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || PkiError::InvalidPin(s.to_owned());
-        let hex = s.strip_prefix("sha256:").ok_or_else(bad)?;
-        if hex.len() != 64 {
-            return Err(bad());
-        }
+        let digits = s.strip_prefix("sha256:").ok_or_else(bad)?;
         let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-                .map_err(|_| bad())?;
-        }
+        // Exactly 64 hex digits: no sign, no space, no other length.
+        hex::decode_to_slice(digits, &mut out).map_err(|_| bad())?;
         Ok(Self(out))
     }
 }

@@ -16,14 +16,13 @@ pub mod gate;
 pub mod listener;
 pub mod registry;
 pub mod route;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use causeway_model::cluster::ClusterId;
-use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
@@ -31,59 +30,9 @@ use crate::authz::AccessPolicy;
 use crate::enrol::Enroller;
 use crate::metrics::Metrics;
 use crate::users::UserStoreHandle;
+pub use gate::ConnInfo;
 pub use registry::Registry;
-
-/// Checks an agent certificate (already verified against the CA) at session start,
-/// e.g. against revocations and the list of enrolled clusters.
-pub type AgentCheck =
-    Box<dyn Fn(&CertificateDer<'_>, &ClusterId) -> Result<(), String> + Send + Sync>;
-
-/// Whether a cluster ID was enrolled.
-pub type EnrolledCheck = Box<dyn Fn(&ClusterId) -> bool + Send + Sync>;
-
-/// State shared by every connection of a stub.
-pub struct Shared {
-    /// Live sessions.
-    pub registry: Registry,
-    /// Idle data connections of the agents.
-    pub data: data::DataPool,
-    /// Metric handles.
-    pub metrics: Arc<Metrics>,
-    /// Who may reach which cluster.
-    pub policy: AccessPolicy,
-    /// Users, revocations, bearer tokens (reloaded when their files change).
-    pub users: UserStoreHandle,
-    /// The audit log, if configured.
-    pub audit: Option<Arc<AuditLog>>,
-    /// The enrolment handler (agents' listener, connections without a certificate).
-    pub enroller: Option<Arc<Enroller>>,
-    /// Enrolled clusters.
-    pub enrolled: EnrolledCheck,
-    /// Extra checks on agent certificates.
-    pub agent_allowed: AgentCheck,
-    active: AtomicBool,
-}
-
-impl Shared {
-    /// Whether this stub serves users now (holds the lease, or runs without one).
-    pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::Acquire)
-    }
-
-    /// Switches serving on or off (the lease does this).
-    pub fn set_active(&self, on: bool) {
-        self.active.store(on, Ordering::Release);
-        self.metrics.active.set(i64::from(on));
-    }
-}
-
-/// One user connection: where it came from and its client certificate.
-pub struct ConnInfo {
-    /// Peer address.
-    pub peer: SocketAddr,
-    /// The verified client certificate, if one was sent.
-    pub cert: Option<CertificateDer<'static>>,
-}
+pub use state::{AgentCheck, EnrolledCheck, StubState};
 
 /// The stub's parts, built from its configuration.
 pub struct StubParts {
@@ -119,8 +68,8 @@ pub struct Listeners {
 
 /// A running stub's handle.
 pub struct StubHandle {
-    /// Shared state (registry, metrics, active flag).
-    pub shared: Arc<Shared>,
+    /// The running stub's state (registry, metrics, active flag).
+    pub shared: Arc<StubState>,
     /// Bound addresses: users, agents, metrics.
     pub addrs: [SocketAddr; 3],
     tasks: tokio::task::JoinSet<()>,
@@ -148,19 +97,15 @@ pub fn start(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<StubHandle, StubError> {
-    let metrics = Arc::new(Metrics::new());
-    let shared = Arc::new(Shared {
-        registry: Registry::new(metrics.clone()),
-        data: data::DataPool::new(metrics.data_idle.clone()),
-        metrics,
-        policy: parts.policy,
-        users: parts.users,
-        audit: parts.audit,
-        enroller: parts.enroller,
-        enrolled: parts.enrolled,
-        agent_allowed: parts.agent_allowed,
-        active: AtomicBool::new(false),
-    });
+    let shared = Arc::new(StubState::new(
+        Arc::new(Metrics::new()),
+        parts.policy,
+        parts.users,
+        parts.audit,
+        parts.enroller,
+        parts.enrolled,
+        parts.agent_allowed,
+    ));
     shared.set_active(!parts.standby);
     let addrs = [
         listeners.users.local_addr()?,
@@ -303,12 +248,24 @@ pub async fn run(
     };
     let handle = start(parts, listeners, shutdown.clone())?;
     let lease_task = match (lease_api, config.lease) {
-        (Some(api), Some(l)) => Some(tokio::spawn(crate::lease::run(
-            api,
-            l,
-            handle.shared.clone(),
-            shutdown.clone(),
-        ))),
+        (Some(api), Some(l)) => {
+            let (leader, mut is_leader) = watch::channel(false);
+            let shared = handle.shared.clone();
+            // Serve users exactly while the lease says this stub leads; ends with the
+            // lease task (its last word is `false`).
+            tokio::spawn(async move {
+                while is_leader.changed().await.is_ok() {
+                    let on = *is_leader.borrow_and_update();
+                    shared.set_active(on);
+                }
+            });
+            Some(tokio::spawn(crate::lease::run(
+                api,
+                l,
+                leader,
+                shutdown.clone(),
+            )))
+        }
         _ => None,
     };
     shutdown.cancelled().await;

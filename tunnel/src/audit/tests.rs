@@ -1,6 +1,11 @@
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::*;
+use crate::identity::Identity;
+use causeway_model::ClusterId;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
 
 fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
     let mut h = HeaderMap::new();

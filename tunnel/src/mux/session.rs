@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use causeway_model::cluster::ClusterId;
 use http::{Request, Response};
@@ -16,6 +17,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::TunnelBody;
 use crate::protocol;
+
+/// Interval between HTTP/2 keep-alive pings on a session.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A session whose ping is not answered within this time is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The stub's end of one agent connection.
 pub struct Session {
@@ -76,8 +83,8 @@ impl Session {
             .initial_stream_window_size(protocol::STREAM_WINDOW)
             .initial_connection_window_size(protocol::SESSION_WINDOW)
             .max_frame_size(protocol::MAX_FRAME)
-            .keep_alive_interval(super::KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(super::KEEPALIVE_TIMEOUT)
+            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
             .max_concurrent_reset_streams(10_000)
             .handshake(TokioIo::new(io))
@@ -151,8 +158,8 @@ where
         .initial_connection_window_size(protocol::SESSION_WINDOW)
         .max_frame_size(protocol::MAX_FRAME)
         .max_concurrent_streams(protocol::MAX_STREAMS)
-        .keep_alive_interval(super::KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(super::KEEPALIVE_TIMEOUT)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .max_pending_accept_reset_streams(10_000)
         .serve_connection(TokioIo::new(io), service)
         .await

@@ -325,6 +325,22 @@ fn pins_parse_and_print() {
 }
 
 #[test]
+fn pins_refuse_a_sign_space_or_other_junk_in_place_of_a_digit() {
+    let pin = Ca::generate().unwrap().pin();
+    let s = pin.to_string();
+    // Two characters where one byte's two digits stand: the same length as a good pin.
+    // `+f` parsed as 0x0f with the hand-written decoder this replaced.
+    for junk in ["+f", "-f", " f", "f ", "0x", "g0", "\u{0}0", "f\n"] {
+        let bad = format!("sha256:{junk}{}", &s[9..]);
+        assert_eq!(bad.len(), s.len(), "{bad:?}");
+        assert!(bad.parse::<CaPin>().is_err(), "{bad:?}");
+    }
+    // Upper-case digits were and are accepted.
+    let upper = format!("sha256:{}", s["sha256:".len()..].to_ascii_uppercase());
+    assert_eq!(upper.parse::<CaPin>().unwrap(), pin);
+}
+
+#[test]
 fn serials_are_hex_without_leading_zeros() {
     assert_eq!(serial_hex(&[0, 0, 1, 0xab]), "01ab");
     assert_eq!(serial_hex(&[0x7f]), "7f");

@@ -8,16 +8,20 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use super::state::StubState;
 use crate::body::{self, TunnelBody};
 use crate::transport;
 
 /// Serves the metrics listener until `shutdown`.
-pub async fn serve_admin(shared: Arc<Shared>, listener: TcpListener, shutdown: CancellationToken) {
+pub async fn serve_admin(
+    shared: Arc<StubState>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
     transport::serve_plain_http(listener, shutdown, move |req| answer(&shared, req)).await;
 }
 
-fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<TunnelBody> {
+fn answer(shared: &StubState, req: &Request<Incoming>) -> Response<TunnelBody> {
     let text = |code: StatusCode, s: String| {
         let mut r = Response::new(body::full(s));
         *r.status_mut() = code;

@@ -10,13 +10,13 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::Shared;
+use super::state::StubState;
 use crate::mux::Session;
 use crate::transport;
 
 /// Accepts agent connections until `shutdown`.
 pub async fn serve_agents(
-    shared: Arc<Shared>,
+    shared: Arc<StubState>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
@@ -43,7 +43,7 @@ pub async fn serve_agents(
 }
 
 async fn session(
-    shared: Arc<Shared>,
+    shared: Arc<StubState>,
     tls: TlsStream<transport::BufTcp>,
     peer: SocketAddr,
     cert: rustls::pki_types::CertificateDer<'static>,

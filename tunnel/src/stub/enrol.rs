@@ -13,13 +13,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use super::state::StubState;
 use crate::body::{self, TunnelBody};
 use crate::enrol::{ENROL_PATH, MAX_REQUEST_BYTES};
 
 /// Serves HTTP/1.1 enrolment requests on `tls`.
 pub async fn serve(
-    shared: Arc<Shared>,
+    shared: Arc<StubState>,
     tls: TlsStream<crate::transport::BufTcp>,
     peer: SocketAddr,
     shutdown: CancellationToken,
@@ -38,7 +38,7 @@ pub async fn serve(
     }
 }
 
-async fn answer(shared: &Shared, req: Request<Incoming>) -> http::Response<TunnelBody> {
+async fn answer(shared: &StubState, req: Request<Incoming>) -> http::Response<TunnelBody> {
     let refuse = |code: StatusCode, msg: &str| {
         crate::status::status_response(code, crate::status::reason_for(code), msg).map(body::boxed)
     };

@@ -9,10 +9,10 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
-use super::Shared;
 use super::data::DataSent;
 use super::exchange::Exchange;
 use super::gate::{Authorized, Refusal};
+use super::state::StubState;
 use crate::body::{self, ChannelBody, Tracked, TunnelBody};
 use crate::mux::session::Sent;
 use crate::protocol::{self, HDR_IDENTITY, HDR_STATUS, HDR_UPGRADE};
@@ -32,7 +32,7 @@ pub const DATA_MAX_IN_FLIGHT: usize = 4;
 /// sessions are not busy, else on one of the cluster's sessions. `ex` is moved into
 /// the response so the request is accounted for when its body (or upgraded stream) ends.
 pub async fn forward(
-    shared: &Arc<Shared>,
+    shared: &Arc<StubState>,
     a: Authorized,
     mut ex: Exchange,
 ) -> Result<Response<TunnelBody>, (Refusal, Exchange)> {

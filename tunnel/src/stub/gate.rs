@@ -2,14 +2,24 @@
 //! [`Authenticated`], then [`Authorized`]; forwarding takes only the latter, so
 //! skipping a step is a type error.
 
-use causeway_model::cluster::ClusterId;
+use std::net::SocketAddr;
+
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
+use rustls::pki_types::CertificateDer;
 
 use super::route::Target;
-use super::{ConnInfo, Shared};
+use super::state::StubState;
 use crate::authz::Verb;
 use crate::identity::Identity;
+
+/// One user connection: where it came from and its client certificate.
+pub struct ConnInfo {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// The verified client certificate, if one was sent.
+    pub cert: Option<CertificateDer<'static>>,
+}
 
 /// A request refused by the stub; becomes a `metav1.Status` answer.
 #[derive(Debug)]
@@ -53,7 +63,7 @@ pub struct Authorized {
 /// Establishes who sent `req`: a client certificate from the stub CA or a bearer
 /// token. Client impersonation headers are refused here (`kubectl --as`).
 pub fn authenticate(
-    shared: &Shared,
+    shared: &StubState,
     conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> Result<Authenticated, Refusal> {
@@ -69,26 +79,25 @@ pub fn authenticate(
 /// Checks the access policy (the policy file merged with the rules recorded by
 /// `causeway user add`) for the request's cluster and verb.
 pub fn authorize(
-    shared: &Shared,
+    shared: &StubState,
     a: Authenticated,
     target: Target,
     verb: Verb,
 ) -> Result<Authorized, Refusal> {
     let _span = tracing::debug_span!("tunnel.authz", user = %a.identity.user, cluster = %target.cluster, verb = verb.as_str()).entered();
-    shared
-        .users
-        .current()
-        .authorize(&shared.policy, &a.identity, &target.cluster, verb)
-        .map_err(|e| Refusal::new(StatusCode::FORBIDDEN, e.to_string()))?;
+    let users = shared.users.current();
+    crate::authz::authorize(
+        &shared.policy,
+        users.recorded_policy(),
+        &a.identity,
+        &target.cluster,
+        verb,
+    )
+    .map_err(|e| Refusal::new(StatusCode::FORBIDDEN, e.to_string()))?;
     Ok(Authorized {
         req: a.req,
         identity: a.identity,
         target,
         verb,
     })
-}
-
-/// Whether `cluster` was enrolled with `causeway cluster add`.
-pub fn is_enrolled(shared: &Shared, cluster: &ClusterId) -> bool {
-    shared.registry.count(cluster) > 0 || (shared.enrolled)(cluster)
 }

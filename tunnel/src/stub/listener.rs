@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::exchange::Exchange;
+use super::gate::ConnInfo;
 use super::gate::{self, Refusal};
-use super::{ConnInfo, Shared, route};
+use super::route;
+use super::state::StubState;
 use crate::audit::{self, AuditEvent};
 use crate::authz::{self, Verb};
 use crate::body::{self, TunnelBody};
@@ -21,7 +23,7 @@ use crate::transport;
 
 /// Accepts user connections until `shutdown`.
 pub async fn serve_users(
-    shared: Arc<Shared>,
+    shared: Arc<StubState>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
@@ -73,7 +75,7 @@ pub async fn serve_users(
 
 /// Serves one request.
 pub async fn handle(
-    shared: Arc<Shared>,
+    shared: Arc<StubState>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<TunnelBody> {
@@ -113,7 +115,7 @@ pub async fn handle(
         let a = gate::authenticate(&shared, &conn, req)?;
         ex.set_user(&a.identity);
         let target = routed.map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))?;
-        let known = gate::is_enrolled(&shared, &target.cluster);
+        let known = shared.is_enrolled(&target.cluster);
         ex.set_cluster(&target.cluster, known);
         let a = gate::authorize(&shared, a, target, verb)?;
         if !known {

@@ -1,0 +1,89 @@
+//! [`StubState`]: what every connection of a running stub shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use causeway_model::cluster::ClusterId;
+use rustls::pki_types::CertificateDer;
+
+use super::data::DataPool;
+use super::registry::Registry;
+use crate::audit::AuditLog;
+use crate::authz::AccessPolicy;
+use crate::enrol::Enroller;
+use crate::metrics::Metrics;
+use crate::users::UserStoreHandle;
+
+/// Checks an agent certificate (already verified against the CA) at session start,
+/// e.g. against revocations and the list of enrolled clusters.
+pub type AgentCheck =
+    Box<dyn Fn(&CertificateDer<'_>, &ClusterId) -> Result<(), String> + Send + Sync>;
+
+/// Whether a cluster ID was enrolled.
+pub type EnrolledCheck = Box<dyn Fn(&ClusterId) -> bool + Send + Sync>;
+
+/// The state every connection of a running stub shares: live sessions, idle data
+/// connections, the policy and users it checks requests against, the audit log.
+pub struct StubState {
+    /// Live sessions.
+    pub registry: Registry,
+    /// Idle data connections of the agents.
+    pub data: DataPool,
+    /// Metric handles.
+    pub metrics: Arc<Metrics>,
+    /// Who may reach which cluster.
+    pub policy: AccessPolicy,
+    /// Users, revocations, bearer tokens (reloaded when their files change).
+    pub users: UserStoreHandle,
+    /// The audit log, if configured.
+    pub audit: Option<Arc<AuditLog>>,
+    /// The enrolment handler (agents' listener, connections without a certificate).
+    pub enroller: Option<Arc<Enroller>>,
+    /// Enrolled clusters.
+    pub enrolled: EnrolledCheck,
+    /// Extra checks on agent certificates.
+    pub agent_allowed: AgentCheck,
+    active: AtomicBool,
+}
+
+impl StubState {
+    /// A stub's state, on standby until [`StubState::set_active`].
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        policy: AccessPolicy,
+        users: UserStoreHandle,
+        audit: Option<Arc<AuditLog>>,
+        enroller: Option<Arc<Enroller>>,
+        enrolled: EnrolledCheck,
+        agent_allowed: AgentCheck,
+    ) -> Self {
+        StubState {
+            registry: Registry::new(metrics.clone()),
+            data: DataPool::new(metrics.data_idle.clone()),
+            metrics,
+            policy,
+            users,
+            audit,
+            enroller,
+            enrolled,
+            agent_allowed,
+            active: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this stub serves users now (holds the lease, or runs without one).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Switches serving on or off (the lease does this).
+    pub fn set_active(&self, on: bool) {
+        self.active.store(on, Ordering::Release);
+        self.metrics.active.set(i64::from(on));
+    }
+
+    /// Whether `cluster` was enrolled with `causeway cluster add` (or has a live session).
+    pub fn is_enrolled(&self, cluster: &ClusterId) -> bool {
+        self.registry.count(cluster) > 0 || (self.enrolled)(cluster)
+    }
+}
