@@ -10,11 +10,13 @@
 //! (WebSocket exec is a GET; a read-only user must not get a shell).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use causeway_config::{ConfigError, Document};
 use causeway_model::ClusterId;
 use serde::{Deserialize, Serialize};
 
+use crate::config::one_document;
 use crate::identity::Identity;
 
 /// A Kubernetes API verb, as RBAC and audit name it.
@@ -275,8 +277,6 @@ pub fn check_request_path(path: &str) -> Result<(), PathError> {
 
 // === access policy ===
 
-/// The only `apiVersion` of [`AccessPolicy`] documents.
-pub const API_VERSION: &str = "causeway.dev/v1alpha1";
 /// The `kind` of [`AccessPolicy`] documents.
 pub const KIND: &str = "AccessPolicy";
 
@@ -305,32 +305,12 @@ pub struct Rule {
     pub read_only: bool,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct Metadata {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    labels: Option<std::collections::BTreeMap<String, String>>,
-    #[serde(default)]
-    annotations: Option<std::collections::BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
+/// `spec` of an `AccessPolicy` document.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
     #[serde(default)]
     rules: Vec<Rule>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Document {
-    api_version: String,
-    kind: String,
-    #[serde(default)]
-    metadata: Metadata,
-    spec: Spec,
 }
 
 /// Access policy: Kubernetes-style YAML, default deny.
@@ -352,37 +332,14 @@ pub struct AccessPolicy {
     rules: Vec<Rule>,
 }
 
-/// Errors loading an access policy; each names the file and field.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The IO error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not YAML of the expected shape (unknown field, wrong type, …).
-    #[error("{path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// serde's error: field path, line and column.
-        #[source]
-        source: serde_yaml_ng::Error,
-    },
-    /// A field holds an invalid value.
-    #[error("{path}: {field}: {reason}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The field, e.g. `spec.rules[0].clusters[1]`.
-        field: String,
-        /// Why.
-        reason: String,
-    },
+/// A rule that cannot be used: the field (`spec.rules[0].clusters[1]`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct RuleError {
+    /// The field, from the document root.
+    pub field: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// Why a request was denied (→ 403).
@@ -409,57 +366,26 @@ pub enum AuthzError {
 }
 
 impl AccessPolicy {
-    /// Loads and validates a policy file.
-    pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
+    /// Loads and validates a policy file: one `AccessPolicy` document.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_documents(path, causeway_config::read_file(path)?)
     }
 
     /// Parses and validates policy YAML; `path` is only used in error messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, PolicyError> {
-        let doc: Document = serde_yaml_ng::from_str(text).map_err(|source| PolicyError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
-        let invalid = |field: &str, reason: String| PolicyError::Invalid {
-            path: path.to_owned(),
-            field: field.to_owned(),
-            reason,
-        };
-        if doc.api_version != API_VERSION {
-            return Err(invalid(
-                "apiVersion",
-                format!("must be {API_VERSION:?}, not {:?}", doc.api_version),
-            ));
-        }
-        if doc.kind != KIND {
-            return Err(invalid(
-                "kind",
-                format!("must be {KIND:?}, not {:?}", doc.kind),
-            ));
-        }
-        let policy = AccessPolicy {
-            rules: doc.spec.rules,
-        };
-        policy
-            .validate()
-            .map_err(|(field, reason)| invalid(&field, reason))?;
-        Ok(policy)
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::from_documents(path, causeway_config::parse_str(path, text)?)
+    }
+
+    fn from_documents(path: &Path, docs: Vec<Document>) -> Result<Self, ConfigError> {
+        let doc = one_document(path, docs, KIND)?;
+        let spec: Spec = doc.spec()?;
+        Self::from_rules(spec.rules).map_err(|e| doc.error(&e.field, e.reason))
     }
 
     /// A policy from rules (checked like a file's).
-    pub fn from_rules(rules: Vec<Rule>) -> Result<Self, PolicyError> {
+    pub fn from_rules(rules: Vec<Rule>) -> Result<Self, RuleError> {
         let policy = AccessPolicy { rules };
-        policy
-            .validate()
-            .map_err(|(field, reason)| PolicyError::Invalid {
-                path: PathBuf::from("<rules>"),
-                field,
-                reason,
-            })?;
+        policy.validate()?;
         Ok(policy)
     }
 
@@ -468,33 +394,36 @@ impl AccessPolicy {
         &self.rules
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), RuleError> {
         for (i, rule) in self.rules.iter().enumerate() {
-            let at = |f: &str| format!("spec.rules[{i}].{f}");
+            let bad = |f: &str, reason: String| RuleError {
+                field: format!("spec.rules[{i}].{f}"),
+                reason,
+            };
             if rule.subjects.users.is_empty() && rule.subjects.groups.is_empty() {
-                return Err((at("subjects"), "names no user or group".into()));
+                return Err(bad("subjects", "names no user or group".into()));
             }
             for (j, u) in rule.subjects.users.iter().enumerate() {
                 if u.is_empty() || u.chars().any(char::is_control) {
-                    return Err((
-                        at(&format!("subjects.users[{j}]")),
+                    return Err(bad(
+                        &format!("subjects.users[{j}]"),
                         format!("invalid user {u:?}"),
                     ));
                 }
             }
             for (j, g) in rule.subjects.groups.iter().enumerate() {
                 if g.is_empty() || g.chars().any(char::is_control) {
-                    return Err((
-                        at(&format!("subjects.groups[{j}]")),
+                    return Err(bad(
+                        &format!("subjects.groups[{j}]"),
                         format!("invalid group {g:?}"),
                     ));
                 }
             }
             if rule.clusters.is_empty() {
-                return Err((at("clusters"), "names no cluster".into()));
+                return Err(bad("clusters", "names no cluster".into()));
             }
             for (j, c) in rule.clusters.iter().enumerate() {
-                check_glob(c).map_err(|reason| (at(&format!("clusters[{j}]")), reason))?;
+                check_glob(c).map_err(|reason| bad(&format!("clusters[{j}]"), reason))?;
             }
         }
         Ok(())

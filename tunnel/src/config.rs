@@ -1,5 +1,6 @@
-//! The stub's configuration file: Kubernetes-style YAML, every field checked, every
-//! error naming the file, the field and the reason.
+//! The stub's configuration file: one `StubConfig` document in Causeway's envelope
+//! ([`causeway_config`]), every field checked, every error printed
+//! `file:line:column: StubConfig/name: field.path: reason`.
 //!
 //! ```yaml
 //! apiVersion: causeway.dev/v1alpha1
@@ -24,39 +25,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use causeway_config::{ConfigError, Document};
 use serde::Deserialize;
 
-/// The only `apiVersion` accepted.
-pub const API_VERSION: &str = "causeway.dev/v1alpha1";
 /// The `kind` of a stub configuration.
 pub const KIND: &str = "StubConfig";
-
-/// A bad configuration: which file, which field, why.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {field}: {reason}")]
-pub struct ConfigError {
-    /// The file.
-    pub file: PathBuf,
-    /// The field (`spec.listen.users`), or `-` for the whole file.
-    pub field: String,
-    /// What is wrong.
-    pub reason: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Document {
-    api_version: String,
-    kind: String,
-    metadata: Metadata,
-    spec: Spec,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Metadata {
-    name: String,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -182,43 +155,43 @@ pub struct LeaseConfig {
     pub identity: String,
 }
 
+/// The one document of `kind` in a file that holds only that (a stub configuration, an
+/// access policy): another kind, or a second document, is an error at its `kind`.
+pub fn one_document(path: &Path, docs: Vec<Document>, kind: &str) -> Result<Document, ConfigError> {
+    let mut found = None;
+    for doc in docs {
+        if doc.kind != kind {
+            return Err(doc.unknown_kind(&[kind]));
+        }
+        if found.is_some() {
+            return Err(doc.error(
+                "kind",
+                format!("a second {kind} document; the file holds one"),
+            ));
+        }
+        found = Some(doc);
+    }
+    found.ok_or_else(|| ConfigError::file(path, format!("no {kind} document")))
+}
+
 impl StubConfig {
-    /// Reads and validates `path`.
+    /// Reads and validates `path`: one `StubConfig` document.
     pub fn load(path: &Path) -> Result<StubConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            field: "-".into(),
-            reason: format!("cannot read: {e}"),
-        })?;
-        Self::parse(&text, path)
+        Self::from_documents(path, causeway_config::read_file(path)?)
     }
 
     /// Parses and validates YAML; relative paths are taken from `path`'s directory.
     pub fn parse(text: &str, path: &Path) -> Result<StubConfig, ConfigError> {
-        let err = |field: &str, reason: String| ConfigError {
-            file: path.to_owned(),
-            field: field.to_owned(),
-            reason,
-        };
-        let doc: Document = serde_yaml_ng::from_str(text).map_err(|e| {
-            let field = e
-                .location()
-                .map(|l| format!("line {} column {}", l.line(), l.column()))
-                .unwrap_or_else(|| "-".into());
-            err(&field, e.to_string())
-        })?;
-        if doc.api_version != API_VERSION {
-            return Err(err(
-                "apiVersion",
-                format!("must be {API_VERSION}, not {:?}", doc.api_version),
-            ));
-        }
-        if doc.kind != KIND {
-            return Err(err("kind", format!("must be {KIND}, not {:?}", doc.kind)));
-        }
-        if doc.metadata.name.is_empty() {
-            return Err(err("metadata.name", "must not be empty".into()));
-        }
+        Self::from_documents(path, causeway_config::parse_str(path, text)?)
+    }
+
+    fn from_documents(path: &Path, docs: Vec<Document>) -> Result<StubConfig, ConfigError> {
+        let doc = one_document(path, docs, KIND)?;
+        Self::from_document(&doc, path)
+    }
+
+    fn from_document(doc: &Document, path: &Path) -> Result<StubConfig, ConfigError> {
+        let s: Spec = doc.spec()?;
         let base = path.parent().unwrap_or(Path::new("."));
         let abs = |p: &Path| {
             if p.is_absolute() {
@@ -229,18 +202,14 @@ impl StubConfig {
         };
         let addr = |field: &str, v: &str| -> Result<SocketAddr, ConfigError> {
             v.parse()
-                .map_err(|e| err(field, format!("{v:?} is not an IP:port address: {e}")))
+                .map_err(|e| doc.error(field, format!("{v:?} is not an IP:port address: {e}")))
         };
-        let s = doc.spec;
         if s.server_names.is_empty() {
-            return Err(err(
-                "spec.serverNames",
-                "name at least one DNS name or IP".into(),
-            ));
+            return Err(doc.error("spec.serverNames", "name at least one DNS name or IP"));
         }
         for (i, n) in s.server_names.iter().enumerate() {
             if n.is_empty() || n.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                return Err(err(
+                return Err(doc.error(
                     &format!("spec.serverNames[{i}]"),
                     format!("{n:?} is not a DNS name or IP"),
                 ));
@@ -249,7 +218,7 @@ impl StubConfig {
         let audit = match s.audit {
             Some(a) => {
                 if a.max_bytes < 4096 {
-                    return Err(err("spec.audit.maxBytes", "must be at least 4096".into()));
+                    return Err(doc.error("spec.audit.maxBytes", "must be at least 4096"));
                 }
                 Some(AuditConfig {
                     path: abs(&a.path),
@@ -262,16 +231,16 @@ impl StubConfig {
         let lease = match s.lease {
             Some(l) => {
                 if !(2..=300).contains(&l.duration_seconds) {
-                    return Err(err(
+                    return Err(doc.error(
                         "spec.lease.durationSeconds",
                         format!("{} is outside 2..=300", l.duration_seconds),
                     ));
                 }
-                let identity = l.identity.unwrap_or_else(|| doc.metadata.name.clone());
+                let identity = l.identity.unwrap_or_else(|| doc.name().to_owned());
                 if identity.is_empty() || identity.chars().any(char::is_control) {
-                    return Err(err(
+                    return Err(doc.error(
                         "spec.lease.identity",
-                        "must be a non-empty printable string".into(),
+                        "must be a non-empty printable string",
                     ));
                 }
                 Some(LeaseConfig {
@@ -285,7 +254,7 @@ impl StubConfig {
             None => None,
         };
         Ok(StubConfig {
-            name: doc.metadata.name,
+            name: doc.name().to_owned(),
             state_dir: abs(&s.state_dir),
             listen_users: addr("spec.listen.users", &s.listen.users)?,
             listen_agents: addr("spec.listen.agents", &s.listen.agents)?,
@@ -340,7 +309,7 @@ spec:
             (GOOD.replace("127.0.0.1:6443", "nope"), "spec.listen.users"),
             (GOOD.replace("StubConfig", "Stub"), "kind"),
             (GOOD.replace("v1alpha1", "v2"), "apiVersion"),
-            (GOOD.replace("stateDir", "stateDirr"), "line"),
+            (GOOD.replace("stateDir", "stateDirr"), "spec.stateDirr"),
             (
                 GOOD.replace(
                     "lease: {kubeconfig: hub.kubeconfig}",
@@ -348,12 +317,58 @@ spec:
                 ),
                 "spec.lease.durationSeconds",
             ),
+            (format!("{GOOD}---\n{GOOD}"), "a second StubConfig"),
+            ("# nothing\n".to_owned(), "no StubConfig"),
         ];
         for (text, field) in cases {
             let e = StubConfig::parse(&text, Path::new("x.yaml")).unwrap_err();
             let msg = e.to_string();
-            assert!(msg.starts_with("x.yaml: "), "{msg}");
+            assert!(msg.starts_with("x.yaml"), "{msg}");
             assert!(msg.contains(field), "{field}: {msg}");
         }
+    }
+
+    /// [`GOOD`] with one line changed, as `StubConfig::parse` reports it.
+    fn config_error(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "{from}");
+        StubConfig::parse(&GOOD.replace(from, to), Path::new("/etc/stub.yaml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn errors_point_at_the_line_and_column_of_the_mistake() {
+        // An unknown field: at its key.
+        let err = config_error("  stateDir: state", "  stateDirr: state");
+        assert!(
+            err.starts_with("/etc/stub.yaml:6:3: StubConfig/stub-a: spec.stateDirr: unknown field"),
+            "{err}"
+        );
+        // A value of the wrong type inside a list: at that item.
+        let err = config_error(
+            "  accessPolicy:",
+            "  serverNames: [localhost, {a: b}]\n  accessPolicy:",
+        );
+        assert!(
+            err.starts_with(
+                "/etc/stub.yaml:8:28: StubConfig/stub-a: spec.serverNames[1]: invalid type"
+            ),
+            "{err}"
+        );
+        // A value the stub refuses (semantic), inside a list and in a flow mapping.
+        let err = config_error(
+            "  accessPolicy:",
+            "  serverNames: [localhost, \"a b\"]\n  accessPolicy:",
+        );
+        assert_eq!(
+            err,
+            "/etc/stub.yaml:8:28: StubConfig/stub-a: spec.serverNames[1]: \"a b\" is not a DNS name or IP"
+        );
+        let err = config_error("\"127.0.0.1:6443\"", "\"nope\"");
+        assert_eq!(
+            err,
+            "/etc/stub.yaml:7:19: StubConfig/stub-a: spec.listen.users: \
+             \"nope\" is not an IP:port address: invalid socket address syntax"
+        );
     }
 }

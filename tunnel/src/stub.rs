@@ -162,7 +162,7 @@ pub enum SetupError {
     Users(#[from] crate::users::UsersError),
     /// The access policy.
     #[error("{0}")]
-    Policy(#[from] crate::authz::PolicyError),
+    Policy(#[from] causeway_config::ConfigError),
     /// The audit log.
     #[error("{0}")]
     Audit(#[from] crate::audit::AuditError),

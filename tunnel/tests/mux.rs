@@ -14,6 +14,7 @@ use causeway_tunnel::agent::{self, AgentConfig, StubTarget, TokenSource, Upstrea
 use causeway_tunnel::authz::AccessPolicy;
 use causeway_tunnel::body::{self, TunnelBody};
 use causeway_tunnel::pki::{self, Ca, IssuedCert};
+use causeway_testbed::testing::{HttpClient, client_tls, wait_for_async};
 use causeway_tunnel::stub::{self, Listeners, StubHandle, StubParts};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -284,56 +285,24 @@ impl Bed {
         .await;
     }
 
-    fn user_tls(&self, user: Option<(&str, &[&str])>, h2: bool) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.cert_der().clone()).unwrap();
-        let b = rustls::ClientConfig::builder_with_provider(pki::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let mut c = match user {
-            Some((name, _groups)) => {
-                let cert = &self.users[name];
-                b.with_client_auth_cert(
-                    pki::parse_cert_pem(&cert.cert_pem).unwrap(),
-                    pki::parse_key_pem(cert.key_pem.expose()).unwrap(),
-                )
-                .unwrap()
-            }
-            None => b.with_no_client_auth(),
-        };
-        c.alpn_protocols = vec![if h2 {
-            b"h2".to_vec()
-        } else {
-            b"http/1.1".to_vec()
-        }];
-        Arc::new(c)
-    }
-
-    async fn user_tcp(
-        &self,
-        tls: Arc<rustls::ClientConfig>,
-    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-        let tcp = tokio::net::TcpStream::connect(self.stub.addrs[0])
-            .await
-            .unwrap();
-        tokio_rustls::TlsConnector::from(tls)
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap()
+    /// The kit's HTTPS client of the stub's users listener, as `user` (a client
+    /// certificate) or anonymous, offering HTTP/2 or HTTP/1.1.
+    fn user_client(&self, user: Option<&str>, h2: bool) -> HttpClient {
+        let identity = user.map(|name| {
+            let cert = &self.users[name];
+            (cert.cert_pem.as_bytes(), cert.key_pem.expose().as_bytes())
+        });
+        let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
+        let tls = client_tls(self.ca.cert_pem().as_bytes(), identity, &[alpn]).unwrap();
+        HttpClient::https(self.stub.addrs[0], tls, "localhost")
     }
 
     /// An HTTP/2 client as alice (group dev).
     async fn h2_client(&self) -> hyper::client::conn::http2::SendRequest<TunnelBody> {
-        let io = self
-            .user_tcp(self.user_tls(Some(("alice", &["dev"])), true))
-            .await;
-        let (send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        send
+        self.user_client(Some("alice"), true)
+            .http2()
+            .await
+            .unwrap()
     }
 
     /// An HTTP/1.1 client.
@@ -341,24 +310,32 @@ impl Bed {
         &self,
         user: Option<(&str, &[&str])>,
     ) -> hyper::client::conn::http1::SendRequest<TunnelBody> {
-        let io = self.user_tcp(self.user_tls(user, false)).await;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        self.user_client(user.map(|(name, _groups)| name), false)
+            .http1()
             .await
-            .unwrap();
-        tokio::spawn(conn.with_upgrades());
-        send
+            .unwrap()
     }
 }
 
 /// Polls `count` every 10 ms for up to 5 s until it is `n`; panics naming `what` if not.
 async fn wait_for(what: &str, n: usize, count: impl Fn() -> usize) {
-    for _ in 0..500 {
-        if count() == n {
-            return;
+    wait_for_async(what, Duration::from_secs(5), Duration::from_millis(10), || {
+        let got = count();
+        if got == n {
+            Ok(())
+        } else {
+            Err(format!("{got}, wanted {n}"))
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what}: {}, wanted {n}", count());
+    })
+    .await;
+}
+
+/// Waits until the stub has no stream open.
+async fn wait_streams_closed(bed: &Bed) {
+    wait_for("open streams", 0, || {
+        bed.stub.shared.metrics.open_streams.get() as usize
+    })
+    .await;
 }
 
 fn get(uri: &str) -> Request<TunnelBody> {
@@ -508,16 +485,7 @@ async fn stalled_readers_never_slow_other_streams() {
     );
     drop(stalled);
     // Dropped streams are freed on the stub.
-    for _ in 0..200 {
-        if bed.stub.shared.metrics.open_streams.get() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "open streams: {}",
-        bed.stub.shared.metrics.open_streams.get()
-    );
+    wait_streams_closed(&bed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,16 +538,7 @@ async fn upgrade_splices_only_after_101() {
     let b = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&b[..], b"no upgrade for you");
     // Nothing was spliced: the stream is closed and counted as done.
-    for _ in 0..200 {
-        if bed.stub.shared.metrics.open_streams.get() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "open streams: {}",
-        bed.stub.shared.metrics.open_streams.get()
-    );
+    wait_streams_closed(&bed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,25 +567,11 @@ async fn balances_and_removes_dead_agents_at_once() {
 
 /// GET `path` from a plain-HTTP listener: (status code, body).
 async fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = String::new();
-    tcp.read_to_string(&mut raw).await.unwrap();
-    let code = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    let r = HttpClient::new(addr)
+        .send(http::Method::GET, path, "")
+        .await
+        .unwrap();
+    (r.status, r.text())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -658,15 +603,15 @@ async fn agent_metrics_count_sessions_streams_and_codes() {
         "{m}"
     );
     // Each stream counts as open until its response body ended on the agent.
-    let mut open = String::new();
-    for _ in 0..200 {
-        open = scrape(addr, "/metrics").await.1;
+    let start = tokio::time::Instant::now();
+    loop {
+        let open = scrape(addr, "/metrics").await.1;
         if open.contains("causeway_agent_open_streams 0") {
             break;
         }
+        assert!(start.elapsed() < Duration::from_secs(2), "{open}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(open.contains("causeway_agent_open_streams 0"), "{open}");
     assert_eq!(scrape(addr, "/nope").await.0, 404);
     stop.cancel();
 }

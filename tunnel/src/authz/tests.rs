@@ -321,32 +321,36 @@ fn policy_decisions() {
 fn bad_policies_name_file_and_field() {
     let cases = [
         (
-            "apiVersion: v1\nkind: AccessPolicy\nspec: {rules: []}\n",
+            "apiVersion: v1\nkind: AccessPolicy\nmetadata: {name: p}\nspec: {rules: []}\n",
             "apiVersion",
         ),
         (
-            "apiVersion: causeway.dev/v1alpha1\nkind: Policy\nspec: {rules: []}\n",
+            "apiVersion: causeway.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec: {rules: []}\n",
             "kind",
         ),
         (
-            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nspec:\n  rules:\n  - subjects: {users: [a]}\n    clusters: [x]\n    readonly: true\n",
+            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  rules:\n  - subjects: {users: [a]}\n    clusters: [x]\n    readonly: true\n",
             "readonly",
         ),
         (
-            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nspec:\n  rules:\n  - subjects: {}\n    clusters: [x]\n",
+            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  rules:\n  - subjects: {}\n    clusters: [x]\n",
             "spec.rules[0].subjects",
         ),
         (
-            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nspec:\n  rules:\n  - subjects: {users: [a]}\n    clusters: [ok, 'Bad/']\n",
+            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  rules:\n  - subjects: {users: [a]}\n    clusters: [ok, 'Bad/']\n",
             "spec.rules[0].clusters[1]",
         ),
         (
-            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nspec:\n  rules:\n  - subjects: {users: [a]}\n    clusters: []\n",
+            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  rules:\n  - subjects: {users: [a]}\n    clusters: []\n",
             "spec.rules[0].clusters",
         ),
         (
-            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nspec: {rules: []}\nextra: 1\n",
+            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p}\nspec: {rules: []}\nextra: 1\n",
             "extra",
+        ),
+        (
+            "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p}\nspec: {rules: []}\n---\napiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: q}\nspec: {rules: []}\n",
+            "a second AccessPolicy",
         ),
     ];
     for (text, field) in cases {
@@ -354,10 +358,58 @@ fn bad_policies_name_file_and_field() {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("/etc/p.yaml") && err.contains(field),
+            err.starts_with("/etc/p.yaml:") && err.contains(field),
             "{field}: {err}"
         );
     }
+}
+
+/// A good policy with one line changed, as `AccessPolicy::parse` reports it.
+fn policy_error(from: &str, to: &str) -> String {
+    const GOOD: &str = "\
+apiVersion: causeway.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: p}
+spec:
+  rules:
+  - subjects: {groups: [dev]}
+    clusters: [\"idc-*\"]
+  - subjects: {users: [alice, bob]}
+    clusters: [\"idc-*\", aws-sg]
+";
+    AccessPolicy::parse(GOOD, Path::new("/etc/p.yaml")).unwrap();
+    assert!(GOOD.contains(from), "{from}");
+    AccessPolicy::parse(&GOOD.replace(from, to), Path::new("/etc/p.yaml"))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn policy_errors_point_at_the_line_and_column_of_the_mistake() {
+    // An unknown field: at its key.
+    let err = policy_error(
+        "    clusters: [\"idc-*\", aws",
+        "    clusterz: [\"idc-*\", aws",
+    );
+    assert!(
+        err.starts_with("/etc/p.yaml:9:5: AccessPolicy/p: spec.rules[1].clusterz: unknown field"),
+        "{err}"
+    );
+    // A value of the wrong type inside a list: at that item.
+    let err = policy_error("[alice, bob]", "[alice, [bob]]");
+    assert!(
+        err.starts_with(
+            "/etc/p.yaml:8:31: AccessPolicy/p: spec.rules[1].subjects.users[1]: invalid type"
+        ),
+        "{err}"
+    );
+    // A value the policy refuses (semantic): at that item.
+    let err = policy_error("\"idc-*\", aws-sg", "\"idc-*\", AWS_SG");
+    assert_eq!(
+        err,
+        "/etc/p.yaml:9:25: AccessPolicy/p: spec.rules[1].clusters[1]: \
+         cluster glob \"AWS_SG\" contains 'A'; use a-z, 0-9, '-', '*' and '?'"
+    );
 }
 
 #[test]

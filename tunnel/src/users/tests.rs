@@ -295,7 +295,7 @@ fn store_rules_add_to_the_policy_file() {
     .unwrap();
     let store = UserStore::load(state.path(), None).unwrap();
     let file = AccessPolicy::parse(
-        "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nspec:\n  rules:\n  - subjects: {groups: [dev]}\n    clusters: [aws-sg]\n",
+        "apiVersion: causeway.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  rules:\n  - subjects: {groups: [dev]}\n    clusters: [aws-sg]\n",
         Path::new("p.yaml"),
     )
     .unwrap();
