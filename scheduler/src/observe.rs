@@ -1,0 +1,452 @@
+//! Observe: every member cluster through the tunnel's stub, as the scheduler's own
+//! stub identity (a kubeconfig from `causeway user add causeway-scheduler`).
+//!
+//! Each round lists nodes and pods and reads the policies' Deployments, HPAs and pod
+//! metrics (`metrics.k8s.io`) in every cluster, concurrently, each cluster bounded by a
+//! timeout. A cluster whose agent has no session at the stub (503), or whose API server
+//! does not answer, is observed as unreachable with the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use causeway_model::ClusterId;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::observed::{ClusterState, HpaState, Observed, WorkloadState};
+use crate::policy::{BurstPolicy, DemandKind, WorkloadRef};
+use crate::quantity::{self, Resources};
+
+/// Label every copy made by the scheduler carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "causeway");
+/// Annotation with the hash of the applied copy (template, overrides, replicas).
+pub const APPLIED_HASH: &str = "causeway.dev/applied-hash";
+
+/// Why the member clients cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientsError {
+    /// The kubeconfig does not load.
+    #[error("stub kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// Its path.
+        path: String,
+        /// Why.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// Its server is not a `…/clusters/<id>` URL of a stub.
+    #[error("stub kubeconfig {path}: server {server:?} is not a stub URL ending in /clusters/<id>")]
+    NotStub {
+        /// Its path.
+        path: String,
+        /// The server found.
+        server: String,
+    },
+    /// A client cannot be built.
+    #[error("client for cluster {cluster}: {source}")]
+    Client {
+        /// The cluster.
+        cluster: ClusterId,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// A kube client per member cluster, each talking to `https://STUB/clusters/<id>`.
+#[derive(Clone)]
+pub struct Clusters {
+    clients: BTreeMap<ClusterId, kube::Client>,
+}
+
+impl Clusters {
+    /// Builds one client per cluster from the scheduler's stub kubeconfig.
+    pub async fn from_stub_kubeconfig(
+        path: &Path,
+        clusters: &BTreeSet<ClusterId>,
+    ) -> Result<Self, ClientsError> {
+        let shown = path.display().to_string();
+        let kc = Kubeconfig::read_from(path).map_err(|source| ClientsError::Kubeconfig {
+            path: shown.clone(),
+            source,
+        })?;
+        let base = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|source| ClientsError::Kubeconfig {
+                path: shown.clone(),
+                source,
+            })?;
+        let server = base.cluster_url.to_string();
+        let stub = match server.trim_end_matches('/').rsplit_once("/clusters/") {
+            Some((stub, _)) => stub.to_string(),
+            None => {
+                return Err(ClientsError::NotStub {
+                    path: shown,
+                    server,
+                });
+            }
+        };
+        let mut clients = BTreeMap::new();
+        for id in clusters {
+            let mut cfg = base.clone();
+            cfg.cluster_url =
+                format!("{stub}/clusters/{id}")
+                    .parse()
+                    .map_err(|_| ClientsError::NotStub {
+                        path: shown.clone(),
+                        server: server.clone(),
+                    })?;
+            cfg.read_timeout = Some(Duration::from_secs(10));
+            cfg.connect_timeout = Some(Duration::from_secs(5));
+            let client = kube::Client::try_from(cfg).map_err(|source| ClientsError::Client {
+                cluster: id.clone(),
+                source,
+            })?;
+            clients.insert(id.clone(), client);
+        }
+        Ok(Self { clients })
+    }
+
+    /// The client of `cluster`.
+    pub fn get(&self, cluster: &ClusterId) -> Option<&kube::Client> {
+        self.clients.get(cluster)
+    }
+
+    /// Every cluster with a client.
+    pub fn ids(&self) -> impl Iterator<Item = &ClusterId> {
+        self.clients.keys()
+    }
+}
+
+/// What one cluster must be asked for: the workloads there and which need metrics/HPAs.
+#[derive(Default)]
+struct Wants {
+    workloads: BTreeMap<WorkloadRef, WorkloadWants>,
+}
+
+#[derive(Default, Clone)]
+struct WorkloadWants {
+    hpa: Option<String>,
+    metrics: bool,
+}
+
+/// Observes every cluster the policies name, concurrently, each within `timeout`.
+pub async fn observe(clusters: &Clusters, policies: &[BurstPolicy], timeout: Duration) -> Observed {
+    let mut wants: BTreeMap<ClusterId, Wants> = BTreeMap::new();
+    for p in policies {
+        let hpa = p.spec.demand.hpa.as_ref().map(|h| h.name.clone());
+        let metrics = p.spec.demand_kind() == DemandKind::Hpa;
+        for c in p
+            .spec
+            .home
+            .iter()
+            .chain(p.spec.burst.iter().map(|b| &b.cluster))
+        {
+            let ww = wants
+                .entry(c.clone())
+                .or_default()
+                .workloads
+                .entry(p.spec.workload.clone())
+                .or_default();
+            ww.metrics |= metrics;
+            if c == p.spec.source_cluster() {
+                ww.hpa = ww.hpa.take().or(hpa.clone());
+            }
+        }
+    }
+    let tasks = wants.into_iter().map(|(id, w)| {
+        let client = clusters.get(&id).cloned();
+        async move {
+            let state = match client {
+                None => unreachable_state("no client for this cluster".into()),
+                Some(client) => match tokio::time::timeout(timeout, observe_cluster(client, &w))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => unreachable_state(short_error(&e)),
+                    Err(_) => unreachable_state(format!("no answer within {}s", timeout.as_secs())),
+                },
+            };
+            (id, state)
+        }
+    });
+    let clusters = futures::future::join_all(tasks).await;
+    Observed {
+        clusters: clusters.into_iter().collect(),
+        external: BTreeMap::new(),
+    }
+}
+
+fn unreachable_state(error: String) -> ClusterState {
+    ClusterState {
+        reachable: false,
+        error: Some(error),
+        ..Default::default()
+    }
+}
+
+/// The first line of an error, without kube's wrapping of the API's Status.
+fn short_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        other => other
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+async fn observe_cluster(client: kube::Client, wants: &Wants) -> Result<ClusterState, kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let live = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+    let all = ListParams::default();
+    let (nodes, pods) = tokio::try_join!(nodes.list(&all), pods.list(&live))?;
+
+    let mut state = ClusterState {
+        reachable: true,
+        ..Default::default()
+    };
+    for n in &nodes.items {
+        if node_takes_pods(n) {
+            state.allocatable = state.allocatable.plus(node_allocatable(n));
+        }
+    }
+    for p in &pods.items {
+        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+            state.requested = state.requested.plus(pod_requests(p));
+        }
+    }
+    for (w, ww) in &wants.workloads {
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &w.namespace);
+        let Some(d) = deployments.get_opt(&w.deployment).await? else {
+            continue;
+        };
+        let mut ws = workload_state(&d, &pods.items);
+        if let Some(name) = &ww.hpa {
+            let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &w.namespace);
+            ws.hpa = hpas.get_opt(name).await?.map(|h| hpa_state(&h));
+        }
+        if ww.metrics {
+            let names: BTreeSet<String> = pods
+                .items
+                .iter()
+                .filter(|p| belongs(&d, p))
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            if let Some((usage, n)) = pod_cpu_usage(&client, &w.namespace, &names).await {
+                ws.cpu_usage_millis = Some(usage);
+                ws.pods_with_metrics = n;
+            }
+        }
+        state.workloads.insert(w.clone(), ws);
+    }
+    Ok(state)
+}
+
+fn node_takes_pods(n: &Node) -> bool {
+    let schedulable = !n
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    let ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    schedulable && ready
+}
+
+fn node_allocatable(n: &Node) -> Resources {
+    let a = n.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let get = |k: &str, scale: u64| {
+        a.and_then(|a| a.get(k))
+            .and_then(|q| quantity::parse(&q.0, scale).ok())
+            .unwrap_or(0)
+    };
+    Resources {
+        cpu_millis: get("cpu", 1000),
+        memory_bytes: get("memory", 1),
+        pods: get("pods", 1),
+    }
+}
+
+/// Requests of a pod spec (sum of containers; init containers' max, as the scheduler counts).
+fn spec_requests(spec: &k8s_openapi::api::core::v1::PodSpec) -> Resources {
+    let req = |c: &k8s_openapi::api::core::v1::Container| {
+        let r = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+        let get = |k: &str, scale: u64| {
+            r.and_then(|r| r.get(k))
+                .and_then(|q| quantity::parse(&q.0, scale).ok())
+                .unwrap_or(0)
+        };
+        Resources {
+            cpu_millis: get("cpu", 1000),
+            memory_bytes: get("memory", 1),
+            pods: 0,
+        }
+    };
+    let mut sum = spec
+        .containers
+        .iter()
+        .fold(Resources::default(), |acc, c| acc.plus(req(c)));
+    for ic in spec.init_containers.iter().flatten() {
+        let r = req(ic);
+        sum.cpu_millis = sum.cpu_millis.max(r.cpu_millis);
+        sum.memory_bytes = sum.memory_bytes.max(r.memory_bytes);
+    }
+    sum.pods = 1;
+    sum
+}
+
+fn pod_requests(p: &Pod) -> Resources {
+    p.spec.as_ref().map(spec_requests).unwrap_or_default()
+}
+
+/// The pod matches the Deployment's `matchLabels` (the form copies and tests use;
+/// `matchExpressions` are not evaluated and match nothing).
+fn belongs(d: &Deployment, p: &Pod) -> bool {
+    if p.metadata.namespace != d.metadata.namespace {
+        return false;
+    }
+    let Some(sel) = d.spec.as_ref().map(|s| &s.selector) else {
+        return false;
+    };
+    if sel
+        .match_expressions
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return false;
+    }
+    let Some(want) = sel.match_labels.as_ref().filter(|m| !m.is_empty()) else {
+        return false;
+    };
+    let labels = p.metadata.labels.as_ref();
+    want.iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+fn workload_state(d: &Deployment, pods: &[Pod]) -> WorkloadState {
+    let spec = d.spec.as_ref();
+    let status = d.status.as_ref();
+    let mut ws = WorkloadState {
+        replicas: spec
+            .and_then(|s| s.replicas)
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(1),
+        ready: status
+            .and_then(|s| s.ready_replicas)
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(0),
+        pod_requests: spec
+            .and_then(|s| s.template.spec.as_ref())
+            .map(spec_requests)
+            .unwrap_or_default(),
+        managed: d
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY.0))
+            .is_some_and(|v| v == MANAGED_BY.1),
+        applied_hash: d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPLIED_HASH))
+            .cloned(),
+        ..Default::default()
+    };
+    for p in pods.iter().filter(|p| belongs(d, p)) {
+        if p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+            ws.scheduled += 1;
+        } else if p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.type_ == "PodScheduled"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("Unschedulable")
+                })
+            })
+        {
+            ws.unschedulable += 1;
+        }
+    }
+    ws
+}
+
+fn hpa_state(h: &HorizontalPodAutoscaler) -> HpaState {
+    let spec = Some(&h.spec);
+    let status = h.status.as_ref();
+    let to_u32 = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+    HpaState {
+        min_replicas: to_u32(spec.and_then(|s| s.min_replicas)).max(1),
+        max_replicas: spec.map(|s| to_u32(Some(s.max_replicas))).unwrap_or(0),
+        current_replicas: to_u32(status.and_then(|s| s.current_replicas)),
+        desired_replicas: status
+            .map(|s| to_u32(Some(s.desired_replicas)))
+            .unwrap_or(0),
+        target_cpu_percent: spec
+            .and_then(|s| s.metrics.as_ref())
+            .and_then(|ms| {
+                ms.iter().find_map(|m| {
+                    m.resource
+                        .as_ref()
+                        .filter(|r| r.name == "cpu")
+                        .and_then(|r| r.target.average_utilization)
+                })
+            })
+            .and_then(|v| u32::try_from(v).ok()),
+        scaling_limited: status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "ScalingLimited" && c.status == "True")
+            }),
+    }
+}
+
+/// Sum of CPU usage of the named pods from `metrics.k8s.io`, and how many had metrics.
+async fn pod_cpu_usage(
+    client: &kube::Client,
+    namespace: &str,
+    pods: &BTreeSet<String>,
+) -> Option<(u64, u32)> {
+    let req = http::Request::get(format!(
+        "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"
+    ))
+    .body(Vec::new())
+    .ok()?;
+    let list: serde_json::Value = client.request(req).await.ok()?;
+    let mut usage = 0u64;
+    let mut n = 0u32;
+    for item in list.get("items")?.as_array()? {
+        let name = item.pointer("/metadata/name").and_then(|v| v.as_str());
+        if !name.is_some_and(|n| pods.contains(n)) {
+            continue;
+        }
+        let containers = item.get("containers").and_then(|c| c.as_array());
+        let cpu: u64 = containers
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.pointer("/usage/cpu").and_then(|v| v.as_str()))
+            .filter_map(|q| quantity::cpu_millis(q).ok())
+            .sum();
+        usage += cpu;
+        n += 1;
+    }
+    Some((usage, n))
+}

@@ -1,0 +1,151 @@
+//! The planner: a pure function from policies, what was observed, what was decided
+//! before and the time, to a [`Plan`] with a reason for every number.
+//!
+//! No I/O and no clock: the caller passes `now` (time since the scheduler started),
+//! so the same inputs always give the same plan. `scheduler plan --what-if` runs this
+//! same function on an observed state changed by the what-if.
+//!
+//! * [`burst`]: fill the home clusters, overflow to burst clusters in order.
+//! * [`stabilize`]: the HPA's stabilization windows and the DNS drain before removal.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use causeway_model::ClusterId;
+
+use crate::observed::Observed;
+use crate::policy::BurstPolicy;
+
+pub mod burst;
+pub mod stabilize;
+
+pub use stabilize::Memory;
+
+/// What a cluster does for a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// The home cluster holding the source Deployment (its replicas are the user's or
+    /// its HPA's; the scheduler does not write them unless the demand is external).
+    Source,
+    /// Another home cluster, filled before any burst cluster.
+    Home,
+    /// A burst cluster.
+    Burst,
+}
+
+/// Whether dns should send new clients to a cluster for the policy's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// In the answers: reachable with ready replicas.
+    Serve,
+    /// Out of the answers while its replicas wait one TTL before removal.
+    Drain,
+    /// Out of the answers: unreachable or no ready replicas.
+    Out,
+}
+
+/// What to do to a cluster's copy of the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing.
+    Keep,
+    /// Create or update the copy with this many replicas.
+    Apply(u32),
+    /// Set the source Deployment's replicas (external demand only).
+    Scale(u32),
+    /// Delete the managed copy.
+    Delete,
+}
+
+/// One policy × cluster line of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The policy.
+    pub policy: String,
+    /// The cluster.
+    pub cluster: ClusterId,
+    /// Its role for the policy.
+    pub role: Role,
+    /// Replicas there now (`spec.replicas`; 0 when there is no copy).
+    pub current: u32,
+    /// Ready replicas there now.
+    pub ready: u32,
+    /// Replicas planned.
+    pub planned: u32,
+    /// DNS for this cluster.
+    pub traffic: Traffic,
+    /// What apply does.
+    pub action: Action,
+    /// Why, in one line with the numbers.
+    pub reason: String,
+}
+
+/// The planner's output for one round.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// One line per policy and cluster, in policy order then fill order.
+    pub decisions: Vec<Decision>,
+    /// Per policy: total demand and how it was found.
+    pub demand: BTreeMap<String, String>,
+}
+
+/// Plans every policy. `previous` is the memory the last round returned.
+pub fn compute(
+    policies: &[BurstPolicy],
+    observed: &Observed,
+    previous: &Memory,
+    now: Duration,
+) -> (Plan, Memory) {
+    let mut plan = Plan::default();
+    let mut memory = previous.clone();
+    for p in policies {
+        let (demand, decisions) = burst::plan(p, observed, &mut memory, now);
+        plan.demand.insert(p.name.clone(), demand);
+        plan.decisions.extend(decisions);
+    }
+    memory.forget_except(policies, now);
+    (plan, memory)
+}
+
+impl Plan {
+    /// The decision table: `POLICY CLUSTER ROLE NOW → PLANNED DNS ACTION REASON`.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<14} {:<10} {:<6} {:>4}   {:<7} {:<6} {:<9} REASON",
+            "POLICY", "CLUSTER", "ROLE", "NOW", "PLANNED", "DNS", "ACTION"
+        );
+        for d in &self.decisions {
+            let role = match d.role {
+                Role::Source => "source",
+                Role::Home => "home",
+                Role::Burst => "burst",
+            };
+            let dns = match d.traffic {
+                Traffic::Serve => "serve",
+                Traffic::Drain => "drain",
+                Traffic::Out => "out",
+            };
+            let action = match d.action {
+                Action::Keep => "-".to_string(),
+                Action::Apply(n) => format!("apply {n}"),
+                Action::Scale(n) => format!("scale {n}"),
+                Action::Delete => "delete".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<14} {:<10} {:<6} {:>4} → {:<7} {:<6} {:<9} {}",
+                d.policy, d.cluster, role, d.current, d.planned, dns, action, d.reason
+            );
+        }
+        for (p, why) in &self.demand {
+            let _ = writeln!(out, "demand {p}: {why}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

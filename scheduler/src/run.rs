@@ -1,0 +1,404 @@
+//! The scheduler's loop: observe → plan → apply → publish, every `interval`, plus its
+//! HTTP endpoints.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 after the first round, else 503 |
+//! | `GET /v1/plan` | the last decision table (text) |
+//! | `POST /v1/external` | `{"policy":"web","value":650}`: an external demand value |
+//!
+//! The policy files are read again when one changes; a file that does not load is
+//! logged with its `file:line:column` error and counted, and the last good policies
+//! keep running.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::apply::Applier;
+use crate::metrics::Metrics;
+use crate::observe::{self, Clusters};
+use crate::plan::{self, Decision, Memory, Plan, Role};
+use crate::policy::SchedulerConfig;
+use crate::publish::{self, Publisher};
+
+/// Why the scheduler cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration does not load.
+    #[error(transparent)]
+    Config(#[from] causeway_config::ConfigError),
+    /// Member clients cannot be built.
+    #[error(transparent)]
+    Clients(#[from] observe::ClientsError),
+    /// dns's API URL is wrong.
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
+    /// The metrics listener cannot bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Metrics cannot be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// State shared with the HTTP endpoints.
+#[derive(Default)]
+struct Status {
+    ready: bool,
+    table: String,
+    external: BTreeMap<String, f64>,
+}
+
+fn lock(s: &Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
+    s.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs the scheduler on `files` until `shutdown`.
+pub async fn run(files: Vec<PathBuf>, shutdown: CancellationToken) -> Result<(), RunError> {
+    let mut config = SchedulerConfig::load(&files)?;
+    let mut stamps = mtimes(&files);
+    let metrics = Metrics::new()?;
+    let status = Arc::new(Mutex::new(Status::default()));
+    if let Some(addr) = config.scheduler.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| RunError::Listen { addr, source })?;
+        info!("listening on metrics http://{local}");
+        tokio::spawn(serve(
+            listener,
+            metrics.clone(),
+            status.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let mut clusters =
+        Clusters::from_stub_kubeconfig(&config.scheduler.stub_kubeconfig, &config.clusters())
+            .await?;
+    let mut publisher = config
+        .scheduler
+        .dns_api
+        .as_deref()
+        .map(Publisher::new)
+        .transpose()?;
+    let mut applier = Applier::new(config.scheduler.writes_per_second);
+    let mut memory = Memory::default();
+    let mut last: BTreeMap<(String, String), (u32, String)> = BTreeMap::new();
+    let mut burst_since: BTreeMap<String, Instant> = BTreeMap::new();
+    let started = Instant::now();
+    info!(
+        policies = config.burst.len(),
+        clusters = config.clusters().len(),
+        "scheduler started"
+    );
+    loop {
+        let round = Instant::now();
+        // Reload changed files; keep the last good configuration on error.
+        let now_stamps = mtimes(&files);
+        if now_stamps != stamps {
+            stamps = now_stamps;
+            match SchedulerConfig::load(&files) {
+                Ok(new) => {
+                    if new.clusters() != config.clusters()
+                        || new.scheduler.stub_kubeconfig != config.scheduler.stub_kubeconfig
+                    {
+                        match Clusters::from_stub_kubeconfig(
+                            &new.scheduler.stub_kubeconfig,
+                            &new.clusters(),
+                        )
+                        .await
+                        {
+                            Ok(c) => clusters = c,
+                            Err(e) => {
+                                warn!(error = %e, "reload: cannot build member clients; keeping the last good configuration")
+                            }
+                        }
+                    }
+                    if new.scheduler.dns_api != config.scheduler.dns_api {
+                        publisher = new
+                            .scheduler
+                            .dns_api
+                            .as_deref()
+                            .and_then(|u| Publisher::new(u).ok());
+                    }
+                    info!(policies = new.burst.len(), "configuration reloaded");
+                    config = new;
+                }
+                Err(e) => {
+                    metrics.config_errors.inc();
+                    metrics.rounds.with_label_values(&["config_error"]).inc();
+                    warn!(error = %e, "configuration not reloaded; the last good policies keep running");
+                }
+            }
+        }
+        let interval = config.scheduler.interval.0;
+        let timeout = interval.max(Duration::from_secs(5));
+
+        let mut observed = observe::observe(&clusters, &config.burst, timeout).await;
+        observed.external = lock(&status).external.clone();
+        metrics
+            .round_seconds
+            .with_label_values(&["observe"])
+            .observe(round.elapsed().as_secs_f64());
+
+        let (plan, next) = plan::compute(&config.burst, &observed, &memory, started.elapsed());
+        memory = next;
+        log_changes(&plan, &mut last);
+        record(&metrics, &plan, &mut burst_since);
+
+        let t = Instant::now();
+        for o in applier
+            .apply(&clusters, &config.burst, &observed, &plan)
+            .await
+        {
+            let action = o.what.split(' ').next().unwrap_or("apply").to_string();
+            match &o.result {
+                Ok(()) => {
+                    metrics
+                        .writes
+                        .with_label_values(&[o.cluster.as_str(), &action, "ok"])
+                        .inc();
+                    info!(policy = %o.policy, cluster = %o.cluster, what = %o.what, "applied");
+                }
+                Err(e) => {
+                    metrics
+                        .writes
+                        .with_label_values(&[o.cluster.as_str(), &action, e.label()])
+                        .inc();
+                    warn!(policy = %o.policy, cluster = %o.cluster, what = %o.what, error = %e, "write failed");
+                }
+            }
+        }
+        metrics
+            .round_seconds
+            .with_label_values(&["apply"])
+            .observe(t.elapsed().as_secs_f64());
+
+        if let Some(p) = publisher.as_mut() {
+            let reports = publish::reports(&config.burst, &plan);
+            match p.publish(&reports).await {
+                Ok(true) => info!(reports = reports.len(), "published to dns"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "cannot publish to dns"),
+            }
+        }
+        {
+            let mut s = lock(&status);
+            s.ready = true;
+            s.table = plan.table();
+        }
+        metrics.rounds.with_label_values(&["ok"]).inc();
+        metrics
+            .round_seconds
+            .with_label_values(&["total"])
+            .observe(round.elapsed().as_secs_f64());
+
+        let wait = interval.saturating_sub(round.elapsed());
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    info!("scheduler stopped");
+    Ok(())
+}
+
+fn mtimes(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Logs every decision whose planned count or reason changed since the last round.
+fn log_changes(plan: &Plan, last: &mut BTreeMap<(String, String), (u32, String)>) {
+    for Decision {
+        policy,
+        cluster,
+        current,
+        planned,
+        reason,
+        traffic,
+        ..
+    } in &plan.decisions
+    {
+        let key = (policy.clone(), cluster.to_string());
+        let now = (*planned, reason.clone());
+        if last.get(&key) != Some(&now) {
+            info!(
+                policy = %policy,
+                cluster = %cluster,
+                current,
+                planned,
+                dns = ?traffic,
+                reason = %reason,
+                demand = plan.demand.get(policy).map(String::as_str).unwrap_or(""),
+                "decision"
+            );
+            last.insert(key, now);
+        }
+    }
+}
+
+/// Replica gauges, and the time from overflow to every burst replica Ready.
+fn record(metrics: &Metrics, plan: &Plan, burst_since: &mut BTreeMap<String, Instant>) {
+    let mut burst: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+    for d in &plan.decisions {
+        let labels = |kind| [d.policy.as_str(), d.cluster.as_str(), kind];
+        metrics
+            .replicas
+            .with_label_values(&labels("current"))
+            .set(i64::from(d.current));
+        metrics
+            .replicas
+            .with_label_values(&labels("ready"))
+            .set(i64::from(d.ready));
+        metrics
+            .replicas
+            .with_label_values(&labels("planned"))
+            .set(i64::from(d.planned));
+        if d.role != Role::Source {
+            let e = burst.entry(d.policy.as_str()).or_default();
+            e.0 += d.planned;
+            e.1 += d.ready.min(d.planned);
+        }
+    }
+    for (policy, (planned, ready)) in burst {
+        if planned == 0 {
+            burst_since.remove(policy);
+            continue;
+        }
+        let since = *burst_since
+            .entry(policy.to_string())
+            .or_insert_with(Instant::now);
+        if ready >= planned && since.elapsed() > Duration::ZERO {
+            let secs = since.elapsed().as_secs_f64();
+            if secs > 0.0 {
+                metrics
+                    .burst_ready_seconds
+                    .with_label_values(&[policy])
+                    .observe(secs);
+                info!(
+                    policy,
+                    replicas = planned,
+                    seconds = secs,
+                    "burst replicas all Ready"
+                );
+            }
+            // Measured once per burst: from now on count from far in the future.
+            burst_since.insert(
+                policy.to_string(),
+                Instant::now() + Duration::from_secs(86_400 * 365),
+            );
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    status: Arc<Mutex<Status>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        let status = status.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let metrics = metrics.clone();
+                let status = status.clone();
+                async move { Ok::<_, Infallible>(handle(req, &metrics, &status).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(code: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = code;
+    r
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExternalValue {
+    policy: String,
+    value: f64,
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    metrics: &Metrics,
+    status: &Mutex<Status>,
+) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => text(StatusCode::OK, metrics.render()),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if lock(status).ready {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "first round not done\n")
+            }
+        }
+        (&Method::GET, "/v1/plan") => text(StatusCode::OK, lock(status).table.clone()),
+        (&Method::POST, "/v1/external") => {
+            let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("body: {e}\n")),
+            };
+            match serde_json::from_slice::<ExternalValue>(&body) {
+                Ok(v) if v.value.is_finite() && v.value >= 0.0 => {
+                    lock(status).external.insert(v.policy, v.value);
+                    text(StatusCode::OK, "ok\n")
+                }
+                Ok(_) => text(
+                    StatusCode::BAD_REQUEST,
+                    "value must be a finite number >= 0\n",
+                ),
+                Err(e) => text(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected {{\"policy\":NAME,\"value\":NUMBER}}: {e}\n"),
+                ),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
