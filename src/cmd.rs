@@ -6,6 +6,7 @@ pub mod dns;
 pub mod drill;
 pub mod hub;
 pub mod scheduler;
+pub mod shutdown;
 pub mod stub;
 pub mod testbed;
 pub mod user;

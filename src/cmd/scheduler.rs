@@ -1,16 +1,125 @@
-//! `causeway scheduler`: not built yet.
+//! `causeway scheduler` and `causeway scheduler plan`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use causeway_scheduler::observe::{self, Clusters};
+use causeway_scheduler::plan::{self, Memory};
+use causeway_scheduler::policy::SchedulerConfig;
+use causeway_scheduler::whatif::WhatIf;
 
 /// Options of `causeway scheduler`.
 #[derive(clap::Args, Debug)]
 #[command(
-    long_about = "Places stateless workloads across clusters: fills the IDC clusters first, bursts \
-    the overflow to public clusters through the tunnel, scales back with hysteresis, fails over \
-    with fencing, and tells dns which clusters serve which service.\n\nNOT BUILT YET: this \
-    command exits with an error."
+    args_conflicts_with_subcommands = true,
+    long_about = "Places stateless workloads across clusters: fills the home (IDC) clusters \
+    first, bursts the overflow to public clusters through the tunnel's stub, scales back in \
+    reverse order after the scale-down window (DNS drained one TTL before replicas go), and \
+    tells dns which clusters serve each name.\n\n\
+    Every round: observe every member through the stub as the scheduler's own stub identity \
+    → plan (a pure function; every number has a reason) → server-side apply of copies → \
+    publish health to dns. Every decision is logged with its reason.\n\n\
+    Files: one `Scheduler` document (stubKubeconfig, dnsApi, interval, listen) and any \
+    number of `BurstPolicy` documents, across one or more files; changed files are \
+    reloaded, and a file with an error leaves the last good policies running. Reference: \
+    docs/scheduler.md.\n\n\
+    NOT BUILT YET: FailoverPolicy, SpreadPolicy, leader election between replicas.",
+    after_help = "Examples:\n  causeway scheduler --config examples/scheduler/scheduler.yaml\n  \
+    causeway scheduler --config examples/scheduler/scheduler.yaml --validate\n  \
+    causeway scheduler plan --config examples/scheduler/scheduler.yaml --what-if 'load x3'"
 )]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// Configuration files (Scheduler + BurstPolicy documents).
+    #[arg(long = "config", value_name = "FILE", num_args = 1.., required = true)]
+    config: Vec<PathBuf>,
+    /// Only check the files, print a summary and exit.
+    #[arg(long, alias = "check")]
+    validate: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Observe the clusters once, plan, and print the decision table; applies nothing.
+    Plan(PlanArgs),
+}
+
+/// Options of `causeway scheduler plan`.
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Observes every member once through the stub, then prints what the \
+    scheduler would do: for each policy and cluster, replicas now → planned, DNS, the action, \
+    and why. Nothing is written.\n\n\
+    --what-if changes the observed state first (repeatable, applied in order):\n  \
+    'CLUSTER down' | 'CLUSTER up'   the cluster is unreachable / reachable\n  \
+    'load xN'                       N times the demand (replicas, CPU or external value)\n  \
+    'external POLICY=VALUE'         an external demand value\n  \
+    'after DURATION'                plan DURATION later (with the windows of this run)"
+)]
+struct PlanArgs {
+    /// Configuration files (Scheduler + BurstPolicy documents).
+    #[arg(long = "config", value_name = "FILE", num_args = 1.., required = true)]
+    config: Vec<PathBuf>,
+    /// A change to the observed state before planning.
+    #[arg(long = "what-if", value_name = "WHAT")]
+    what_if: Vec<WhatIf>,
+}
 
 /// Runs `causeway scheduler`.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    super::not_built("scheduler", "no scheduler issue has been worked yet")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Sub::Plan(p)) = args.command {
+        return plan(p).await;
+    }
+    let config = SchedulerConfig::load(&args.config)?;
+    if args.validate {
+        println!(
+            "ok: {} BurstPolicy, {} clusters ({})",
+            config.burst.len(),
+            config.clusters().len(),
+            config
+                .clusters()
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
+    let shutdown = super::shutdown::shutdown_on_signal();
+    causeway_scheduler::run::run(args.config, shutdown).await?;
+    Ok(())
+}
+
+async fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    let config = SchedulerConfig::load(&args.config)?;
+    let clusters =
+        Clusters::from_stub_kubeconfig(&config.scheduler.stub_kubeconfig, &config.clusters())
+            .await
+            .context("cannot reach the members")?;
+    let mut observed = observe::observe(&clusters, &config.burst, Duration::from_secs(10)).await;
+    let mut now = Duration::ZERO;
+    // The live memory is not shared: the plan starts with empty windows, so scale-up
+    // matches the live scheduler and scale-down shows the recommendation before its window.
+    let (base, memory) = plan::compute(&config.burst, &observed, &Memory::default(), now);
+    if args.what_if.is_empty() {
+        print!("{}", base.table());
+        return Ok(());
+    }
+    println!("# now");
+    print!("{}", base.table());
+    let mut memory = memory;
+    for w in &args.what_if {
+        w.apply(&mut observed, &mut now);
+        if let WhatIf::After(_) = w {
+            let (_, m) = plan::compute(&config.burst, &observed, &memory, now);
+            memory = m;
+        }
+    }
+    let names: Vec<String> = args.what_if.iter().map(|w| format!("{w:?}")).collect();
+    let (planned, _) = plan::compute(&config.burst, &observed, &memory, now);
+    println!("\n# what if: {}", names.join(", "));
+    print!("{}", planned.table());
+    Ok(())
 }
