@@ -1,10 +1,15 @@
 //! The stub: users' HTTPS listener, agents' listener, metrics listener.
 //!
-//! A request's path, one step per file: [`listener`] (TLS, HTTP/1.1 + HTTP/2) →
-//! [`gate`] (`Authenticated` → `Authorized`) → [`route`] (`/clusters/<id>/…`) →
-//! [`registry`] (a live session, two random choices) → [`forward`] (an idle
-//! [`data`] connection for a short request, else a stream on the session; upgrade
-//! splice) → [`exchange`] (audit event + metrics when it ends).
+//! A request's path, one step per file: [`listener`] (TLS, HTTP/1.1 + HTTP/2; reads
+//! the [`target`] `/clusters/<id>/…` for the audit record, deciding nothing on it) →
+//! [`gate`] (`Authenticated` → `Authorized` → `Impersonated`) → [`route`] (an idle
+//! [`data`] connection for a short request, else a stream on a live session from the
+//! [`registry`], two random choices) → [`forward`] (the answer back; upgrade splice) →
+//! [`exchange`] (audit event + metrics when it ends).
+//!
+//! Beside it: [`agents`] (the agents' listener: sessions, data connections,
+//! [`enrol`]ment), [`admin`] (metrics and health), [`state`] (what every connection
+//! shares).
 
 pub mod admin;
 pub mod agents;
@@ -17,6 +22,7 @@ pub mod listener;
 pub mod registry;
 pub mod route;
 pub mod state;
+pub mod target;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use causeway_model::cluster::ClusterId;
+use causeway_testbed::testing::{HttpClient, client_tls, wait_for_async};
 use causeway_tunnel::agent::{self, AgentConfig, StubTarget, TokenSource, UpstreamConfig};
 use causeway_tunnel::authz::AccessPolicy;
 use causeway_tunnel::body::{self, TunnelBody};
 use causeway_tunnel::pki::{self, Ca, IssuedCert};
-use causeway_testbed::testing::{HttpClient, client_tls, wait_for_async};
 use causeway_tunnel::stub::{self, Listeners, StubHandle, StubParts};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -299,10 +299,7 @@ impl Bed {
 
     /// An HTTP/2 client as alice (group dev).
     async fn h2_client(&self) -> hyper::client::conn::http2::SendRequest<TunnelBody> {
-        self.user_client(Some("alice"), true)
-            .http2()
-            .await
-            .unwrap()
+        self.user_client(Some("alice"), true).http2().await.unwrap()
     }
 
     /// An HTTP/1.1 client.
@@ -319,14 +316,19 @@ impl Bed {
 
 /// Polls `count` every 10 ms for up to 5 s until it is `n`; panics naming `what` if not.
 async fn wait_for(what: &str, n: usize, count: impl Fn() -> usize) {
-    wait_for_async(what, Duration::from_secs(5), Duration::from_millis(10), || {
-        let got = count();
-        if got == n {
-            Ok(())
-        } else {
-            Err(format!("{got}, wanted {n}"))
-        }
-    })
+    wait_for_async(
+        what,
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || {
+            let got = count();
+            std::future::ready(if got == n {
+                Ok(())
+            } else {
+                Err(format!("{got}, wanted {n}"))
+            })
+        },
+    )
     .await;
 }
 
@@ -603,15 +605,20 @@ async fn agent_metrics_count_sessions_streams_and_codes() {
         "{m}"
     );
     // Each stream counts as open until its response body ended on the agent.
-    let start = tokio::time::Instant::now();
-    loop {
-        let open = scrape(addr, "/metrics").await.1;
-        if open.contains("causeway_agent_open_streams 0") {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(2), "{open}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_async(
+        "causeway_agent_open_streams 0",
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        || async move {
+            let open = scrape(addr, "/metrics").await.1;
+            if open.contains("causeway_agent_open_streams 0") {
+                Ok(())
+            } else {
+                Err(open)
+            }
+        },
+    )
+    .await;
     assert_eq!(scrape(addr, "/nope").await.0, 404);
     stop.cancel();
 }

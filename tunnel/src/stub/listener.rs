@@ -1,5 +1,7 @@
-//! The users' HTTPS listener (HTTP/1.1 and HTTP/2) and the life of one request:
-//! authn → route → authz → forward, every request ending in its [`Exchange`].
+//! The users' HTTPS listener (HTTP/1.1 and HTTP/2) and the life of one request, in
+//! order: [`target`] read (for the audit record) → [`gate`]: authenticate → authorize →
+//! impersonate → [`route`] to a live connection of the cluster → [`forward`] the
+//! answer; every request, served or refused, ends in its [`Exchange`].
 
 use std::sync::Arc;
 
@@ -12,10 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::exchange::Exchange;
-use super::gate::ConnInfo;
-use super::gate::{self, Refusal};
-use super::route;
+use super::gate::{self, ConnInfo, Impersonated, Refusal};
 use super::state::StubState;
+use super::{forward, route, target};
 use crate::audit::{self, AuditEvent};
 use crate::authz::{self, Verb};
 use crate::body::{self, TunnelBody};
@@ -82,8 +83,8 @@ pub async fn handle(
     let audit_id = audit::audit_id(req.headers());
     let raw_path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
-    let routed = route::parse(&raw_path, query.as_deref());
-    let (k8s_path, verb) = match &routed {
+    let target = target::parse(&raw_path, query.as_deref());
+    let (k8s_path, verb) = match &target {
         Ok(t) => (
             t.path.clone(),
             authz::verb_of(req.method(), &t.path, query.as_deref()),
@@ -114,7 +115,7 @@ pub async fn handle(
         }
         let a = gate::authenticate(&shared, &conn, req)?;
         ex.set_user(&a.identity);
-        let target = routed.map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))?;
+        let target = target.map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))?;
         let known = shared.is_enrolled(&target.cluster);
         ex.set_cluster(&target.cluster, known);
         let a = gate::authorize(&shared, a, target, verb)?;
@@ -127,20 +128,26 @@ pub async fn handle(
                 ),
             ));
         }
-        Ok(a)
+        let bytes = (ex.byte_counter(true), ex.byte_counter(false));
+        let Impersonated {
+            req,
+            target,
+            upgrade,
+        } = gate::impersonate(a, ex.audit_id(), bytes.0.clone())?;
+        // Not an upgrade and not long-running: a data connection may carry it.
+        let short = upgrade.is_none() && !ex.is_long_running();
+        // `upgrade` lives on: dropping its pipe would end the stream's body.
+        let routed = route::route(&shared, &target.cluster, req, short).await?;
+        Ok((routed, upgrade, bytes))
     }
     .instrument(span.clone())
     .await;
-    let authorized = match result {
-        Ok(a) => a,
-        Err(r) => return refuse(r, ex, &audit_id),
-    };
-    match super::forward::forward(&shared, authorized, ex)
-        .instrument(span)
-        .await
-    {
-        Ok(resp) => resp,
-        Err((r, ex)) => refuse(r, ex, &audit_id),
+    match result {
+        Ok((routed, upgrade, (bytes_up, bytes_down))) => {
+            let _in_span = span.enter();
+            forward::respond(routed, upgrade, ex, bytes_up, bytes_down)
+        }
+        Err(r) => refuse(r, ex, &audit_id),
     }
 }
 

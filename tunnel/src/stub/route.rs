@@ -1,85 +1,117 @@
-//! Routing: `/clusters/<id>/<Kubernetes API path>` → cluster ID and the path the
-//! cluster's API server sees.
+//! Routing: an impersonated request to a live connection of its cluster. A short
+//! request goes over an idle [`super::data`] connection while the cluster's sessions
+//! are not busy; anything else (and a short request when no data connection can take
+//! it) goes on a stream of a session the [`super::registry`] picks (two random
+//! choices), and is tried on another session when it never left.
 
 use causeway_model::cluster::ClusterId;
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use hyper::body::Incoming;
+use tracing::Instrument;
 
-/// Prefix of every routed path.
-pub const PREFIX: &str = "/clusters/";
+use super::data::{DataSent, Returning};
+use super::gate::Refusal;
+use super::state::StubState;
+use crate::body::TunnelBody;
+use crate::mux::InFlight;
+use crate::mux::session::Sent;
 
-/// Where a request goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The cluster.
-    pub cluster: ClusterId,
-    /// The Kubernetes path (starting with `/`), query included when there was one.
-    pub path_and_query: String,
-    /// The Kubernetes path alone.
-    pub path: String,
+/// Most sessions tried for one request.
+const MAX_TRIES: usize = 3;
+
+/// A data connection is used only while fewer short streams than this are in flight on
+/// the cluster's sessions (open watches do not count). A lone request is faster over
+/// HTTP/1.1; under load a busy HTTP/2 session carries many streams per TLS record and
+/// system call, which costs less per request than one connection each (measured,
+/// bench/tunnel/README.md).
+pub const DATA_MAX_IN_FLIGHT: usize = 4;
+
+/// Where a request was answered.
+pub enum Routed {
+    /// Over a data connection, which returns to the pool when the body ends cleanly.
+    Data(Response<Returning>),
+    /// On a session stream, counted in flight until the body ends.
+    Session(Response<Incoming>, InFlight),
 }
 
-/// Why a path cannot be routed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RouteError {
-    /// Not under `/clusters/`.
-    #[error("the path must be /clusters/<cluster-id>/<Kubernetes API path>")]
-    NotRouted,
-    /// The path is unsafe (dot segments, encoded separators…).
-    #[error("refused path: {0}")]
-    Unsafe(#[from] crate::authz::PathError),
-    /// The cluster segment is not a valid cluster ID.
-    #[error("{0}")]
-    BadCluster(#[from] causeway_model::cluster::ClusterIdError),
-}
-
-/// Splits a raw request path (not decoded) and query into a [`Target`]. The whole raw
-/// path is checked first, so `/clusters/a/../b/…` and `%2F` tricks never route.
-pub fn parse(raw_path: &str, query: Option<&str>) -> Result<Target, RouteError> {
-    crate::authz::check_request_path(raw_path)?;
-    let rest = raw_path.strip_prefix(PREFIX).ok_or(RouteError::NotRouted)?;
-    let (id, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let cluster = ClusterId::new(id)?;
-    let path_and_query = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    Ok(Target {
-        cluster,
-        path_and_query,
-        path: path.to_owned(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_cluster_paths() {
-        let t = parse("/clusters/idc-bj/api/v1/pods", Some("watch=1")).unwrap();
-        assert_eq!(t.cluster.as_str(), "idc-bj");
-        assert_eq!(t.path_and_query, "/api/v1/pods?watch=1");
-        let t = parse("/clusters/idc-bj", None).unwrap();
-        assert_eq!(t.path, "/");
-        let t = parse("/clusters/idc-bj/", None).unwrap();
-        assert_eq!(t.path, "/");
+/// Sends `req` to `cluster`: over an idle data connection if it is `short` (not an
+/// upgrade, not long-running) and the sessions are not busy, else on one of the
+/// cluster's sessions.
+pub async fn route(
+    shared: &StubState,
+    cluster: &ClusterId,
+    mut req: Request<TunnelBody>,
+    short: bool,
+) -> Result<Routed, Refusal> {
+    if short && shared.registry.short_in_flight(cluster) < DATA_MAX_IN_FLIGHT {
+        *req.version_mut() = Version::HTTP_11;
+        // HTTP/1.1 needs a Host (a user on HTTP/2 sent :authority instead).
+        let add_host = !req.headers().contains_key(header::HOST);
+        if add_host && let Ok(host) = HeaderValue::from_str(cluster.as_str()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+        match shared.data.send(cluster, req).await {
+            DataSent::Response(resp) => {
+                shared.metrics.data_requests.inc();
+                return Ok(Routed::Data(resp));
+            }
+            DataSent::NotSent(r) => {
+                req = r;
+                *req.version_mut() = Version::HTTP_2;
+                if add_host {
+                    req.headers_mut().remove(header::HOST);
+                }
+            }
+            DataSent::Failed(e) => {
+                tracing::debug!(error = %e, "data connection failed");
+                return Err(Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the agent's data connection failed: {e}"),
+                ));
+            }
+        }
     }
 
-    #[test]
-    fn refuses_tricks() {
-        for bad in [
-            "/api/v1/pods",
-            "/clusters/a/../b/api",
-            "/clusters/a%2Fb/api",
-            "/clusters/a/api%2f..%2fx",
-            "/clusters/A/api",
-            "/clusters//api",
-            "/clusters/a/%2e%2e/b",
-            "/clusters/a\\b/api",
-        ] {
-            assert!(parse(bad, None).is_err(), "{bad}");
+    let mut tried = Vec::with_capacity(MAX_TRIES);
+    loop {
+        let Some(session) = shared.registry.pick(cluster, &tried) else {
+            let msg = if tried.is_empty() {
+                format!("cluster {:?} has no live agent", cluster.as_str())
+            } else {
+                format!(
+                    "every live agent of cluster {:?} closed before the request could be sent",
+                    cluster.as_str()
+                )
+            };
+            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, msg));
+        };
+        tried.push(session.id);
+        let in_flight = session.begin(short);
+        let span =
+            tracing::debug_span!("tunnel.stream", session = session.id, cluster = %session.cluster);
+        match session.send(req).instrument(span).await {
+            Sent::Response(resp) => return Ok(Routed::Session(resp, in_flight)),
+            Sent::NotSent(r) if tried.len() < MAX_TRIES => {
+                shared
+                    .metrics
+                    .retries
+                    .with_label_values(&[cluster.as_str()])
+                    .inc();
+                req = r;
+            }
+            Sent::NotSent(_) => {
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no agent session could take the request",
+                ));
+            }
+            Sent::Failed(e) => {
+                tracing::debug!(error = %e, "stream failed");
+                return Err(Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the agent's stream failed: {e}"),
+                ));
+            }
         }
     }
 }
