@@ -4,17 +4,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use causeway_testbed::testing::{Kubectl, process_alive as alive};
 use causeway_testbed::{ClusterSpec, Testbed, TestbedOptions};
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_then_down_leaves_nothing() {
@@ -35,17 +26,8 @@ async fn up_then_down_leaves_nothing() {
 
     let c = tb.cluster("inproc").expect("cluster");
     assert_eq!(c.server, format!("https://{base}:6443"));
-    let out = c
-        .kubectl()
-        .args(["get", "nodes", "-o", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = Kubectl::admin(c).get(&["nodes", "-o", "json"]);
+    let nodes: serde_json::Value = serde_json::from_str(&out).unwrap();
     let items = nodes["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     for n in items {

@@ -62,18 +62,20 @@ pub fn wait_for<O: Outcome>(
     }
 }
 
-/// [`wait_for`] for async tests: sleeps with `tokio::time::sleep` between checks.
-pub async fn wait_for_async<O: Outcome>(
+/// [`wait_for`] for async tests, with an async check (`|| async { … }`; a check that
+/// only reads state is `|| std::future::ready(…)`): sleeps with `tokio::time::sleep`
+/// between checks.
+pub async fn wait_for_async<O: Outcome, F: Future<Output = O>>(
     what: &str,
     timeout: Duration,
     poll: Duration,
-    mut check: impl FnMut() -> O,
+    mut check: impl FnMut() -> F,
 ) -> O::Value {
     let start = tokio::time::Instant::now();
     let mut checks = 0;
     loop {
         checks += 1;
-        match check().into_result() {
+        match check().await.into_result() {
             Ok(v) => return v,
             Err(last) if start.elapsed() >= timeout => {
                 panic!("{}", timed_out(what, timeout, checks, &last))
@@ -125,8 +127,20 @@ mod tests {
             f.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         wait_for_async("the flag", Duration::from_secs(5), MS, || {
-            flag.load(std::sync::atomic::Ordering::SeqCst)
+            std::future::ready(flag.load(std::sync::atomic::Ordering::SeqCst))
         })
         .await;
+        // An async check.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let got = wait_for_async("the third call", Duration::from_secs(5), MS, || {
+            let calls = &calls;
+            async move {
+                tokio::task::yield_now().await;
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (n >= 2).then_some(n)
+            }
+        })
+        .await;
+        assert_eq!(got, 2);
     }
 }
