@@ -146,7 +146,7 @@ fn ipv6_listener() {
     let v6: std::net::SocketAddr = log
         .lines()
         .find_map(|l| {
-            l.split_once("listening on udp [::1]:")
+            l.split_once("listening on dns udp://[::1]:")
                 .map(|(_, p)| p.trim().to_string())
         })
         .map(|p| format!("[::1]:{p}").parse().unwrap())

@@ -116,7 +116,7 @@ fn scenario() {
             ]),
         d,
     );
-    causeway.wait_for_line("listening on udp", Duration::from_secs(30));
+    causeway.wait_for_line("listening on dns udp://", Duration::from_secs(30));
 
     write(d.join("example.zone"), &parent_zone());
     write(d.join("nsd.conf"), &nsd_conf(d));

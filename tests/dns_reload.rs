@@ -58,7 +58,10 @@ fn bad_file_keeps_serving_then_good_file_applies_on_change() {
         line.contains(&path.display().to_string()),
         "names the file: {line}"
     );
-    assert!(line.contains("line=15"), "names the line: {line}");
+    assert!(
+        line.contains("line=15 column=8"),
+        "names the line and column: {line}"
+    );
     assert!(line.contains("colour"), "names the field: {line}");
     assert_eq!(
         www(&s),
@@ -104,7 +107,7 @@ fn sighup_reloads_when_watching_is_off() {
     );
     s.signal("HUP");
     assert!(wait_until(Duration::from_secs(10), || www(&s) == vec!["192.0.2.77"]).is_some());
-    std::fs::write(&path, "apiVersion: v1\nkind: Zone\n").unwrap();
+    std::fs::write(&path, "apiVersion: v1\nkind: Zone\nmetadata: {name: z}\n").unwrap();
     s.signal("HUP");
     assert!(
         s.wait_log("apiVersion", Duration::from_secs(10)),
@@ -124,26 +127,27 @@ fn invalid_file_at_start_fails_with_file_line_field() {
     );
     let path = write_config(dir.path(), "bad.yaml", &text);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["dns", "--check", "--config"])
+        .args(["dns", "--validate", "--config"])
         .arg(&path)
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml:12"), "file and line: {err}");
     assert!(
-        err.contains("ttl") || err.contains("invalid value"),
-        "{err}"
+        err.contains("bad.yaml:12:8: Zone/z: spec.ttl: invalid value"),
+        "file, line, column, object, field: {err}"
     );
-    // Every shipped example passes --check.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["dns", "--check", "--config"])
-        .arg(example_config())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Every shipped example passes --validate, and --check (its old name) still works.
+    for flag in ["--validate", "--check"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["dns", flag, "--config"])
+            .arg(example_config())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

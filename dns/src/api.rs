@@ -30,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::builder::Event;
-use crate::handler::Shared;
 use crate::latency::LatencyStore;
 use crate::policy::Family;
+use crate::state::ServerState;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 << 20;
@@ -43,7 +43,7 @@ pub const MAX_MEASUREMENTS: usize = 200_000;
 #[derive(Clone)]
 pub struct Api {
     /// Shared server state.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ServerState>,
     /// Builder input.
     pub events: mpsc::UnboundedSender<Event>,
     /// Posted measurements.
@@ -242,32 +242,9 @@ fn post_health(api: &Api, body: &[u8]) -> Resp {
 }
 
 fn explain(api: &Api, query: &str) -> Resp {
-    let mut name = None;
-    let mut client = None;
-    let mut family = Family::V4;
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
-        match k {
-            "name" => name = Some(v),
-            "client" => client = Some(v),
-            "type" => {
-                family = match v.to_ascii_uppercase().as_str() {
-                    "A" => Family::V4,
-                    "AAAA" => Family::V6,
-                    other => return bad(format!("type: {other:?} must be A or AAAA")),
-                }
-            }
-            _ => {}
-        }
-    }
-    let Some(name) = name else {
-        return bad("name: required");
-    };
-    let client = match client.as_deref().map(parse_client) {
-        Some(Ok(c)) => c,
-        Some(Err(e)) => return bad(format!("client: {e}")),
-        None => return bad("client: required (an address or prefix)"),
+    let (name, client, family) = match explain_params(query) {
+        Ok(p) => p,
+        Err(reason) => return bad(reason),
     };
     match crate::explain::explain(&api.shared.state.load(), &name, client, family) {
         Ok(e) => json(StatusCode::OK, &e),
@@ -276,6 +253,46 @@ fn explain(api: &Api, query: &str) -> Resp {
             &serde_json::json!({ "error": e.to_string() }),
         ),
     }
+}
+
+/// The path and query of `GET /v1/explain` for `name`, `client` and `qtype`, each
+/// value form-urlencoded (what [`explain_params`] reads back).
+pub fn explain_path(name: &str, client: &str, qtype: &str) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("name", name)
+        .append_pair("client", client)
+        .append_pair("type", qtype)
+        .finish();
+    format!("/v1/explain?{query}")
+}
+
+/// Reads the query of `GET /v1/explain` (`application/x-www-form-urlencoded`):
+/// `name` and `client` are required, `type` is `A` (default) or `AAAA`.
+fn explain_params(query: &str) -> Result<(String, IpNet, Family), String> {
+    let mut name = None;
+    let mut client = None;
+    let mut family = Family::V4;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "name" => name = Some(v.into_owned()),
+            "client" => client = Some(v.into_owned()),
+            "type" => {
+                family = match v.to_ascii_uppercase().as_str() {
+                    "A" => Family::V4,
+                    "AAAA" => Family::V6,
+                    other => return Err(format!("type: {other:?} must be A or AAAA")),
+                }
+            }
+            _ => {}
+        }
+    }
+    let name = name.ok_or("name: required")?;
+    let client = match client.as_deref().map(parse_client) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return Err(format!("client: {e}")),
+        None => return Err("client: required (an address or prefix)".into()),
+    };
+    Ok((name, client, family))
 }
 
 /// Parses `198.51.100.0/24` or a bare address (full length).
@@ -288,49 +305,48 @@ pub fn parse_client(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{s:?} is not an address or prefix"))
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn decodes_query_values() {
-        assert_eq!(percent_decode("198.51.100.0%2F24"), "198.51.100.0/24");
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
+    fn explain_query_round_trips_special_characters() {
+        for (name, client) in [
+            ("app.svc.example.", "198.51.100.0/24"),
+            ("a b+c&d=e%2F/?#\u{e9}.svc.example.", "2001:db8::/48"),
+            ("%zz%2+", "198.51.100.7"),
+        ] {
+            let path = explain_path(name, client, "AAAA");
+            let (p, query) = path.split_once('?').unwrap();
+            assert_eq!(p, "/v1/explain");
+            assert!(
+                !query[..query.find("&client=").unwrap()].contains(['/', ' ', '#', '?']),
+                "{query}"
+            );
+            let (n, c, f) = explain_params(query).unwrap();
+            assert_eq!(n, name);
+            assert_eq!(c, parse_client(client).unwrap());
+            assert_eq!(f, Family::V6);
+        }
+        // What other clients send: `%2F`, `+` for a space, a bad escape kept as is.
+        let (n, c, f) = explain_params("name=a+b%2Fc%zz&client=198.51.100.0%2F24").unwrap();
+        assert_eq!(n, "a b/c%zz");
+        assert_eq!(c.to_string(), "198.51.100.0/24");
+        assert_eq!(f, Family::V4);
+        assert!(
+            explain_params("client=198.51.100.0")
+                .unwrap_err()
+                .contains("name")
+        );
+        assert!(
+            explain_params("name=x&client=1.2.3.4&type=MX")
+                .unwrap_err()
+                .contains("type")
+        );
+    }
+
+    #[test]
+    fn parses_clients() {
         assert_eq!(
             parse_client("198.51.100.7/24").unwrap().to_string(),
             "198.51.100.0/24"

@@ -1,7 +1,7 @@
 //! The one task that builds and publishes snapshots.
 //!
 //! Inputs arrive as [`Event`]s: probe transitions, external health reports, "the
-//! latency store changed", and validated reloads. The builder keeps the parts, makes a
+//! latency store changed", and loaded reloads. The builder keeps the parts, makes a
 //! new [`crate::state::Snapshot`] and publishes it. Health changes publish at once
 //! (failover time); latency changes are coalesced to at most one rebuild per
 //! [`LATENCY_REBUILD`].
@@ -14,14 +14,14 @@ use causeway_model::{ClusterId, Health, HealthReport};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Config;
-use crate::handler::Shared;
-use crate::health::{self, Hysteresis, ProbeTarget};
+use crate::health::{self, Hysteresis, ProbeTargets};
 use crate::latency::{LatencyStore, LatencyTable};
+use crate::load::LoadedConfig;
 use crate::ratelimit::ResponseLimiter;
-use crate::state::{HealthView, TargetHealth};
+use crate::state::{HealthView, ServerState, TargetHealth, health_view};
 use crate::zone::Zones;
 
 /// Least time between two latency-table rebuilds.
@@ -49,8 +49,8 @@ pub enum Event {
     External(Vec<HealthReport>),
     /// Measurements were added to the latency store.
     Latency,
-    /// A new, validated configuration.
-    Reload(Box<Config>),
+    /// A new configuration, validated and compiled.
+    Reload(Box<LoadedConfig>),
 }
 
 /// Key of an external report: (service FQDN or every service, cluster).
@@ -58,10 +58,11 @@ type ReportKey = (Option<String>, ClusterId);
 
 /// The builder's state.
 pub struct Builder {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     tx: mpsc::UnboundedSender<Event>,
     epoch: u64,
     zones: Arc<Zones>,
+    probe_targets: ProbeTargets,
     probes: Vec<Vec<Health>>,
     external: HashMap<ReportKey, (Health, String)>,
     static_latency: StaticLatency,
@@ -127,16 +128,20 @@ pub fn normalize_service(s: &str) -> String {
 }
 
 impl Builder {
-    /// Compiles `config`, publishes the first snapshot into `shared.state` and starts
-    /// the probes. `tx` must be the sender of the channel later given to [`Self::run`].
+    /// Publishes the first snapshot of `loaded` into `shared.state` and starts the
+    /// probes. `tx` must be the sender of the channel later given to [`Self::run`].
     pub fn start(
-        shared: Arc<Shared>,
-        mut config: Config,
-        zones: Arc<Zones>,
+        shared: Arc<ServerState>,
+        loaded: LoadedConfig,
         store: LatencyStore,
         tx: mpsc::UnboundedSender<Event>,
         shutdown: CancellationToken,
     ) -> Self {
+        let LoadedConfig {
+            mut config,
+            zones,
+            probes: probe_targets,
+        } = loaded;
         let static_latency = static_latency(&mut config);
         let mut b = Self {
             shared,
@@ -144,6 +149,7 @@ impl Builder {
             epoch: 0,
             probes: Vec::new(),
             zones,
+            probe_targets,
             external: HashMap::new(),
             static_latency,
             store,
@@ -253,17 +259,12 @@ impl Builder {
                 self.latency_dirty = true;
                 false
             }
-            Event::Reload(config) => {
-                let mut config = *config;
-                let zones = match Zones::compile(&config.zones) {
-                    Ok(z) => Arc::new(z),
-                    Err((field, _, reason)) => {
-                        // Validated already; keep serving if it fails anyway.
-                        warn!(file = %config.file.display(), field, reason, "reload rejected; keeping the last good config");
-                        self.shared.metrics.reload(false);
-                        return false;
-                    }
-                };
+            Event::Reload(loaded) => {
+                let LoadedConfig {
+                    mut config,
+                    zones,
+                    probes,
+                } = *loaded;
                 // Carry probe state over by (name, cluster).
                 let mut carried = HashMap::new();
                 for (gi, g) in self.zones.gslb.iter().enumerate() {
@@ -276,6 +277,7 @@ impl Builder {
                 self.static_latency = static_latency(&mut config);
                 self.set_limiter(&config);
                 self.zones = zones;
+                self.probe_targets = probes;
                 self.reset_probes(&carried);
                 self.rebuild_latency();
                 self.shared.metrics.reload(true);
@@ -310,22 +312,17 @@ impl Builder {
             .collect();
         for (gi, g) in self.zones.gslb.iter().enumerate() {
             for (ti, t) in g.targets.iter().enumerate() {
-                let Some(spec) = &t.check else { continue };
-                let Some(first) =
-                    t.v4.first()
-                        .map(|a| (*a).into())
-                        .or(t.v6.first().map(|a| (*a).into()))
-                else {
+                let (Some(check), Some(target)) = (&t.check, self.probe_targets.get(gi, ti)) else {
                     continue;
                 };
-                let target = Arc::new(ProbeTarget::new(spec, first));
+                let target = target.clone();
                 let tx = self.tx.clone();
                 let epoch = self.epoch;
                 let initial = self.probes[gi][ti];
                 tokio::spawn(health::run_checks(
-                    spec.interval.0,
-                    spec.timeout.0,
-                    Hysteresis::new(spec.rise, spec.fall, initial),
+                    check.interval,
+                    check.timeout,
+                    Hysteresis::new(check.rise, check.fall, initial),
                     move || {
                         let target = target.clone();
                         async move { health::probe::probe(&target).await }
@@ -358,31 +355,20 @@ impl Builder {
     }
 
     fn health_view(&self) -> HealthView {
-        self.zones
-            .gslb
-            .iter()
-            .enumerate()
-            .map(|(gi, g)| {
-                g.targets
-                    .iter()
-                    .enumerate()
-                    .map(|(ti, t)| {
-                        let probe = self
-                            .probes
-                            .get(gi)
-                            .and_then(|v| v.get(ti))
-                            .copied()
-                            .unwrap_or(Health::Unknown);
-                        let ext = self
-                            .external
-                            .get(&(Some(g.fqdn.clone()), t.cluster.clone()))
-                            .or_else(|| self.external.get(&(None, t.cluster.clone())))
-                            .cloned();
-                        TargetHealth::combine(probe, ext)
-                    })
-                    .collect()
-            })
-            .collect()
+        health_view(&self.zones, |gi, ti, g, t| {
+            let probe = self
+                .probes
+                .get(gi)
+                .and_then(|v| v.get(ti))
+                .copied()
+                .unwrap_or(Health::Unknown);
+            let ext = self
+                .external
+                .get(&(Some(g.fqdn.clone()), t.cluster.clone()))
+                .or_else(|| self.external.get(&(None, t.cluster.clone())))
+                .cloned();
+            TargetHealth::combine(probe, ext)
+        })
     }
 
     fn publish(&self) {

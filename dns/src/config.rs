@@ -1,128 +1,51 @@
-//! The configuration file: Kubernetes-style YAML documents, parsed and validated.
+//! The configuration file: Kubernetes-style YAML documents, read and validated.
 //!
 //! One file holds one or more documents separated by `---`, each with
-//! `apiVersion: causeway.dev/v1alpha1`, a `kind`, `metadata.name` and a `spec`:
+//! `apiVersion: causeway.dev/v1alpha1`, a `kind`, `metadata.name` and a `spec`
+//! (the envelope is `causeway-config`'s):
 //!
 //! * `DnsServer` (at most one): sockets, HTTP API, TCP limits, rate limiting, aging.
 //! * `Zone` (one or more): SOA, apex NS with glue, static records and GSLB names.
 //! * `LatencyMap` (any number): static client prefix → per-cluster RTT entries.
 //!
-//! Unknown fields are errors. Every error names the file, the line where one is
-//! known, the field and the reason ([`ConfigError`]). `docs/dns.md` is the reference.
+//! [`Config::from_documents`] checks every value on its own (ranges, references
+//! between fields); what needs the whole zone (names, record data) is checked when
+//! [`crate::zone`] compiles it. Unknown fields are errors. Every error is a
+//! [`ConfigError`] at `file:line:column: Kind/name: field.path: reason`.
+//! `docs/dns.md` is the reference.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use causeway_config::{ConfigError, Document, HumanDuration};
 use causeway_model::ClusterId;
 use hickory_proto::rr::Name;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-/// The only accepted `apiVersion`.
-pub const API_VERSION: &str = "causeway.dev/v1alpha1";
+/// The kinds of document a dns config file holds.
+pub const KINDS: [&str; 3] = ["DnsServer", "Zone", "LatencyMap"];
 
-/// A configuration error: file, line (when known), field and reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    /// The file read.
-    pub file: PathBuf,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// Dotted path of the field, e.g. `Zone svc-example: spec.gslb[0].ttl`.
-    pub field: String,
-    /// Why it is wrong.
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(
-                f,
-                "{}:{line}: {}: {}",
-                self.file.display(),
-                self.field,
-                self.reason
-            ),
-            None => write!(
-                f,
-                "{}: {}: {}",
-                self.file.display(),
-                self.field,
-                self.reason
-            ),
-        }
-    }
-}
-
-/// A duration written as `500ms`, `1s`, `10m` (humantime syntax).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Dur)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
-    }
-}
-
-/// `metadata` of every document.
+/// `kind: DnsServer` spec: how the server listens and behaves. Every field has a
+/// default (the [`Default`] impl), so the document is optional.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Metadata {
-    /// Name of the object, for messages.
-    pub name: String,
-    /// Free-form labels (ignored by dns).
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Doc<S> {
-    api_version: String,
-    #[allow(dead_code)] // checked by `Header` before this is parsed
-    kind: String,
-    metadata: Metadata,
-    spec: S,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Header {
-    api_version: Option<String>,
-    kind: Option<String>,
-}
-
-/// `kind: DnsServer` spec: how the server listens and behaves.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ServerSpec {
     /// DNS sockets (UDP and TCP on each), e.g. `127.0.0.1:5353`, `[::1]:5353`.
-    #[serde(default)]
     pub listen: Vec<SocketAddr>,
     /// HTTP API address (`/metrics`, `/healthz`, `/readyz`, `/v1/...`); none = no API.
-    #[serde(default)]
     pub api: Option<SocketAddr>,
     /// UDP sockets per address (SO_REUSEPORT), each served by its own thread. Default 2.
-    #[serde(default = "default_udp_sockets")]
     pub udp_sockets_per_address: usize,
     /// TCP limits.
-    #[serde(default)]
     pub tcp: TcpSpec,
     /// Response rate limiting per client prefix; off when absent.
-    #[serde(default)]
     pub rate_limit: Option<RateLimitSpec>,
     /// Latency map settings.
-    #[serde(default)]
     pub latency: LatencySettings,
     /// Watch the config file and reload on change (SIGHUP always reloads). Default true.
-    #[serde(default = "default_true")]
     pub watch: bool,
 }
 
@@ -131,7 +54,7 @@ impl Default for ServerSpec {
         Self {
             listen: Vec::new(),
             api: None,
-            udp_sockets_per_address: default_udp_sockets(),
+            udp_sockets_per_address: 2,
             tcp: TcpSpec::default(),
             rate_limit: None,
             latency: LatencySettings::default(),
@@ -140,39 +63,23 @@ impl Default for ServerSpec {
     }
 }
 
-fn default_udp_sockets() -> usize {
-    2
-}
-fn default_true() -> bool {
-    true
-}
-
 /// TCP connection limits.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TcpSpec {
     /// Close a connection idle this long. Default `10s`.
-    #[serde(default = "default_idle")]
-    pub idle_timeout: Dur,
+    pub idle_timeout: HumanDuration,
     /// At most this many open TCP connections in total. Default 1024.
-    #[serde(default = "default_max_conns")]
     pub max_connections: usize,
 }
 
 impl Default for TcpSpec {
     fn default() -> Self {
         Self {
-            idle_timeout: default_idle(),
-            max_connections: default_max_conns(),
+            idle_timeout: HumanDuration(Duration::from_secs(10)),
+            max_connections: 1024,
         }
     }
-}
-
-fn default_idle() -> Dur {
-    Dur(Duration::from_secs(10))
-}
-fn default_max_conns() -> usize {
-    1024
 }
 
 /// Response rate limiting (RRL) per client prefix.
@@ -211,30 +118,21 @@ fn default_v6_len() -> u8 {
 
 /// Latency map settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct LatencySettings {
     /// Measurements posted to the API age out after this long. Default `10m`.
-    #[serde(default = "default_max_age")]
-    pub max_age: Dur,
+    pub max_age: HumanDuration,
     /// At most this many posted (prefix, cluster) measurements are kept. Default 1,000,000.
-    #[serde(default = "default_max_entries")]
     pub max_entries: u64,
 }
 
 impl Default for LatencySettings {
     fn default() -> Self {
         Self {
-            max_age: default_max_age(),
-            max_entries: default_max_entries(),
+            max_age: HumanDuration(Duration::from_secs(600)),
+            max_entries: 1_000_000,
         }
     }
-}
-
-fn default_max_age() -> Dur {
-    Dur(Duration::from_secs(600))
-}
-fn default_max_entries() -> u64 {
-    1_000_000
 }
 
 /// `kind: Zone` spec.
@@ -272,7 +170,7 @@ pub struct SoaSpec {
     /// Mailbox of the person responsible, as a name (`hostmaster.svc.example.`).
     pub rname: String,
     /// Serial. Default 1.
-    #[serde(default = "one")]
+    #[serde(default = "default_serial")]
     pub serial: u32,
     /// Refresh seconds. Default 3600.
     #[serde(default = "default_refresh")]
@@ -291,7 +189,7 @@ pub struct SoaSpec {
     pub ttl: Option<u32>,
 }
 
-fn one() -> u32 {
+fn default_serial() -> u32 {
     1
 }
 fn default_refresh() -> u32 {
@@ -470,10 +368,10 @@ pub struct HealthCheckSpec {
     pub expect_status: u16,
     /// Time between probes. Default `1s`.
     #[serde(default = "default_interval")]
-    pub interval: Dur,
+    pub interval: HumanDuration,
     /// Probe timeout. Default `500ms`.
     #[serde(default = "default_timeout")]
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
     /// Consecutive successes to become healthy. Default 2.
     #[serde(default = "default_rise")]
     pub rise: u32,
@@ -495,11 +393,11 @@ fn default_path() -> String {
 fn default_status() -> u16 {
     200
 }
-fn default_interval() -> Dur {
-    Dur(Duration::from_secs(1))
+fn default_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
-fn default_timeout() -> Dur {
-    Dur(Duration::from_millis(500))
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
 }
 fn default_rise() -> u32 {
     2
@@ -526,15 +424,18 @@ pub struct LatencyEntrySpec {
     pub rtt_ms: BTreeMap<ClusterId, f64>,
 }
 
-/// A validated zone: names are absolute and lower-case.
+/// A validated zone.
 #[derive(Debug, Clone)]
 pub struct ZoneConfig {
     /// `metadata.name`.
     pub name: String,
-    /// Apex.
+    /// Apex, absolute and lower-case.
     pub origin: Name,
     /// The parsed spec (names still as written).
     pub spec: ZoneSpec,
+    /// Index of its document among those the config was read from (for errors found
+    /// later, when the zone is compiled).
+    pub document: usize,
 }
 
 /// The whole, validated configuration.
@@ -551,206 +452,195 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and validates `file`.
-    pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
-            file: file.to_path_buf(),
-            line: None,
-            field: "(file)".into(),
-            reason: format!("cannot read: {e}"),
-        })?;
-        Self::parse(file, &text)
-    }
-
-    /// [`Config::load`] on a short-lived thread of its own, so that the parser's
-    /// transient memory (a large file's YAML events) lives in that thread's malloc
-    /// arena and can be returned to the OS as a whole, instead of fragmenting the
-    /// heap the server keeps using.
-    pub fn load_isolated(file: &Path) -> Result<Self, ConfigError> {
-        let path = file.to_path_buf();
-        std::thread::Builder::new()
-            .name("config-load".into())
-            .spawn(move || Self::load(&path))
-            .map_err(|e| ConfigError {
-                file: file.to_path_buf(),
-                line: None,
-                field: "(file)".into(),
-                reason: format!("cannot start the loader thread: {e}"),
-            })?
-            .join()
-            .unwrap_or_else(|_| {
-                Err(ConfigError {
-                    file: file.to_path_buf(),
-                    line: None,
-                    field: "(file)".into(),
-                    reason: "the loader panicked".into(),
-                })
-            })
-    }
-
-    /// Parses and validates `text`, naming `file` in errors.
-    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+    /// Reads the documents of `file` by kind and validates every value.
+    pub fn from_documents(file: &Path, docs: &[Document]) -> Result<Self, ConfigError> {
         let mut server: Option<ServerSpec> = None;
-        let mut zones = Vec::new();
+        let mut zones: Vec<ZoneConfig> = Vec::new();
         let mut latency = Vec::new();
-        let err = |line: Option<usize>, field: String, reason: String| ConfigError {
-            file: file.to_path_buf(),
-            line,
-            field,
-            reason,
-        };
-        for (start_line, doc) in split_documents(text) {
-            if doc.lines().all(|l| {
-                let t = l.trim();
-                t.is_empty() || t.starts_with('#')
-            }) {
-                continue;
-            }
-            let de_err = |e: serde_yaml_ng::Error| {
-                let line = e.location().map(|l| start_line + l.line() - 1);
-                err(line, "(document)".into(), e.to_string())
-            };
-            let header: Header = serde_yaml_ng::from_str(doc).map_err(de_err)?;
-            let kind = header.kind.unwrap_or_default();
-            match header.api_version.as_deref() {
-                Some(API_VERSION) => {}
-                other => {
-                    return Err(err(
-                        Some(start_line + find_line(doc, "apiVersion").unwrap_or(0)),
-                        "apiVersion".into(),
-                        format!("must be {API_VERSION:?}, found {other:?}"),
-                    ));
-                }
-            }
-            match kind.as_str() {
+        let mut origins = HashSet::new();
+        for (index, doc) in docs.iter().enumerate() {
+            match doc.kind.as_str() {
                 "DnsServer" => {
-                    let d: Doc<ServerSpec> = serde_yaml_ng::from_str(doc).map_err(de_err)?;
-                    check_api(&d.api_version);
                     if server.is_some() {
-                        return Err(err(
-                            Some(start_line),
-                            format!("DnsServer {}", d.metadata.name),
-                            "only one DnsServer document is allowed".into(),
-                        ));
+                        return Err(doc.error("kind", "only one DnsServer document is allowed"));
                     }
-                    server = Some(d.spec);
+                    let spec: ServerSpec = doc.spec()?;
+                    validate_server(doc, &spec)?;
+                    server = Some(spec);
                 }
                 "Zone" => {
-                    let d: Doc<ZoneSpec> = serde_yaml_ng::from_str(doc).map_err(de_err)?;
-                    check_api(&d.api_version);
-                    let origin = parse_origin(&d.spec.origin).map_err(|reason| {
-                        err(
-                            line_in(start_line, doc, "origin"),
-                            format!("Zone {}: spec.origin", d.metadata.name),
-                            reason,
-                        )
-                    })?;
-                    zones.push((
-                        start_line,
-                        doc,
-                        ZoneConfig {
-                            name: d.metadata.name,
-                            origin,
-                            spec: d.spec,
-                        },
-                    ));
+                    let spec: ZoneSpec = doc.spec()?;
+                    let origin =
+                        parse_origin(&spec.origin).map_err(|r| doc.error("spec.origin", r))?;
+                    if !origins.insert(origin.clone()) {
+                        return Err(
+                            doc.error("spec.origin", format!("zone {origin} is defined twice"))
+                        );
+                    }
+                    validate_zone(doc, &spec)?;
+                    zones.push(ZoneConfig {
+                        name: doc.name().to_string(),
+                        origin,
+                        spec,
+                        document: index,
+                    });
                 }
                 "LatencyMap" => {
-                    let d: Doc<LatencyMapSpec> = serde_yaml_ng::from_str(doc).map_err(de_err)?;
-                    check_api(&d.api_version);
-                    for (i, e) in d.spec.entries.iter().enumerate() {
-                        for (c, rtt) in &e.rtt_ms {
-                            if !rtt.is_finite() || *rtt < 0.0 {
-                                return Err(err(
-                                    line_in(start_line, doc, &e.prefix.to_string()),
-                                    format!(
-                                        "LatencyMap {}: spec.entries[{i}].rttMs.{c}",
-                                        d.metadata.name
-                                    ),
-                                    format!(
-                                        "must be a non-negative number of milliseconds, found {rtt}"
-                                    ),
-                                ));
-                            }
-                        }
-                    }
-                    latency.extend(d.spec.entries);
+                    let spec: LatencyMapSpec = doc.spec()?;
+                    validate_latency_map(doc, &spec)?;
+                    latency.extend(spec.entries);
                 }
-                other => {
-                    return Err(err(
-                        line_in(start_line, doc, "kind"),
-                        "kind".into(),
-                        format!("unknown kind {other:?}; expected DnsServer, Zone or LatencyMap"),
-                    ));
-                }
+                _ => return Err(doc.unknown_kind(&KINDS)),
             }
         }
-        let server = server.unwrap_or_default();
-        validate_server(&server)
-            .map_err(|(field, reason)| err(None, format!("DnsServer: spec.{field}"), reason))?;
         if zones.is_empty() {
-            return Err(err(
-                None,
-                "(file)".into(),
-                "no Zone document: at least one zone is required".into(),
+            return Err(ConfigError::file(
+                file,
+                "no Zone document: at least one zone is required",
             ));
-        }
-        let mut origins = HashSet::new();
-        for (start_line, doc, z) in &zones {
-            if !origins.insert(z.origin.clone()) {
-                return Err(err(
-                    line_in(*start_line, doc, "origin"),
-                    format!("Zone {}: spec.origin", z.name),
-                    format!("zone {} is defined twice", z.origin),
-                ));
-            }
-            crate::zone::validate(z).map_err(|(field, needle, reason)| {
-                err(
-                    needle.and_then(|n| line_in(*start_line, doc, &n)),
-                    format!("Zone {}: spec.{field}", z.name),
-                    reason,
-                )
-            })?;
         }
         Ok(Self {
             file: file.to_path_buf(),
-            server,
-            zones: zones.into_iter().map(|(_, _, z)| z).collect(),
+            server: server.unwrap_or_default(),
+            zones,
             latency,
         })
     }
 }
 
-fn check_api(v: &str) {
-    debug_assert_eq!(v, API_VERSION);
-}
-
-fn validate_server(s: &ServerSpec) -> Result<(), (String, String)> {
+fn validate_server(doc: &Document, s: &ServerSpec) -> Result<(), ConfigError> {
     if s.udp_sockets_per_address == 0 || s.udp_sockets_per_address > 64 {
-        return Err(("udpSocketsPerAddress".into(), "must be 1 to 64".into()));
+        return Err(doc.error("spec.udpSocketsPerAddress", "must be 1 to 64"));
     }
     if s.tcp.max_connections == 0 {
-        return Err(("tcp.maxConnections".into(), "must be at least 1".into()));
+        return Err(doc.error("spec.tcp.maxConnections", "must be at least 1"));
     }
     if s.tcp.idle_timeout.0.is_zero() {
-        return Err(("tcp.idleTimeout".into(), "must be positive".into()));
+        return Err(doc.error("spec.tcp.idleTimeout", "must be positive"));
     }
     if let Some(rl) = &s.rate_limit {
         if rl.responses_per_second == 0 {
-            return Err((
-                "rateLimit.responsesPerSecond".into(),
-                "must be at least 1".into(),
-            ));
+            return Err(doc.error("spec.rateLimit.responsesPerSecond", "must be at least 1"));
         }
-        if rl.ipv4_prefix_length > 32 || rl.ipv6_prefix_length > 128 {
-            return Err((
-                "rateLimit.ipv4PrefixLength".into(),
-                "prefix length out of range".into(),
-            ));
+        if rl.ipv4_prefix_length > 32 {
+            return Err(doc.error("spec.rateLimit.ipv4PrefixLength", "must be 0 to 32"));
+        }
+        if rl.ipv6_prefix_length > 128 {
+            return Err(doc.error("spec.rateLimit.ipv6PrefixLength", "must be 0 to 128"));
         }
     }
     if s.latency.max_age.0.is_zero() {
-        return Err(("latency.maxAge".into(), "must be positive".into()));
+        return Err(doc.error("spec.latency.maxAge", "must be positive"));
+    }
+    Ok(())
+}
+
+fn validate_zone(doc: &Document, z: &ZoneSpec) -> Result<(), ConfigError> {
+    if z.nameservers.is_empty() {
+        return Err(doc.error("spec.nameservers", "at least one name server is required"));
+    }
+    for (field, v) in [
+        ("refresh", z.soa.refresh),
+        ("retry", z.soa.retry),
+        ("expire", z.soa.expire),
+    ] {
+        if i32::try_from(v).is_err() {
+            return Err(doc.error(&format!("spec.soa.{field}"), "must be at most 2147483647"));
+        }
+    }
+    for (i, r) in z.records.iter().enumerate() {
+        if r.data.is_empty() {
+            return Err(doc.error(
+                &format!("spec.records[{i}].data"),
+                "at least one value is required",
+            ));
+        }
+    }
+    for (i, g) in z.gslb.iter().enumerate() {
+        validate_gslb(doc, &format!("spec.gslb[{i}]"), g)?;
+    }
+    Ok(())
+}
+
+fn validate_gslb(doc: &Document, field: &str, g: &GslbSpec) -> Result<(), ConfigError> {
+    if g.targets.is_empty() {
+        return Err(doc.error(
+            &format!("{field}.targets"),
+            "at least one target is required",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, t) in g.targets.iter().enumerate() {
+        let field = format!("{field}.targets[{i}]");
+        if !seen.insert(&t.cluster) {
+            return Err(doc.error(
+                &format!("{field}.cluster"),
+                format!("cluster {} appears twice", t.cluster),
+            ));
+        }
+        if t.addresses.is_empty() {
+            return Err(doc.error(
+                &format!("{field}.addresses"),
+                "at least one address is required",
+            ));
+        }
+        if let Some(c) = &t.health_check {
+            validate_check(doc, &format!("{field}.healthCheck"), c)?;
+        }
+    }
+    if g.policy == PolicyKind::Weighted && g.targets.iter().all(|t| t.weight == 0) {
+        return Err(doc.error(
+            &format!("{field}.targets"),
+            "weighted: at least one target needs a weight above 0",
+        ));
+    }
+    if g.max_answers == 0 {
+        return Err(doc.error(&format!("{field}.maxAnswers"), "must be at least 1"));
+    }
+    for (i, c) in g.default_order.iter().enumerate() {
+        if !g.targets.iter().any(|t| &t.cluster == c) {
+            return Err(doc.error(
+                &format!("{field}.defaultOrder[{i}]"),
+                format!("cluster {c} is not a target"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_check(doc: &Document, field: &str, c: &HealthCheckSpec) -> Result<(), ConfigError> {
+    if c.address.is_none() && c.port.is_none() {
+        return Err(doc.error(field, "give `address` or `port`"));
+    }
+    for (name, d) in [("interval", c.interval), ("timeout", c.timeout)] {
+        if d.0.is_zero() {
+            return Err(doc.error(&format!("{field}.{name}"), "must be positive"));
+        }
+    }
+    for (name, n) in [("rise", c.rise), ("fall", c.fall)] {
+        if n == 0 {
+            return Err(doc.error(&format!("{field}.{name}"), "must be at least 1"));
+        }
+    }
+    if !c.path.starts_with('/') || c.path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(doc.error(
+            &format!("{field}.path"),
+            "must start with / and hold no spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_latency_map(doc: &Document, m: &LatencyMapSpec) -> Result<(), ConfigError> {
+    for (i, e) in m.entries.iter().enumerate() {
+        for (c, rtt) in &e.rtt_ms {
+            if !rtt.is_finite() || *rtt < 0.0 {
+                return Err(doc.error(
+                    &format!("spec.entries[{i}].rttMs.{c}"),
+                    format!("must be a non-negative number of milliseconds, found {rtt}"),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -769,33 +659,6 @@ pub fn parse_origin(s: &str) -> Result<Name, String> {
     Name::from_ascii(&fq)
         .map(|n| n.to_lowercase())
         .map_err(|e| format!("{s:?} is not a valid domain name: {e}"))
-}
-
-/// Splits a YAML stream into documents, with the 1-based line each starts on.
-fn split_documents(text: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::new();
-    let mut start_byte = 0;
-    let mut start_line = 1;
-    let mut offset = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let t = line.trim_end();
-        if t == "---" || t.starts_with("--- ") {
-            out.push((start_line, &text[start_byte..offset]));
-            start_byte = offset + line.len();
-            start_line = i + 2;
-        }
-        offset += line.len();
-    }
-    out.push((start_line, &text[start_byte..]));
-    out
-}
-
-fn find_line(doc: &str, needle: &str) -> Option<usize> {
-    doc.lines().position(|l| l.contains(needle))
-}
-
-fn line_in(start_line: usize, doc: &str, needle: &str) -> Option<usize> {
-    find_line(doc, needle).map(|i| start_line + i)
 }
 
 #[cfg(test)]
@@ -825,37 +688,50 @@ spec:
         - {cluster: a, addresses: [192.0.2.1]}
 "#;
 
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file = Path::new("t.yaml");
+        Config::from_documents(file, &causeway_config::parse_str(file, text)?)
+    }
+
     #[test]
     fn parses_a_good_file() {
-        let c = Config::parse(Path::new("t.yaml"), GOOD).unwrap();
+        let c = parse(GOOD).unwrap();
         assert_eq!(c.zones.len(), 1);
         assert_eq!(c.zones[0].origin.to_ascii(), "svc.example.");
+        assert_eq!(c.zones[0].document, 1);
         assert_eq!(c.server.listen.len(), 1);
-    }
-
-    #[test]
-    fn unknown_field_names_file_and_line() {
-        let bad = GOOD
-            .replace("  ttl_typo: 1\n", "")
-            .replace("    - name: app\n", "    - name: app\n      colour: red\n");
-        let e = Config::parse(Path::new("t.yaml"), &bad).unwrap_err();
-        assert_eq!(e.file, Path::new("t.yaml"));
-        assert!(e.reason.contains("colour"), "{e}");
-        assert_eq!(e.line, Some(19), "{e}");
-    }
-
-    #[test]
-    fn bad_address_is_named() {
-        let bad = GOOD.replace("192.0.2.10", "192.0.2.300");
-        let e = Config::parse(Path::new("t.yaml"), &bad).unwrap_err();
-        assert!(e.field.contains("records[0]"), "{e}");
-        assert_eq!(e.line, Some(16), "{e}");
+        assert_eq!(c.server.tcp.idle_timeout.0, Duration::from_secs(10));
+        assert_eq!(c.zones[0].spec.soa.serial, 1);
     }
 
     #[test]
     fn wrong_api_version() {
         let bad = GOOD.replacen("causeway.dev/v1alpha1", "v1", 1);
-        let e = Config::parse(Path::new("t.yaml"), &bad).unwrap_err();
+        let e = parse(&bad).unwrap_err();
         assert_eq!(e.field, "apiVersion");
+    }
+
+    #[test]
+    fn unknown_kind_names_the_kinds() {
+        let bad = GOOD.replacen("kind: DnsServer", "kind: DnsServers", 1);
+        let e = parse(&bad).unwrap_err();
+        assert_eq!(e.field, "kind");
+        assert!(e.reason.contains("DnsServer, Zone or LatencyMap"), "{e}");
+    }
+
+    #[test]
+    fn a_file_without_zones_is_an_error() {
+        let only_server = &GOOD[..GOOD.find("---").unwrap()];
+        let e = parse(only_server).unwrap_err();
+        assert_eq!(e.position, None);
+        assert!(e.reason.contains("no Zone document"), "{e}");
+    }
+
+    #[test]
+    fn a_zone_defined_twice_is_an_error() {
+        let zone = &GOOD[GOOD.find("---").unwrap()..];
+        let e = parse(&format!("{GOOD}{zone}")).unwrap_err();
+        assert_eq!(e.field, "spec.origin");
+        assert!(e.reason.contains("defined twice"), "{e}");
     }
 }

@@ -154,21 +154,13 @@ impl Explanation {
 /// Explains from a config file alone: static latency map, no probe has run (every
 /// target counts as healthy), no external report.
 pub fn offline(
-    config: &crate::Config,
+    loaded: &crate::LoadedConfig,
     name: &str,
     client: IpNet,
     family: Family,
-) -> Result<Explanation, String> {
-    use std::sync::Arc;
-    let zones =
-        crate::zone::Zones::compile(&config.zones).map_err(|(f, _, r)| format!("{f}: {r}"))?;
-    let latency = crate::latency::LatencyTable::build(config.latency.iter().flat_map(|e| {
-        e.rtt_ms
-            .iter()
-            .map(move |(c, r)| (e.prefix, c.clone(), *r as f32))
-    }));
-    let state = crate::state::State::new(Arc::new(zones), Arc::new(Vec::new()), Arc::new(latency));
-    explain(&state.load(), name, client, family).map_err(|e| e.to_string())
+) -> Result<Explanation, ExplainError> {
+    let server = crate::state::ServerState::serving(loaded);
+    explain(&server.state.load(), name, client, family)
 }
 
 /// JSON of an explanation.

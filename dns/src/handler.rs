@@ -17,14 +17,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use prometheus::IntCounter;
 
 use crate::answer::{self, Prepared};
-use crate::metrics::Metrics;
 use crate::policy::Client;
-use crate::ratelimit::{ResponseLimiter, Verdict};
-use crate::state::State;
+use crate::ratelimit::Verdict;
+use crate::state::ServerState;
 use crate::wire::{self, Reject};
 
 /// How often a worker adds its query counts to the shared metrics.
@@ -40,62 +38,6 @@ pub enum Transport {
     Udp,
     /// TCP.
     Tcp,
-}
-
-/// What every worker shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The published snapshot.
-    pub state: Arc<State>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Response rate limiter, if configured.
-    pub limiter: ArcSwapOption<ResponseLimiter>,
-    /// Set once every socket is bound and the first snapshot is published.
-    pub ready: std::sync::atomic::AtomicBool,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Metrics")
-    }
-}
-
-impl Shared {
-    /// Shared state serving `config` as loaded: no probe has run (every target counts
-    /// as healthy), the static latency map, no rate limiter unless configured. For
-    /// tests, fuzzing and benchmarks of the query path.
-    pub fn from_config(config: &crate::Config) -> Result<Self, crate::ConfigError> {
-        let zones = crate::zone::Zones::compile(&config.zones).map_err(|(field, _, reason)| {
-            crate::ConfigError {
-                file: config.file.clone(),
-                line: None,
-                field,
-                reason,
-            }
-        })?;
-        let latency = crate::latency::LatencyTable::build(config.latency.iter().flat_map(|e| {
-            e.rtt_ms
-                .iter()
-                .map(move |(c, r)| (e.prefix, c.clone(), *r as f32))
-        }));
-        Ok(Self {
-            state: Arc::new(State::new(
-                Arc::new(zones),
-                Arc::new(Vec::new()),
-                Arc::new(latency),
-            )),
-            metrics: Metrics::new(),
-            limiter: ArcSwapOption::new(
-                config
-                    .server
-                    .rate_limit
-                    .as_ref()
-                    .map(|s| Arc::new(ResponseLimiter::new(s))),
-            ),
-            ready: std::sync::atomic::AtomicBool::new(true),
-        })
-    }
 }
 
 enum Slot {
@@ -114,7 +56,7 @@ struct Counters {
 
 /// One worker's query handler with its private cache.
 pub struct Handler {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     generation: u64,
     cache: HashMap<Vec<u8>, Slot>,
     entries: usize,
@@ -133,7 +75,7 @@ impl Drop for Handler {
 
 impl Handler {
     /// A handler with an empty cache.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<ServerState>) -> Self {
         let m = &shared.metrics;
         let counters = Counters {
             formerr: m.dropped("formerr"),

@@ -1,6 +1,7 @@
 //! Target health: active probes with hysteresis, combined with external reports.
 //!
-//! * [`probe`] runs one HTTP or TCP check.
+//! * [`probe`] turns compiled checks into probe targets (reading CA files once per
+//!   configuration) and runs one HTTP, HTTPS or TCP check.
 //! * [`hysteresis`] turns check results into `Healthy`/`Unhealthy` with separate
 //!   `rise` and `fall` thresholds, and runs the periodic check loop.
 //! * External reports ([`causeway_model::HealthReport`], posted to `/v1/health`) are
@@ -11,4 +12,4 @@ pub mod hysteresis;
 pub mod probe;
 
 pub use hysteresis::{Hysteresis, run_checks};
-pub use probe::{ProbeError, ProbeTarget};
+pub use probe::{ProbeError, ProbeSetupError, ProbeTarget, ProbeTargets};

@@ -10,13 +10,14 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`config`] | the YAML file (`DnsServer`, `Zone`, `LatencyMap`), validation errors with file/line/field/reason |
-//! | [`zone`] | compiled zones: names → RRsets or GSLB names, delegations, lookup |
-//! | [`state`] | the immutable [`state::Snapshot`] queries read, published with arc-swap |
+//! | [`config`] | the YAML file (`DnsServer`, `Zone`, `LatencyMap`) read through `causeway-config`, every value validated |
+//! | [`zone`] | compiled zones: names → RRsets or GSLB names, delegations, health checks, lookup |
+//! | [`load`] | config → compiled zones → probe targets, every error at `file:line:column` |
+//! | [`state`] | the immutable [`state::Snapshot`] queries read, published with arc-swap; [`state::ServerState`] |
 //! | [`builder`] | the one task that turns config + health + latency into snapshots |
 //! | [`policy`] | `latency`, `failover`, `weighted`, `all-healthy`: pure functions with ECS scope |
 //! | [`latency`] | the latency map: longest-prefix match, posted measurements aged by moka |
-//! | [`health`] | HTTP/TCP probes, rise/fall hysteresis, external reports |
+//! | [`health`] | HTTP/HTTPS/TCP probes of compiled checks, rise/fall hysteresis, external reports |
 //! | [`ecs`] | EDNS Client Subnet (RFC 7871) |
 //! | [`wire`] | query parsing and per-query reply patches on the wire |
 //! | [`answer`] | the slow path: builds and encodes a reply once (hickory-proto) |
@@ -40,6 +41,7 @@ pub mod explain;
 pub mod handler;
 pub mod health;
 pub mod latency;
+pub mod load;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
@@ -55,17 +57,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use tracing::info;
 
-pub use config::{Config, ConfigError};
+pub use causeway_config::ConfigError;
+pub use config::Config;
+pub use load::LoadedConfig;
 
 /// Error starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// A DNS socket could not be bound.
     #[error(transparent)]
     Bind(#[from] server::BindError),
@@ -87,10 +87,10 @@ pub enum Error {
 }
 
 /// How to run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunOptions {
-    /// The validated configuration.
-    pub config: Config,
+    /// The configuration, loaded.
+    pub config: LoadedConfig,
     /// Listen addresses replacing `spec.listen` (empty: use the config).
     pub listen: Vec<SocketAddr>,
     /// API address replacing `spec.api`.
@@ -99,25 +99,10 @@ pub struct RunOptions {
 
 /// Runs the DNS server until `shutdown` is cancelled.
 pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Error> {
-    let config = opts.config;
-    let zones = Arc::new(
-        zone::Zones::compile(&config.zones).map_err(|(field, _, reason)| ConfigError {
-            file: config.file.clone(),
-            line: None,
-            field,
-            reason,
-        })?,
-    );
-    let shared = Arc::new(handler::Shared {
-        state: Arc::new(state::State::new(
-            zones.clone(),
-            Arc::new(Vec::new()),
-            Arc::new(latency::LatencyTable::default()),
-        )),
-        metrics: metrics::Metrics::new(),
-        limiter: ArcSwapOption::empty(),
-        ready: Default::default(),
-    });
+    let loaded = opts.config;
+    let config = &loaded.config;
+    let zones = loaded.zones.clone();
+    let shared = Arc::new(state::ServerState::starting(zones.clone()));
     let store = latency::LatencyStore::new(
         config.server.latency.max_age.0,
         config.server.latency.max_entries,
@@ -142,13 +127,13 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Er
             let local = l
                 .local_addr()
                 .map_err(|source| Error::BindApi { addr, source })?;
-            info!("listening on http {local}");
+            info!("listening on api http://{local}");
             Some(l)
         }
         None => None,
     };
 
-    let watch = reload::WatchSettings::of(&config);
+    let watch = reload::WatchSettings::of(config);
     let tcp = config.server.tcp.clone();
     info!(
         file = %config.file.display(),
@@ -160,8 +145,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Er
     // The builder takes the config (and drops what it does not keep).
     let builder = builder::Builder::start(
         shared.clone(),
-        config,
-        zones.clone(),
+        loaded,
         store.clone(),
         tx.clone(),
         shutdown.clone(),

@@ -96,18 +96,25 @@ pub struct Choice {
     pub reason: String,
 }
 
-/// Chooses the targets of GSLB name `id` for `client`, among targets with an address
-/// of `family`.
-pub fn choose(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> Choice {
-    let Some(g) = snap.zones.gslb.get(id) else {
-        return Choice {
+impl Choice {
+    /// No target, the same for every client, because of `reason`.
+    fn nothing(reason: &str) -> Self {
+        Self {
             targets: Vec::new(),
             scope: 0,
             per_client: false,
             fail_open: false,
             latency_prefix: None,
-            reason: "no such GSLB name".into(),
-        };
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Chooses the targets of GSLB name `id` for `client`, among targets with an address
+/// of `family`.
+pub fn choose(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> Choice {
+    let Some(g) = snap.zones.gslb.get(id) else {
+        return Choice::nothing("no such GSLB name");
     };
     let has_family = |t: usize| match family {
         Family::V4 => !g.targets[t].v4.is_empty(),
@@ -120,14 +127,7 @@ pub fn choose(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> C
         .filter(|t| snap.is_healthy(id, *t))
         .collect();
     if eligible.is_empty() {
-        return Choice {
-            targets: Vec::new(),
-            scope: 0,
-            per_client: false,
-            fail_open: false,
-            latency_prefix: None,
-            reason: "no target has an address of this family".into(),
-        };
+        return Choice::nothing("no target has an address of this family");
     }
     if healthy.is_empty() {
         return Choice {

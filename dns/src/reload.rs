@@ -1,7 +1,7 @@
 //! Hot reload: on SIGHUP, and when the config file changes (polled every
-//! [`POLL`]), read and validate the file again. A good file is handed to the builder;
-//! a bad one is logged with file, line, field and reason, counted, and the last good
-//! configuration keeps serving.
+//! [`POLL`]), load the file again ([`crate::load`]). A good file is handed to the
+//! builder; a bad one is logged with file, line, column, object, field and reason,
+//! counted, and the last good configuration keeps serving.
 //!
 //! Listen addresses and the API address are bound once at start; a change to them
 //! is logged and needs a restart.
@@ -16,7 +16,8 @@ use tracing::{error, info, warn};
 
 use crate::builder::Event;
 use crate::config::Config;
-use crate::handler::Shared;
+use crate::load::LoadedConfig;
+use crate::state::ServerState;
 
 /// How often the file's modification time and size are checked.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -54,7 +55,7 @@ impl WatchSettings {
 /// Watches the config file until `shutdown`.
 pub async fn watch(
     initial: WatchSettings,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     events: mpsc::UnboundedSender<Event>,
     shutdown: CancellationToken,
 ) {
@@ -83,21 +84,27 @@ pub async fn watch(
             }
         };
         let p = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || Config::load_isolated(&p)).await;
+        let loaded = tokio::task::spawn_blocking(move || LoadedConfig::load_isolated(&p)).await;
         match loaded {
-            Ok(Ok(config)) => {
-                if (&config.server.listen, config.server.api) != (&bound.0, bound.1) {
+            Ok(Ok(loaded)) => {
+                let server = &loaded.config.server;
+                if (&server.listen, server.api) != (&bound.0, bound.1) {
                     warn!(file = %path.display(), "listen or api address changed: takes effect after a restart");
                 }
                 info!(file = %path.display(), reason = why, "configuration valid; applying");
-                bound = (config.server.listen.clone(), config.server.api);
-                let _ = events.send(Event::Reload(Box::new(config)));
+                bound = (server.listen.clone(), server.api);
+                let _ = events.send(Event::Reload(Box::new(loaded)));
             }
             Ok(Err(e)) => {
                 shared.metrics.reload(false);
+                let (line, column) = e
+                    .position
+                    .map_or((-1, -1), |p| (p.line as i64, p.column as i64));
                 error!(
                     file = %e.file.display(),
-                    line = e.line.map(|l| l as i64).unwrap_or(-1),
+                    line,
+                    column,
+                    object = e.object.as_deref().unwrap_or(""),
                     field = %e.field,
                     reason = %e.reason,
                     "invalid configuration ({why}): {e}; keeping the last good configuration"

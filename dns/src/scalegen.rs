@@ -49,8 +49,9 @@ mod tests {
     #[test]
     fn small_generated_config_is_valid() {
         let text = super::generate(20, 300);
-        let c = crate::Config::parse(std::path::Path::new("gen.yaml"), &text).unwrap();
-        assert_eq!(c.zones[0].spec.gslb.len(), 20);
-        assert_eq!(c.latency.len(), 300);
+        let loaded = crate::LoadedConfig::parse(std::path::Path::new("gen.yaml"), &text).unwrap();
+        assert_eq!(loaded.config.zones[0].spec.gslb.len(), 20);
+        assert_eq!(loaded.zones.gslb.len(), 20);
+        assert_eq!(loaded.config.latency.len(), 300);
     }
 }

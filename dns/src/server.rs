@@ -11,7 +11,7 @@
 //!
 //! The caller binds ([`bind`]) and then serves ([`serve`]), so tests can use port 0
 //! and read the bound addresses; every bound socket is logged as
-//! `listening on udp ADDR` / `listening on tcp ADDR`.
+//! `listening on dns udp://ADDR` / `listening on dns tcp://ADDR`.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -29,7 +29,8 @@ use tracing::{info, warn};
 mod udp;
 
 use crate::config::TcpSpec;
-use crate::handler::{Handler, Shared, Transport};
+use crate::handler::{Handler, Transport};
+use crate::state::ServerState;
 
 /// Kernel receive buffer asked for on UDP sockets (absorbs bursts).
 const UDP_RCVBUF: usize = 4 << 20;
@@ -147,7 +148,7 @@ impl Servers {
 /// Starts serving `bound` sockets. TCP tasks end on `shutdown`.
 pub fn serve(
     bound: Vec<BoundAddr>,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     tcp: &TcpSpec,
     shutdown: CancellationToken,
 ) -> io::Result<Servers> {
@@ -164,9 +165,9 @@ pub fn serve(
                 .spawn(move || udp::worker(sock, shared, stop))?;
             threads.push(t);
         }
-        info!("listening on udp {}", b.addr);
+        info!("listening on dns udp://{}", b.addr);
         let listener = tokio::net::TcpListener::from_std(b.tcp)?;
-        info!("listening on tcp {}", b.addr);
+        info!("listening on dns tcp://{}", b.addr);
         tokio::spawn(tcp_accept(
             listener,
             shared.clone(),
@@ -180,7 +181,7 @@ pub fn serve(
 
 async fn tcp_accept(
     listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     conns: Arc<Semaphore>,
     idle: Duration,
     shutdown: CancellationToken,
@@ -220,7 +221,7 @@ async fn tcp_accept(
 async fn tcp_conn(
     stream: TcpStream,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServerState>,
     idle: Duration,
     shutdown: CancellationToken,
 ) {

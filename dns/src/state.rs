@@ -1,17 +1,21 @@
-//! The immutable [`Snapshot`] that queries read, and the [`State`] that publishes it.
+//! The immutable [`Snapshot`] that queries read, the [`State`] that publishes it, and
+//! the [`ServerState`] every task of a running server shares.
 //!
-//! One builder task (in [`crate::health`]'s combiner and [`crate::reload`]) makes a
-//! new snapshot whenever the config, a target's health or the latency map changes,
-//! and stores it with `ArcSwap::store`. A query does one `load()` and never waits.
+//! One task, [`crate::builder`], makes a new snapshot whenever the config, a target's
+//! health or the latency map changes, and stores it with `ArcSwap::store`. A query
+//! does one `load()` and never waits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use causeway_model::Health;
 
 use crate::latency::LatencyTable;
-use crate::zone::Zones;
+use crate::load::LoadedConfig;
+use crate::metrics::Metrics;
+use crate::ratelimit::ResponseLimiter;
+use crate::zone::{Gslb, GslbId, Target, Zones};
 
 /// Health of one GSLB target as the policies see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,25 @@ impl TargetHealth {
 
 /// Health of every target: `[gslb id][target index]`.
 pub type HealthView = Vec<Vec<TargetHealth>>;
+
+/// The [`HealthView`] of `zones`, with `health` of each target.
+pub fn health_view(
+    zones: &Zones,
+    health: impl Fn(GslbId, usize, &Gslb, &Target) -> TargetHealth,
+) -> HealthView {
+    zones
+        .gslb
+        .iter()
+        .enumerate()
+        .map(|(gi, g)| {
+            g.targets
+                .iter()
+                .enumerate()
+                .map(|(ti, t)| health(gi, ti, g, t))
+                .collect()
+        })
+        .collect()
+}
 
 /// Everything a query needs, immutable.
 #[derive(Debug)]
@@ -126,5 +149,64 @@ impl State {
             health,
             latency,
         }));
+    }
+}
+
+/// What every task of a running server shares: the socket workers, the builder, the
+/// reload watcher and the HTTP API.
+#[derive(Debug)]
+pub struct ServerState {
+    /// The published snapshot.
+    pub state: Arc<State>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Response rate limiter, if configured.
+    pub limiter: ArcSwapOption<ResponseLimiter>,
+    /// Set once every socket is bound and the first snapshot is published.
+    pub ready: AtomicBool,
+}
+
+impl ServerState {
+    /// A server about to start serving `zones`: not ready, every target healthy, no
+    /// latency map, no rate limiter (the builder sets them).
+    pub fn starting(zones: Arc<Zones>) -> Self {
+        Self {
+            state: Arc::new(State::new(
+                zones,
+                Arc::new(Vec::new()),
+                Arc::new(LatencyTable::default()),
+            )),
+            metrics: Metrics::new(),
+            limiter: ArcSwapOption::empty(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// A ready server serving `loaded` as it is: no probe has run (every target
+    /// counts as healthy), the static latency map, the configured rate limiter. For
+    /// offline `explain`, tests, fuzzing and benchmarks of the query path.
+    pub fn serving(loaded: &LoadedConfig) -> Self {
+        let latency = LatencyTable::build(loaded.config.latency.iter().flat_map(|e| {
+            e.rtt_ms
+                .iter()
+                .map(move |(c, r)| (e.prefix, c.clone(), *r as f32))
+        }));
+        Self {
+            state: Arc::new(State::new(
+                loaded.zones.clone(),
+                Arc::new(Vec::new()),
+                Arc::new(latency),
+            )),
+            metrics: Metrics::new(),
+            limiter: ArcSwapOption::new(
+                loaded
+                    .config
+                    .server
+                    .rate_limit
+                    .as_ref()
+                    .map(|s| Arc::new(ResponseLimiter::new(s))),
+            ),
+            ready: AtomicBool::new(true),
+        }
     }
 }

@@ -4,15 +4,24 @@
 //! lower-case wire form of each owner name, so the query path looks names up with the
 //! bytes it already has. [`Zones::find`] walks a name's suffixes to the zone, a
 //! delegation, a node, an empty non-terminal or nothing (NXDOMAIN).
+//!
+//! Compiling checks what only the whole zone shows (names inside the zone, record
+//! data, CNAME and delegation rules, clashes); [`crate::config`] has checked every
+//! value on its own. A [`CompileError`] names the zone and the field, so the loader
+//! can point at the line.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use causeway_model::ClusterId;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::config::{GslbSpec, HealthCheckSpec, PolicyKind, StaticType, ZoneConfig};
+use crate::config::{
+    GslbSpec, HealthCheckSpec, PolicyKind, ProbeProtocol, StaticType, TargetSpec, ZoneConfig,
+};
 
 /// Lower-case wire form of a name (length-prefixed labels, ending in 0).
 pub type WireName = Box<[u8]>;
@@ -116,7 +125,52 @@ pub struct Target {
     /// Tier.
     pub tier: u32,
     /// Active check.
-    pub check: Option<HealthCheckSpec>,
+    pub check: Option<Check>,
+}
+
+/// An active health check, compiled: where to connect, what to ask, how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// TCP connect, HTTP or HTTPS.
+    pub protocol: CheckProtocol,
+    /// Where to connect (`address`, else the target's first address with `port`).
+    pub addr: SocketAddr,
+    /// HTTP path.
+    pub path: String,
+    /// HTTP Host header and TLS server name (`host`, else the address).
+    pub host: String,
+    /// Expected HTTP status.
+    pub expect_status: u16,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Consecutive successes to become healthy.
+    pub rise: u32,
+    /// Consecutive failures to become unhealthy.
+    pub fall: u32,
+}
+
+/// How a [`Check`] talks to the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckProtocol {
+    /// A TCP connect.
+    Tcp,
+    /// `GET path` over HTTP/1.1.
+    Http,
+    /// The same over TLS, trusting these certificates.
+    Https(Trust),
+}
+
+/// Which server certificates an `https` check accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Those signed by the system's CA bundle (`caFile` not given).
+    SystemRoots,
+    /// Those signed by a CA in this PEM file (`caFile`).
+    CaFile(PathBuf),
+    /// Any certificate (`insecureSkipVerify`, testing only).
+    AnyCertificate,
 }
 
 /// Where a name falls.
@@ -136,10 +190,14 @@ pub enum Found<'a> {
 
 impl Zones {
     /// Compiles validated zones.
-    pub fn compile(configs: &[ZoneConfig]) -> Result<Self, (String, Option<String>, String)> {
+    pub fn compile(configs: &[ZoneConfig]) -> Result<Self, CompileError> {
         let mut zones = Self::default();
         for (i, z) in configs.iter().enumerate() {
-            let zone = compile_zone(z, i, &mut zones.gslb)?;
+            let zone = compile_zone(z, i, &mut zones.gslb).map_err(|e| CompileError {
+                zone: i,
+                field: e.field,
+                reason: e.reason,
+            })?;
             zones.by_origin.insert(wire_name(&zone.origin), i);
             zones.zones.push(zone);
         }
@@ -210,12 +268,29 @@ impl Zones {
     }
 }
 
-type CompileError = (String, Option<String>, String);
+/// Why a zone does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct CompileError {
+    /// Index of the zone in [`crate::config::Config::zones`].
+    pub zone: usize,
+    /// Path of the field from the root of the zone's document (`spec.records[2].data[0]`).
+    pub field: String,
+    /// Why.
+    pub reason: String,
+}
 
-/// Checks a zone the way [`Zones::compile`] would: `(field, text to find the line, reason)`.
-pub fn validate(z: &ZoneConfig) -> Result<(), CompileError> {
-    let mut gslb = Vec::new();
-    compile_zone(z, 0, &mut gslb).map(|_| ())
+/// A [`CompileError`] before the zone's index is known.
+struct FieldError {
+    field: String,
+    reason: String,
+}
+
+fn field_error(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 fn abs_name(origin: &Name, s: &str) -> Result<Name, String> {
@@ -235,41 +310,97 @@ fn abs_name(origin: &Name, s: &str) -> Result<Name, String> {
         .map_err(|e| format!("{s:?} is not a valid name: {e}"))
 }
 
+/// Where an owner name is first written in a zone's spec, for errors found later.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Nameserver(usize),
+    Record(usize),
+    Gslb(usize),
+}
+
+impl Source {
+    fn field(self) -> String {
+        match self {
+            Self::Nameserver(i) => format!("spec.nameservers[{i}].name"),
+            Self::Record(i) => format!("spec.records[{i}].name"),
+            Self::Gslb(i) => format!("spec.gslb[{i}].name"),
+        }
+    }
+}
+
+/// Nodes by owner name, remembering where each name is first written.
+#[derive(Default)]
+struct Nodes {
+    nodes: HashMap<WireName, Node>,
+    written: HashMap<WireName, Source>,
+}
+
+impl Nodes {
+    fn at(&mut self, name: &Name, source: Source) -> &mut Node {
+        let key = wire_name(name);
+        self.written.entry(key.clone()).or_insert(source);
+        self.nodes.entry(key).or_insert_with(|| Node {
+            name: name.clone(),
+            ..Node::default()
+        })
+    }
+
+    /// The field that first wrote `name`.
+    fn field_of(&self, name: &Name) -> String {
+        self.written
+            .get(&wire_name(name))
+            .map_or_else(|| "spec.records".into(), |s| s.field())
+    }
+}
+
+fn record_type(t: StaticType) -> RecordType {
+    match t {
+        StaticType::A => RecordType::A,
+        StaticType::AAAA => RecordType::AAAA,
+        StaticType::CNAME => RecordType::CNAME,
+        StaticType::TXT => RecordType::TXT,
+        StaticType::MX => RecordType::MX,
+        StaticType::SRV => RecordType::SRV,
+        StaticType::CAA => RecordType::CAA,
+        StaticType::NS => RecordType::NS,
+    }
+}
+
+/// SOA timer seconds as the wire wants them (`config` keeps them at most `i32::MAX`).
+fn soa_seconds(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
 fn compile_zone(
     z: &ZoneConfig,
     zone_idx: usize,
     gslb_out: &mut Vec<Gslb>,
-) -> Result<Zone, CompileError> {
+) -> Result<Zone, FieldError> {
     let spec = &z.spec;
     let origin = z.origin.clone();
-    let mut nodes: HashMap<WireName, Node> = HashMap::new();
+    let mut nodes = Nodes::default();
     let in_zone = |n: &Name| origin.zone_of(n);
 
     // Apex NS and glue.
-    if spec.nameservers.is_empty() {
-        return Err((
-            "nameservers".into(),
-            Some("nameservers".into()),
-            "at least one name server is required".into(),
-        ));
-    }
     let mut apex_ns = Vec::new();
-    let mut glue: Vec<(Name, IpAddr, String)> = Vec::new();
+    let mut glue: Vec<(Name, IpAddr, usize, usize)> = Vec::new();
     for (i, ns) in spec.nameservers.iter().enumerate() {
-        let field = format!("nameservers[{i}].name");
+        let field = format!("spec.nameservers[{i}]");
         let name =
-            abs_name(&origin, &ns.name).map_err(|r| (field.clone(), Some(ns.name.clone()), r))?;
-        if in_zone(&name) && ns.addresses.is_empty() {
-            return Err((
-                format!("nameservers[{i}].addresses"),
-                Some(ns.name.clone()),
-                format!("{name} is inside the zone, so it needs glue addresses"),
-            ));
-        }
-        for a in &ns.addresses {
-            if in_zone(&name) {
-                glue.push((name.clone(), *a, ns.name.clone()));
+            abs_name(&origin, &ns.name).map_err(|r| field_error(format!("{field}.name"), r))?;
+        if in_zone(&name) {
+            if ns.addresses.is_empty() {
+                return Err(field_error(
+                    format!("{field}.addresses"),
+                    format!("{name} is inside the zone, so it needs glue addresses"),
+                ));
             }
+            glue.extend(
+                ns.addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(j, a)| (name.clone(), *a, i, j)),
+            );
         }
         apex_ns.push(Record::from_rdata(
             origin.clone(),
@@ -279,33 +410,21 @@ fn compile_zone(
     }
     let soa_spec = &spec.soa;
     let mname = match &soa_spec.mname {
-        Some(m) => {
-            abs_name(&origin, m).map_err(|r| ("soa.mname".into(), Some("mname".into()), r))?
-        }
+        Some(m) => abs_name(&origin, m).map_err(|r| field_error("spec.soa.mname", r))?,
         None => match apex_ns.first().map(|r| &r.data) {
             Some(RData::NS(NS(n))) => n.clone(),
             _ => origin.clone(),
         },
     };
-    let rname = abs_name(&origin, &soa_spec.rname)
-        .map_err(|r| ("soa.rname".into(), Some("rname".into()), r))?;
+    let rname = abs_name(&origin, &soa_spec.rname).map_err(|r| field_error("spec.soa.rname", r))?;
     let soa_ttl = soa_spec.ttl.unwrap_or(spec.ttl);
-    let to_i32 = |v: u32, f: &str| {
-        i32::try_from(v).map_err(|_| {
-            (
-                format!("soa.{f}"),
-                Some(f.to_string()),
-                "must be at most 2147483647".to_string(),
-            )
-        })
-    };
     let soa_rdata = SOA::new(
         mname,
         rname,
         soa_spec.serial,
-        to_i32(soa_spec.refresh, "refresh")?,
-        to_i32(soa_spec.retry, "retry")?,
-        to_i32(soa_spec.expire, "expire")?,
+        soa_seconds(soa_spec.refresh),
+        soa_seconds(soa_spec.retry),
+        soa_seconds(soa_spec.expire),
         soa_spec.minimum,
     );
     let soa = Record::from_rdata(origin.clone(), soa_ttl, RData::SOA(soa_rdata.clone()));
@@ -317,108 +436,79 @@ fn compile_zone(
         RData::SOA(soa_rdata),
     );
     {
-        let apex = nodes.entry(wire_name(&origin)).or_insert_with(|| Node {
-            name: origin.clone(),
-            ..Node::default()
-        });
+        let apex = nodes
+            .nodes
+            .entry(wire_name(&origin))
+            .or_insert_with(|| Node {
+                name: origin.clone(),
+                ..Node::default()
+            });
         apex.rrsets.push((RecordType::SOA, vec![soa.clone()]));
         apex.rrsets.push((RecordType::NS, apex_ns.clone()));
     }
-    for (name, addr, needle) in glue {
+    for (name, addr, i, j) in glue {
         let (rt, rdata) = match addr {
             IpAddr::V4(a) => (RecordType::A, RData::A(A(a))),
             IpAddr::V6(a) => (RecordType::AAAA, RData::AAAA(AAAA(a))),
         };
-        let node = nodes.entry(wire_name(&name)).or_insert_with(|| Node {
-            name: name.clone(),
-            ..Node::default()
-        });
+        let node = nodes.at(&name, Source::Nameserver(i));
         push_record(node, rt, Record::from_rdata(name.clone(), spec.ttl, rdata))
-            .map_err(|r| ("nameservers".into(), Some(needle), r))?;
+            .map_err(|r| field_error(format!("spec.nameservers[{i}].addresses[{j}]"), r))?;
     }
 
     // Static records.
     let mut delegations = HashSet::new();
     for (i, rec) in spec.records.iter().enumerate() {
-        let field = format!("records[{i}]");
-        let needle = Some(rec.name.clone());
-        let name = abs_name(&origin, &rec.name)
-            .map_err(|r| (format!("{field}.name"), needle.clone(), r))?;
+        let field = format!("spec.records[{i}]");
+        let name =
+            abs_name(&origin, &rec.name).map_err(|r| field_error(format!("{field}.name"), r))?;
         if !in_zone(&name) {
-            return Err((
+            return Err(field_error(
                 format!("{field}.name"),
-                needle,
                 format!("{name} is outside the zone {origin}"),
             ));
         }
-        if rec.data.is_empty() {
-            return Err((
-                format!("{field}.data"),
-                needle,
-                "at least one value is required".into(),
-            ));
-        }
         let ttl = rec.ttl.unwrap_or(spec.ttl);
-        let rt = match rec.rtype {
-            StaticType::A => RecordType::A,
-            StaticType::AAAA => RecordType::AAAA,
-            StaticType::CNAME => RecordType::CNAME,
-            StaticType::TXT => RecordType::TXT,
-            StaticType::MX => RecordType::MX,
-            StaticType::SRV => RecordType::SRV,
-            StaticType::CAA => RecordType::CAA,
-            StaticType::NS => RecordType::NS,
-        };
+        let rt = record_type(rec.rtype);
         if rt == RecordType::NS {
             if name == origin {
-                return Err((
+                return Err(field_error(
                     format!("{field}.name"),
-                    needle,
-                    "apex NS records go in spec.nameservers".into(),
+                    "apex NS records go in spec.nameservers",
                 ));
             }
             delegations.insert(wire_name(&name));
         }
         if rt == RecordType::CNAME && (rec.data.len() != 1 || name == origin) {
-            return Err((
+            return Err(field_error(
                 format!("{field}.data"),
-                needle,
-                "a CNAME has exactly one target and cannot be at the apex".into(),
+                "a CNAME has exactly one target and cannot be at the apex",
             ));
         }
-        let node = nodes.entry(wire_name(&name)).or_insert_with(|| Node {
-            name: name.clone(),
-            ..Node::default()
-        });
+        let node = nodes.at(&name, Source::Record(i));
         for (j, value) in rec.data.iter().enumerate() {
-            let rdata = parse_rdata(rec.rtype, &origin, value)
-                .map_err(|r| (format!("{field}.data[{j}]"), Some(value.clone()), r))?;
-            push_record(node, rt, Record::from_rdata(name.clone(), ttl, rdata))
-                .map_err(|r| (field.to_string(), needle.clone(), r))?;
+            parse_rdata(rec.rtype, &origin, value)
+                .and_then(|rdata| {
+                    push_record(node, rt, Record::from_rdata(name.clone(), ttl, rdata))
+                })
+                .map_err(|r| field_error(format!("{field}.data[{j}]"), r))?;
         }
     }
 
     // GSLB names.
     for (i, g) in spec.gslb.iter().enumerate() {
-        let field = format!("gslb[{i}]");
-        let needle = Some(g.name.clone());
-        let gslb = compile_gslb(g, &origin, zone_idx)
-            .map_err(|(f, r)| (format!("{field}.{f}"), needle.clone(), r))?;
+        let field = format!("spec.gslb[{i}]");
+        let gslb = compile_gslb(g, &origin, zone_idx, &field)?;
         if gslb.name == origin {
-            return Err((
+            return Err(field_error(
                 format!("{field}.name"),
-                needle,
-                "a GSLB name cannot be the zone apex".into(),
+                "a GSLB name cannot be the zone apex",
             ));
         }
-        let node = nodes.entry(wire_name(&gslb.name)).or_insert_with(|| Node {
-            name: gslb.name.clone(),
-            ..Node::default()
-        });
+        let node = nodes.at(&gslb.name, Source::Gslb(i));
         if node.gslb.is_some() || !node.rrsets.is_empty() {
-            return Err((
+            return Err(field_error(
                 format!("{field}.name"),
-                needle,
                 format!(
                     "{} already has records; a GSLB name must have no static records",
                     gslb.name
@@ -430,7 +520,7 @@ fn compile_zone(
     }
 
     // Records below a delegation other than glue are occluded: reject them.
-    for node in nodes.values() {
+    for node in nodes.nodes.values() {
         let mut n = node.name.clone();
         while n.num_labels() > origin.num_labels() {
             n = n.base_name();
@@ -441,9 +531,8 @@ fn compile_zone(
                         .iter()
                         .all(|(t, _)| matches!(t, RecordType::A | RecordType::AAAA));
                 if !glue_only {
-                    return Err((
-                        "records".into(),
-                        Some(node.name.to_ascii().trim_end_matches('.').to_string()),
+                    return Err(field_error(
+                        nodes.field_of(&node.name),
                         format!(
                             "{} is below the delegation {n}; only glue A/AAAA may be there",
                             node.name
@@ -459,9 +548,8 @@ fn compile_zone(
                     .iter()
                     .any(|(t, _)| !matches!(t, RecordType::NS | RecordType::A | RecordType::AAAA)))
         {
-            return Err((
-                "records".into(),
-                Some(node.name.to_ascii().trim_end_matches('.').to_string()),
+            return Err(field_error(
+                nodes.field_of(&node.name),
                 format!(
                     "{} is a delegation point; it may hold only NS and glue",
                     node.name
@@ -469,6 +557,7 @@ fn compile_zone(
             ));
         }
     }
+    let nodes = nodes.nodes;
 
     // Empty non-terminals: every ancestor of a name, up to the apex, that has no node.
     let mut ents = HashSet::new();
@@ -625,106 +714,21 @@ fn parse_txt(v: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-fn compile_gslb(g: &GslbSpec, origin: &Name, zone: usize) -> Result<Gslb, (String, String)> {
-    let name = abs_name(origin, &g.name).map_err(|r| ("name".to_string(), r))?;
+fn compile_gslb(g: &GslbSpec, origin: &Name, zone: usize, field: &str) -> Result<Gslb, FieldError> {
+    let name = abs_name(origin, &g.name).map_err(|r| field_error(format!("{field}.name"), r))?;
     if !origin.zone_of(&name) {
-        return Err((
-            "name".into(),
+        return Err(field_error(
+            format!("{field}.name"),
             format!("{name} is outside the zone {origin}"),
         ));
     }
-    if g.targets.is_empty() {
-        return Err(("targets".into(), "at least one target is required".into()));
-    }
-    let mut targets = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, t) in g.targets.iter().enumerate() {
-        if !seen.insert(t.cluster.clone()) {
-            return Err((
-                format!("targets[{i}].cluster"),
-                format!("cluster {} appears twice", t.cluster),
-            ));
-        }
-        if t.addresses.is_empty() {
-            return Err((
-                format!("targets[{i}].addresses"),
-                "at least one address is required".into(),
-            ));
-        }
-        if let Some(c) = &t.health_check {
-            if c.address.is_none() && c.port.is_none() {
-                return Err((
-                    format!("targets[{i}].healthCheck"),
-                    "give `address` or `port`".into(),
-                ));
-            }
-            if c.interval.0.is_zero() || c.timeout.0.is_zero() {
-                return Err((
-                    format!("targets[{i}].healthCheck"),
-                    "interval and timeout must be positive".into(),
-                ));
-            }
-            if c.protocol == crate::config::ProbeProtocol::Https
-                && let Err(e) = crate::health::probe::tls_config(c)
-            {
-                return Err((format!("targets[{i}].healthCheck.caFile"), e.to_string()));
-            }
-            if c.rise == 0 || c.fall == 0 {
-                return Err((
-                    format!("targets[{i}].healthCheck"),
-                    "rise and fall must be at least 1".into(),
-                ));
-            }
-            if !c.path.starts_with('/') || c.path.bytes().any(|b| b.is_ascii_control() || b == b' ')
-            {
-                return Err((
-                    format!("targets[{i}].healthCheck.path"),
-                    "must start with / and hold no spaces or control characters".into(),
-                ));
-            }
-        }
-        targets.push(Target {
-            cluster: t.cluster.clone(),
-            v4: t
-                .addresses
-                .iter()
-                .filter_map(|a| match a {
-                    IpAddr::V4(a) => Some(*a),
-                    IpAddr::V6(_) => None,
-                })
-                .collect(),
-            v6: t
-                .addresses
-                .iter()
-                .filter_map(|a| match a {
-                    IpAddr::V6(a) => Some(*a),
-                    IpAddr::V4(_) => None,
-                })
-                .collect(),
-            weight: t.weight,
-            tier: t.tier,
-            check: t.health_check.clone(),
-        });
-    }
-    if g.policy == PolicyKind::Weighted && targets.iter().all(|t| t.weight == 0) {
-        return Err((
-            "targets".into(),
-            "weighted: at least one target needs a weight above 0".into(),
-        ));
-    }
-    if g.max_answers == 0 {
-        return Err(("maxAnswers".into(), "must be at least 1".into()));
-    }
-    let mut default_order = Vec::new();
-    for (i, c) in g.default_order.iter().enumerate() {
-        let Some(idx) = targets.iter().position(|t| &t.cluster == c) else {
-            return Err((
-                format!("defaultOrder[{i}]"),
-                format!("cluster {c} is not a target"),
-            ));
-        };
-        default_order.push(idx);
-    }
+    let targets: Vec<Target> = g.targets.iter().map(compile_target).collect();
+    // `config` checked that every cluster named here is a target.
+    let mut default_order: Vec<usize> = g
+        .default_order
+        .iter()
+        .filter_map(|c| targets.iter().position(|t| &t.cluster == c))
+        .collect();
     for i in 0..targets.len() {
         if !default_order.contains(&i) {
             default_order.push(i);
@@ -740,6 +744,56 @@ fn compile_gslb(g: &GslbSpec, origin: &Name, zone: usize) -> Result<Gslb, (Strin
         default_order,
         targets,
     })
+}
+
+fn compile_target(t: &TargetSpec) -> Target {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for a in &t.addresses {
+        match a {
+            IpAddr::V4(a) => v4.push(*a),
+            IpAddr::V6(a) => v6.push(*a),
+        }
+    }
+    Target {
+        cluster: t.cluster.clone(),
+        v4,
+        v6,
+        weight: t.weight,
+        tier: t.tier,
+        // `config` requires an address; a target without one is never probed.
+        check: t
+            .health_check
+            .as_ref()
+            .zip(t.addresses.first())
+            .map(|(c, first)| compile_check(c, *first)),
+    }
+}
+
+fn compile_check(c: &HealthCheckSpec, first: IpAddr) -> Check {
+    let addr = c
+        .address
+        .unwrap_or_else(|| SocketAddr::new(first, c.port.unwrap_or(80)));
+    Check {
+        protocol: match c.protocol {
+            ProbeProtocol::Tcp => CheckProtocol::Tcp,
+            ProbeProtocol::Http => CheckProtocol::Http,
+            ProbeProtocol::Https if c.insecure_skip_verify => {
+                CheckProtocol::Https(Trust::AnyCertificate)
+            }
+            ProbeProtocol::Https => {
+                CheckProtocol::Https(c.ca_file.clone().map_or(Trust::SystemRoots, Trust::CaFile))
+            }
+        },
+        addr,
+        path: c.path.clone(),
+        host: c.host.clone().unwrap_or_else(|| addr.to_string()),
+        expect_status: c.expect_status,
+        interval: c.interval.0,
+        timeout: c.timeout.0,
+        rise: c.rise,
+        fall: c.fall,
+    }
 }
 
 #[cfg(test)]

@@ -6,16 +6,16 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use causeway_dns::Config;
-use causeway_dns::handler::{Handler, Shared, Transport};
+use causeway_dns::LoadedConfig;
+use causeway_dns::handler::{Handler, Transport};
+use causeway_dns::state::ServerState;
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 
-fn shared() -> Arc<Shared> {
+fn shared() -> Arc<ServerState> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/dns/causeway-dns.yaml");
-    let config = Config::load(&path).unwrap();
-    Arc::new(Shared::from_config(&config).unwrap())
+    Arc::new(ServerState::serving(&LoadedConfig::load(&path).unwrap()))
 }
 
 struct Rng(u64);

@@ -25,15 +25,16 @@ Serves UDP and TCP on every --listen address (IPv4 and IPv6), and an HTTP API
 
 The config file is Kubernetes-style YAML (apiVersion causeway.dev/v1alpha1, kinds
 DnsServer, Zone, LatencyMap); see docs/dns.md and examples/dns/. It is reloaded on
-SIGHUP and when it changes; an invalid file is logged (file, line, field, reason)
-and the last good configuration keeps serving.
+SIGHUP and when it changes; an invalid file is logged as
+`file:line:column: Kind/name: field: reason` and the last good configuration keeps
+serving.
 
-Every bound socket is logged as `listening on udp|tcp|http ADDR`.
+Every bound socket is logged once as `listening on <dns|api> <udp|tcp|http>://ADDR`.
 
 Examples:
   causeway dns --config examples/dns/causeway-dns.yaml
   causeway dns --config examples/dns/causeway-dns.yaml --listen 127.0.0.1:0 --api-listen 127.0.0.1:0
-  causeway dns --config examples/dns/causeway-dns.yaml --check
+  causeway dns --config examples/dns/causeway-dns.yaml --validate
   causeway dns explain --config examples/dns/causeway-dns.yaml --name app.svc.example. --client 198.51.100.0/24";
 
 /// Options of `causeway dns`.
@@ -55,9 +56,10 @@ pub struct Args {
     #[arg(long, value_name = "ADDR:PORT")]
     api_listen: Option<SocketAddr>,
 
-    /// Only validate the config file, print a summary and exit.
-    #[arg(long)]
-    check: bool,
+    /// Only validate the config file, print a summary and exit (0 = valid).
+    // `--check` is the old name, kept (hidden) so existing scripts keep working.
+    #[arg(long, alias = "check")]
+    validate: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -101,8 +103,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let Some(path) = args.config else {
         bail!("--config FILE is required (see `causeway dns --help`)");
     };
-    let config = causeway_dns::Config::load_isolated(&path)?;
-    if args.check {
+    let loaded = causeway_dns::LoadedConfig::load_isolated(&path)?;
+    if args.validate {
+        let config = &loaded.config;
         let names: usize = config
             .zones
             .iter()
@@ -120,20 +123,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let shutdown = causeway_dns::CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
-        }
-        signal.cancel();
-    });
+    let shutdown = super::shutdown::shutdown_on_signal();
     causeway_dns::run(
         causeway_dns::RunOptions {
-            config,
+            config: loaded,
             listen: args.listen,
             api: args.api_listen,
         },
@@ -152,12 +145,7 @@ async fn explain(e: ExplainArgs) -> anyhow::Result<()> {
     let client =
         causeway_dns::api::parse_client(&e.client).map_err(|r| anyhow::anyhow!("--client: {r}"))?;
     let out = if let Some(server) = e.server {
-        let path = format!(
-            "/v1/explain?name={}&client={}&type={}",
-            e.name,
-            client.to_string().replace('/', "%2F"),
-            e.qtype
-        );
+        let path = causeway_dns::api::explain_path(&e.name, &client.to_string(), &e.qtype);
         let body = http_get(server, &path).await?;
         if e.json {
             body
@@ -169,9 +157,8 @@ async fn explain(e: ExplainArgs) -> anyhow::Result<()> {
         let Some(path) = e.config else {
             bail!("--config FILE (or --server ADDR:PORT) is required");
         };
-        let config = causeway_dns::Config::load(&path)?;
-        let x = causeway_dns::explain::offline(&config, &e.name, client, family)
-            .map_err(|r| anyhow::anyhow!(r))?;
+        let loaded = causeway_dns::LoadedConfig::load(&path)?;
+        let x = causeway_dns::explain::offline(&loaded, &e.name, client, family)?;
         if e.json {
             causeway_dns::explain::to_json(&x)
         } else {

@@ -87,10 +87,11 @@ impl Server {
         loop {
             let text = log.lock().unwrap().clone();
             if text.contains(" ready") {
-                let dns = addr_after(&text, "listening on udp ").expect("udp address in log");
-                let tcp = addr_after(&text, "listening on tcp ").expect("tcp address in log");
+                let dns = addr_after(&text, "listening on dns udp://").expect("udp address in log");
+                let tcp = addr_after(&text, "listening on dns tcp://").expect("tcp address in log");
                 assert_eq!(dns, tcp, "UDP and TCP share the port");
-                let api = addr_after(&text, "listening on http ").expect("http address in log");
+                let api =
+                    addr_after(&text, "listening on api http://").expect("http address in log");
                 return Self {
                     child,
                     dns,

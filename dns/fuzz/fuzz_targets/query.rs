@@ -8,15 +8,16 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use causeway_dns::Config;
-use causeway_dns::handler::{Handler, Shared, Transport};
+use causeway_dns::LoadedConfig;
+use causeway_dns::handler::{Handler, Transport};
+use causeway_dns::state::ServerState;
 use libfuzzer_sys::fuzz_target;
 
 thread_local! {
     static HANDLER: RefCell<Handler> = RefCell::new({
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/dns/causeway-dns.yaml");
-        let config = Config::load(&path).expect("example config loads");
-        Handler::new(Arc::new(Shared::from_config(&config).expect("example config compiles")))
+        let loaded = LoadedConfig::load(&path).expect("example config loads");
+        Handler::new(Arc::new(ServerState::serving(&loaded)))
     });
 }
 

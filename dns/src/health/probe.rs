@@ -5,43 +5,40 @@
 //! much or wait long, whatever the target sends. The caller bounds the time.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{HealthCheckSpec, ProbeProtocol};
+use crate::zone::{Check, CheckProtocol, GslbId, Trust, Zones};
 
 /// Where and how to probe one target.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
-    /// Protocol.
-    pub protocol: ProbeProtocol,
     /// Address to connect to.
     pub addr: SocketAddr,
+    /// TCP, HTTP, or HTTPS with its TLS client settings.
+    pub scheme: Scheme,
     /// HTTP path.
     pub path: String,
     /// HTTP Host header.
     pub host: String,
     /// Expected status.
     pub expect_status: u16,
-    /// TLS client settings (`https`).
-    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-impl PartialEq for ProbeTarget {
-    fn eq(&self, o: &Self) -> bool {
-        (
-            self.protocol,
-            self.addr,
-            &self.path,
-            &self.host,
-            self.expect_status,
-        ) == (o.protocol, o.addr, &o.path, &o.host, o.expect_status)
-    }
+/// How a probe talks to the target.
+#[derive(Debug, Clone)]
+pub enum Scheme {
+    /// A TCP connect.
+    Tcp,
+    /// `GET` over HTTP/1.1.
+    Http,
+    /// `GET` over TLS with these settings.
+    Https(Arc<rustls::ClientConfig>),
 }
-impl Eq for ProbeTarget {}
 
 /// Default CA bundle for `https` probes (Debian's `ca-certificates`).
 pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -65,42 +62,70 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
 }
 
-/// rustls client settings of an `https` check: roots from `caFile` (default the
-/// system bundle), or no verification when `insecureSkipVerify` is set.
-pub fn tls_config(spec: &HealthCheckSpec) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+/// rustls client settings of an `https` check: roots from the CA file (the system
+/// bundle unless `caFile` names one), or no verification (`insecureSkipVerify`).
+pub fn tls_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let config = if spec.insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
-    } else {
-        let path = spec
-            .ca_file
-            .clone()
-            .unwrap_or_else(|| SYSTEM_CA_FILE.into());
-        let shown = path.display().to_string();
-        let pem = std::fs::read(&path).map_err(|source| TlsSetupError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
-            let _ = roots.add(cert);
+    let path = match trust {
+        Trust::AnyCertificate => {
+            return Ok(Arc::new(
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+                    .with_no_client_auth(),
+            ));
         }
-        if roots.is_empty() {
-            return Err(TlsSetupError::Empty(shown));
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        Trust::SystemRoots => Path::new(SYSTEM_CA_FILE),
+        Trust::CaFile(path) => path.as_path(),
     };
-    Ok(Arc::new(config))
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| TlsSetupError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(TlsSetupError::Empty(shown));
+    }
+    Ok(Arc::new(
+        builder.with_root_certificates(roots).with_no_client_auth(),
+    ))
 }
 
 /// Accepts any certificate (signatures are still checked). `insecureSkipVerify` only.
 #[derive(Debug)]
 struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+/// `rustls::crypto::verify_tls12_signature` or `…13…`.
+type VerifySignature = fn(
+    &[u8],
+    &CertificateDer<'_>,
+    &rustls::DigitallySignedStruct,
+    &rustls::crypto::WebPkiSupportedAlgorithms,
+)
+    -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>;
+
+impl NoVerify {
+    fn verify(
+        &self,
+        check: VerifySignature,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        check(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+}
 
 impl rustls::client::danger::ServerCertVerifier for NoVerify {
     fn verify_server_cert(
@@ -120,12 +145,7 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.verify(rustls::crypto::verify_tls12_signature, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -134,12 +154,7 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.verify(rustls::crypto::verify_tls13_signature, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -148,24 +163,66 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 }
 
 impl ProbeTarget {
-    /// The probe of a target's check; `first` is the target's first address.
-    /// TLS settings that cannot be built (checked at config validation) leave `tls`
-    /// empty, and every `https` probe then fails.
-    pub fn new(spec: &HealthCheckSpec, first: std::net::IpAddr) -> Self {
-        let addr = spec
-            .address
-            .unwrap_or_else(|| SocketAddr::new(first, spec.port.unwrap_or(80)));
-        Self {
-            protocol: spec.protocol,
-            addr,
-            path: spec.path.clone(),
-            host: spec.host.clone().unwrap_or_else(|| addr.to_string()),
-            expect_status: spec.expect_status,
-            tls: match spec.protocol {
-                ProbeProtocol::Https => tls_config(spec).ok(),
-                _ => None,
+    /// The probe of a compiled check; reads the CA file of an `https` check.
+    pub fn new(check: &Check) -> Result<Self, TlsSetupError> {
+        Ok(Self {
+            addr: check.addr,
+            scheme: match &check.protocol {
+                CheckProtocol::Tcp => Scheme::Tcp,
+                CheckProtocol::Http => Scheme::Http,
+                CheckProtocol::Https(trust) => Scheme::Https(tls_config(trust)?),
             },
+            path: check.path.clone(),
+            host: check.host.clone(),
+            expect_status: check.expect_status,
+        })
+    }
+}
+
+/// The probe of every checked target, `[gslb id][target index]`, built once per
+/// configuration (this is where CA files are read).
+#[derive(Debug, Default)]
+pub struct ProbeTargets(Vec<Vec<Option<Arc<ProbeTarget>>>>);
+
+/// A check whose probe cannot be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct ProbeSetupError {
+    /// The GSLB name.
+    pub gslb: GslbId,
+    /// The target's index in it.
+    pub target: usize,
+    /// Why.
+    #[source]
+    pub source: TlsSetupError,
+}
+
+impl ProbeTargets {
+    /// The probes of every check in `zones`.
+    pub fn build(zones: &Zones) -> Result<Self, ProbeSetupError> {
+        let mut out = Vec::with_capacity(zones.gslb.len());
+        for (gslb, g) in zones.gslb.iter().enumerate() {
+            let mut probes = Vec::with_capacity(g.targets.len());
+            for (target, t) in g.targets.iter().enumerate() {
+                probes.push(match &t.check {
+                    Some(c) => Some(Arc::new(ProbeTarget::new(c).map_err(|source| {
+                        ProbeSetupError {
+                            gslb,
+                            target,
+                            source,
+                        }
+                    })?)),
+                    None => None,
+                });
+            }
+            out.push(probes);
         }
+        Ok(Self(out))
+    }
+
+    /// The probe of target `target` of GSLB name `gslb`, if it has a check.
+    pub fn get(&self, gslb: GslbId, target: usize) -> Option<&Arc<ProbeTarget>> {
+        self.0.get(gslb)?.get(target)?.as_ref()
     }
 }
 
@@ -212,12 +269,6 @@ pub enum ProbeError {
         /// Cause.
         source: std::io::Error,
     },
-    /// No TLS settings (the CA file could not be read).
-    #[error("no TLS settings for {addr}: check caFile")]
-    NoTls {
-        /// Address.
-        addr: SocketAddr,
-    },
 }
 
 /// Runs one probe (no timeout here: the caller bounds it).
@@ -227,11 +278,10 @@ pub async fn probe(t: &ProbeTarget) -> Result<(), ProbeError> {
         .await
         .map_err(|source| ProbeError::Connect { addr, source })?;
     let _ = stream.set_nodelay(true);
-    match t.protocol {
-        ProbeProtocol::Tcp => Ok(()),
-        ProbeProtocol::Http => http_get(t, stream).await,
-        ProbeProtocol::Https => {
-            let tls = t.tls.clone().ok_or(ProbeError::NoTls { addr })?;
+    match &t.scheme {
+        Scheme::Tcp => Ok(()),
+        Scheme::Http => http_get(t, stream).await,
+        Scheme::Https(tls) => {
             let host = t.host.rsplit_once(':').map_or(t.host.as_str(), |(h, p)| {
                 if p.bytes().all(|b| b.is_ascii_digit()) {
                     h
@@ -242,7 +292,7 @@ pub async fn probe(t: &ProbeTarget) -> Result<(), ProbeError> {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let name = ServerName::try_from(host.to_string())
                 .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
-            let stream = tokio_rustls::TlsConnector::from(tls)
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
                 .connect(name, stream)
                 .await
                 .map_err(|source| ProbeError::Tls { addr, source })?;
@@ -329,12 +379,11 @@ mod tests {
             }
         });
         let t = ProbeTarget {
-            protocol: ProbeProtocol::Http,
             addr,
+            scheme: Scheme::Http,
             path: "/healthz".into(),
             host: "x".into(),
             expect_status: 200,
-            tls: None,
         };
         assert!(probe(&t).await.is_ok());
         assert!(matches!(
@@ -348,22 +397,19 @@ mod tests {
 #[cfg(test)]
 mod tls_tests {
     use super::*;
-    use crate::config::{Dur, HealthCheckSpec};
 
-    fn spec(ca_file: Option<std::path::PathBuf>, insecure: bool) -> HealthCheckSpec {
-        HealthCheckSpec {
-            protocol: ProbeProtocol::Https,
-            address: None,
-            port: Some(443),
+    /// An `https` check of `localhost` at `addr`, trusting `trust`.
+    fn check(addr: SocketAddr, trust: Trust) -> Check {
+        Check {
+            protocol: CheckProtocol::Https(trust),
+            addr,
             path: "/healthz".into(),
-            host: Some("localhost".into()),
+            host: "localhost".into(),
             expect_status: 200,
-            interval: Dur(std::time::Duration::from_secs(1)),
-            timeout: Dur(std::time::Duration::from_secs(1)),
+            interval: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(1),
             rise: 1,
             fall: 1,
-            ca_file,
-            insecure_skip_verify: insecure,
         }
     }
 
@@ -409,30 +455,28 @@ mod tls_tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, pem).unwrap();
-        let mut s = spec(Some(ca), false);
-        s.address = Some(addr);
-        assert!(
-            probe(&ProbeTarget::new(&s, addr.ip())).await.is_ok(),
-            "trusted CA"
-        );
+        let trusted = ProbeTarget::new(&check(addr, Trust::CaFile(ca))).unwrap();
+        assert!(probe(&trusted).await.is_ok(), "trusted CA");
 
         // Another CA: the handshake fails.
         let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let other_ca = dir.path().join("other.pem");
         std::fs::write(&other_ca, other.cert.pem()).unwrap();
-        let mut s2 = spec(Some(other_ca), false);
-        s2.address = Some(addr);
+        let untrusted = ProbeTarget::new(&check(addr, Trust::CaFile(other_ca))).unwrap();
         assert!(matches!(
-            probe(&ProbeTarget::new(&s2, addr.ip())).await,
+            probe(&untrusted).await,
             Err(ProbeError::Tls { .. })
         ));
 
         // insecureSkipVerify accepts it.
-        let mut s3 = spec(None, true);
-        s3.address = Some(addr);
-        assert!(probe(&ProbeTarget::new(&s3, addr.ip())).await.is_ok());
+        let any = ProbeTarget::new(&check(addr, Trust::AnyCertificate)).unwrap();
+        assert!(probe(&any).await.is_ok());
 
-        // An unreadable CA file is a setup error.
-        assert!(tls_config(&spec(Some(dir.path().join("missing.pem")), false)).is_err());
+        // An unreadable CA file is a setup error, found when the probe is built.
+        let missing = Trust::CaFile(dir.path().join("missing.pem"));
+        assert!(matches!(
+            ProbeTarget::new(&check(addr, missing)),
+            Err(TlsSetupError::Read { .. })
+        ));
     }
 }

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use causeway_model::Health;
 
 use super::*;
-use crate::config::Config;
 use crate::latency::LatencyTable;
-use crate::state::{State, TargetHealth};
-use crate::zone::Zones;
+use crate::load::LoadedConfig;
+use crate::state::{State, TargetHealth, health_view};
 
 const ZONE: &str = r#"
 apiVersion: causeway.dev/v1alpha1
@@ -53,8 +52,9 @@ fn snapshot(down: &[(&str, &str)]) -> Arc<crate::state::Snapshot> {
 }
 
 fn snapshot_of(yaml: &str, down: &[(&str, &str)]) -> Arc<crate::state::Snapshot> {
-    let config = Config::parse(Path::new("t.yaml"), yaml).unwrap();
-    let zones = Arc::new(Zones::compile(&config.zones).unwrap());
+    let zones = LoadedConfig::parse(Path::new("t.yaml"), yaml)
+        .unwrap()
+        .zones;
     let c = |s: &str| ClusterId::new(s).unwrap();
     let latency = LatencyTable::build([
         ("198.51.100.0/24".parse().unwrap(), c("a"), 30.0),
@@ -62,28 +62,17 @@ fn snapshot_of(yaml: &str, down: &[(&str, &str)]) -> Arc<crate::state::Snapshot>
         ("203.0.113.0/24".parse().unwrap(), c("a"), 5.0),
         ("203.0.0.0/16".parse().unwrap(), c("b"), 5.0),
     ]);
-    let health = zones
-        .gslb
-        .iter()
-        .map(|g| {
-            g.targets
-                .iter()
-                .map(|t| {
-                    let is_down = down
-                        .iter()
-                        .any(|(n, cl)| g.fqdn.starts_with(n) && t.cluster.as_str() == *cl);
-                    TargetHealth::combine(
-                        if is_down {
-                            Health::Unhealthy
-                        } else {
-                            Health::Healthy
-                        },
-                        None,
-                    )
-                })
-                .collect()
-        })
-        .collect();
+    let health = health_view(&zones, |_, _, g, t| {
+        let is_down = down
+            .iter()
+            .any(|(n, cl)| g.fqdn.starts_with(n) && t.cluster.as_str() == *cl);
+        let probe = if is_down {
+            Health::Unhealthy
+        } else {
+            Health::Healthy
+        };
+        TargetHealth::combine(probe, None)
+    });
     let state = State::new(zones, Arc::new(health), Arc::new(latency));
     state.load_full()
 }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::debug;
 
-use crate::handler::{Handler, Shared, Transport};
+use crate::handler::{Handler, Transport};
+use crate::state::ServerState;
 
 /// Datagrams per system call at most.
 pub const BATCH: usize = 32;
@@ -18,7 +19,7 @@ pub const BATCH: usize = 32;
 const RECV_BUF: usize = 4096;
 
 /// Serves `sock` until `stop`.
-pub fn worker(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+pub fn worker(sock: UdpSocket, shared: Arc<ServerState>, stop: Arc<AtomicBool>) {
     #[cfg(target_os = "linux")]
     batched(&sock, Handler::new(shared), &stop);
     #[cfg(not(target_os = "linux"))]

@@ -1,0 +1,107 @@
+//! Loading a configuration file, ready to serve.
+//!
+//! The data flows one way: the file's documents ([`causeway_config`]) → a validated
+//! [`Config`] ([`crate::config`]) → compiled [`Zones`] ([`crate::zone`]) → the
+//! [`ProbeTargets`] of their health checks ([`crate::health::probe`], which reads CA
+//! files). Each step only reads the one before it. An error at any step becomes a
+//! [`ConfigError`] at the `file:line:column` of the field it is about, found in the
+//! documents, which live only as long as the load.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use causeway_config::{ConfigError, Document};
+
+use crate::config::Config;
+use crate::health::{ProbeSetupError, ProbeTargets};
+use crate::zone::{CheckProtocol, CompileError, Trust, Zones};
+
+/// A configuration ready to serve: validated, compiled, its probes set up.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The validated configuration.
+    pub config: Config,
+    /// Its zones, compiled.
+    pub zones: Arc<Zones>,
+    /// The probes of its health checks.
+    pub probes: ProbeTargets,
+}
+
+impl LoadedConfig {
+    /// Reads and loads `file`.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        Self::from_documents(file, &causeway_config::read_file(file)?)
+    }
+
+    /// [`LoadedConfig::load`] on a short-lived thread of its own, so that the parser's
+    /// transient memory (a large file's YAML events) lives in that thread's malloc
+    /// arena and can be returned to the OS as a whole, instead of fragmenting the
+    /// heap the server keeps using.
+    pub fn load_isolated(file: &Path) -> Result<Self, ConfigError> {
+        let path = file.to_path_buf();
+        std::thread::Builder::new()
+            .name("config-load".into())
+            .spawn(move || Self::load(&path))
+            .map_err(|e| ConfigError::file(file, format!("cannot start the loader thread: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(ConfigError::file(file, "the loader panicked")))
+    }
+
+    /// Loads `text`, naming `file` in errors.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::from_documents(file, &causeway_config::parse_str(file, text)?)
+    }
+
+    fn from_documents(file: &Path, docs: &[Document]) -> Result<Self, ConfigError> {
+        let config = Config::from_documents(file, docs)?;
+        let zones = Zones::compile(&config.zones).map_err(|e| compile_error(&config, docs, e))?;
+        let probes =
+            ProbeTargets::build(&zones).map_err(|e| probe_error(&config, &zones, docs, file, e))?;
+        Ok(Self {
+            config,
+            zones: Arc::new(zones),
+            probes,
+        })
+    }
+}
+
+/// The document a zone of `config` came from.
+fn zone_document<'a>(config: &Config, docs: &'a [Document], zone: usize) -> Option<&'a Document> {
+    docs.get(config.zones.get(zone)?.document)
+}
+
+fn compile_error(config: &Config, docs: &[Document], e: CompileError) -> ConfigError {
+    match zone_document(config, docs, e.zone) {
+        Some(doc) => doc.error(&e.field, &e.reason),
+        None => ConfigError::file(&config.file, e),
+    }
+}
+
+fn probe_error(
+    config: &Config,
+    zones: &Zones,
+    docs: &[Document],
+    file: &Path,
+    e: ProbeSetupError,
+) -> ConfigError {
+    let Some(g) = zones.gslb.get(e.gslb) else {
+        return ConfigError::file(file, e);
+    };
+    // GSLB ids count every zone's names in order: the index within its own zone.
+    let index = zones.gslb[..e.gslb]
+        .iter()
+        .filter(|o| o.zone == g.zone)
+        .count();
+    let mut field = format!("spec.gslb[{index}].targets[{}].healthCheck", e.target);
+    let check = g.targets.get(e.target).and_then(|t| t.check.as_ref());
+    if let Some(CheckProtocol::Https(Trust::CaFile(_))) = check.map(|c| &c.protocol) {
+        field.push_str(".caFile");
+    }
+    match zone_document(config, docs, g.zone) {
+        Some(doc) => doc.error(&field, &e),
+        None => ConfigError::file(file, e),
+    }
+}
+
+#[cfg(test)]
+mod tests;
