@@ -9,6 +9,8 @@ use std::sync::Arc;
 use causeway_dns::LoadedConfig;
 use causeway_dns::handler::{Handler, Transport};
 use causeway_dns::state::ServerState;
+use causeway_testbed::testing::Rng;
+use causeway_testbed::testing::mutate::mutate;
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
@@ -16,19 +18,6 @@ use hickory_proto::rr::{Name, RecordType};
 fn shared() -> Arc<ServerState> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/dns/causeway-dns.yaml");
     Arc::new(ServerState::serving(&LoadedConfig::load(&path).unwrap()))
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 const NAMES: &[&str] = &[
@@ -83,38 +72,11 @@ fn query(rng: &mut Rng) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
-fn mutate(rng: &mut Rng, p: &mut Vec<u8>) {
-    for _ in 0..1 + rng.below(5) {
-        match rng.below(5) {
-            0 if !p.is_empty() => {
-                let at = rng.below(p.len());
-                p[at] ^= 1 << rng.below(8);
-            }
-            1 if !p.is_empty() => {
-                let at = rng.below(p.len());
-                p[at] = rng.next() as u8;
-            }
-            2 => {
-                let at = rng.below(p.len() + 1);
-                p.truncate(at);
-            }
-            3 => {
-                let at = rng.below(p.len() + 1);
-                p.insert(at, rng.next() as u8);
-            }
-            _ => {
-                let n = rng.below(40);
-                p.extend((0..n).map(|_| rng.next() as u8));
-            }
-        }
-    }
-}
-
 #[test]
 fn mutated_packets_get_well_formed_replies_or_none() {
     let shared = shared();
     let mut h = Handler::new(shared);
-    let mut rng = Rng(0xdead_beef_1234_5678);
+    let mut rng = Rng::new(0xdead_beef_1234_5678);
     let mut out = Vec::new();
     let start = std::time::Instant::now();
     let (mut replies, mut total) = (0, 0);
@@ -124,7 +86,10 @@ fn mutated_packets_get_well_formed_replies_or_none() {
         }
         total += 1;
         let mut p = if i % 7 == 0 {
-            (0..rng.below(200)).map(|_| rng.next() as u8).collect()
+            {
+                let n = rng.below(200);
+                rng.bytes(n)
+            }
         } else {
             let mut q = query(&mut rng);
             if i % 3 != 0 {
@@ -166,7 +131,7 @@ fn mutated_packets_get_well_formed_replies_or_none() {
 fn cached_replies_equal_fresh_ones() {
     let shared = shared();
     let mut warm = Handler::new(shared.clone());
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..5_000 {
         let q = query(&mut rng);
