@@ -36,24 +36,11 @@ pub fn parse_listening(line: &str) -> Option<Listener> {
         .next()
         .unwrap_or(word)
         .trim_end_matches('/');
-    if let Some((scheme, addr)) = target.split_once("://") {
-        return Some(Listener {
-            role: role.to_owned(),
-            scheme: scheme.to_owned(),
-            addr: addr.parse().ok()?,
-        });
-    }
-    // TODO(remove once `git log -- dns/src/server.rs dns/src/lib.rs` shows dns logging
-    // `listening on dns udp://ADDR`): dns's old shape `listening on udp|tcp|http ADDR`.
-    let (role, scheme) = match role {
-        "udp" | "tcp" => ("dns", role),
-        "http" => ("api", "http"),
-        _ => return None,
-    };
+    let (scheme, addr) = target.split_once("://")?;
     Some(Listener {
         role: role.to_owned(),
         scheme: scheme.to_owned(),
-        addr: target.parse().ok()?,
+        addr: addr.parse().ok()?,
     })
 }
 
@@ -137,23 +124,11 @@ mod tests {
                 r#"{"level":"INFO","message":"listening on api http://127.0.0.1:80","target":"x"}"#,
                 l("api", "http", "127.0.0.1:80"),
             ),
-            // dns's old shape, until its new lines land.
-            (
-                "INFO listening on udp 127.0.0.1:53",
-                l("dns", "udp", "127.0.0.1:53"),
-            ),
-            (
-                "INFO listening on tcp [::1]:53",
-                l("dns", "tcp", "[::1]:53"),
-            ),
-            (
-                "INFO listening on http 127.0.0.1:8",
-                l("api", "http", "127.0.0.1:8"),
-            ),
+            // The shape dns logged before it took this one: not a listener line.
+            ("INFO listening on udp 127.0.0.1:53", None),
             ("INFO ready", None),
             ("listening on users", None),
             ("listening on users https://not-an-address", None),
-            ("listening on quic 127.0.0.1:1", None),
         ] {
             assert_eq!(parse_listening(line), want, "{line}");
         }
