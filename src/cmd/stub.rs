@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use causeway_tunnel::CancellationToken;
-use causeway_tunnel::config::StubConfig;
+use causeway_tunnel::config::{OneDocumentFile as _, StubConfig};
 
 /// Options of `causeway stub`.
 #[derive(clap::Args, Debug)]

@@ -9,14 +9,12 @@
 //! exec, attach, portforward and proxy are always `create`, whatever the HTTP method
 //! (WebSocket exec is a GET; a read-only user must not get a shell).
 
-use std::fmt;
-use std::path::Path;
-
 use causeway_config::{ConfigError, Document};
 use causeway_model::ClusterId;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
-use crate::config::one_document;
+use crate::config::OneDocumentFile;
 use crate::identity::Identity;
 
 /// A Kubernetes API verb, as RBAC and audit name it.
@@ -365,23 +363,16 @@ pub enum AuthzError {
     },
 }
 
-impl AccessPolicy {
-    /// Loads and validates a policy file: one `AccessPolicy` document.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::from_documents(path, causeway_config::read_file(path)?)
-    }
+impl OneDocumentFile for AccessPolicy {
+    const KIND: &'static str = KIND;
 
-    /// Parses and validates policy YAML; `path` is only used in error messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        Self::from_documents(path, causeway_config::parse_str(path, text)?)
-    }
-
-    fn from_documents(path: &Path, docs: Vec<Document>) -> Result<Self, ConfigError> {
-        let doc = one_document(path, docs, KIND)?;
+    fn from_document(doc: &Document) -> Result<Self, ConfigError> {
         let spec: Spec = doc.spec()?;
         Self::from_rules(spec.rules).map_err(|e| doc.error(&e.field, e.reason))
     }
+}
 
+impl AccessPolicy {
     /// A policy from rules (checked like a file's).
     pub fn from_rules(rules: Vec<Rule>) -> Result<Self, RuleError> {
         let policy = AccessPolicy { rules };

@@ -155,44 +155,58 @@ pub struct LeaseConfig {
     pub identity: String,
 }
 
-/// The one document of `kind` in a file that holds only that (a stub configuration, an
-/// access policy): another kind, or a second document, is an error at its `kind`.
-pub fn one_document(path: &Path, docs: Vec<Document>, kind: &str) -> Result<Document, ConfigError> {
-    let mut found = None;
-    for doc in docs {
-        if doc.kind != kind {
-            return Err(doc.unknown_kind(&[kind]));
-        }
-        if found.is_some() {
-            return Err(doc.error(
-                "kind",
-                format!("a second {kind} document; the file holds one"),
-            ));
-        }
-        found = Some(doc);
-    }
-    found.ok_or_else(|| ConfigError::file(path, format!("no {kind} document")))
-}
+/// A file that holds one document of one kind (a stub configuration, an access
+/// policy), read through the envelope: another kind, or a second document, is an error
+/// at its `kind`.
+pub trait OneDocumentFile: Sized {
+    /// The document's `kind`.
+    const KIND: &'static str;
 
-impl StubConfig {
-    /// Reads and validates `path`: one `StubConfig` document.
-    pub fn load(path: &Path) -> Result<StubConfig, ConfigError> {
+    /// Reads and checks the document (relative paths are taken from [`Document::file`]).
+    fn from_document(doc: &Document) -> Result<Self, ConfigError>;
+
+    /// Reads and checks `path`.
+    fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::from_documents(path, causeway_config::read_file(path)?)
     }
 
-    /// Parses and validates YAML; relative paths are taken from `path`'s directory.
-    pub fn parse(text: &str, path: &Path) -> Result<StubConfig, ConfigError> {
+    /// Parses and checks `text` as the contents of `path` (named in errors, and the
+    /// base of relative paths).
+    fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         Self::from_documents(path, causeway_config::parse_str(path, text)?)
     }
 
-    fn from_documents(path: &Path, docs: Vec<Document>) -> Result<StubConfig, ConfigError> {
-        let doc = one_document(path, docs, KIND)?;
-        Self::from_document(&doc, path)
+    /// The one document of [`Self::KIND`] among `docs`.
+    fn from_documents(path: &Path, docs: Vec<Document>) -> Result<Self, ConfigError> {
+        let mut found = None;
+        for doc in docs {
+            if doc.kind != Self::KIND {
+                return Err(doc.unknown_kind(&[Self::KIND]));
+            }
+            if found.is_some() {
+                return Err(doc.error(
+                    "kind",
+                    format!("a second {} document; the file holds one", Self::KIND),
+                ));
+            }
+            found = Some(doc);
+        }
+        match found {
+            Some(doc) => Self::from_document(&doc),
+            None => Err(ConfigError::file(
+                path,
+                format!("no {} document", Self::KIND),
+            )),
+        }
     }
+}
 
-    fn from_document(doc: &Document, path: &Path) -> Result<StubConfig, ConfigError> {
+impl OneDocumentFile for StubConfig {
+    const KIND: &'static str = KIND;
+
+    fn from_document(doc: &Document) -> Result<StubConfig, ConfigError> {
         let s: Spec = doc.spec()?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = doc.file().parent().unwrap_or(Path::new("."));
         let abs = |p: &Path| {
             if p.is_absolute() {
                 p.to_owned()

@@ -37,6 +37,7 @@ use crate::pki::{
 };
 use crate::state::{StateDir, StateError, write_atomic};
 use crate::status::status_response;
+use crate::transport::{HttpsUrl, HttpsUrlError};
 
 /// The enrolment route on the stub's agent listener.
 pub const ENROL_PATH: &str = "/v1/enrol";
@@ -498,24 +499,9 @@ pub async fn enrol_agent(
         url: stub_url.to_owned(),
         reason,
     };
-    let uri: http::Uri = stub_url
+    let HttpsUrl { addr, host, port } = stub_url
         .parse()
-        .map_err(|e| transport(format!("not a URL: {e}")))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(transport("the stub URL must start with https://".into()));
-    }
-    let host = uri
-        .host()
-        .ok_or_else(|| transport("no host in the URL".into()))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(443);
-    let addr = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+        .map_err(|e: HttpsUrlError| transport(e.to_string()))?;
 
     let key = KeyPair::generate().map_err(PkiError::from)?;
     let csr = CertificateParams::default()

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
 use crate::authz::AccessPolicy;
+use crate::config::OneDocumentFile;
 use crate::enrol::Enroller;
 use crate::metrics::Metrics;
 use crate::users::UserStoreHandle;

@@ -60,6 +60,57 @@ pub enum TransportError {
     ServerName(String),
 }
 
+/// Where an `https://HOST[:PORT]` URL points (port 443 by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsUrl {
+    /// `HOST:PORT` to dial (`[v6]:PORT` for an IPv6 address).
+    pub addr: String,
+    /// The host, without IPv6 brackets (the TLS server name).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// Why a URL is not `https://HOST[:PORT]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpsUrlError {
+    /// Not a URL at all.
+    #[error("not a URL: {0}")]
+    NotUrl(String),
+    /// Another scheme.
+    #[error("must start with https://")]
+    NotHttps,
+    /// No host.
+    #[error("has no host")]
+    NoHost,
+}
+
+impl std::str::FromStr for HttpsUrl {
+    type Err = HttpsUrlError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| HttpsUrlError::NotUrl(e.to_string()))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(HttpsUrlError::NotHttps);
+        }
+        let host = uri
+            .host()
+            .ok_or(HttpsUrlError::NoHost)?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(HttpsUrl { addr, host, port })
+    }
+}
+
 /// Dials `addr` (host:port) over TCP with `TCP_NODELAY`, then TLS as `server_name`,
 /// reading through a buffer of `read_buffer` bytes.
 pub async fn connect_tls(
@@ -72,15 +123,24 @@ pub async fn connect_tls(
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|_| TransportError::ServerName(server_name.to_owned()))?;
     let tls = TlsConnector::from(config).connect(name, tcp);
+    handshake(tls, || addr.to_owned()).await
+}
+
+/// Runs a TLS handshake within [`HANDSHAKE_TIMEOUT`]; `peer` names the other side in
+/// errors.
+async fn handshake<S>(
+    tls: impl Future<Output = std::io::Result<S>>,
+    peer: impl FnOnce() -> String,
+) -> Result<S, TransportError> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(source)) => Err(TransportError::Handshake {
-            peer: addr.to_owned(),
+            peer: peer(),
             source,
         }),
         Err(_) => Err(TransportError::Timeout {
             what: "TLS handshake",
-            peer: addr.to_owned(),
+            peer: peer(),
         }),
     }
 }
@@ -137,17 +197,7 @@ pub async fn accept_tls(
 ) -> Result<server::TlsStream<BufTcp>, TransportError> {
     let _ = tcp.set_nodelay(true);
     let tcp = BufReader::with_capacity(read_buffer, tcp);
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(source)) => Err(TransportError::Handshake {
-            peer: peer.to_string(),
-            source,
-        }),
-        Err(_) => Err(TransportError::Timeout {
-            what: "TLS handshake",
-            peer: peer.to_string(),
-        }),
-    }
+    handshake(acceptor.accept(tcp), || peer.to_string()).await
 }
 
 /// The peer's leaf certificate on a server-side TLS stream, if it sent one.
@@ -179,7 +229,7 @@ pub async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 
 /// Accepts connections on `listener` until `shutdown`; each one completes its TLS
 /// handshake on its own task (within [`HANDSHAKE_TIMEOUT`]) and is then handed to
-/// `serve` with the peer's address. Failed handshakes are logged (at info level when
+/// `serve` with the peer's address and the shutdown token. Failed handshakes are logged (at info level when
 /// `log_failures` is set, e.g. for agents, whose failures an operator wants to see).
 pub async fn serve_tls<F, Fut>(
     listener: TcpListener,
@@ -189,7 +239,10 @@ pub async fn serve_tls<F, Fut>(
     log_failures: bool,
     serve: F,
 ) where
-    F: Fn(server::TlsStream<BufTcp>, SocketAddr) -> Fut + Clone + Send + 'static,
+    F: Fn(server::TlsStream<BufTcp>, SocketAddr, tokio_util::sync::CancellationToken) -> Fut
+        + Clone
+        + Send
+        + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(tls);
@@ -199,14 +252,44 @@ pub async fn serve_tls<F, Fut>(
             () = shutdown.cancelled() => return,
         };
         let acceptor = acceptor.clone();
-        let serve = serve.clone();
+        let (serve, shutdown) = (serve.clone(), shutdown.clone());
         tokio::spawn(async move {
             match accept_tls(tcp, peer, &acceptor, read_buffer).await {
-                Ok(tls) => serve(tls, peer).await,
+                Ok(tls) => serve(tls, peer, shutdown).await,
                 Err(e) if log_failures => tracing::info!(error = %e, %peer, "TLS handshake failed"),
                 Err(e) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
             }
         });
+    }
+}
+
+/// A plain-text response.
+pub fn text_response(
+    code: http::StatusCode,
+    text: String,
+) -> http::Response<crate::body::TunnelBody> {
+    let mut r = http::Response::new(crate::body::full(text));
+    *r.status_mut() = code;
+    r
+}
+
+/// The endpoints every metrics listener has: `/metrics` (Prometheus text from
+/// `metrics`), `/healthz` and `/livez`; `None` for any other path.
+pub fn common_endpoint(
+    path: &str,
+    metrics: impl FnOnce() -> String,
+) -> Option<http::Response<crate::body::TunnelBody>> {
+    match path {
+        "/metrics" => {
+            let mut r = text_response(http::StatusCode::OK, metrics());
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Some(r)
+        }
+        "/healthz" | "/livez" => Some(text_response(http::StatusCode::OK, "ok\n".into())),
+        _ => None,
     }
 }
 

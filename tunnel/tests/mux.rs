@@ -14,6 +14,7 @@ use causeway_testbed::testing::{HttpClient, client_tls, wait_for_async};
 use causeway_tunnel::agent::{self, AgentConfig, StubTarget, TokenSource, UpstreamConfig};
 use causeway_tunnel::authz::AccessPolicy;
 use causeway_tunnel::body::{self, TunnelBody};
+use causeway_tunnel::config::OneDocumentFile as _;
 use causeway_tunnel::pki::{self, Ca, IssuedCert};
 use causeway_tunnel::stub::{self, Listeners, StubHandle, StubParts};
 use http::{Request, Response, StatusCode};

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::forward::{Carrier, Forwarder};
+use crate::transport::{HttpsUrl, HttpsUrlError};
 use crate::{mux, transport};
 
 /// First retry delay.
@@ -50,29 +51,13 @@ pub struct StubUrlError {
 impl StubTarget {
     /// Parses `https://HOST[:PORT]` (port 443 by default).
     pub fn from_url(url: &str) -> Result<StubTarget, StubUrlError> {
-        let err = |reason: &str| StubUrlError {
+        let target: HttpsUrl = url.parse().map_err(|e: HttpsUrlError| StubUrlError {
             url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let uri: http::Uri = url.parse().map_err(|_| err("not a URL"))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(err("must start with https://"));
-        }
-        let host = uri
-            .host()
-            .ok_or_else(|| err("has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(443);
-        let addr = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+            reason: e.to_string(),
+        })?;
         Ok(StubTarget {
-            addr,
-            server_name: host,
+            addr: target.addr,
+            server_name: target.host,
         })
     }
 }

@@ -12,7 +12,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{self, TunnelBody};
+use crate::body::TunnelBody;
 use crate::transport;
 
 /// Sessions to stubs that are up.
@@ -128,21 +128,12 @@ pub async fn serve(metrics: Arc<AgentMetrics>, listener: TcpListener, shutdown: 
 }
 
 fn answer(metrics: &AgentMetrics, req: &Request<Incoming>) -> Response<TunnelBody> {
-    let text = |code: StatusCode, s: String| {
-        let mut r = Response::new(body::full(s));
-        *r.status_mut() = code;
-        r
-    };
-    match req.uri().path() {
-        "/metrics" => {
-            let mut r = text(StatusCode::OK, metrics.encode());
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        "/healthz" | "/livez" => text(StatusCode::OK, "ok\n".into()),
+    let path = req.uri().path();
+    if let Some(r) = transport::common_endpoint(path, || metrics.encode()) {
+        return r;
+    }
+    let text = transport::text_response;
+    match path {
         "/readyz" if metrics.sessions.get() > 0 => text(StatusCode::OK, "connected\n".into()),
         "/readyz" => text(
             StatusCode::SERVICE_UNAVAILABLE,

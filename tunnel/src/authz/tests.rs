@@ -1,5 +1,7 @@
 use super::*;
+use crate::config::OneDocumentFile;
 use http::Method;
+use std::path::Path;
 
 #[test]
 fn verb_mapping_follows_kubernetes_request_info() {

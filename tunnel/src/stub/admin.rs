@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::state::StubState;
-use crate::body::{self, TunnelBody};
+use crate::body::TunnelBody;
 use crate::transport;
 
 /// Serves the metrics listener until `shutdown`.
@@ -22,21 +22,12 @@ pub async fn serve_admin(
 }
 
 fn answer(shared: &StubState, req: &Request<Incoming>) -> Response<TunnelBody> {
-    let text = |code: StatusCode, s: String| {
-        let mut r = Response::new(body::full(s));
-        *r.status_mut() = code;
-        r
-    };
-    match req.uri().path() {
-        "/metrics" => {
-            let mut r = text(StatusCode::OK, shared.metrics.encode());
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        "/healthz" | "/livez" => text(StatusCode::OK, "ok\n".into()),
+    let path = req.uri().path();
+    if let Some(r) = transport::common_endpoint(path, || shared.metrics.encode()) {
+        return r;
+    }
+    let text = transport::text_response;
+    match path {
         "/readyz" if shared.is_active() => text(StatusCode::OK, "active\n".into()),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "standby\n".into()),
         "/sessions" => {

@@ -21,9 +21,8 @@ pub async fn serve_agents(
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) {
-    let stop = shutdown.clone();
-    let serve = move |tls: TlsStream<transport::BufTcp>, peer| {
-        let (shared, shutdown) = (shared.clone(), stop.clone());
+    let serve = move |tls: TlsStream<transport::BufTcp>, peer, shutdown| {
+        let shared = shared.clone();
         async move {
             match transport::peer_leaf(&tls) {
                 Some(cert) => session(shared, tls, peer, cert, shutdown).await,

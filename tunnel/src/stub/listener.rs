@@ -29,9 +29,10 @@ pub async fn serve_users(
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) {
-    let stop = shutdown.clone();
-    let serve = move |tls: tokio_rustls::server::TlsStream<transport::BufTcp>, peer| {
-        let (shared, shutdown) = (shared.clone(), stop.clone());
+    let serve = move |tls: tokio_rustls::server::TlsStream<transport::BufTcp>,
+                      peer,
+                      shutdown: CancellationToken| {
+        let shared = shared.clone();
         async move {
             let conn = Arc::new(ConnInfo {
                 peer,

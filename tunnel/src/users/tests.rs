@@ -4,6 +4,7 @@ use base64::Engine;
 
 use super::*;
 use crate::authz::AccessPolicy;
+use crate::config::OneDocumentFile;
 use crate::identity::Identity;
 use crate::pki::Ca;
 use crate::state::StateDir;
