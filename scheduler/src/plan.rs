@@ -111,10 +111,24 @@ pub fn compute(
 impl Plan {
     /// The decision table: `POLICY CLUSTER ROLE NOW → PLANNED DNS ACTION REASON`.
     pub fn table(&self) -> String {
+        let pw = self
+            .decisions
+            .iter()
+            .map(|d| d.policy.len())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let cw = self
+            .decisions
+            .iter()
+            .map(|d| d.cluster.as_str().len())
+            .max()
+            .unwrap_or(0)
+            .max(7);
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<14} {:<10} {:<6} {:>4}   {:<7} {:<6} {:<9} REASON",
+            "{:<pw$}  {:<cw$}  {:<6}  {:>4}   {:<7}  {:<5}  {:<9}  REASON",
             "POLICY", "CLUSTER", "ROLE", "NOW", "PLANNED", "DNS", "ACTION"
         );
         for d in &self.decisions {
@@ -136,8 +150,15 @@ impl Plan {
             };
             let _ = writeln!(
                 out,
-                "{:<14} {:<10} {:<6} {:>4} → {:<7} {:<6} {:<9} {}",
-                d.policy, d.cluster, role, d.current, d.planned, dns, action, d.reason
+                "{:<pw$}  {:<cw$}  {:<6}  {:>4} → {:<7}  {:<5}  {:<9}  {}",
+                d.policy,
+                d.cluster.as_str(),
+                role,
+                d.current,
+                d.planned,
+                dns,
+                action,
+                d.reason
             );
         }
         for (p, why) in &self.demand {

@@ -51,6 +51,10 @@ impl Memory {
             .tracks
             .entry((policy.to_string(), cluster.clone()))
             .or_default();
+        // One recommendation per instant: a second plan at the same time replaces it.
+        if track.recommendations.back().is_some_and(|(t, _)| *t == now) {
+            track.recommendations.pop_back();
+        }
         track.recommendations.push_back((now, recommendation));
         let up_window = behavior.scale_up.stabilization_window.0;
         let down_window = behavior.scale_down.stabilization_window.0;

@@ -418,3 +418,17 @@ fn same_inputs_same_plan() {
     let b = compute(&p, &o, &Memory::default(), S(7));
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_second_plan_at_the_same_instant_replaces_the_first_recommendation() {
+    let p = [policy(capacity(), 300, 30)];
+    let mut ali = cluster(8);
+    copy(&mut ali, 2, 2);
+    let o = observed(source(2, 6, 4, 2), ali.clone(), cluster(8));
+    let (_, mem) = compute(&p, &o, &Memory::default(), S(5));
+    // Same instant, more demand (a what-if): scale-up is immediate, not held by the first.
+    let more = observed(source(2, 10, 4, 6), ali, cluster(8));
+    let (plan, _) = compute(&p, &more, &mem, S(5));
+    assert_eq!(plan.decisions[1].planned, 3);
+    assert_eq!(plan.decisions[2].planned, 3, "{}", plan.table());
+}

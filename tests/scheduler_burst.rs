@@ -1,0 +1,423 @@
+//! The scheduler end to end, with the capacity demand source: three real clusters
+//! (`sb-idc` with room for 4 pods of 500m, `sb-ali`, `sb-aws`), the real stub with one
+//! agent per cluster, dns, and the built `causeway scheduler` reaching every member
+//! only through the stub as its own identity (`causeway-scheduler`, member RBAC from
+//! `examples/scheduler/member-rbac.yaml`).
+//!
+//! 1. The source Deployment fits at home: no copies; dns answers only the IDC.
+//! 2. Surge (9 replicas, 5 Pending Unschedulable): copies Running in `sb-ali` (its
+//!    maxReplicas 2) and `sb-aws` (3) within 30 s, with the overrides; dig answers them.
+//!    `scheduler plan` prints the same numbers.
+//! 3. A broken policy file: the error names file:line:column; the scheduler keeps its
+//!    last good policies.
+//! 4. Load drops: after the scale-down window the copies leave the DNS answers first and
+//!    are deleted one TTL later (order asserted from timestamps).
+
+#[path = "support/tunnel.rs"]
+mod tunnel_support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use causeway_testbed::testing::{Kubectl, Process, Spawn, run_ok, wait_for};
+use causeway_testbed::{ClusterInfo, ClusterSpec, Testbed, TestbedOptions, reserve_addresses};
+use tunnel_support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_causeway");
+const IDC: &str = "sb-idc";
+const ALI: &str = "sb-ali";
+const AWS: &str = "sb-aws";
+const ADDR: [(&str, &str); 3] = [(IDC, "192.0.2.1"), (ALI, "192.0.2.2"), (AWS, "192.0.2.3")];
+
+fn spec(name: &str, cpu: &str) -> ClusterSpec {
+    let mut c = ClusterSpec::new(name);
+    c.nodes = 1;
+    c.node_cpu = cpu.into();
+    c
+}
+
+fn source_deployment(replicas: u32) -> String {
+    format!(
+        "apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: shop, labels: {{app: web}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+        - name: web
+          image: registry.idc.local/shop/web:1
+          resources: {{requests: {{cpu: 500m}}}}
+"
+    )
+}
+
+fn policy(window: &str) -> String {
+    format!(
+        "apiVersion: causeway.dev/v1alpha1
+kind: BurstPolicy
+metadata: {{name: web}}
+spec:
+  workload: {{namespace: shop, deployment: web}}
+  home: [{IDC}]
+  burst:
+    - cluster: {ALI}
+      maxReplicas: 2
+      overrides: {{imageRegistry: registry.ali.example, env: {{SITE: ali}}}}
+    - {{cluster: {AWS}, maxReplicas: 10}}
+  demand: {{capacity: {{}}}}
+  behavior:
+    scaleDown: {{stabilizationWindow: {window}}}
+  dns: {{name: app.svc.example., ttl: 3s}}
+"
+    )
+}
+
+fn dns_config(dir: &Path) -> std::path::PathBuf {
+    let targets: String = ADDR
+        .iter()
+        .map(|(c, a)| format!("        - {{cluster: {c}, addresses: [{a}]}}\n"))
+        .collect();
+    let yaml = format!(
+        "apiVersion: causeway.dev/v1alpha1
+kind: DnsServer
+metadata: {{name: t}}
+spec:
+  listen: [\"127.0.0.1:0\"]
+  api: \"127.0.0.1:0\"
+---
+apiVersion: causeway.dev/v1alpha1
+kind: Zone
+metadata: {{name: z}}
+spec:
+  origin: svc.example.
+  soa: {{rname: hostmaster.svc.example.}}
+  nameservers: [{{name: ns1, addresses: [127.0.0.53]}}]
+  gslb:
+    - name: app
+      ttl: 1
+      policy: all-healthy
+      maxAnswers: 8
+      targets:
+{targets}"
+    );
+    let path = dir.join("dns.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// The addresses dig gets for app.svc.example.
+fn dig(dns: SocketAddr) -> Vec<String> {
+    let out = Command::new("dig")
+        .args([
+            &format!("@{}", dns.ip()),
+            "-p",
+            &dns.port().to_string(),
+            "app.svc.example.",
+            "A",
+            "+short",
+            "+time=2",
+            "+tries=1",
+        ])
+        .output()
+        .expect("dig (Debian package dnsutils) must be installed");
+    let mut a: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    a.sort();
+    a
+}
+
+fn addr_of(cluster: &str) -> String {
+    ADDR.iter()
+        .find(|(c, _)| *c == cluster)
+        .unwrap()
+        .1
+        .to_string()
+}
+
+/// `spec.replicas/readyReplicas` of shop/web in `c`, or None when there is none.
+fn deployment(c: &ClusterInfo) -> Option<(u32, u32)> {
+    let out = Kubectl::admin(c).output(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.spec.replicas}/{.status.readyReplicas}",
+    ]);
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    let (r, ready) = s.split_once('/')?;
+    Some((r.parse().ok()?, ready.parse().unwrap_or(0)))
+}
+
+struct Bed {
+    tb: Testbed,
+    dir: tempfile::TempDir,
+    _stub: Stub,
+    _agents: Vec<Process>,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Bed {
+    fn c(&self, name: &str) -> &ClusterInfo {
+        self.tb.cluster(name).unwrap()
+    }
+}
+
+async fn bring_up() -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = TestbedOptions::new(
+        vec![spec(IDC, "2"), spec(ALI, "4"), spec(AWS, "8")],
+        dir.path().join("testbed"),
+    );
+    opts.base_address = reserve_addresses(3);
+    let tb = Testbed::up(opts).await.expect("testbed up");
+    let state = dir.path().join("stub-state");
+    let stub = start_stub(dir.path(), "stub", &state, None);
+    let agents_url = format!("https://{}", stub.agents);
+    let rbac = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scheduler/member-rbac.yaml"),
+    )
+    .unwrap();
+    let mut agents = Vec::new();
+    for c in tb.clusters() {
+        let token = member_token(c, dir.path());
+        Kubectl::admin(c).apply(&rbac);
+        let join = cluster_add(&state, &c.name, &agents_url);
+        agents.push(start_agent(
+            dir.path(),
+            &format!("agent-{}", c.name),
+            &agents_url,
+            c,
+            &token,
+            &dir.path().join(format!("agent-{}", c.name)),
+            Some(&join),
+        ));
+    }
+    for a in &agents {
+        a.wait_line("session established", Duration::from_secs(60));
+    }
+    let kubeconfig = user_add(
+        &state,
+        dir.path(),
+        "causeway-scheduler",
+        "causeway:schedulers",
+        "sb-*",
+        &format!("https://{}", stub.users),
+    );
+    for c in tb.clusters() {
+        wait_authenticated(c, &kubeconfig, &c.name);
+    }
+    Bed {
+        tb,
+        dir,
+        _stub: stub,
+        _agents: agents,
+        kubeconfig,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_to_the_cloud_and_back_with_dns_following() {
+    let bed = bring_up().await;
+    let dir = bed.dir.path();
+    let (idc, ali, aws) = (bed.c(IDC), bed.c(ALI), bed.c(AWS));
+    Kubectl::admin(idc).apply(&source_deployment(4));
+    wait_for(
+        "4 ready at home",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || deployment(idc).filter(|(_, r)| *r == 4),
+    );
+
+    // dns and the scheduler.
+    let dns = Spawn::causeway(BIN)
+        .args(["dns", "--config"])
+        .arg(dns_config(dir))
+        .log_file(dir.join("dns.log"))
+        .start();
+    let dns_l = dns.wait_listening(&["dns", "api"], Duration::from_secs(20));
+    let dns_udp = dns_l.addr_of("dns", "udp");
+    let dns_api = dns_l.addr("api");
+    let sched_file = dir.join("scheduler.yaml");
+    std::fs::write(
+        &sched_file,
+        format!(
+            "apiVersion: causeway.dev/v1alpha1
+kind: Scheduler
+metadata: {{name: main}}
+spec:
+  stubKubeconfig: {}
+  dnsApi: http://{dns_api}
+  interval: 1s
+  listen: 127.0.0.1:0
+",
+            bed.kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let policy_file = dir.join("policy.yaml");
+    std::fs::write(&policy_file, policy("4s")).unwrap();
+    let sched = Spawn::causeway(BIN)
+        .args(["scheduler", "--config"])
+        .arg(&sched_file)
+        .arg(&policy_file)
+        .log_file(dir.join("scheduler.log"))
+        .start();
+    sched.wait_listening(&["metrics"], Duration::from_secs(20));
+
+    // 1. Everything fits at home: dns answers the IDC only.
+    wait_for(
+        "dns answers only the IDC",
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+        || {
+            let a = dig(dns_udp);
+            (a == vec![addr_of(IDC)])
+                .then_some(())
+                .ok_or(format!("{a:?}"))
+        },
+    );
+    assert_eq!(
+        deployment(ali),
+        None,
+        "no copy while everything fits at home"
+    );
+
+    // 2. Surge: 9 wanted, 4 fit.
+    let surge = Instant::now();
+    Kubectl::admin(idc).run(&["scale", "deployment", "web", "-n", "shop", "--replicas=9"]);
+    wait_for(
+        "burst copies Ready (ali 2, aws 3)",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || match (deployment(ali), deployment(aws)) {
+            (Some((2, 2)), Some((3, 3))) => Ok(()),
+            other => Err(format!("{other:?}\n{}", sched.log_tail(5))),
+        },
+    );
+    let burst_secs = surge.elapsed().as_secs_f64();
+    println!("burst: copies Ready {burst_secs:.1} s after the surge");
+    let copy = Kubectl::admin(ali).run(&[
+        "get", "deployment", "web", "-n", "shop", "-o",
+        "jsonpath={.metadata.labels.app\\.kubernetes\\.io/managed-by} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].env[0].value}",
+    ]);
+    assert_eq!(copy.trim(), "causeway registry.ali.example/shop/web:1 ali");
+    wait_for(
+        "dns answers all three",
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+        || {
+            let a = dig(dns_udp);
+            (a.len() == 3).then_some(()).ok_or(format!("{a:?}"))
+        },
+    );
+    // `plan` observes the same state and plans the same numbers.
+    let table = run_ok(
+        Command::new(BIN)
+            .args(["scheduler", "plan", "--config"])
+            .arg(&sched_file)
+            .arg(&policy_file),
+    );
+    let planned = |c: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(c))
+            .and_then(|l| l.split('→').nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    assert_eq!(planned(ALI).as_deref(), Some("2"), "{table}");
+    assert_eq!(planned(AWS).as_deref(), Some("3"), "{table}");
+    let what_if = run_ok(
+        Command::new(BIN)
+            .args([
+                "scheduler",
+                "plan",
+                "--what-if",
+                &format!("{ALI} down"),
+                "--config",
+            ])
+            .arg(&sched_file)
+            .arg(&policy_file),
+    );
+    let after = what_if.split("# what if").nth(1).unwrap_or_default();
+    assert!(
+        after.lines().any(|l| l.contains(AWS) && l.contains("→ 5")),
+        "{what_if}"
+    );
+
+    // 3. A broken policy file is refused with its position; the last good policies run on.
+    std::fs::write(
+        &policy_file,
+        policy("4s").replace("maxReplicas: 2", "maxReplicas: two"),
+    )
+    .unwrap();
+    let line = sched.wait_line("configuration not reloaded", Duration::from_secs(10));
+    assert!(line.contains("policy.yaml:9:20"), "{line}");
+    assert!(line.contains("spec.burst[0].maxReplicas"), "{line}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        deployment(ali),
+        Some((2, 2)),
+        "the last good policy still holds"
+    );
+    std::fs::write(&policy_file, policy("4s")).unwrap();
+
+    // 4. Load drops: copies leave dns, then go after one TTL (3 s).
+    Kubectl::admin(idc).run(&["scale", "deployment", "web", "-n", "shop", "--replicas=4"]);
+    let start = Instant::now();
+    let mut dns_out: Option<Duration> = None;
+    let mut deleted: Option<Duration> = None;
+    while start.elapsed() < Duration::from_secs(60) && deleted.is_none() {
+        let a = dig(dns_udp);
+        if dns_out.is_none() && !a.contains(&addr_of(AWS)) {
+            dns_out = Some(start.elapsed());
+        }
+        if deployment(aws).is_none() {
+            deleted = Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (dns_out, deleted) = (
+        dns_out.expect("dns never stopped answering aws"),
+        deleted.unwrap_or_else(|| panic!("aws copy never deleted\n{}", sched.log_tail(20))),
+    );
+    println!("scale back: aws out of dns at {dns_out:?}, deleted at {deleted:?}");
+    assert!(
+        dns_out >= Duration::from_secs(3),
+        "the 4 s window was not respected: {dns_out:?}"
+    );
+    assert!(
+        deleted >= dns_out + Duration::from_secs(2),
+        "replicas went before dns drained: out {dns_out:?}, deleted {deleted:?}"
+    );
+    wait_for(
+        "ali copy deleted too",
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+        || deployment(ali).is_none(),
+    );
+    assert_eq!(dig(dns_udp), vec![addr_of(IDC)]);
+    let logs = sched.logs();
+    assert!(
+        logs.contains("reason=overflow: 2 of 5 (maxReplicas 2)"),
+        "decisions carry reasons:\n{logs}"
+    );
+}
