@@ -2,13 +2,14 @@
 //! TCP on loopback: static data, negative answers, referrals, every policy, ECS
 //! scope, truncation, the HTTP API and explain.
 
-#[path = "dns_support/harness.rs"]
-mod harness;
+#[path = "support/dns.rs"]
+mod dns_support;
 
 use std::net::TcpStream;
 use std::time::Duration;
 
-use harness::*;
+use causeway_testbed::testing::wait_for;
+use dns_support::*;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
@@ -142,15 +143,12 @@ fn tcp_answers_and_pipelining() {
 #[test]
 fn ipv6_listener() {
     let s = Server::start_with(&example_config(), &["--listen", "[::1]:0"]);
-    let log = s.logs();
-    let v6: std::net::SocketAddr = log
-        .lines()
-        .find_map(|l| {
-            l.split_once("listening on dns udp://[::1]:")
-                .map(|(_, p)| p.trim().to_string())
-        })
-        .map(|p| format!("[::1]:{p}").parse().unwrap())
-        .expect("an IPv6 listener in the log");
+    let v6 = s
+        .listening
+        .all("dns", "udp")
+        .into_iter()
+        .find(|a| a.ip() == std::net::Ipv6Addr::LOCALHOST)
+        .unwrap_or_else(|| panic!("an IPv6 listener in the log: {}", s.listening));
     let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let q = build_query(
@@ -353,17 +351,18 @@ fn every_policy_over_the_wire() {
         r#"{"measurements":[{"prefix":"198.51.100.0/24","cluster":"gcp-us","rttMs":1.5}]}"#,
     );
     assert_eq!(code, 200, "{body}");
-    let flipped = wait_until(Duration::from_secs(10), || {
-        addrs(&s.udp(
-            "app.svc.example.",
-            RecordType::A,
-            true,
-            Some(("198.51.100.0", 24)),
-        )) == vec!["192.0.2.31"]
-    });
-    assert!(
-        flipped.is_some(),
-        "a posted measurement changes the latency answer"
+    wait_for(
+        "a posted measurement changes the latency answer",
+        Duration::from_secs(10),
+        POLL,
+        || {
+            addrs(&s.udp(
+                "app.svc.example.",
+                RecordType::A,
+                true,
+                Some(("198.51.100.0", 24)),
+            )) == vec!["192.0.2.31"]
+        },
     );
     // A longer posted prefix narrows the scope for clients inside it.
     let (code, _) = s.http(
@@ -372,16 +371,20 @@ fn every_policy_over_the_wire() {
         r#"{"measurements":[{"prefix":"198.51.100.128/25","cluster":"aws-sg","rttMs":0.5}]}"#,
     );
     assert_eq!(code, 200);
-    let ok = wait_until(Duration::from_secs(10), || {
-        let r = s.udp(
-            "app.svc.example.",
-            RecordType::A,
-            true,
-            Some(("198.51.100.128", 25)),
-        );
-        addrs(&r) == vec!["192.0.2.21"] && ecs_of(&r) == Some((25, 25))
-    });
-    assert!(ok.is_some(), "the /25 entry wins for its clients");
+    wait_for(
+        "the /25 entry wins for its clients",
+        Duration::from_secs(10),
+        POLL,
+        || {
+            let r = s.udp(
+                "app.svc.example.",
+                RecordType::A,
+                true,
+                Some(("198.51.100.128", 25)),
+            );
+            addrs(&r) == vec!["192.0.2.21"] && ecs_of(&r) == Some((25, 25))
+        },
+    );
     let r = s.udp(
         "app.svc.example.",
         RecordType::A,
@@ -414,10 +417,9 @@ fn external_health_reports_and_explain() {
         r#"{"service":"app.svc.example.","cluster":"idc-bj","health":"unhealthy","reason":"0 ready replicas"}"#,
     );
     assert_eq!(code, 200, "{body}");
-    assert!(
-        wait_until(Duration::from_secs(5), || ask() == vec!["192.0.2.21"]).is_some(),
-        "next lowest RTT"
-    );
+    wait_for("next lowest RTT", Duration::from_secs(5), POLL, || {
+        ask() == vec!["192.0.2.21"]
+    });
     let (code, body) = s.http(
         "GET",
         "/v1/explain?name=app.svc.example.&client=198.51.100.0%2F24",
@@ -462,7 +464,9 @@ fn external_health_reports_and_explain() {
     // Clearing the report brings idc-bj back.
     let (code, _) = s.http("POST", "/v1/health", r#"{"reports":[{"cluster":"idc-bj","health":"unknown"},{"service":"app.svc.example.","cluster":"idc-bj","health":"unknown"}]}"#);
     assert_eq!(code, 200);
-    assert!(wait_until(Duration::from_secs(5), || ask() == vec!["192.0.2.11"]).is_some());
+    wait_for("idc-bj back", Duration::from_secs(5), POLL, || {
+        ask() == vec!["192.0.2.11"]
+    });
 
     // The CLI asks the running server.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))

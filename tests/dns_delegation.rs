@@ -14,12 +14,13 @@
 //! root it uses 127.0.53.2:53 on the host (`CAUSEWAY_TEST_NO_NETNS=1` forces that). Needs `nsd`, `unbound` and `dig`
 //! (Debian: `apt-get install -y nsd unbound dnsutils iproute2 util-linux`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use causeway_testbed::testing::{self, HttpClient, Process, Spawn, on_path, wait_for};
+use http::Method;
 
 /// Parent server (NSD): zone `example.`.
 const PARENT: &str = "127.0.53.1";
@@ -47,6 +48,10 @@ const GCP: (&str, &str) = ("gcp-us", "192.0.2.3");
 /// Set in the re-executed child that runs inside the namespace.
 const IN_NETNS: &str = "CAUSEWAY_TEST_DNS_DELEGATION_NETNS";
 const TEST_NAME: &str = "unbound_resolves_through_delegation_to_latency_choice";
+
+/// How long each server may take to come up, and how often to ask.
+const WAIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(100);
 
 #[test]
 fn unbound_resolves_through_delegation_to_latency_choice() {
@@ -103,31 +108,22 @@ fn scenario() {
             ),
         ]),
     );
-    let causeway = Daemon::start(
-        "causeway",
-        Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["--log", "info", "dns", "--config"])
-            .arg(d.join("causeway.yaml"))
-            .args([
-                "--listen",
-                &format!("{CHILD}:53"),
-                "--api-listen",
-                CHILD_API,
-            ]),
-        d,
-    );
-    causeway.wait_for_line("listening on dns udp://", Duration::from_secs(30));
+    let causeway = Spawn::causeway(env!("CARGO_BIN_EXE_causeway"))
+        .args(["dns", "--config"])
+        .arg(d.join("causeway.yaml"))
+        .args([
+            "--listen",
+            &format!("{CHILD}:53"),
+            "--api-listen",
+            CHILD_API,
+        ])
+        .log_file(d.join("causeway.log"))
+        .start();
+    causeway.wait_listening(&["dns"], Duration::from_secs(30));
 
     write(d.join("example.zone"), &parent_zone());
     write(d.join("nsd.conf"), &nsd_conf(d));
-    let _nsd = Daemon::start(
-        "nsd",
-        Command::new("nsd")
-            .arg("-d")
-            .arg("-c")
-            .arg(d.join("nsd.conf")),
-        d,
-    );
+    let _nsd = daemon("nsd", d.join("nsd.conf"), d);
 
     write(
         d.join("unbound.conf"),
@@ -137,33 +133,19 @@ fn scenario() {
         d.join("unbound-ecs.conf"),
         &unbound_conf(d, ECS_RESOLVER, ECS_RESOLVER_PORT, true),
     );
-    let _unbound = Daemon::start(
-        "unbound",
-        Command::new("unbound")
-            .arg("-d")
-            .arg("-c")
-            .arg(d.join("unbound.conf")),
-        d,
-    );
-    let _unbound_ecs = Daemon::start(
-        "unbound-ecs",
-        Command::new("unbound")
-            .arg("-d")
-            .arg("-c")
-            .arg(d.join("unbound-ecs.conf")),
-        d,
-    );
+    let _unbound = daemon("unbound", d.join("unbound.conf"), d);
+    let _unbound_ecs = daemon("unbound-ecs", d.join("unbound-ecs.conf"), d);
 
     // Each server answers on its own before anything goes through the chain.
-    wait_until("NSD serves the delegation", Duration::from_secs(20), || {
+    wait_for("NSD serves the delegation", WAIT, POLL, || {
         let out = dig(PARENT, PARENT_PORT, "app.svc.example.", &["+norec"]);
         out.contains("status: NOERROR") && out.contains("ns1.svc.example.")
     });
-    wait_until("causeway answers directly", Duration::from_secs(20), || {
+    wait_for("causeway answers directly", WAIT, POLL, || {
         dig(CHILD, 53, "app.svc.example.", &["+norec"]).contains("status: NOERROR")
     });
     for (addr, port) in [(RESOLVER, RESOLVER_PORT), (ECS_RESOLVER, ECS_RESOLVER_PORT)] {
-        wait_until("unbound is up", Duration::from_secs(20), || {
+        wait_for("unbound is up", WAIT, POLL, || {
             dig(addr, port, "example.", &["SOA"]).contains("status: NOERROR")
         });
     }
@@ -175,7 +157,7 @@ fn scenario() {
         vec![AWS.1.to_string()],
         "unbound should resolve app.svc.example. through NSD's delegation to causeway and get \
          aws-sg (10 ms for 127.0.53.0/24)\n{}",
-        causeway.log_tail()
+        causeway.log_tail(30)
     );
     // The referral really comes from the parent: NSD is not authoritative for the child.
     let referral = dig(PARENT, PARENT_PORT, "app.svc.example.", &["+norec"]);
@@ -205,7 +187,7 @@ fn scenario() {
         last,
         vec![IDC.1.to_string()],
         "after the latency update unbound's answer should become idc-bj within {deadline:?}\n{}",
-        causeway.log_tail()
+        causeway.log_tail(30)
     );
     eprintln!(
         "answer changed {:?} after the API update",
@@ -228,7 +210,7 @@ fn scenario() {
         vec![GCP.1.to_string()],
         "unbound should send ECS 127.0.99.0/24 (the client's address) and causeway pick \
          gcp-us\n{}",
-        causeway.log_tail()
+        causeway.log_tail(30)
     );
     // b. The client's own ECS option (another network) is forwarded instead.
     let ecs = resolve(ECS_RESOLVER, ECS_RESOLVER_PORT, &["+subnet=127.0.98.0/24"]);
@@ -237,7 +219,7 @@ fn scenario() {
         vec![AWS.1.to_string()],
         "with the client's ECS 127.0.98.0/24 forwarded by unbound, causeway should pick \
          aws-sg\n{}",
-        causeway.log_tail()
+        causeway.log_tail(30)
     );
 }
 
@@ -385,34 +367,16 @@ fn post_latency(api: &str, prefix: &str, rtts: &[(&str, f64)]) {
         .map(|(c, ms)| format!("{{\"prefix\":\"{prefix}\",\"cluster\":\"{c}\",\"rttMs\":{ms}}}"))
         .collect();
     let body = format!("{{\"measurements\":[{}]}}", measurements.join(","));
-    let (status, resp) = http(api, "POST", "/v1/latency", &body);
+    let api: SocketAddr = api.parse().unwrap();
+    let resp = HttpClient::new(api)
+        .send_blocking(Method::POST, "/v1/latency", body.clone())
+        .unwrap_or_else(|e| panic!("the causeway API at {api}: {e}"));
+    let status = resp.status;
+    let resp = resp.text();
     assert!(
         (200..300).contains(&status),
         "POST /v1/latency {body} answered {status}: {resp}"
     );
-}
-
-/// A minimal HTTP/1.1 client (one request per connection).
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let sa: SocketAddr = addr.parse().unwrap();
-    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("cannot connect to the causeway API at {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response from {addr}: {resp:?}"));
-    (status, resp)
 }
 
 // === dig ===
@@ -450,95 +414,17 @@ fn resolve(addr: &str, port: u16, extra: &[&str]) -> Vec<String> {
 
 // === processes ===
 
-/// A daemon in the foreground, killed (by PID) on drop. Its stderr+stdout is kept.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn start(name: &'static str, cmd: &mut Command, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Ok(mut f) = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&log)
-                    {
-                        let _ = writeln!(f, "{line}");
-                    }
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Self {
-            name,
-            child,
-            log,
-            lines,
-        }
-    }
-
-    fn wait_for_line(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "{} did not log {needle:?} within {timeout:?}\n{}",
-            self.name,
-            self.log_tail()
-        );
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-        format!(
-            "--- last lines of {} ({}):\n{tail}",
-            self.name,
-            self.log.display()
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?}: {what}");
+/// A daemon in the foreground (`-d -c CONFIG`), its output kept in `dir/NAME.log`.
+fn daemon(name: &str, config: PathBuf, dir: &Path) -> Process {
+    let mut cmd = Command::new(if name.starts_with("unbound") {
+        "unbound"
+    } else {
+        name
+    });
+    cmd.arg("-d").arg("-c").arg(config);
+    Spawn::new(name, cmd)
+        .log_file(dir.join(format!("{name}.log")))
+        .start()
 }
 
 fn write(path: PathBuf, text: &str) {
@@ -548,23 +434,7 @@ fn write(path: PathBuf, text: &str) {
 // === environment ===
 
 fn require_tools() {
-    let missing: Vec<&str> = [("nsd", "nsd"), ("unbound", "unbound"), ("dig", "dnsutils")]
-        .into_iter()
-        .filter(|(bin, _)| !on_path(bin))
-        .map(|(_, pkg)| pkg)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "missing tools for the DNS delegation test; install them: apt-get install -y {}",
-        missing.join(" ")
-    );
-}
-
-fn on_path(bin: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .any(|d| d.join(bin).is_file())
+    testing::require_tools(&[("nsd", "nsd"), ("unbound", "unbound"), ("dig", "dnsutils")]);
 }
 
 fn netns_usable() -> Result<(), String> {

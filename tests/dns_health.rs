@@ -1,12 +1,13 @@
 //! Health flips against real HTTP and TCP endpoints on loopback that the test starts
 //! and stops; measured failover time; fail open.
 
-#[path = "dns_support/harness.rs"]
-mod harness;
+#[path = "support/dns.rs"]
+mod dns_support;
 
 use std::time::{Duration, Instant};
 
-use harness::*;
+use causeway_testbed::testing::wait_for;
+use dns_support::*;
 use hickory_proto::rr::RecordType;
 
 fn config(checks: &[(&str, std::net::SocketAddr, &str)]) -> String {
@@ -44,30 +45,35 @@ spec:
     )
 }
 
+/// Three health endpoints (clusters a, b, c, checked over `protocols`), the server
+/// probing them, and its config directory.
+fn start(protocols: [&str; 3]) -> ([HealthEndpoint; 3], Server, tempfile::TempDir) {
+    let endpoints = [(); 3].map(|()| HealthEndpoint::start());
+    let dir = tempfile::tempdir().unwrap();
+    let checks: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .zip(&endpoints)
+        .zip(protocols)
+        .map(|((cluster, e), proto)| (cluster, e.addr, proto))
+        .collect();
+    let path = write_config(dir.path(), "h.yaml", &config(&checks));
+    (endpoints, Server::start(&path), dir)
+}
+
+/// `near.svc.example.` for a client in 198.51.100.0/24 (a 5 ms, b 50 ms, c 90 ms).
+fn near(s: &Server) -> Vec<String> {
+    addrs(&s.udp(
+        "near.svc.example.",
+        RecordType::A,
+        true,
+        Some(("198.51.100.0", 24)),
+    ))
+}
+
 #[test]
 fn failover_time_and_recovery_with_real_http_endpoints() {
-    let mut a = HealthEndpoint::start();
-    let b = HealthEndpoint::start();
-    let c = HealthEndpoint::start();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        dir.path(),
-        "h.yaml",
-        &config(&[
-            ("a", a.addr, "http"),
-            ("b", b.addr, "http"),
-            ("c", c.addr, "tcp"),
-        ]),
-    );
-    let s = Server::start(&path);
-    let near = || {
-        addrs(&s.udp(
-            "near.svc.example.",
-            RecordType::A,
-            true,
-            Some(("198.51.100.0", 24)),
-        ))
-    };
+    let ([mut a, _b, _c], s, _dir) = start(["http", "http", "tcp"]);
+    let near = || near(&s);
     let all = || addrs(&s.udp("all.svc.example.", RecordType::A, true, None));
 
     // All healthy after `rise`.
@@ -84,10 +90,10 @@ fn failover_time_and_recovery_with_real_http_endpoints() {
     let a_addr = a.addr;
     a.stop();
     let down = Instant::now();
-    let took = wait_until(Duration::from_secs(15), || {
+    wait_for("a removed", Duration::from_secs(15), POLL, || {
         !all().contains(&"192.0.2.1".to_string())
     });
-    let took = took.expect("a was never removed");
+    let took = down.elapsed();
     eprintln!(
         "measured failover time: {:.3} s (limit interval 1 s x fall 3 + 1 s = 4 s)",
         took.as_secs_f64()
@@ -109,8 +115,11 @@ fn failover_time_and_recovery_with_real_http_endpoints() {
 
     // a comes back on the same port: answered again after `rise` (2 × 1 s).
     let _a2 = HealthEndpoint::start_on(a_addr);
-    let back = wait_until(Duration::from_secs(10), || near() == vec!["192.0.2.1"]);
-    let back = back.expect("a never came back");
+    let restarted = Instant::now();
+    wait_for("a back", Duration::from_secs(10), POLL, || {
+        near() == vec!["192.0.2.1"]
+    });
+    let back = restarted.elapsed();
     eprintln!(
         "measured recovery time: {:.3} s (rise 2 x interval 1 s)",
         back.as_secs_f64()
@@ -124,39 +133,26 @@ fn failover_time_and_recovery_with_real_http_endpoints() {
 
 #[test]
 fn fail_open_when_every_target_is_down() {
-    let mut a = HealthEndpoint::start();
-    let mut b = HealthEndpoint::start();
-    let mut c = HealthEndpoint::start();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        dir.path(),
-        "h.yaml",
-        &config(&[
-            ("a", a.addr, "http"),
-            ("b", b.addr, "http"),
-            ("c", c.addr, "http"),
-        ]),
-    );
-    let s = Server::start(&path);
-    let near = || {
-        addrs(&s.udp(
-            "near.svc.example.",
-            RecordType::A,
-            true,
-            Some(("198.51.100.0", 24)),
-        ))
-    };
-    assert!(wait_until(Duration::from_secs(10), || near() == vec!["192.0.2.1"]).is_some());
+    let ([mut a, mut b, mut c], s, _dir) = start(["http", "http", "http"]);
+    let near = || near(&s);
+    wait_for("a healthy", Duration::from_secs(10), POLL, || {
+        near() == vec!["192.0.2.1"]
+    });
     a.stop();
     b.stop();
-    assert!(
-        wait_until(Duration::from_secs(10), || near() == vec!["192.0.2.3"]).is_some(),
-        "only c is left"
-    );
+    wait_for("only c is left", Duration::from_secs(10), POLL, || {
+        near() == vec!["192.0.2.3"]
+    });
     c.stop();
     // Every target down: all of them are answered (fail open), scope 0.
-    let open = wait_until(Duration::from_secs(10), || near().len() == 3);
-    assert!(open.is_some(), "fail open: {:?}", near());
+    wait_for("fail open", Duration::from_secs(10), POLL, || {
+        let n = near();
+        if n.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{n:?}"))
+        }
+    });
     let r = s.udp(
         "near.svc.example.",
         RecordType::A,

@@ -1,14 +1,15 @@
 //! Limits of the built binary: response rate limiting per client prefix with slip
 //! (TC), the TCP idle timeout and the TCP connection cap.
 
-#[path = "dns_support/harness.rs"]
-mod harness;
+#[path = "support/dns.rs"]
+mod dns_support;
 
 use std::io::Read;
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use harness::*;
+use causeway_testbed::testing::wait_for;
+use dns_support::*;
 use hickory_proto::rr::RecordType;
 
 const CONFIG: &str = r#"apiVersion: causeway.dev/v1alpha1
@@ -107,11 +108,15 @@ fn tcp_idle_timeout_and_connection_cap() {
     assert!(read_tcp(&mut c).is_none(), "over the cap: no answer");
     drop((a, b));
     // Below the cap again (after the idle ones are gone): answered.
-    let ok = wait_until(Duration::from_secs(5), || {
-        let mut d = TcpStream::connect(s.dns).unwrap();
-        d.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        write_tcp(&mut d, &q);
-        read_tcp(&mut d).is_some()
-    });
-    assert!(ok.is_some());
+    wait_for(
+        "an answer below the cap",
+        Duration::from_secs(5),
+        POLL,
+        || {
+            let mut d = TcpStream::connect(s.dns).unwrap();
+            d.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            write_tcp(&mut d, &q);
+            read_tcp(&mut d).is_some()
+        },
+    );
 }

@@ -1,33 +1,21 @@
 //! Hostile packets against the built binary: random and mutated UDP packets, and
 //! garbage over TCP. The server must keep answering. Bounded in count and time.
 
-#[path = "dns_support/harness.rs"]
-mod harness;
+#[path = "support/dns.rs"]
+mod dns_support;
 
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use harness::*;
+use causeway_testbed::testing::Rng;
+use causeway_testbed::testing::mutate::mutate;
+use dns_support::*;
 use hickory_proto::rr::RecordType;
-
-/// xorshift64*: a fixed-seed generator, so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 #[test]
 fn random_and_mutated_packets_do_not_stop_the_server() {
-    let mut s = Server::start(&example_config());
+    let s = Server::start(&example_config());
     let seeds: Vec<Vec<u8>> = vec![
         build_query(
             "app.svc.example.",
@@ -46,7 +34,8 @@ fn random_and_mutated_packets_do_not_stop_the_server() {
     ];
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_nonblocking(true).unwrap();
-    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    // A fixed seed, so failures reproduce.
+    let mut rng = Rng::new(0x5eed_1234_abcd_ef01);
     let mut buf = [0u8; 4096];
     let start = Instant::now();
     let mut sent = 0;
@@ -57,32 +46,12 @@ fn random_and_mutated_packets_do_not_stop_the_server() {
         }
         let mut p = if i % 5 == 0 {
             let n = rng.below(300);
-            (0..n).map(|_| rng.next() as u8).collect()
+            rng.bytes(n)
         } else {
-            seeds[rng.below(seeds.len())].clone()
+            let mut p = seeds[rng.below(seeds.len())].clone();
+            mutate(&mut rng, &mut p);
+            p
         };
-        if i % 5 != 0 {
-            for _ in 0..1 + rng.below(4) {
-                match rng.below(4) {
-                    0 if !p.is_empty() => {
-                        let at = rng.below(p.len());
-                        p[at] ^= 1 << rng.below(8);
-                    }
-                    1 if !p.is_empty() => {
-                        let at = rng.below(p.len());
-                        p[at] = rng.next() as u8;
-                    }
-                    2 => {
-                        let at = rng.below(p.len() + 1);
-                        p.truncate(at);
-                    }
-                    _ => {
-                        let at = rng.below(p.len() + 1);
-                        p.insert(at, rng.next() as u8);
-                    }
-                }
-            }
-        }
         if let Some(b) = p.get_mut(2) {
             *b &= 0x7f; // keep QR clear so most get parsed
         }
@@ -108,13 +77,13 @@ fn random_and_mutated_packets_do_not_stop_the_server() {
 
 #[test]
 fn tcp_garbage_and_idle_connections_are_closed_safely() {
-    let mut s = Server::start(&example_config());
-    let mut rng = Rng(42);
+    let s = Server::start(&example_config());
+    let mut rng = Rng::new(42);
     for i in 0..200 {
         let mut c = TcpStream::connect(s.dns).unwrap();
         c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
         let n = rng.below(600);
-        let mut junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let mut junk = rng.bytes(n);
         if i % 3 == 0 {
             // A plausible length prefix with a short or garbage body.
             let len = (rng.below(70_000) as u16).to_be_bytes();

@@ -1,12 +1,13 @@
 //! Hot reload of the built binary: a bad file keeps the last good config serving and
 //! logs file, line, field and reason; a good file applies, on file change and SIGHUP.
 
-#[path = "dns_support/harness.rs"]
-mod harness;
+#[path = "support/dns.rs"]
+mod dns_support;
 
 use std::time::Duration;
 
-use harness::*;
+use causeway_testbed::testing::wait_for;
+use dns_support::*;
 use hickory_proto::rr::RecordType;
 
 fn zone(www: &str, watch: bool) -> String {
@@ -80,8 +81,19 @@ fn bad_file_keeps_serving_then_good_file_applies_on_change() {
 
     // A good file applies.
     std::fs::write(&path, zone("192.0.2.99", true)).unwrap();
-    let ok = wait_until(Duration::from_secs(10), || www(&s) == vec!["192.0.2.99"]);
-    assert!(ok.is_some(), "good file applied:\n{}", s.logs());
+    wait_for(
+        "the good file applied",
+        Duration::from_secs(10),
+        POLL,
+        || {
+            let got = www(&s);
+            if got == vec!["192.0.2.99"] {
+                Ok(())
+            } else {
+                Err(format!("{got:?}\n{}", s.logs()))
+            }
+        },
+    );
     let (_, m) = s.http("GET", "/metrics", "");
     assert!(
         m.contains(r#"causeway_dns_config_reloads_total{result="error"} 2"#),
@@ -97,7 +109,7 @@ fn bad_file_keeps_serving_then_good_file_applies_on_change() {
 fn sighup_reloads_when_watching_is_off() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "dns.yaml", &zone("192.0.2.10", false));
-    let mut s = Server::start(&path);
+    let s = Server::start(&path);
     std::fs::write(&path, zone("192.0.2.77", false)).unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
@@ -105,10 +117,15 @@ fn sighup_reloads_when_watching_is_off() {
         vec!["192.0.2.10"],
         "no reload without SIGHUP when watch is off"
     );
-    s.signal("HUP");
-    assert!(wait_until(Duration::from_secs(10), || www(&s) == vec!["192.0.2.77"]).is_some());
+    s.signal(libc::SIGHUP);
+    wait_for(
+        "the reload on SIGHUP",
+        Duration::from_secs(10),
+        POLL,
+        || www(&s) == vec!["192.0.2.77"],
+    );
     std::fs::write(&path, "apiVersion: v1\nkind: Zone\nmetadata: {name: z}\n").unwrap();
-    s.signal("HUP");
+    s.signal(libc::SIGHUP);
     assert!(
         s.wait_log("apiVersion", Duration::from_secs(10)),
         "{}",

@@ -1,23 +1,14 @@
 //! Memory with a large config: 10k GSLB names and 100k latency prefixes must stay
 //! within 100 MiB RSS (the target), measured from /proc on the running binary.
 
-#[path = "dns_support/harness.rs"]
-mod harness;
+#[path = "support/dns.rs"]
+mod dns_support;
 
 use std::time::Instant;
 
-use harness::*;
+use causeway_testbed::testing::rss_kib;
+use dns_support::*;
 use hickory_proto::rr::RecordType;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
 
 #[test]
 fn ten_thousand_names_and_100k_prefixes_fit_in_100_mib() {
@@ -49,7 +40,7 @@ fn ten_thousand_names_and_100k_prefixes_fit_in_100_mib() {
         m.contains("causeway_dns_latency_map_prefixes 100000"),
         "all prefixes loaded"
     );
-    let rss = rss_kib(s.pid());
+    let rss = rss_kib(s.pid()).expect("VmRSS of the running server");
     eprintln!(
         "scale: 10000 GSLB names + 100000 prefixes ({} bytes of YAML): ready in {:.1} s, RSS {:.1} MiB (limit 100 MiB)",
         text.len(),

@@ -3,13 +3,12 @@
 //! Deployment Running, logs/exec/port-forward, ServiceAccount tokens, RBAC under
 //! impersonation, and `down` leaving no process behind.
 
+#[path = "support/testbed.rs"]
 mod testbed_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use causeway_testbed::testing::{echo_server, port_forward_round_trip, process_alive, wait_for};
 use serde_json::{Value, json};
 use testbed_support::*;
 
@@ -87,7 +86,7 @@ fn three_clusters_up_work_and_go_down() {
     let out = testbed_ok(&dir, &["down"]);
     assert!(out.contains("stopped 15 processes"), "{out}");
     for pid in &pids {
-        assert!(!alive(*pid), "pid {pid} still runs after down");
+        assert!(!process_alive(*pid), "pid {pid} still runs after down");
     }
     assert!(!dir.join("state.json").exists());
     let out = testbed_ok(&dir, &["down"]);
@@ -97,11 +96,7 @@ fn three_clusters_up_work_and_go_down() {
 /// `kubectl get nodes` lists 3 Ready kwok nodes with the asked capacity.
 fn check_nodes(c: &Value) {
     let name = c["name"].as_str().unwrap();
-    let out = run_ok({
-        let mut k = kubectl(c);
-        k.args(["get", "nodes", "-o", "json"]);
-        k
-    });
+    let out = kubectl(c).get(&["nodes", "-o", "json"]);
     let nodes: Value = serde_json::from_str(&out).unwrap();
     let items = nodes["items"].as_array().unwrap();
     assert_eq!(items.len(), 3, "{name}");
@@ -125,39 +120,10 @@ fn check_nodes(c: &Value) {
     }
 }
 
-fn running_pods(c: &Value, ns: &str, selector: &str, want: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = run_ok({
-            let mut k = kubectl(c);
-            k.args(["get", "pods", "-n", ns, "-l", selector, "-o", "json"]);
-            k
-        });
-        let v: Value = serde_json::from_str(&out).unwrap();
-        let running: Vec<String> = v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| {
-                p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
-            })
-            .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
-            .collect();
-        if running.len() == want {
-            return running;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{want} pods not Running after 60 s: {out}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 fn deploy(c: &Value, ns: &str, replicas: u32) -> Vec<String> {
-    let _ = kubectl(c).args(["create", "namespace", ns]).output();
-    apply(
-        c,
+    let k = kubectl(c);
+    let _ = k.output(&["create", "namespace", ns]);
+    k.apply(
         &json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": ns},
@@ -165,9 +131,10 @@ fn deploy(c: &Value, ns: &str, replicas: u32) -> Vec<String> {
                 "template": {"metadata": {"labels": {"app": "web"}},
                     "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1",
                         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}}}
-        }),
+        })
+        .to_string(),
     );
-    running_pods(c, ns, "app=web", replicas as usize)
+    k.wait_running_pods(ns, "app=web", replicas as usize, Duration::from_secs(60))
 }
 
 /// A 3-replica Deployment gets 3 Running pods; `kubectl logs` and `exec` work on one.
@@ -175,16 +142,12 @@ fn check_workloads(c: &Value) {
     let pods = deploy(c, "shop", 3);
     assert_eq!(pods.len(), 3);
     let pod = &pods[0];
-    let logs = run_ok({
-        let mut k = kubectl(c);
-        k.args(["logs", "-n", "shop", pod]);
-        k
-    });
+    let logs = kubectl(c).run(&["logs", "-n", "shop", pod]);
     assert!(logs.contains("log of a kwok pod in cluster a"), "{logs:?}");
     for websockets in ["true", "false"] {
-        let out = run_ok({
-            let mut k = kubectl(c);
-            k.args([
+        let out = kubectl(c)
+            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+            .run(&[
                 "exec",
                 "-n",
                 "shop",
@@ -194,10 +157,7 @@ fn check_workloads(c: &Value) {
                 "-c",
                 "echo hi from $0",
                 "exec",
-            ])
-            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets);
-            k
-        });
+            ]);
         assert_eq!(out.trim(), "hi from exec", "websockets={websockets}");
     }
 }
@@ -205,101 +165,57 @@ fn check_workloads(c: &Value) {
 /// `kubectl port-forward` moves bytes both ways to a TCP echo server on this machine.
 fn check_port_forward(c: &Value) {
     let pods = deploy(c, "pf", 1);
-    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
-    let target = echo.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in echo.incoming().take(8) {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    apply(
-        c,
-        &causeway_testbed::port_forward_rule("pf", &pods[0], 9000, target),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let target = echo_server();
+    kubectl(c)
+        .apply(&causeway_testbed::port_forward_rule("pf", &pods[0], 9000, target).to_string());
     for websockets in ["true", "false"] {
-        loop {
-            match forward_once(c, &pods[0], websockets) {
-                Ok(()) => break,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("port-forward not yet working ({e}); retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => panic!("port-forward (websockets={websockets}) failed: {e}"),
-            }
-        }
+        wait_for(
+            &format!("port-forward (websockets={websockets})"),
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            || {
+                let mut cmd = kubectl(c)
+                    .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
+                    .cmd();
+                cmd.args([
+                    "port-forward",
+                    "-n",
+                    "pf",
+                    &format!("pod/{}", pods[0]),
+                    ":9000",
+                ]);
+                port_forward_round_trip(cmd, 100_000, Duration::from_secs(10))
+            },
+        );
     }
-}
-
-fn forward_once(c: &Value, pod: &str, websockets: &str) -> Result<(), String> {
-    let mut child = kubectl(c)
-        .args(["port-forward", "-n", "pf", &format!("pod/{pod}"), ":9000"])
-        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let result = (|| {
-        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut line = String::new();
-        stdout.read_line(&mut line).map_err(|e| e.to_string())?;
-        // Keep reading, or kubectl dies of EPIPE on its next "Handling connection" line.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let local = line
-            .split_whitespace()
-            .nth(2)
-            .ok_or(format!("unexpected output {line:?}"))?;
-        causeway_testbed::testing::echo_round_trip(local, 100_000, Duration::from_secs(10))
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    result
 }
 
 /// RBAC under impersonation answers per a Role; ServiceAccount tokens are issued and accepted.
 fn check_rbac_and_tokens(c: &Value) {
+    let k = kubectl(c);
     for ns in ["team-a", "team-b"] {
-        let _ = kubectl(c).args(["create", "namespace", ns]).output();
+        let _ = k.output(&["create", "namespace", ns]);
     }
-    run_ok({
-        let mut k = kubectl(c);
-        k.args([
-            "create",
-            "role",
-            "pod-reader",
-            "-n",
-            "team-a",
-            "--verb=get,list,watch",
-            "--resource=pods",
-        ]);
-        k
-    });
-    run_ok({
-        let mut k = kubectl(c);
-        k.args([
-            "create",
-            "rolebinding",
-            "alice-reads",
-            "-n",
-            "team-a",
-            "--role=pod-reader",
-            "--user=alice",
-        ]);
-        k
-    });
+    k.run(&[
+        "create",
+        "role",
+        "pod-reader",
+        "-n",
+        "team-a",
+        "--verb=get,list,watch",
+        "--resource=pods",
+    ]);
+    k.run(&[
+        "create",
+        "rolebinding",
+        "alice-reads",
+        "-n",
+        "team-a",
+        "--role=pod-reader",
+        "--user=alice",
+    ]);
     let can = |ns: &str| {
-        let out = kubectl(c)
-            .args(["auth", "can-i", "--as", "alice", "list", "pods", "-n", ns])
-            .output()
-            .unwrap();
+        let out = k.output(&["auth", "can-i", "--as", "alice", "list", "pods", "-n", ns]);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).trim().to_owned(),
@@ -308,25 +224,14 @@ fn check_rbac_and_tokens(c: &Value) {
     assert_eq!(can("team-a"), (true, "yes".into()));
     assert_eq!(can("team-b"), (false, "no".into()));
 
-    run_ok({
-        let mut k = kubectl(c);
-        k.args(["create", "serviceaccount", "robot", "-n", "team-a"]);
-        k
-    });
-    let token = run_ok({
-        let mut k = kubectl(c);
-        k.args(["create", "token", "robot", "-n", "team-a"]);
-        k
-    });
-    let who = run_ok({
-        let mut k = std::process::Command::new(c["kubectl"].as_str().unwrap());
-        k.args([
-            "--server",
-            c["server"].as_str().unwrap(),
-            "--certificate-authority",
-            c["ca_cert"].as_str().unwrap(),
-        ])
-        .args([
+    k.run(&["create", "serviceaccount", "robot", "-n", "team-a"]);
+    let token = k.run(&["create", "token", "robot", "-n", "team-a"]);
+    let who = causeway_testbed::testing::Kubectl::new(c["kubectl"].as_str().unwrap())
+        .arg("--server")
+        .arg(c["server"].as_str().unwrap())
+        .arg("--certificate-authority")
+        .arg(c["ca_cert"].as_str().unwrap())
+        .run(&[
             "--token",
             token.trim(),
             "auth",
@@ -334,7 +239,5 @@ fn check_rbac_and_tokens(c: &Value) {
             "-o",
             "jsonpath={.status.userInfo.username}",
         ]);
-        k
-    });
     assert_eq!(who, "system:serviceaccount:team-a:robot");
 }

@@ -1,5 +1,6 @@
 //! Bad input to `causeway testbed` gets a clear error naming what is wrong and the fix.
 
+#[path = "support/testbed.rs"]
 mod testbed_support;
 
 use std::net::TcpListener;

@@ -1,33 +1,34 @@
 //! `causeway testbed up` after an unclean stop: Ctrl-C during `up` stops what was started,
 //! and an `up` after a crash stops the leftovers of the first before starting again.
 
+#[path = "support/testbed.rs"]
 mod testbed_support;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use causeway_testbed::testing::{process_alive, run_ok, wait_for};
 use testbed_support::*;
 
 /// PIDs recorded in `state.json` once at least `n` processes are there.
-fn wait_for_pids(dir: &Path, n: usize) -> Vec<u64> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let state = std::fs::read_to_string(dir.join("state.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
-        if let Some(v) = state {
-            let pids: Vec<u64> = v["processes"]
-                .as_array()
-                .map(|ps| ps.iter().filter_map(|p| p["pid"].as_u64()).collect())
-                .unwrap_or_default();
-            if pids.len() >= n {
-                return pids;
-            }
-        }
-        assert!(Instant::now() < deadline, "up never recorded {n} processes");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for_pids(dir: &Path, n: usize) -> Vec<u32> {
+    wait_for(
+        &format!("up to record {n} processes"),
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            let state = std::fs::read_to_string(dir.join("state.json"))
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())?;
+            let pids: Vec<u32> = state["processes"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+                .collect();
+            (pids.len() >= n).then_some(pids)
+        },
+    )
 }
 
 fn start_up(dir: &Path, base: &str) -> std::process::Child {
@@ -51,11 +52,7 @@ fn start_up(dir: &Path, base: &str) -> std::process::Child {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    run_ok(std::process::Command::new("kill").args([sig, &pid.to_string()]));
 }
 
 #[test]
@@ -78,7 +75,7 @@ fn ctrl_c_and_crash_leave_nothing_behind() {
         String::from_utf8_lossy(&out.stderr)
     );
     for pid in &starting {
-        assert!(!alive(*pid), "pid {pid} survived Ctrl-C");
+        assert!(!process_alive(*pid), "pid {pid} survived Ctrl-C");
     }
     assert!(!dir.join("state.json").exists());
 
@@ -88,7 +85,7 @@ fn ctrl_c_and_crash_leave_nothing_behind() {
     signal(up.id(), "-KILL");
     let _ = up.wait();
     assert!(
-        first.iter().all(|p| alive(*p)),
+        first.iter().all(|p| process_alive(*p)),
         "detached processes should outlive a crashed up"
     );
 
@@ -108,7 +105,7 @@ fn ctrl_c_and_crash_leave_nothing_behind() {
     assert!(out.contains("1 clusters Ready"), "{out}");
     for pid in &first {
         assert!(
-            !alive(*pid),
+            !process_alive(*pid),
             "leftover pid {pid} still runs after the second up"
         );
     }
@@ -116,9 +113,9 @@ fn ctrl_c_and_crash_leave_nothing_behind() {
         serde_json::from_str(&testbed_ok(&dir, &["status", "--json"])).unwrap();
     let second = pids(&status);
     assert_eq!(second.len(), 5);
-    assert!(second.iter().all(|p| alive(*p)));
+    assert!(second.iter().all(|p| process_alive(*p)));
     testbed_ok(&dir, &["down"]);
     for pid in &second {
-        assert!(!alive(*pid), "pid {pid} still runs after down");
+        assert!(!process_alive(*pid), "pid {pid} still runs after down");
     }
 }

@@ -6,25 +6,27 @@
 //! built by `testbed/build-bins.sh`), whose default it is; kubectl's own `-v=6` log
 //! shows which protocol each upgrade really used.
 
-#[path = "tunnel_support/fixture.rs"]
-mod fixture;
+#[path = "support/tunnel.rs"]
+mod tunnel_support;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use causeway_testbed::testing::{
+    Kubectl, KubectlVersion, Process, echo_server, expect_line, lines_of, port_forward_round_trip,
+    wait_for,
+};
 use causeway_testbed::{ClusterInfo, Testbed};
-use fixture::*;
 use tokio::sync::OnceCell;
+use tunnel_support::*;
 
 struct E2e {
     tb: &'static Testbed,
     dir: tempfile::TempDir,
     stub: Stub,
-    _agent: Proc,
+    _agent: Process,
     alice: PathBuf,
 }
 
@@ -33,15 +35,18 @@ impl E2e {
         self.tb.cluster("tb-a").unwrap()
     }
 
-    fn kubectl(&self) -> std::process::Command {
-        kubectl(self.member(), &self.alice, "tb-a")
+    /// kubectl as alice, through the stub.
+    fn alice(&self) -> Kubectl {
+        as_user(self.member(), &self.alice, "tb-a")
     }
 
-    /// The same as [`E2e::kubectl`] with kubectl v1.29 (see [`kubectl_129_path`]).
+    fn kubectl(&self) -> Command {
+        self.alice().cmd()
+    }
+
+    /// The same as [`E2e::kubectl`] with kubectl v1.29 (SPDY only).
     fn kubectl_129(&self) -> Command {
-        let mut member = self.member().clone();
-        member.kubectl = kubectl_129_path(&member.kubectl).to_owned();
-        kubectl(&member, &self.alice, "tb-a")
+        self.alice().version(KubectlVersion::V1_29).cmd()
     }
 }
 
@@ -57,7 +62,7 @@ async fn e2e() -> &'static E2e {
         let agents_url = format!("https://{}", stub.agents);
         let join = cluster_add(&state, "tb-a", &agents_url);
         cluster_add(&state, "tb-none", &agents_url);
-        let mut agent = start_agent(
+        let agent = start_agent(
             dir.path(),
             "agent",
             &agents_url,
@@ -66,7 +71,7 @@ async fn e2e() -> &'static E2e {
             &dir.path().join("agent-state"),
             Some(&join),
         );
-        agent.wait_log("session established", 2, Duration::from_secs(30));
+        agent.wait_lines("session established", 2, Duration::from_secs(30));
         let alice = add_alice(&state, dir.path(), stub.users, member);
         E2e {
             tb,
@@ -79,20 +84,8 @@ async fn e2e() -> &'static E2e {
     .await
 }
 
-fn ok(cmd: std::process::Command) -> String {
-    run_ok(cmd)
-}
-
 fn apply_as_alice(e: &E2e, yaml: &str) -> String {
-    let mut cmd = e.kubectl();
-    cmd.args(["apply", "-f", "-"]);
-    let out = causeway_testbed::testing::run_with_stdin(cmd, yaml.as_bytes()).unwrap();
-    assert!(
-        out.status.success(),
-        "apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    e.alice().apply(yaml)
 }
 
 /// A Running pod of a one-replica Deployment in `ns`, created through the tunnel.
@@ -117,59 +110,9 @@ spec:
 "
         ),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = ok({
-            let mut k = e.kubectl();
-            k.args([
-                "get",
-                "pods",
-                "-n",
-                ns,
-                "-l",
-                "app=web",
-                "--field-selector=status.phase=Running",
-                "-o",
-                "name",
-            ]);
-            k
-        });
-        if let Some(p) = out.lines().next() {
-            return p.trim_start_matches("pod/").to_owned();
-        }
-        assert!(Instant::now() < deadline, "no Running pod in {ns}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// `kubectl-1.29` beside the testbed's kubectl (both are built into the same directory by
-/// `testbed/build-bins.sh`). Fails, never skips, when it is missing or not a v1.29 client.
-fn kubectl_129_path(testbed_kubectl: &Path) -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let path = testbed_kubectl.with_file_name("kubectl-1.29");
-        assert!(
-            path.is_file(),
-            "{} not found: run testbed/build-bins.sh (it builds kubectl-1.29 from \
-             testbed/go/kubectl-1.29)",
-            path.display()
-        );
-        let out = Command::new(&path)
-            .args(["version", "--client", "-o", "json"])
-            .output()
-            .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-        let version: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|err| panic!("{} version: {err}", path.display()));
-        let git_version = version["clientVersion"]["gitVersion"]
-            .as_str()
-            .unwrap_or("");
-        assert!(
-            git_version.starts_with("v1.29."),
-            "{} is {git_version:?}, not v1.29: rerun testbed/build-bins.sh",
-            path.display()
-        );
-        path
-    })
+    e.alice()
+        .wait_running_pods(ns, "app=web", 1, Duration::from_secs(60))
+        .remove(0)
 }
 
 /// A kubectl and the protocol it uses for exec, attach and port-forward.
@@ -249,45 +192,28 @@ fn expect_upgrade_logged(client: Client, subresource: &str, log: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_list_apply_delete_and_watch() {
     let e = e2e().await;
-    let who = ok({
-        let mut k = e.kubectl();
-        k.args([
+    let clients = [
+        (e.alice(), "kubectl"),
+        (e.alice().version(KubectlVersion::V1_29), "kubectl-1.29"),
+    ];
+    for (k, which) in &clients {
+        let who = k.run(&[
             "auth",
             "whoami",
             "-o",
             "jsonpath={.status.userInfo.username}",
         ]);
-        k
-    });
-    assert_eq!(who.trim(), "alice");
-    let who = ok({
-        let mut k = e.kubectl_129();
-        k.args([
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ]);
-        k
-    });
-    assert_eq!(who.trim(), "alice", "kubectl-1.29");
+        assert_eq!(who.trim(), "alice", "{which}");
+    }
     let _ = e.kubectl().args(["create", "namespace", "crud"]).output();
     let out = apply_as_alice(
         e,
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one, namespace: crud}\ndata: {k: v}\n",
     );
     assert!(out.contains("configmap/one"), "{out}");
-    for (mut k, which) in [(e.kubectl(), "kubectl"), (e.kubectl_129(), "kubectl-1.29")] {
-        k.args([
-            "get",
-            "configmap",
-            "one",
-            "-n",
-            "crud",
-            "-o",
-            "jsonpath={.data.k}",
-        ]);
-        assert_eq!(ok(k), "v", "{which}");
+    for (k, which) in &clients {
+        let v = k.get(&["configmap", "one", "-n", "crud", "-o", "jsonpath={.data.k}"]);
+        assert_eq!(v, "v", "{which}");
     }
 
     // Watch: events arrive as they happen (the stream is flushed through the tunnel).
@@ -316,11 +242,7 @@ async fn kubectl_get_list_apply_delete_and_watch() {
     );
     expect_line(&lines, "configmap/two", Duration::from_secs(10));
     let seen_after = created.elapsed();
-    ok({
-        let mut k = e.kubectl();
-        k.args(["delete", "configmap", "two", "-n", "crud"]);
-        k
-    });
+    e.alice().run(&["delete", "configmap", "two", "-n", "crud"]);
     // The deletion event names it again.
     expect_line(&lines, "configmap/two", Duration::from_secs(10));
     let _ = watch.kill();
@@ -329,24 +251,13 @@ async fn kubectl_get_list_apply_delete_and_watch() {
         seen_after < Duration::from_secs(10),
         "watch event took {seen_after:?}"
     );
-    let list = ok({
-        let mut k = e.kubectl();
-        k.args(["get", "configmaps", "-n", "crud", "-o", "name"]);
-        k
-    });
-    assert!(
-        list.contains("configmap/one") && !list.contains("configmap/two"),
-        "{list}"
-    );
-    let list = ok({
-        let mut k = e.kubectl_129();
-        k.args(["get", "configmaps", "-n", "crud", "-o", "name"]);
-        k
-    });
-    assert!(
-        list.contains("configmap/one") && !list.contains("configmap/two"),
-        "kubectl-1.29: {list}"
-    );
+    for (k, which) in &clients {
+        let list = k.get(&["configmaps", "-n", "crud", "-o", "name"]);
+        assert!(
+            list.contains("configmap/one") && !list.contains("configmap/two"),
+            "{which}: {list}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,80 +388,32 @@ spec:
 async fn port_forward_round_trip_over_websocket_and_spdy() {
     let e = e2e().await;
     let pod = running_pod(e, "pf");
-    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
-    let target = echo.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in echo.incoming().take(32) {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    admin_apply(
-        e.member(),
-        &causeway_testbed::port_forward_rule("pf", &pod, 9000, target).to_string(),
-    );
+    let target = echo_server();
+    Kubectl::admin(e.member())
+        .apply(&causeway_testbed::port_forward_rule("pf", &pod, 9000, target).to_string());
     for client in CLIENTS {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match forward_once(e, &pod, client) {
-                Ok(log) => {
-                    expect_upgrade_logged(client, "portforward", &log);
-                    break;
-                }
-                Err(err) if Instant::now() < deadline => {
-                    eprintln!("port-forward not ready yet ({err}); retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(err) => panic!("port-forward {}: {err}", client.label()),
-            }
-        }
+        let log = wait_for(
+            &format!("port-forward {}", client.label()),
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            || forward_once(e, &pod, client),
+        );
+        expect_upgrade_logged(client, "portforward", &log);
     }
 }
 
 /// One `kubectl port-forward` and 300 kB through it and back; its `-v=6` log on success.
 fn forward_once(e: &E2e, pod: &str, client: Client) -> Result<String, String> {
-    let mut child = client
-        .kubectl(e)
-        .args([
-            "-v=6",
-            "port-forward",
-            "-n",
-            "pf",
-            &format!("pod/{pod}"),
-            ":9000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let lines = lines_of(child.stdout.take().ok_or("no stdout")?);
-    let mut stderr = child.stderr.take().ok_or("no stderr")?;
-    let log = std::thread::spawn(move || {
-        let mut log = String::new();
-        let _ = stderr.read_to_string(&mut log);
-        log
-    });
-    let result = (|| {
-        let line = lines
-            .recv_timeout(Duration::from_secs(15))
-            .map_err(|_| "no 'Forwarding from' line".to_owned())?;
-        let local = line
-            .split_whitespace()
-            .nth(2)
-            .ok_or(format!("unexpected output {line:?}"))?;
-        causeway_testbed::testing::echo_round_trip(local, 300_000, Duration::from_secs(10))
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = log.join().unwrap_or_default();
-    result.map(|()| log)
+    let mut cmd = client.kubectl(e);
+    cmd.args([
+        "-v=6",
+        "port-forward",
+        "-n",
+        "pf",
+        &format!("pod/{pod}"),
+        ":9000",
+    ]);
+    port_forward_round_trip(cmd, 300_000, Duration::from_secs(10))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,24 +443,21 @@ async fn unknown_cluster_404_no_agent_503_as_status() {
         );
     }
     // The refusals are in the stub's audit log, with user, cluster and code.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let audit =
-            std::fs::read_to_string(e.dir.path().join("stub-audit.log")).unwrap_or_default();
-        let found = audit.lines().any(|l| {
-            l.contains("\"username\":\"alice\"")
-                && l.contains("/clusters/tb-none/")
-                && l.contains("\"code\":503")
-        });
-        if found {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no audit event for the 503:\n{audit}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for(
+        "an audit event for the 503",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let audit =
+                std::fs::read_to_string(e.dir.path().join("stub-audit.log")).unwrap_or_default();
+            let found = audit.lines().any(|l| {
+                l.contains("\"username\":\"alice\"")
+                    && l.contains("/clusters/tb-none/")
+                    && l.contains("\"code\":503")
+            });
+            if found { Ok(()) } else { Err(audit) }
+        },
+    );
 }
 
 #[test]

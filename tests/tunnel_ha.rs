@@ -3,14 +3,15 @@
 //! ready; when the active stub stops (SIGTERM releases the Lease, SIGKILL lets it
 //! expire) the standby takes over, and agents reach a restarted stub within 5 s.
 
-#[path = "tunnel_support/fixture.rs"]
-mod fixture;
+#[path = "support/tunnel.rs"]
+mod tunnel_support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use causeway_testbed::ClusterInfo;
-use fixture::*;
+use causeway_testbed::testing::{Kubectl, wait_for};
+use tunnel_support::*;
 
 const LEASE_SECONDS: u64 = 3;
 
@@ -28,30 +29,13 @@ fn start(dir: &Path, name: &str, state: &Path, hub: &ClusterInfo, ports: Option<
         s.proc.kill();
         let config = dir.join(format!("{name}.yaml"));
         let log = dir.join(format!("{name}-restarted.log"));
-        let mut proc = Proc::start(
-            &[
-                "stub",
-                "--config",
-                config.to_str().unwrap(),
-                "--listen-users",
-                &format!("127.0.0.1:{}", p[0]),
-                "--listen-agents",
-                &format!("127.0.0.1:{}", p[1]),
-                "--listen-metrics",
-                &format!("127.0.0.1:{}", p[2]),
-            ],
-            &log,
-        );
-        let users = listening(&mut proc, "users");
-        let agents = listening(&mut proc, "agents");
-        let metrics = listening(&mut proc, "metrics");
-        s = Stub {
-            proc,
-            users,
-            agents,
-            metrics,
-            state: state.to_owned(),
-        };
+        let flags = ["--listen-users", "--listen-agents", "--listen-metrics"];
+        let extra: Vec<String> = flags
+            .iter()
+            .zip(p)
+            .flat_map(|(flag, port)| [flag.to_string(), format!("127.0.0.1:{port}")])
+            .collect();
+        s = Stub::start(&config, state, &extra, &log);
     }
     s
 }
@@ -60,12 +44,11 @@ fn ready(s: &Stub) -> bool {
     http_get(s.metrics, "/readyz").0 == 200
 }
 
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+/// Waits until `f` holds (polling every 50 ms), panicking after `within`; the time it
+/// took.
+fn wait_until(what: &str, within: Duration, f: impl FnMut() -> bool) -> Duration {
     let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(what, within, Duration::from_millis(50), f);
     t0.elapsed()
 }
 
@@ -78,17 +61,14 @@ fn sessions(s: &Stub, cluster: &str) -> u64 {
 }
 
 fn get_pods(member: &ClusterInfo, kubeconfig: &Path, stub: &Stub) -> Result<(), String> {
-    let out = kubectl(member, kubeconfig, "tb-a")
-        .args([
-            "--server",
-            &format!("https://{}/clusters/tb-a", stub.users),
-            "get",
-            "pods",
-            "-n",
-            "default",
-        ])
-        .output()
-        .unwrap();
+    let out = as_user(member, kubeconfig, "tb-a").output(&[
+        "--server",
+        &format!("https://{}/clusters/tb-a", stub.users),
+        "get",
+        "pods",
+        "-n",
+        "default",
+    ]);
     if out.status.success() {
         Ok(())
     } else {
@@ -104,14 +84,14 @@ async fn lease_failover_between_two_stubs() {
     let token = member_token(member, dir.path());
     let state = dir.path().join("stub-state");
 
-    let mut a = start(dir.path(), "stub-a", &state, hub, None);
+    let a = start(dir.path(), "stub-a", &state, hub, None);
     wait_until("stub-a active", Duration::from_secs(20), || ready(&a));
     let b = start(dir.path(), "stub-b", &state, hub, None);
     let a_ports = [a.users.port(), a.agents.port(), a.metrics.port()];
 
     let urls = format!("https://{},https://{}", a.agents, b.agents);
     let join = cluster_add(&state, "tb-a", &format!("https://{}", a.agents));
-    let mut agent = start_agent(
+    let agent = start_agent(
         dir.path(),
         "agent",
         &urls,
@@ -120,7 +100,7 @@ async fn lease_failover_between_two_stubs() {
         &dir.path().join("agent"),
         Some(&join),
     );
-    agent.wait_log("session established", 4, Duration::from_secs(30));
+    agent.wait_lines("session established", 4, Duration::from_secs(30));
     let alice = add_alice(&state, dir.path(), a.users, member);
 
     // One active stub: the standby is not ready and refuses users with 503.
@@ -133,19 +113,14 @@ async fn lease_failover_between_two_stubs() {
         "{err}"
     );
     get_pods(member, &alice, &a).unwrap();
-    let holder = run_ok({
-        let mut k = hub.kubectl();
-        k.args([
-            "get",
-            "lease",
-            "causeway-stub-ha",
-            "-n",
-            "default",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ]);
-        k
-    });
+    let holder = Kubectl::admin(hub).get(&[
+        "lease",
+        "causeway-stub-ha",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
     assert_eq!(holder, "stub-a");
 
     // Graceful stop releases the Lease: stub-b serves within 5 s, with agents already there.
@@ -157,7 +132,7 @@ async fn lease_failover_between_two_stubs() {
     assert!(sessions(&b, "tb-a") >= 1);
 
     // stub-a comes back on its old ports as standby; the agent reconnects within 5 s.
-    let mut a = start(dir.path(), "stub-a", &state, hub, Some(a_ports));
+    let a = start(dir.path(), "stub-a", &state, hub, Some(a_ports));
     let back = wait_until("agent back on stub-a", Duration::from_secs(5), || {
         sessions(&a, "tb-a") >= 1
     });
@@ -168,7 +143,6 @@ async fn lease_failover_between_two_stubs() {
     );
 
     // A crash (SIGKILL) leaves the Lease to expire: stub-a takes over after it.
-    let mut b = b;
     b.proc.kill();
     let took = wait_until(
         "stub-a takes over after the lease expires",

@@ -2,27 +2,29 @@
 //! requests with random cancellations leave streams, file descriptors and memory at
 //! baseline; an agent killed under load fails only its in-flight requests.
 
-#[path = "tunnel_support/client.rs"]
-mod client;
-#[path = "tunnel_support/fixture.rs"]
-mod fixture;
+#[path = "support/tunnel.rs"]
+mod tunnel_support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use causeway_testbed::Testbed;
-use fixture::*;
+use causeway_testbed::testing::{HttpClient, Process, fd_count, rss_kib};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http2::SendRequest;
 use rand::Rng;
 use tokio::sync::{Mutex, OnceCell};
 use tokio::time::Instant;
+use tunnel_support::*;
 
 struct Load {
     tb: &'static Testbed,
     _dir: tempfile::TempDir,
     stub: Stub,
-    agents: Mutex<Vec<Proc>>,
+    agents: Mutex<Vec<Process>>,
     alice: PathBuf,
 }
 
@@ -41,7 +43,7 @@ async fn load() -> &'static Load {
         let url = format!("https://{}", stub.agents);
         let join = cluster_add(&state, "tb-a", &url);
         let a_state = dir.path().join("agent-a");
-        let mut a = start_agent(
+        let a = start_agent(
             dir.path(),
             "agent-a",
             &url,
@@ -50,15 +52,15 @@ async fn load() -> &'static Load {
             &a_state,
             Some(&join),
         );
-        a.wait_log("session established", 2, Duration::from_secs(30));
+        a.wait_lines("session established", 2, Duration::from_secs(30));
         // A second agent of the same cluster with the same enrolled certificate.
         let b_state = dir.path().join("agent-b");
         std::fs::create_dir_all(&b_state).unwrap();
         for f in ["agent.crt", "agent.key", "ca.crt"] {
             std::fs::copy(a_state.join(f), b_state.join(f)).unwrap();
         }
-        let mut b = start_agent(dir.path(), "agent-b", &url, member, &token, &b_state, None);
-        b.wait_log("session established", 2, Duration::from_secs(30));
+        let b = start_agent(dir.path(), "agent-b", &url, member, &token, &b_state, None);
+        b.wait_lines("session established", 2, Duration::from_secs(30));
         let alice = add_alice(&state, dir.path(), stub.users, member);
         Load {
             tb,
@@ -74,12 +76,39 @@ async fn load() -> &'static Load {
 const SMALL_GET: &str = "/clusters/tb-a/api/v1/namespaces/default/configmaps?limit=1";
 
 async fn open_streams(l: &Load) -> f64 {
-    let addr = l.stub.metrics;
-    tokio::task::spawn_blocking(move || {
-        metric(addr, "causeway_tunnel_open_streams").unwrap_or(-1.0)
-    })
-    .await
-    .unwrap()
+    l.stub
+        .metric("causeway_tunnel_open_streams")
+        .unwrap_or(-1.0)
+}
+
+/// Alice's HTTP/2 client of the stub, with large flow-control windows for load.
+fn alice_h2(l: &Load) -> HttpClient {
+    user_client(&l.alice, l.stub.users, b"h2").h2_windows(1 << 20, 16 << 20)
+}
+
+/// An HTTP/2 connection of `client`.
+async fn h2(client: &HttpClient) -> SendRequest<Empty<Bytes>> {
+    client.http2().await.unwrap()
+}
+
+/// GET `path` on `send`; (status, body length).
+async fn get(
+    client: &HttpClient,
+    send: &mut SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> Result<(u16, usize), String> {
+    let req = client
+        .http2_request(http::Method::GET, path)
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((status, body.to_bytes().len()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,12 +116,12 @@ async fn ten_thousand_requests_with_cancellations_leave_no_leak() {
     let l = load().await;
     let _serial = SERIAL.lock().await;
     let _ = l.tb;
-    let tls = client::user_tls(&l.alice, b"h2");
+    let client = alice_h2(l);
     // Warm up: connections to the API server, allocator arenas.
     {
-        let mut c = client::h2(l.stub.users, tls.clone()).await;
+        let mut c = h2(&client).await;
         for _ in 0..300 {
-            let (code, _) = client::get(&mut c, SMALL_GET).await.unwrap();
+            let (code, _) = get(&client, &mut c, SMALL_GET).await.unwrap();
             assert_eq!(code, 200);
         }
     }
@@ -101,7 +130,7 @@ async fn ten_thousand_requests_with_cancellations_leave_no_leak() {
     let pids: Vec<u32> = {
         let agents = l.agents.lock().await;
         std::iter::once(l.stub.proc.pid())
-            .chain(agents.iter().map(Proc::pid))
+            .chain(agents.iter().map(Process::pid))
             .filter(|p| std::path::Path::new(&format!("/proc/{p}/fd")).exists())
             .collect()
     };
@@ -110,7 +139,7 @@ async fn ten_thousand_requests_with_cancellations_leave_no_leak() {
         "the stub and at least one agent must be running: {pids:?}"
     );
     let fds0: Vec<usize> = pids.iter().map(|p| fd_count(*p)).collect();
-    let rss0: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+    let rss0: Vec<u64> = pids.iter().map(|p| rss_kib(*p).unwrap_or(0)).collect();
     assert_eq!(open_streams(l).await, 0.0);
 
     const TOTAL: usize = 10_000;
@@ -125,9 +154,10 @@ async fn ten_thousand_requests_with_cancellations_leave_no_leak() {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CONNS {
-        let c = client::h2(l.stub.users, tls.clone()).await;
+        let c = h2(&client).await;
         for _ in 0..PER_CONN {
-            let (mut c, next, ok, cancelled, failed) = (
+            let (client, mut c, next, ok, cancelled, failed) = (
+                client.clone(),
                 c.clone(),
                 next.clone(),
                 ok.clone(),
@@ -152,7 +182,7 @@ async fn ten_thousand_requests_with_cancellations_leave_no_leak() {
                             _ => (SMALL_GET, None),
                         }
                     };
-                    let fut = client::get(&mut c, path);
+                    let fut = get(&client, &mut c, path);
                     match cancel_after {
                         Some(d) => match tokio::time::timeout(d, fut).await {
                             Ok(Ok(_)) => ok.fetch_add(1, Ordering::Relaxed),
@@ -208,7 +238,7 @@ async fn ten_thousand_requests_with_cancellations_leave_no_leak() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let rss: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+    let rss: Vec<u64> = pids.iter().map(|p| rss_kib(*p).unwrap_or(0)).collect();
     eprintln!("RSS KiB before {rss0:?} after {rss:?}");
     for (now, base) in rss.iter().zip(&rss0) {
         assert!(
@@ -222,7 +252,7 @@ async fn ten_thousand_requests_with_cancellations_leave_no_leak() {
 async fn agent_killed_under_load_fails_only_its_in_flight_requests() {
     let l = load().await;
     let _serial = SERIAL.lock().await;
-    let tls = client::user_tls(&l.alice, b"h2");
+    let client = alice_h2(l);
     const WORKERS: usize = 16;
     let kill_at = Duration::from_secs(2);
     let run_for = Duration::from_secs(6);
@@ -231,14 +261,15 @@ async fn agent_killed_under_load_fails_only_its_in_flight_requests() {
     let after_kill_ok = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..WORKERS {
-        let mut c = client::h2(l.stub.users, tls.clone()).await;
-        let (failures, after_kill_ok) = (failures.clone(), after_kill_ok.clone());
+        let mut c = h2(&client).await;
+        let (client, failures, after_kill_ok) =
+            (client.clone(), failures.clone(), after_kill_ok.clone());
         tasks.spawn(async move {
             let mut n = 0;
             while started.elapsed() < run_for && n < 100_000 {
                 n += 1;
                 let at = started.elapsed();
-                match client::get(&mut c, SMALL_GET).await {
+                match get(&client, &mut c, SMALL_GET).await {
                     Ok((200, _)) if at > kill_at => {
                         after_kill_ok.fetch_add(1, Ordering::Relaxed);
                     }
@@ -252,7 +283,7 @@ async fn agent_killed_under_load_fails_only_its_in_flight_requests() {
     tokio::time::sleep(kill_at).await;
     let killed_at = started.elapsed();
     {
-        let mut agents = l.agents.lock().await;
+        let agents = l.agents.lock().await;
         agents[0].kill();
     }
     while tasks.join_next().await.is_some() {}

@@ -3,34 +3,15 @@
 //! and clear refusals of bad input. Needs the testbed's kubectl
 //! (`testbed/build-bins.sh`).
 
-mod tunnel_security_support;
-
 use std::path::Path;
 use std::process::Command;
 
-use tunnel_security_support::run;
+use causeway_testbed::testing::{require_tools, run_fails as fails, run_ok as ok};
 
 fn causeway(state: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_causeway"));
     c.env("CAUSEWAY_STATE_DIR", state);
     c
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(!out.status.success(), "{cmd:?} should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn kubectl() -> std::path::PathBuf {
@@ -83,7 +64,7 @@ fn cluster_add_prints_a_one_time_token_and_the_agent_command() {
     assert_eq!(mode(&state), 0o700);
     // The hash is kubeadm's discovery-token-ca-cert-hash: SHA-256 of the CA's DER
     // SubjectPublicKeyInfo, as openssl computes it.
-    tunnel_security_support::require_tool("openssl", "apt-get install -y openssl");
+    require_tools(&[("openssl", "openssl")]);
     let openssl = ok(Command::new("sh").arg("-c").arg(format!(
         "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -hex",
         state.join("ca.crt").display()

@@ -6,33 +6,43 @@
 //!
 //! Needs the testbed binaries (`testbed/build-bins.sh`) and `curl`.
 
-mod tunnel_security_support;
+#[path = "support/tunnel.rs"]
+mod tunnel_support;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
+use causeway_testbed::testing::{Curl, CurlResponse, Kubectl, require_tools};
 use causeway_tunnel::identity::Identity;
 use causeway_tunnel::impersonate::rewrite_for_apiserver;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tunnel_security_support::*;
+use tunnel_support::*;
 
-fn header_list(h: &HeaderMap) -> Vec<(String, String)> {
-    h.iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8(v.as_bytes().to_vec()).expect("utf-8 header"),
-            )
-        })
-        .collect()
+/// `curl METHOD url` trusting `ca`, with `headers` and an optional JSON body.
+fn curl(
+    method: &str,
+    url: &str,
+    ca: &Path,
+    headers: &HeaderMap,
+    body: Option<&str>,
+) -> CurlResponse {
+    let mut c = Curl::new(method, url).cacert(ca);
+    for (k, v) in headers {
+        c = c.header(k.as_str(), v.to_str().expect("an ASCII header"));
+    }
+    if let Some(b) = body {
+        c = c.json(b);
+    }
+    c.send()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn member_cluster_sees_only_the_stubs_identity() {
-    require_tool("curl", "apt-get install -y curl");
+    require_tools(&[("curl", "curl")]);
     let tb = causeway_testbed::shared().await;
     let c = tb.cluster("tb-a").expect("cluster tb-a");
-    apply(c, MEMBER_RBAC);
-    let sa_token = agent_token(c);
+    Kubectl::admin(c).apply(MEMBER_RBAC);
+    let sa_token = agent_token(c, "1h");
 
     // A client request carrying every forged credential we can think of.
     let mut h = HeaderMap::new();
@@ -57,17 +67,16 @@ async fn member_cluster_sees_only_the_stubs_identity() {
     )
     .unwrap();
     rewrite_for_apiserver(&mut h, &alice, &sa_token).unwrap();
-    let headers = header_list(&h);
 
     // `kubectl auth whoami` is a SelfSubjectReview.
-    let (code, body) = curl(
+    let CurlResponse { code, body, .. } = curl(
         "POST",
         &format!(
             "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
             c.server
         ),
         &c.ca_cert,
-        &headers,
+        &h,
         Some(SELF_SUBJECT_REVIEW),
     );
     assert_eq!(code, 201, "{body}");
@@ -85,19 +94,19 @@ async fn member_cluster_sees_only_the_stubs_identity() {
     assert!(info.get("uid").is_none_or(|u| u != "0"), "{body}");
 
     // RBAC on the member decides: team-a yes, team-b no.
-    let (code, body) = curl(
+    let CurlResponse { code, body, .. } = curl(
         "GET",
         &format!("{}/api/v1/namespaces/team-a/pods", c.server),
         &c.ca_cert,
-        &headers,
+        &h,
         None,
     );
     assert_eq!(code, 200, "{body}");
-    let (code, body) = curl(
+    let CurlResponse { code, body, .. } = curl(
         "GET",
         &format!("{}/api/v1/namespaces/team-b/pods", c.server),
         &c.ca_cert,
-        &headers,
+        &h,
         None,
     );
     assert_eq!(code, 403, "{body}");
@@ -106,8 +115,12 @@ async fn member_cluster_sees_only_the_stubs_identity() {
     assert!(message.contains("User \"alice\" cannot list"), "{body}");
 
     // The ServiceAccount on its own holds impersonation rights only.
-    let sa_only = vec![("Authorization".to_owned(), format!("Bearer {sa_token}"))];
-    let (code, body) = curl(
+    let mut sa_only = HeaderMap::new();
+    sa_only.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {sa_token}")).unwrap(),
+    );
+    let CurlResponse { code, body, .. } = curl(
         "GET",
         &format!("{}/api/v1/namespaces/team-a/pods", c.server),
         &c.ca_cert,

@@ -14,95 +14,19 @@
 //! Needs the testbed binaries (`testbed/build-bins.sh`), `curl` and `openssl`
 //! (`apt-get install -y curl openssl`).
 
-mod tunnel_security_support;
+#[path = "support/tunnel.rs"]
+mod tunnel_support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use causeway_testbed::ClusterInfo;
-use tunnel_security_support::*;
-
-/// Kills a child process when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn causeway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_causeway"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Spawns `cmd` with its stderr and stdout read line by line; returns the process and
-/// a channel of lines.
-fn spawn_logged(mut cmd: Command, name: &'static str) -> (Proc, mpsc::Receiver<String>) {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    let (tx, rx) = mpsc::channel();
-    for stream in [
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                eprintln!("[{name}] {line}");
-                let _ = tx.send(line);
-            }
-        });
-    }
-    (Proc(child), rx)
-}
-
-/// Waits for a line containing `marker` and returns the word after it.
-fn wait_for(rx: &mpsc::Receiver<String>, marker: &str, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(i) = line.find(marker) {
-                    let rest = &line[i + marker.len()..];
-                    return rest
-                        .split(|c: char| c.is_whitespace() || c == '"')
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => break,
-            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} exited early"),
-        }
-    }
-    panic!("{what} did not log {marker:?} within 60 s")
-}
+use causeway_testbed::testing::{
+    Curl, KubeconfigCredentials, Kubectl, Spawn, require_tools, run_ok as ok, wait_for_async,
+    write_identity,
+};
+use tunnel_support::*;
 
 /// The refusal body must be a metav1.Status with this code; returns its message.
 fn status_message(body: &str, code: u16) -> String {
@@ -115,76 +39,26 @@ fn status_message(body: &str, code: u16) -> String {
 }
 
 /// A client certificate and key in files.
-struct ClientCert {
-    cert: PathBuf,
-    key: PathBuf,
-}
+type ClientCert = (PathBuf, PathBuf);
 
-fn write_cert(dir: &Path, name: &str, cert_pem: &str, key_pem: &str) -> ClientCert {
-    let cert = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    std::fs::write(&cert, cert_pem).unwrap();
-    std::fs::write(&key, key_pem).unwrap();
-    ClientCert { cert, key }
-}
-
-/// Extracts the client certificate and key from a kubeconfig written by `causeway user add`.
-fn cert_from_kubeconfig(dir: &Path, name: &str, kubeconfig: &Path) -> ClientCert {
-    let text = std::fs::read_to_string(kubeconfig).unwrap();
-    let field = |f: &str| {
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(f))
-            .unwrap_or_else(|| panic!("{f} not in {}", kubeconfig.display()));
-        let b64 = line.split_once(':').unwrap().1.trim();
-        let out = run(Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf %s '{b64}' | base64 -d")));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    write_cert(
-        dir,
-        name,
-        &field("client-certificate-data"),
-        &field("client-key-data"),
-    )
-}
-
-/// `curl` against the stub with an optional client certificate and extra headers.
-/// Returns (HTTP code, body, response headers); code 0 when there was no HTTP answer
-/// (the TLS handshake failed).
+/// `curl` GET against the stub trusting `ca`, with an optional client certificate and
+/// extra headers. Returns (HTTP code, body, response headers); code 0 when there was no
+/// HTTP answer (the TLS handshake failed).
 fn stub_curl(
     url: &str,
     ca: &Path,
     cert: Option<&ClientCert>,
-    extra: &[&str],
+    headers: &[(&str, &str)],
 ) -> (u16, String, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--path-as-is",
-        "--max-time",
-        "30",
-        "-D",
-        "-",
-        "-w",
-        "\n%{http_code}",
-    ])
-    .arg("--cacert")
-    .arg(ca);
-    if let Some(c) = cert {
-        cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+    let mut curl = Curl::get(url).cacert(ca);
+    if let Some((cert, key)) = cert {
+        curl = curl.identity(cert, key);
     }
-    cmd.args(extra).arg(url);
-    let out = run(&mut cmd);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (rest, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code: u16 = code.trim().parse().unwrap_or(0);
-    let (headers, body) = rest
-        .split_once("\r\n\r\n")
-        .map(|(h, b)| (h.to_owned(), b.to_owned()))
-        .unwrap_or_default();
-    (code, body, headers.to_ascii_lowercase())
+    for (k, v) in headers {
+        curl = curl.header(k, v);
+    }
+    let r = curl.send();
+    (r.code, r.body, r.headers)
 }
 
 /// Signs a client certificate with the stub CA using openssl, with a subject CN that
@@ -231,23 +105,21 @@ fn openssl_cert(dir: &Path, name: &str, cn: &str, state: &Path) -> ClientCert {
         .arg("4242")
         .arg("-out")
         .arg(&cert));
-    ClientCert { cert, key }
+    (cert, key)
 }
 
 /// kubectl with its own discovery cache next to the kubeconfig, so runs do not share
 /// (or depend on) `~/.kube/cache`.
 fn kubectl(c: &ClusterInfo, kubeconfig: &Path) -> Command {
-    let mut cmd = Command::new(&c.kubectl);
-    cmd.arg("--kubeconfig")
-        .arg(kubeconfig)
+    Kubectl::with_kubeconfig(c, kubeconfig)
         .arg("--cache-dir")
-        .arg(kubeconfig.with_extension("cache"));
-    cmd
+        .arg(kubeconfig.with_extension("cache"))
+        .cmd()
 }
 
 /// Runs kubectl and returns (success, stdout, stderr).
 fn try_kubectl(cmd: &mut Command) -> (bool, String, String) {
-    let out = run(cmd);
+    let out = causeway_testbed::testing::run(cmd);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -288,71 +160,33 @@ subjects:
 "#;
 
 /// Runs `causeway agent` with `args`; it must exit with an error within 30 s.
-/// Returns its stderr.
+/// Returns its output.
 fn agent_fails(args: &[&std::ffi::OsStr]) -> String {
-    let mut child = causeway()
-        .arg("agent")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("agent starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            assert!(
-                !status.success(),
-                "agent {args:?} should have failed: {err}"
-            );
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("agent {args:?} still running after 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until pod team-a/web is Running (kwok).
-fn wait_pod_running(c: &ClusterInfo) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let out = run(c.kubectl().args([
-            "get",
-            "pod",
-            "web",
-            "-n",
-            "team-a",
-            "-o",
-            "jsonpath={.status.phase}",
-        ]));
-        if String::from_utf8_lossy(&out.stdout) == "Running" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pod team-a/web not Running after 90 s"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let agent = Spawn::causeway(BIN).arg("agent").args(args).start();
+    let Some(status) = agent.wait_exit(Duration::from_secs(30)) else {
+        panic!("agent {args:?} still running after 30 s");
+    };
+    let err = agent.logs();
+    assert!(
+        !status.success(),
+        "agent {args:?} should have failed: {err}"
+    );
+    err
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stub_authenticates_authorizes_impersonates_and_audits() {
-    require_tool("curl", "apt-get install -y curl");
-    require_tool("openssl", "apt-get install -y openssl");
+    require_tools(&[("curl", "curl"), ("openssl", "openssl")]);
     let tb = causeway_testbed::shared().await;
     let c = tb.cluster("tb-a").expect("cluster tb-a");
-    apply(c, MEMBER_RBAC);
-    apply(c, EXEC_RBAC_AND_POD);
+    let admin = Kubectl::admin(c);
+    admin.apply(MEMBER_RBAC);
+    admin.apply(EXEC_RBAC_AND_POD);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let state = dir.join("stub");
     let sa_token_file = dir.join("sa.token");
-    std::fs::write(&sa_token_file, agent_token(c)).unwrap();
+    std::fs::write(&sa_token_file, agent_token(c, "1h")).unwrap();
 
     // --- enrol tb-a, add users ---------------------------------------------------
     let added = ok(causeway()
@@ -394,11 +228,14 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         ),
     )
     .unwrap();
-    let mut cmd = causeway();
-    cmd.arg("stub").arg("--config").arg(&config);
-    let (_stub, stub_log) = spawn_logged(cmd, "stub");
-    let users_addr = wait_for(&stub_log, "listening on users https://", "stub");
-    let agents_addr = wait_for(&stub_log, "listening on agents https://", "stub");
+    let stub = Spawn::causeway(BIN)
+        .args(["stub", "--config"])
+        .arg(&config)
+        .echo()
+        .start();
+    let listening = stub.wait_listening(&["users", "agents"], Duration::from_secs(60));
+    let users_addr = listening.addr("users");
+    let agents_addr = listening.addr("agents");
     let base = format!("https://{users_addr}");
 
     let kc = |name: &str, group: Option<&str>, clusters: &str, extra: &[&str]| {
@@ -430,17 +267,17 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
     };
     let (alice_kc, _) = kc("alice", Some("dev"), "tb-a", &[]);
     let (bob_kc, bob_token) = kc("bob", None, "tb-a", &["--token"]);
-    let bob_bearer = format!("Authorization: Bearer {}", bob_token.expect("bob's token"));
+    let bob_bearer = format!("Bearer {}", bob_token.expect("bob's token"));
     let (rita_kc, _) = kc("rita", None, "tb-*", &["--read-only"]);
     let (erin_kc, _) = kc("erin", None, "tb-a", &[]);
     let ca = state.join("ca.crt");
-    let alice = cert_from_kubeconfig(dir, "alice", &alice_kc);
-    let bob = cert_from_kubeconfig(dir, "bob", &bob_kc);
+    let alice = KubeconfigCredentials::read(&alice_kc).write_identity(dir, "alice");
+    let bob = KubeconfigCredentials::read(&bob_kc).write_identity(dir, "bob");
 
     // --- the agent ---------------------------------------------------------------
-    let mut cmd = causeway();
-    cmd.arg("agent")
+    let _agent = Spawn::causeway(BIN)
         .args([
+            "agent",
             "--stub",
             &format!("https://{agents_addr}"),
             "--cluster",
@@ -452,27 +289,30 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         .arg("--kubeconfig")
         .arg(&c.kubeconfig)
         .arg("--token-file")
-        .arg(&sa_token_file);
-    let (_agent, _agent_log) = spawn_logged(cmd, "agent");
+        .arg(&sa_token_file)
+        .echo()
+        .start();
 
     // Wait until alice reaches tb-a through the tunnel.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (code, body, _) = stub_curl(
-            &format!("{base}/clusters/tb-a/version"),
-            &ca,
-            Some(&alice),
-            &[],
-        );
-        if code == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tb-a not reachable through the stub: {code} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for_async(
+        "tb-a reachable through the stub",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || {
+            let (code, body, _) = stub_curl(
+                &format!("{base}/clusters/tb-a/version"),
+                &ca,
+                Some(&alice),
+                &[],
+            );
+            std::future::ready(if code == 200 {
+                Ok(())
+            } else {
+                Err(format!("{code} {body}"))
+            })
+        },
+    )
+    .await;
 
     // --- impersonation seen by the member cluster ---------------------------------
     let (ok_, out, err) = try_kubectl(kubectl(c, &alice_kc).args(["auth", "whoami", "-o", "json"]));
@@ -523,7 +363,7 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         &format!("{base}/clusters/tb-a/api/v1/namespaces/team-b/pods"),
         &ca,
         Some(&alice),
-        &["-H", "iMpErSoNaTe-GrOuP: system:masters"],
+        &[("iMpErSoNaTe-GrOuP", "system:masters")],
     );
     assert_eq!(code, 403, "{body}");
     status_message(&body, 403);
@@ -540,7 +380,7 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
     let f = foreign_ca
         .issue_user("alice", &["dev".into()], Duration::from_secs(3600))
         .unwrap();
-    let foreign = write_cert(dir, "foreign", &f.cert_pem, f.key_pem.expose());
+    let foreign = write_identity(dir, "foreign", &f.cert_pem, f.key_pem.expose());
     let (code, body, _) = stub_curl(&pods, &ca, Some(&foreign), &[]);
     assert_eq!(
         code, 0,
@@ -558,7 +398,7 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
             now - Duration::from_secs(3600),
         )
         .unwrap();
-    let expired = write_cert(dir, "expired", &e.cert_pem, e.key_pem.expose());
+    let expired = write_identity(dir, "expired", &e.cert_pem, e.key_pem.expose());
     let (code, body, _) = stub_curl(&pods, &ca, Some(&expired), &[]);
     assert_eq!(
         code, 0,
@@ -585,23 +425,19 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         &pods,
         &ca,
         None,
-        &["-H", "Authorization: Bearer e2e-token-tom-0123456789abcdeX"],
+        &[("Authorization", "Bearer e2e-token-tom-0123456789abcdeX")],
     );
     assert_eq!(code, 401, "wrong token: {body}");
     status_message(&body, 401);
-    let (code, body, _) = stub_curl(
+    let r = Curl::new(
+        "POST",
         &format!("{base}/clusters/tb-a/apis/authentication.k8s.io/v1/selfsubjectreviews"),
-        &ca,
-        None,
-        &[
-            "-H",
-            &format!("Authorization: Bearer {tom_token}"),
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            SELF_SUBJECT_REVIEW,
-        ],
-    );
+    )
+    .cacert(&ca)
+    .header("Authorization", &format!("Bearer {tom_token}"))
+    .json(SELF_SUBJECT_REVIEW)
+    .send();
+    let (code, body) = (r.code, r.body);
     assert_eq!(code, 201, "tom's token: {body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"]["userInfo"]["username"], "tom", "{body}");
@@ -611,27 +447,29 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
     let bob_version = format!("{base}/clusters/tb-a/version");
     assert_eq!(stub_curl(&bob_version, &ca, Some(&bob), &[]).0, 200);
     assert_eq!(
-        stub_curl(&bob_version, &ca, None, &["-H", &bob_bearer]).0,
+        stub_curl(&bob_version, &ca, None, &[("Authorization", &bob_bearer)]).0,
         200
     );
     ok(causeway()
         .args(["user", "remove", "bob", "--state-dir"])
         .arg(&state));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (code, body, _) = stub_curl(&bob_version, &ca, Some(&bob), &[]);
-        if code == 401 {
-            status_message(&body, 401);
-            let (code, body, _) = stub_curl(&bob_version, &ca, None, &["-H", &bob_bearer]);
-            assert_eq!(code, 401, "removed user's token: {body}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "removed user bob still gets {code}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let body = wait_for_async(
+        "removed user bob refused",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let (code, body, _) = stub_curl(&bob_version, &ca, Some(&bob), &[]);
+            std::future::ready(if code == 401 {
+                Ok(body)
+            } else {
+                Err(format!("bob still gets {code}"))
+            })
+        },
+    )
+    .await;
+    status_message(&body, 401);
+    let (code, body, _) = stub_curl(&bob_version, &ca, None, &[("Authorization", &bob_bearer)]);
+    assert_eq!(code, 401, "removed user's token: {body}");
 
     // --- authorization refusals ---------------------------------------------------
     // `get --raw`: kubectl's discovery step prints "Forbidden: unknown" for a cluster
@@ -659,7 +497,15 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
     assert!(err.contains("read-only"), "{err}");
 
     // --- exec is create, whatever the method (WebSocket exec is a GET) ---------------
-    wait_pod_running(c);
+    admin.wait(
+        &[
+            "--for=jsonpath={.status.phase}=Running",
+            "pod/web",
+            "-n",
+            "team-a",
+        ],
+        Duration::from_secs(90),
+    );
     for websockets in ["true", "false"] {
         let exec = |kc: &Path| {
             let mut cmd = kubectl(c, kc);
@@ -769,31 +615,27 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
     assert!(err.contains("bound to cluster tb-a"), "{err}");
 
     // --- audit ----------------------------------------------------------------------
-    let (code, _, headers) = stub_curl(
-        &pods,
-        &ca,
-        Some(&alice),
-        &["-H", "Audit-ID: e2e-audit-0042"],
-    );
+    let (code, _, headers) = stub_curl(&pods, &ca, Some(&alice), &[("Audit-ID", "e2e-audit-0042")]);
     assert_eq!(code, 200);
     // The member cluster answers with the Audit-ID it used: ours.
     assert!(headers.contains("audit-id: e2e-audit-0042"), "{headers}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let events: Vec<serde_json::Value> = loop {
-        let text = std::fs::read_to_string(&audit_log).unwrap_or_default();
-        let events: Vec<serde_json::Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if events
-            .iter()
-            .any(|e| e["auditID"] == "e2e-audit-0042" && e["stage"] == "ResponseComplete")
-            || Instant::now() > deadline
-        {
-            break events;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let events: Vec<serde_json::Value> = wait_for_async(
+        "audit event for e2e-audit-0042",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let text = std::fs::read_to_string(&audit_log).unwrap_or_default();
+            let events: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            let done = events
+                .iter()
+                .any(|e| e["auditID"] == "e2e-audit-0042" && e["stage"] == "ResponseComplete");
+            std::future::ready(done.then_some(events))
+        },
+    )
+    .await;
     let done = events
         .iter()
         .find(|e| e["auditID"] == "e2e-audit-0042" && e["stage"] == "ResponseComplete")

@@ -1,57 +1,36 @@
-//! Test harness for the built `causeway dns` binary: start it on port 0, read its
-//! addresses from the "listening on" log lines, query it over real UDP and TCP with
-//! hickory-proto, and talk to its HTTP API. Also a tiny HTTP health endpoint the
-//! tests start and stop.
+//! The `dns_*` tests' harness: the built `causeway dns` on port 0 (started with the
+//! kit's [`Spawn`], its addresses from its "listening on" lines), queries over real
+//! UDP and TCP with hickory-proto, its HTTP API through the kit's client, and a tiny
+//! health endpoint the tests start and stop. Generic helpers (processes, HTTP, waits)
+//! live in `causeway_testbed::testing`; this file holds what needs hickory-proto.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use causeway_testbed::testing::{HttpClient, Listening, Process, Spawn, metric_value, wait_for};
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
 
+/// How often the dns tests poll (answers, metrics).
+pub const POLL: Duration = Duration::from_millis(25);
+
 /// A running `causeway dns`.
 pub struct Server {
-    child: Child,
+    proc: Process,
     /// DNS address (UDP and TCP).
     pub dns: SocketAddr,
     /// HTTP API address.
     pub api: SocketAddr,
-    log: Arc<Mutex<String>>,
+    /// Every listener it logged.
+    pub listening: Listening,
     /// The config file.
     pub config: PathBuf,
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn addr_after(log: &str, marker: &str) -> Option<SocketAddr> {
-    log.lines()
-        .find_map(|l| {
-            l.split_once(marker)
-                .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_string())
-        })
-        .and_then(|a| a.parse().ok())
 }
 
 impl Server {
@@ -62,89 +41,52 @@ impl Server {
 
     /// The same with extra arguments.
     pub fn start_with(config: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["--log", "info", "dns", "--config"])
+        let proc = Spawn::causeway(env!("CARGO_BIN_EXE_causeway"))
+            .args(["dns", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
             .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start causeway");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut l = sink.lock().unwrap();
-                l.push_str(&strip_ansi(&line));
-                l.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = log.lock().unwrap().clone();
-            if text.contains(" ready") {
-                let dns = addr_after(&text, "listening on dns udp://").expect("udp address in log");
-                let tcp = addr_after(&text, "listening on dns tcp://").expect("tcp address in log");
-                assert_eq!(dns, tcp, "UDP and TCP share the port");
-                let api =
-                    addr_after(&text, "listening on api http://").expect("http address in log");
-                return Self {
-                    child,
-                    dns,
-                    api,
-                    log,
-                    config: config.to_path_buf(),
-                };
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("causeway dns exited with {status} before it was ready:\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "causeway dns not ready within 60 s:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            .start();
+        proc.wait_line(" ready", Duration::from_secs(60));
+        let listening = proc.wait_listening(&["dns", "api"], Duration::from_secs(5));
+        let dns = listening.addr_of("dns", "udp");
+        assert_eq!(
+            dns,
+            listening.addr_of("dns", "tcp"),
+            "UDP and TCP share the port"
+        );
+        Self {
+            proc,
+            dns,
+            api: listening.addr("api"),
+            listening,
+            config: config.to_path_buf(),
         }
     }
 
     /// Everything logged so far (ANSI colours removed).
     pub fn logs(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.proc.logs()
     }
 
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        self.proc.find_line(needle, within).is_some()
     }
 
-    /// Sends a signal to the server.
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+    /// Sends a signal (`libc::SIGHUP`, …) to the server.
+    pub fn signal(&self, sig: i32) {
+        self.proc.signal(sig);
     }
 
     /// Process ID.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.pid()
     }
 
     /// Whether the process still runs.
-    pub fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+    pub fn alive(&self) -> bool {
+        self.proc.alive()
     }
 
     /// A query over UDP (EDNS when `edns` is true, ECS when given).
@@ -187,14 +129,11 @@ impl Server {
 
     /// HTTP request to the API: (status, body).
     pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        http(self.api, method, path, body)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let method = http::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let r = HttpClient::new(self.api)
+            .send_blocking(method, path, body.to_owned())
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        (r.status, r.text())
     }
 }
 
@@ -253,30 +192,6 @@ pub fn ecs_of(m: &Message) -> Option<(u8, u8)> {
         EdnsOption::Subnet(s) => Some((s.source_prefix(), s.scope_prefix())),
         _ => None,
     }
-}
-
-/// A blocking HTTP/1.1 request: (status, body).
-pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// A real HTTP health endpoint on loopback that a test starts and stops.
@@ -349,34 +264,22 @@ pub fn example_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dns/causeway-dns.yaml")
 }
 
-/// Polls `f` until it returns true or `within` passes; returns the time it took.
-pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if f() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    None
+/// The value of the `/metrics` sample `series` (name and labels exactly; 0 if absent).
+pub fn metric(s: &Server, series: &str) -> f64 {
+    let (_, page) = s.http("GET", "/metrics", "");
+    metric_value(&page, series).unwrap_or(0.0)
 }
 
-/// The value of the first `/metrics` line starting with `prefix` (0 if absent).
-pub fn metric(s: &Server, prefix: &str) -> f64 {
-    let (_, m) = s.http("GET", "/metrics", "");
-    m.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Waits (query counts are added to /metrics every 250 ms) until `metric` ≥ `at_least`.
-pub fn wait_metric(s: &Server, prefix: &str, at_least: f64) -> f64 {
-    let mut last = 0.0;
-    wait_until(Duration::from_secs(5), || {
-        last = metric(s, prefix);
-        last >= at_least
-    });
-    last
+/// Waits (query counts are added to /metrics every 250 ms) until `metric` ≥
+/// `at_least`, for up to 5 s; returns its value.
+pub fn wait_metric(s: &Server, series: &str, at_least: f64) -> f64 {
+    wait_for(
+        &format!("{series} >= {at_least}"),
+        Duration::from_secs(5),
+        POLL,
+        || {
+            let v = metric(s, series);
+            if v >= at_least { Ok(v) } else { Err(v) }
+        },
+    )
 }
