@@ -33,18 +33,24 @@ impl LoadedConfig {
         Self::from_documents(file, &causeway_config::read_file(file)?)
     }
 
-    /// [`LoadedConfig::load`] on a short-lived thread of its own, so that the parser's
-    /// transient memory (a large file's YAML events) lives in that thread's malloc
-    /// arena and can be returned to the OS as a whole, instead of fragmenting the
-    /// heap the server keeps using.
+    /// [`LoadedConfig::load`], reading and validating the file on a short-lived
+    /// thread of its own, so that the parser's transient memory (a large file's YAML
+    /// values) lives in that thread's malloc arena and can be returned to the OS as a
+    /// whole. The zones, which the server keeps, are compiled here on the caller's
+    /// thread, so they do not pin that arena's pages.
     pub fn load_isolated(file: &Path) -> Result<Self, ConfigError> {
         let path = file.to_path_buf();
-        std::thread::Builder::new()
+        let (docs, config) = std::thread::Builder::new()
             .name("config-load".into())
-            .spawn(move || Self::load(&path))
+            .spawn(move || {
+                let docs = causeway_config::read_file(&path)?;
+                let config = Config::from_documents(&path, &docs)?;
+                Ok((docs, config))
+            })
             .map_err(|e| ConfigError::file(file, format!("cannot start the loader thread: {e}")))?
             .join()
-            .unwrap_or_else(|_| Err(ConfigError::file(file, "the loader panicked")))
+            .unwrap_or_else(|_| Err(ConfigError::file(file, "the loader panicked")))?;
+        Self::compile(config, &docs)
     }
 
     /// Loads `text`, naming `file` in errors.
@@ -53,10 +59,14 @@ impl LoadedConfig {
     }
 
     fn from_documents(file: &Path, docs: &[Document]) -> Result<Self, ConfigError> {
-        let config = Config::from_documents(file, docs)?;
+        Self::compile(Config::from_documents(file, docs)?, docs)
+    }
+
+    /// Compiles the zones of `config` (read from `docs`) and sets up their probes.
+    fn compile(config: Config, docs: &[Document]) -> Result<Self, ConfigError> {
         let zones = Zones::compile(&config.zones).map_err(|e| compile_error(&config, docs, e))?;
-        let probes =
-            ProbeTargets::build(&zones).map_err(|e| probe_error(&config, &zones, docs, file, e))?;
+        let probes = ProbeTargets::build(&zones)
+            .map_err(|e| probe_error(&config, &zones, docs, &config.file, e))?;
         Ok(Self {
             config,
             zones: Arc::new(zones),
