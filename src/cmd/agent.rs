@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use causeway_model::ClusterId;
-use causeway_tunnel::CancellationToken;
 use causeway_tunnel::agent::{AgentConfig, StubTarget, TokenSource, UpstreamConfig};
 use causeway_tunnel::enrol::{self, AgentCredentials};
 use causeway_tunnel::identity::Secret;
@@ -137,13 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         upstream,
         token: TokenSource::new(args.token_file)?,
     };
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        super::stub::wait_for_signal().await;
-        tracing::info!("shutting down");
-        stop.cancel();
-    });
+    let shutdown = super::shutdown::shutdown_on_signal();
     causeway_tunnel::agent::run(config, shutdown).await?;
     Ok(())
 }

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use causeway_tunnel::CancellationToken;
 use causeway_tunnel::config::{OneDocumentFile as _, StubConfig};
 
 /// Options of `causeway stub`.
@@ -63,30 +62,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}: ok", args.config.display());
         return Ok(());
     }
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        stop.cancel();
-    });
+    let shutdown = super::shutdown::shutdown_on_signal();
     causeway_tunnel::stub::run(config, shutdown)
         .await
         .with_context(|| format!("stub {}", args.config.display()))
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-pub(super) async fn wait_for_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }
