@@ -4,11 +4,12 @@
 #   testbed/build-bins.sh [--with-chart-tools]
 #
 # Pins live in testbed/go/*/go.mod (Kubernetes v1.36.3, kubectl v1.29.15, etcd v3.6.8, kwok
-# v0.8.0; helm and kubeconform with --with-chart-tools). A group is rebuilt only when its
-# go.mod/go.sum or its build command (the build function, flags, outputs) change.
+# v0.8.0, metrics-server v0.8.0; helm and kubeconform with --with-chart-tools). A group is
+# rebuilt only when its go.mod/go.sum or its build command (the build function, flags,
+# outputs) change.
 # Output: ${CAUSEWAY_BIN_DIR:-.cache/bin}/{kube-apiserver,kube-controller-manager,kube-scheduler,
-# kubectl,kubectl-1.29,etcd,kwok[,helm,kubeconform]}, kwok-stages.yaml and BUILD-INFO with build
-# times. kubectl-1.29 is an old kubectl that uses SPDY for exec/attach/port-forward (>= 1.31
+# kubectl,kubectl-1.29,etcd,kwok,metrics-server[,helm,kubeconform]}, kwok-stages.yaml and
+# BUILD-INFO with build times. kubectl-1.29 is an old kubectl that uses SPDY for exec/attach/port-forward (>= 1.31
 # use WebSocket), for the tunnel tests.
 set -euo pipefail
 
@@ -33,6 +34,10 @@ k8s_ldflags() {
 }
 k8s_ldflags=$(k8s_ldflags k8s)
 kubectl_129_ldflags=$(k8s_ldflags kubectl-1.29)
+# metrics-server prints client-go's version (as its Makefile sets it), taken from its pin.
+metrics_server_version=$(awk '$1=="require" && $2=="sigs.k8s.io/metrics-server" {print $3}' \
+  "$root/testbed/go/metrics-server/go.mod")
+metrics_server_ldflags="-s -w -X k8s.io/client-go/pkg/version.gitVersion=$metrics_server_version"
 
 # build GROUP "LDFLAGS" OUTPUT_NAME=PACKAGE...
 build() {
@@ -76,6 +81,10 @@ build k8s "$k8s_ldflags" \
 build kubectl-1.29 "$kubectl_129_ldflags" kubectl-1.29=k8s.io/kubernetes/cmd/kubectl
 build etcd "-s -w" etcd=go.etcd.io/etcd/server/v3
 build kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=v0.8.0" kwok=sigs.k8s.io/kwok/cmd/kwok
+# metrics-server serves metrics.k8s.io (HPAs, `kubectl top`) from kwok's simulated pod usage.
+# Its own group: it pins the Kubernetes v0.33 libraries, so it shares little with the above.
+build metrics-server "$metrics_server_ldflags" \
+  metrics-server=sigs.k8s.io/metrics-server/cmd/metrics-server
 # kwok ships no stages inside its binary: without them nodes never go Ready and pods never
 # Running. Take the default ones (what kwokctl uses) from the pinned kwok module.
 # (`go mod download` also fetches the module when the Go module cache is empty.)
