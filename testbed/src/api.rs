@@ -66,7 +66,19 @@ impl ApiClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(StatusCode, Bytes), ApiError> {
-        let fut = self.request_inner(method, path, body);
+        self.request_as(method, path, body, "application/json")
+            .await
+    }
+
+    /// [`ApiClient::request`] with a body of `content_type` (e.g. a merge patch).
+    pub async fn request_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        content_type: &str,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        let fut = self.request_inner(method, path, body, content_type);
         tokio::time::timeout(Duration::from_secs(10), fut)
             .await
             .map_err(|_| format!("{path}: no answer in 10 s"))?
@@ -77,6 +89,7 @@ impl ApiClient {
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
+        content_type: &str,
     ) -> Result<(StatusCode, Bytes), ApiError> {
         let tcp = TcpStream::connect(self.addr)
             .await
@@ -89,7 +102,7 @@ impl ApiClient {
             .method(method)
             .uri(path)
             .header(http::header::HOST, self.addr.to_string())
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, content_type)
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
@@ -116,6 +129,25 @@ impl ApiClient {
             ));
         }
         serde_json::from_slice(&body).map_err(|e| format!("GET {path}: bad JSON: {e}"))
+    }
+
+    /// PATCH with a JSON merge patch (RFC 7386), failing on any non-2xx status.
+    pub async fn merge_patch(&self, path: &str, patch: &serde_json::Value) -> Result<(), ApiError> {
+        let (status, body) = self
+            .request_as(
+                Method::PATCH,
+                path,
+                Some(patch),
+                "application/merge-patch+json",
+            )
+            .await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(format!(
+            "PATCH {path}: {status}: {}",
+            String::from_utf8_lossy(&body)
+        ))
     }
 
     /// POST creating an object; an existing object (409) counts as success.

@@ -15,6 +15,10 @@ pub const REQUIRED: [&str; 7] = [
     "kwok-stages.yaml",
 ];
 
+/// Built beside [`REQUIRED`] and needed only when metrics are on
+/// ([`crate::spec::MetricsOptions::enabled`]).
+pub const METRICS_SERVER: &str = "metrics-server";
+
 /// Paths of every program the testbed runs.
 #[derive(Clone, Debug)]
 pub struct Binaries {
@@ -32,6 +36,9 @@ pub struct Binaries {
     pub kwok: PathBuf,
     /// kwok's default node and pod stages (written by `build-bins.sh`).
     pub kwok_stages: PathBuf,
+    /// `metrics-server` (may be missing: only checked when metrics are on, see
+    /// [`Binaries::check_metrics_server`]).
+    pub metrics_server: PathBuf,
 }
 
 impl Binaries {
@@ -52,6 +59,21 @@ impl Binaries {
             kubectl: dir.join("kubectl"),
             kwok: dir.join("kwok"),
             kwok_stages: dir.join("kwok-stages.yaml"),
+            metrics_server: dir.join(METRICS_SERVER),
+        })
+    }
+
+    /// `Err(MissingBinary)` unless `metrics-server` is there.
+    pub fn check_metrics_server(&self) -> Result<(), TestbedError> {
+        if self.metrics_server.is_file() {
+            return Ok(());
+        }
+        Err(TestbedError::MissingBinary {
+            name: METRICS_SERVER.into(),
+            searched: self
+                .metrics_server
+                .parent()
+                .map_or_else(String::new, |d| d.display().to_string()),
         })
     }
 }
@@ -139,6 +161,19 @@ mod tests {
         let err = Binaries::locate(Some(dir.path())).unwrap_err().to_string();
         assert!(err.contains("kube-apiserver not found"), "{err}");
         assert!(err.contains("testbed/build-bins.sh"), "{err}");
+    }
+
+    #[test]
+    fn metrics_server_is_checked_on_demand() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in REQUIRED {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let bins = Binaries::locate(Some(dir.path())).unwrap();
+        let err = bins.check_metrics_server().unwrap_err().to_string();
+        assert!(err.contains("metrics-server not found"), "{err}");
+        std::fs::write(dir.path().join(METRICS_SERVER), "").unwrap();
+        bins.check_metrics_server().unwrap();
     }
 
     #[test]

@@ -5,22 +5,28 @@
 //! soft memory limit on each process.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::bins::Binaries;
-use crate::layout::{APISERVER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KWOK_PORT, Layout};
-use crate::pki::ClusterPki;
+use crate::layout::{
+    APISERVER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KWOK_PORT, Layout, METRICS_SERVER_PORT,
+};
+use crate::pki::{ClusterPki, FRONT_PROXY_CLIENT_CN};
 use crate::process::Launch;
+use crate::spec::MetricsOptions;
 
 /// Service range of every cluster (clusters are separate, so they may share it).
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// Pod IP range kwok hands out.
 pub const POD_CIDR: &str = "10.244.0.1/16";
 
-/// Controllers kube-controller-manager runs: enough for workloads, ServiceAccounts,
-/// namespaces, garbage collection, Services and node health.
+/// Controllers kube-controller-manager runs: enough for workloads, autoscaling,
+/// ServiceAccounts, namespaces, garbage collection, Services and node health.
 pub const CONTROLLERS: &[&str] = &[
     "deployment-controller",
     "replicaset-controller",
+    // HPAs; they read pod CPU and memory from metrics.k8s.io (metrics-server).
+    "horizontal-pod-autoscaler-controller",
     "statefulset-controller",
     "daemonset-controller",
     "job-controller",
@@ -50,6 +56,20 @@ pub const KWOK_CRDS: &[&str] = &[
     "ClusterPortForward",
     "PortForward",
 ];
+
+/// kwok resources for simulated resource usage, served as CRDs when metrics are on: the
+/// `Metric` that renders kubelet-style `/metrics/resource` per node, and the usages (CEL
+/// over each pod) it reads.
+pub const KWOK_METRICS_CRDS: &[&str] = &["Metric", "ClusterResourceUsage", "ResourceUsage"];
+
+/// A duration as a Go flag value (`5s`, `1500ms`).
+fn go_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
 
 fn go_env(limit_mib: u32) -> Vec<(&'static str, String)> {
     vec![
@@ -129,6 +149,18 @@ pub(crate) fn apiserver<'a>(l: &'a Layout, bins: &'a Binaries, pki: &ClusterPki)
             ("profiling", "false".into()),
             ("event-ttl", "15m".into()),
             ("default-watch-cache-size", "50".into()),
+            // The aggregation layer: requests for extension APIs (metrics.k8s.io) are proxied
+            // with the front-proxy client certificate and the user in X-Remote-* headers.
+            ("requestheader-client-ca-file", path(&pki.front_proxy_ca)),
+            ("requestheader-allowed-names", FRONT_PROXY_CLIENT_CN.into()),
+            ("requestheader-username-headers", "X-Remote-User".into()),
+            ("requestheader-group-headers", "X-Remote-Group".into()),
+            (
+                "requestheader-extra-headers-prefix",
+                "X-Remote-Extra-".into(),
+            ),
+            ("proxy-client-cert-file", path(&pki.front_proxy_client.cert)),
+            ("proxy-client-key-file", path(&pki.front_proxy_client.key)),
         ]),
         env: go_env(450),
         log: l.log("kube-apiserver"),
@@ -141,6 +173,7 @@ pub(crate) fn controller_manager<'a>(
     bins: &'a Binaries,
     pki: &ClusterPki,
     kubeconfig: PathBuf,
+    metrics: &MetricsOptions,
 ) -> Launch<'a> {
     Launch {
         cluster: &l.name,
@@ -156,6 +189,10 @@ pub(crate) fn controller_manager<'a>(
             ("use-service-account-credentials", "true".into()),
             ("service-cluster-ip-range", SERVICE_CIDR.into()),
             ("profiling", "false".into()),
+            (
+                "horizontal-pod-autoscaler-sync-period",
+                go_duration(metrics.hpa_sync_period),
+            ),
         ]),
         env: go_env(150),
         log: l.log("kube-controller-manager"),
@@ -186,8 +223,13 @@ pub(crate) fn kwok<'a>(
     bins: &'a Binaries,
     pki: &ClusterPki,
     kubeconfig: PathBuf,
+    metrics: &MetricsOptions,
 ) -> Launch<'a> {
     let mut env = go_env(100);
+    let mut crds = KWOK_CRDS.to_vec();
+    if metrics.enabled {
+        crds.extend_from_slice(KWOK_METRICS_CRDS);
+    }
     // kwok also reads ~/.kwok/kwok.yaml: keep a user's own kwok config out of the testbed.
     env.push(("HOME", path(&l.kwok_home())));
     Launch {
@@ -205,9 +247,60 @@ pub(crate) fn kwok<'a>(
             ("tls-private-key-file", path(&pki.kwok_serving.key)),
             ("cidr", POD_CIDR.into()),
             ("node-lease-duration-seconds", "40".into()),
-            ("enable-crds", KWOK_CRDS.join(",")),
+            ("enable-crds", crds.join(",")),
         ]),
         env,
         log: l.log("kwok"),
+    }
+}
+
+/// metrics-server on the cluster's address: scrapes every node's simulated
+/// `/metrics/resource` from kwok (the path in the node's `metrics.k8s.io/resource-metrics-path`
+/// annotation, kwok's certificate checked against the cluster CA) and serves
+/// `metrics.k8s.io` to the aggregation layer, trusting its front-proxy headers.
+pub(crate) fn metrics_server<'a>(
+    l: &'a Layout,
+    binary: &'a std::path::Path,
+    pki: &ClusterPki,
+    kubeconfig: PathBuf,
+    metrics: &MetricsOptions,
+) -> Launch<'a> {
+    let kubeconfig = path(&kubeconfig);
+    Launch {
+        cluster: &l.name,
+        component: "metrics-server",
+        binary,
+        args: flags(&[
+            ("bind-address", l.address.to_string()),
+            ("secure-port", METRICS_SERVER_PORT.to_string()),
+            ("tls-cert-file", path(&pki.metrics_server_serving.cert)),
+            (
+                "tls-private-key-file",
+                path(&pki.metrics_server_serving.key),
+            ),
+            ("kubeconfig", kubeconfig.clone()),
+            ("authentication-kubeconfig", kubeconfig.clone()),
+            ("authorization-kubeconfig", kubeconfig),
+            ("kubelet-preferred-address-types", "InternalIP".into()),
+            ("kubelet-use-node-status-port", "true".into()),
+            ("kubelet-certificate-authority", path(&pki.ca_cert)),
+            ("metric-resolution", go_duration(metrics.resolution)),
+            // Must stay below 90 % of the resolution (metrics-server checks).
+            ("kubelet-request-timeout", "5s".into()),
+            ("profiling", "false".into()),
+        ]),
+        env: go_env(100),
+        log: l.log("metrics-server"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1500ms");
     }
 }

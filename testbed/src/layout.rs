@@ -11,8 +11,17 @@ pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const ETCD_PEER_PORT: u16 = 2380;
 /// kwok's kubelet-like server (logs, exec, port-forward), put in each node's status.
 pub const KWOK_PORT: u16 = 10250;
-/// Every port a cluster binds on its address.
-pub const PORTS: [u16; 4] = [ETCD_CLIENT_PORT, ETCD_PEER_PORT, APISERVER_PORT, KWOK_PORT];
+/// metrics-server's HTTPS port (only with [`crate::spec::MetricsOptions::enabled`]); the
+/// kube-apiserver's aggregation layer proxies `metrics.k8s.io` here.
+pub const METRICS_SERVER_PORT: u16 = 4443;
+/// Every port a cluster binds on its address (reserved even when metrics-server is off).
+pub const PORTS: [u16; 5] = [
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    APISERVER_PORT,
+    KWOK_PORT,
+    METRICS_SERVER_PORT,
+];
 
 /// Paths and addresses of one cluster.
 #[derive(Clone, Debug)]

@@ -46,7 +46,26 @@ pub struct ClusterPki {
     pub sa_key: PathBuf,
     /// ServiceAccount token verification key (public).
     pub sa_pub: PathBuf,
+    /// CA of the aggregation layer's front proxy (`front-proxy-ca.crt`), separate from the
+    /// cluster CA: extension API servers (metrics-server) trust the `X-Remote-User` headers
+    /// of a client certificate it signed.
+    pub front_proxy_ca: PathBuf,
+    /// kube-apiserver's client certificate towards extension API servers
+    /// (`CN=front-proxy-client`, signed by the front-proxy CA).
+    pub front_proxy_client: CertFiles,
+    /// metrics-server's serving certificate: the cluster's address and
+    /// `metrics-server.kube-system.svc`, the name the aggregator checks.
+    pub metrics_server_serving: CertFiles,
+    /// metrics-server's client certificate (`CN=system:metrics-server`, rights from RBAC).
+    pub metrics_server_client: CertFiles,
 }
+
+/// CN of the front proxy's client certificate (`--requestheader-allowed-names`).
+pub const FRONT_PROXY_CLIENT_CN: &str = "front-proxy-client";
+/// User name of metrics-server's client certificate.
+pub const METRICS_SERVER_USER: &str = "system:metrics-server";
+/// DNS name of the metrics-server Service, which the aggregator expects in its certificate.
+pub const METRICS_SERVER_DNS: &str = "metrics-server.kube-system.svc";
 
 /// What a leaf certificate is for.
 enum Usage {
@@ -66,20 +85,31 @@ impl ClusterPki {
         };
         std::fs::create_dir_all(dir).map_err(TestbedError::io("create directory", dir))?;
 
-        let mut ca_params = CertificateParams::default();
-        ca_params.distinguished_name = dn(&format!("causeway-testbed-{cluster}-ca"), None);
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = KeyPair::generate().map_err(err)?;
-        let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
-        let ca_cert_path = dir.join("ca.crt");
-        write_private(&ca_cert_path, ca_cert.pem().as_bytes())?;
-        write_private(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
-        let issuer = Issuer::new(ca_params, ca_key);
+        let make_ca =
+            |file: &str, cn: &str| -> Result<(PathBuf, Issuer<'static, KeyPair>), TestbedError> {
+                let mut params = CertificateParams::default();
+                params.distinguished_name = dn(cn, None);
+                params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+                params.key_usages = vec![
+                    KeyUsagePurpose::KeyCertSign,
+                    KeyUsagePurpose::CrlSign,
+                    KeyUsagePurpose::DigitalSignature,
+                ];
+                let key = KeyPair::generate().map_err(err)?;
+                let cert = params.self_signed(&key).map_err(err)?;
+                let path = dir.join(format!("{file}.crt"));
+                write_private(&path, cert.pem().as_bytes())?;
+                write_private(
+                    &dir.join(format!("{file}.key")),
+                    key.serialize_pem().as_bytes(),
+                )?;
+                Ok((path, Issuer::new(params, key)))
+            };
+        let (ca_cert_path, issuer) = make_ca("ca", &format!("causeway-testbed-{cluster}-ca"))?;
+        let (front_proxy_ca, front_proxy_issuer) = make_ca(
+            "front-proxy-ca",
+            &format!("causeway-testbed-{cluster}-front-proxy-ca"),
+        )?;
 
         let ip = SanType::IpAddress(IpAddr::V4(address));
         let mut apiserver_sans = vec![ip.clone(), SanType::IpAddress(IpAddr::V4(SERVICE_IP))];
@@ -92,7 +122,10 @@ impl ClusterPki {
         ] {
             apiserver_sans.push(SanType::DnsName(name.try_into().map_err(err)?));
         }
-        let leaf = |name: &str, usage: Usage| -> Result<CertFiles, TestbedError> {
+        let signed = |issuer: &Issuer<'static, KeyPair>,
+                      name: &str,
+                      usage: Usage|
+         -> Result<CertFiles, TestbedError> {
             let mut params = CertificateParams::default();
             match usage {
                 Usage::Server(sans) => {
@@ -108,7 +141,7 @@ impl ClusterPki {
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             params.use_authority_key_identifier_extension = true;
             let key = KeyPair::generate().map_err(err)?;
-            let cert = params.signed_by(&key, &issuer).map_err(err)?;
+            let cert = params.signed_by(&key, issuer).map_err(err)?;
             let files = CertFiles {
                 cert: dir.join(format!("{name}.crt")),
                 key: dir.join(format!("{name}.key")),
@@ -117,6 +150,7 @@ impl ClusterPki {
             write_private(&files.key, key.serialize_pem().as_bytes())?;
             Ok(files)
         };
+        let leaf = |name: &str, usage: Usage| signed(&issuer, name, usage);
         let client = |cn: &str, org| Usage::Client {
             cn: cn.to_owned(),
             org,
@@ -145,9 +179,26 @@ impl ClusterPki {
                 "kwok-client",
                 client("kwok-controller", Some("system:masters")),
             )?,
-            kwok_serving: leaf("kwok-serving", Usage::Server(vec![ip]))?,
+            kwok_serving: leaf("kwok-serving", Usage::Server(vec![ip.clone()]))?,
             sa_key,
             sa_pub,
+            front_proxy_client: signed(
+                &front_proxy_issuer,
+                "front-proxy-client",
+                client(FRONT_PROXY_CLIENT_CN, None),
+            )?,
+            front_proxy_ca,
+            metrics_server_serving: leaf(
+                "metrics-server",
+                Usage::Server(vec![
+                    ip,
+                    SanType::DnsName(METRICS_SERVER_DNS.try_into().map_err(err)?),
+                ]),
+            )?,
+            metrics_server_client: leaf(
+                "metrics-server-client",
+                client(METRICS_SERVER_USER, None),
+            )?,
         })
     }
 }

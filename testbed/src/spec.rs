@@ -124,6 +124,73 @@ pub struct TestbedOptions {
     pub detached: bool,
     /// How long to wait for every cluster to be Ready.
     pub ready_timeout: Duration,
+    /// The resource-metrics pipeline (metrics-server, simulated pod CPU) and the HPA
+    /// controller's timing.
+    pub metrics: MetricsOptions,
+}
+
+/// The resource-metrics pipeline of every cluster: kwok simulates each pod's CPU and memory
+/// (from the pod annotations [`crate::SIMULATED_CPU_ANNOTATION`] and
+/// [`crate::SIMULATED_MEMORY_ANNOTATION`]), metrics-server scrapes kwok and serves
+/// `metrics.k8s.io` through the kube-apiserver's aggregation layer, and the HPA controller of
+/// kube-controller-manager scales on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsOptions {
+    /// Run metrics-server and register `v1beta1.metrics.k8s.io`. Without it, HPAs exist but
+    /// report `FailedGetResourceMetric`, and `kubectl top` fails.
+    pub enabled: bool,
+    /// How often metrics-server scrapes kwok (`--metric-resolution`, at least 10 s). A CPU
+    /// value needs two scrapes: it is a rate over the last two.
+    pub resolution: Duration,
+    /// How often the HPA controller re-evaluates every HPA
+    /// (`--horizontal-pod-autoscaler-sync-period`; Kubernetes' default is 15 s).
+    pub hpa_sync_period: Duration,
+}
+
+impl MetricsOptions {
+    /// Default scrape interval: the smallest metrics-server accepts.
+    pub const DEFAULT_RESOLUTION: Duration = Duration::from_secs(10);
+    /// Default HPA sync period.
+    pub const DEFAULT_HPA_SYNC: Duration = Duration::from_secs(5);
+
+    /// The pipeline on, with the default timings.
+    pub fn enabled() -> Self {
+        Self {
+            enabled: true,
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), TestbedError> {
+        if self.resolution < Duration::from_secs(10) || self.resolution > Duration::from_secs(600) {
+            return Err(TestbedError::BadOption {
+                option: "--metric-resolution",
+                value: format!("{:?}", self.resolution),
+                reason: "metrics-server accepts 10 s to 10 min".into(),
+            });
+        }
+        if self.hpa_sync_period < Duration::from_secs(1)
+            || self.hpa_sync_period > Duration::from_secs(600)
+        {
+            return Err(TestbedError::BadOption {
+                option: "--hpa-sync-period",
+                value: format!("{:?}", self.hpa_sync_period),
+                reason: "must be between 1 s and 10 min".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for MetricsOptions {
+    /// Off; when turned on, 10 s resolution and a 5 s HPA sync period.
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            resolution: Self::DEFAULT_RESOLUTION,
+            hpa_sync_period: Self::DEFAULT_HPA_SYNC,
+        }
+    }
 }
 
 impl TestbedOptions {
@@ -139,6 +206,7 @@ impl TestbedOptions {
             base_address: Self::DEFAULT_BASE,
             detached: false,
             ready_timeout: Duration::from_secs(180),
+            metrics: MetricsOptions::default(),
         }
     }
 
@@ -161,6 +229,7 @@ impl TestbedOptions {
                 });
             }
         }
+        self.metrics.validate()?;
         let base = self.base_address;
         let last = u32::from(base).checked_add(self.clusters.len() as u32 - 1);
         let in_loopback = |a: u32| Ipv4Addr::from(a).octets()[0] == 127 && (a & 0xff) != 0xff;
@@ -242,6 +311,21 @@ mod tests {
         assert!(opts.validate().is_err(), "second cluster would be .255");
         opts.base_address = Ipv4Addr::new(127, 0, 1, 10);
         assert!(opts.validate().is_ok());
+    }
+
+    #[test]
+    fn metrics_timings_are_checked() {
+        let mut opts = TestbedOptions::new(vec![ClusterSpec::new("a")], "/tmp/x");
+        assert!(!opts.metrics.enabled, "off unless asked for");
+        opts.metrics = MetricsOptions::enabled();
+        assert!(opts.validate().is_ok());
+        opts.metrics.resolution = Duration::from_secs(5);
+        let err = opts.validate().unwrap_err().to_string();
+        assert!(err.contains("--metric-resolution"), "{err}");
+        opts.metrics = MetricsOptions::enabled();
+        opts.metrics.hpa_sync_period = Duration::ZERO;
+        let err = opts.validate().unwrap_err().to_string();
+        assert!(err.contains("--hpa-sync-period"), "{err}");
     }
 
     #[test]

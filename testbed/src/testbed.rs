@@ -2,8 +2,10 @@
 //!
 //! Per cluster, in order: certificates and kubeconfigs → etcd (until `/health`) →
 //! kube-apiserver (until `/readyz`) → kube-controller-manager and kube-scheduler → kwok's
-//! CRDs, the fake nodes and the default exec/logs rules → kwok → every node Ready and the
-//! `default` ServiceAccount present. Clusters come up in parallel.
+//! CRDs, the fake nodes and the default exec/logs rules (with metrics: kwok's `Metric` and
+//! `ClusterResourceUsage`) → kwok → (with metrics: metrics-server's RBAC, Service and
+//! `APIService`, then metrics-server) → every node Ready, the `default` ServiceAccount
+//! present and (with metrics) the `APIService` Available. Clusters come up in parallel.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -55,6 +57,10 @@ pub struct ClusterInfo {
     pub exec_dir: PathBuf,
     /// Directory of the component logs.
     pub logs_dir: PathBuf,
+    /// Whether metrics-server serves `metrics.k8s.io` here, from the simulated usage of
+    /// [`crate::set_simulated_cpu`].
+    #[serde(default)]
+    pub metrics: bool,
 }
 
 impl ClusterInfo {
@@ -87,6 +93,9 @@ impl Testbed {
         let started = Instant::now();
         opts.validate()?;
         let bins = Binaries::locate(opts.bin_dir.as_deref())?;
+        if opts.metrics.enabled {
+            bins.check_metrics_server()?;
+        }
         create_dir(&opts.state_dir)?;
         let state_dir = std::fs::canonicalize(&opts.state_dir)
             .map_err(TestbedError::io("resolve", &opts.state_dir))?;
@@ -114,7 +123,7 @@ impl Testbed {
             .clusters
             .iter()
             .zip(&layouts)
-            .map(|(spec, l)| cluster_info(spec, l, &bins))
+            .map(|(spec, l)| cluster_info(spec, l, &bins, opts.metrics.enabled))
             .collect();
         let lifetime = if opts.detached {
             Lifetime::Detached
@@ -140,6 +149,7 @@ impl Testbed {
                 recorder: &recorder,
                 deadline,
                 timeout: opts.ready_timeout,
+                metrics: &opts.metrics,
             };
             let span = tracing::info_span!("testbed.cluster", cluster = %spec.name);
             ctx.run().instrument(span)
@@ -269,7 +279,7 @@ fn remove_state(state_dir: &Path, clusters: &[ClusterInfo]) -> Result<(), Testbe
     Ok(())
 }
 
-fn cluster_info(spec: &ClusterSpec, l: &Layout, bins: &Binaries) -> ClusterInfo {
+fn cluster_info(spec: &ClusterSpec, l: &Layout, bins: &Binaries, metrics: bool) -> ClusterInfo {
     let pki = l.pki();
     ClusterInfo {
         name: spec.name.clone(),
@@ -287,5 +297,6 @@ fn cluster_info(spec: &ClusterSpec, l: &Layout, bins: &Binaries) -> ClusterInfo 
         pod_log: l.pod_log(),
         exec_dir: l.exec_dir(),
         logs_dir: l.logs(),
+        metrics,
     }
 }

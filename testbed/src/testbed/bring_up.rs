@@ -8,13 +8,13 @@ use tokio::time::Instant;
 
 use crate::api::ApiClient;
 use crate::bins::Binaries;
-use crate::components::{self, KWOK_CRDS};
+use crate::components::{self, KWOK_CRDS, KWOK_METRICS_CRDS};
 use crate::files::{create_dir, write_private};
-use crate::layout::{APISERVER_PORT, ETCD_CLIENT_PORT, Layout};
+use crate::layout::{APISERVER_PORT, ETCD_CLIENT_PORT, Layout, METRICS_SERVER_PORT};
 use crate::manifests;
 use crate::pki::ClusterPki;
 use crate::process::{Launch, Lifetime, Proc, launch};
-use crate::spec::ClusterSpec;
+use crate::spec::{ClusterSpec, MetricsOptions};
 use crate::state::Recorder;
 use crate::{TestbedError, kubeconfig};
 
@@ -49,6 +49,7 @@ pub(super) struct UpContext<'a> {
     pub(super) recorder: &'a Recorder,
     pub(super) deadline: Instant,
     pub(super) timeout: Duration,
+    pub(super) metrics: &'a MetricsOptions,
 }
 
 impl UpContext<'_> {
@@ -70,6 +71,7 @@ impl UpContext<'_> {
         let kcm_kc = etc.join("controller-manager.kubeconfig");
         let sched_kc = etc.join("scheduler.kubeconfig");
         let kwok_kc = etc.join("kwok.kubeconfig");
+        let metrics_kc = etc.join("metrics-server.kubeconfig");
         kubeconfig::write(
             &kcm_kc,
             name,
@@ -79,6 +81,16 @@ impl UpContext<'_> {
         )?;
         kubeconfig::write(&sched_kc, name, &server, &pki.ca_cert, &pki.scheduler)?;
         kubeconfig::write(&kwok_kc, name, &server, &pki.ca_cert, &pki.kwok_client)?;
+        let metrics = self.metrics.enabled;
+        if metrics {
+            kubeconfig::write(
+                &metrics_kc,
+                name,
+                &server,
+                &pki.ca_cert,
+                &pki.metrics_server_client,
+            )?;
+        }
 
         let mut group = ProcGroup { procs: Vec::new() };
         self.start(&mut group, components::etcd(l, self.bins))
@@ -118,7 +130,7 @@ impl UpContext<'_> {
 
         self.start(
             &mut group,
-            components::controller_manager(l, self.bins, &pki, kcm_kc),
+            components::controller_manager(l, self.bins, &pki, kcm_kc, self.metrics),
         )
         .await?;
         self.start(&mut group, components::scheduler(l, self.bins, sched_kc))
@@ -133,7 +145,12 @@ impl UpContext<'_> {
             }
         };
         let crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
-        for kind in KWOK_CRDS {
+        let mut crds = KWOK_CRDS.to_vec();
+        if metrics {
+            crds.extend_from_slice(KWOK_METRICS_CRDS);
+        }
+        let crds = &crds;
+        for kind in crds {
             api.create(crd_path, &manifests::kwok_crd(kind))
                 .await
                 .map_err(api_err("install kwok CRDs"))?;
@@ -144,7 +161,7 @@ impl UpContext<'_> {
                 .map_err(api_err("create nodes"))?;
         }
         self.wait(&mut group, "kwok CRDs Established", || async {
-            for kind in KWOK_CRDS {
+            for kind in crds {
                 let crd = manifests::kwok_crd(kind);
                 let name = crd["metadata"]["name"].as_str().unwrap_or_default();
                 let v = api.get_json(&format!("{crd_path}/{name}")).await?;
@@ -168,8 +185,47 @@ impl UpContext<'_> {
         )
         .await
         .map_err(api_err("create ClusterLogs"))?;
-        self.start(&mut group, components::kwok(l, self.bins, &pki, kwok_kc))
+        if metrics {
+            api.create(
+                &format!("{kwok_api}/metrics"),
+                &manifests::kwok_resource_metric(),
+            )
+            .await
+            .map_err(api_err("create kwok Metric"))?;
+            api.create(
+                &format!("{kwok_api}/clusterresourceusages"),
+                &manifests::simulated_usage(),
+            )
+            .await
+            .map_err(api_err("create ClusterResourceUsage"))?;
+        }
+        self.start(
+            &mut group,
+            components::kwok(l, self.bins, &pki, kwok_kc, self.metrics),
+        )
+        .await?;
+        if metrics {
+            let ca_pem =
+                std::fs::read(&pki.ca_cert).map_err(TestbedError::io("read", &pki.ca_cert))?;
+            for (path, obj) in
+                manifests::metrics_server_objects(l.addr(METRICS_SERVER_PORT), &ca_pem)
+            {
+                api.create(&path, &obj)
+                    .await
+                    .map_err(api_err("register metrics-server"))?;
+            }
+            self.start(
+                &mut group,
+                components::metrics_server(
+                    l,
+                    &self.bins.metrics_server,
+                    &pki,
+                    metrics_kc,
+                    self.metrics,
+                ),
+            )
             .await?;
+        }
 
         let want = self.spec.nodes as usize;
         self.wait(&mut group, "nodes Ready", || async {
@@ -196,6 +252,27 @@ impl UpContext<'_> {
                 .map(|_| ())
         })
         .await?;
+        if metrics {
+            // The aggregator reached metrics-server's discovery: `metrics.k8s.io` is served
+            // (values follow two scrapes after a pod starts).
+            let path = format!(
+                "/apis/apiregistration.k8s.io/v1/apiservices/{}",
+                manifests::METRICS_API_SERVICE
+            );
+            self.wait(
+                &mut group,
+                "APIService v1beta1.metrics.k8s.io Available",
+                || async {
+                    let v = api.get_json(&path).await?;
+                    if has_condition(&v, "Available") {
+                        Ok(())
+                    } else {
+                        Err(condition_message(&v, "Available"))
+                    }
+                },
+            )
+            .await?;
+        }
         tracing::info!(server = %server, "cluster is ready");
         Ok(group)
     }
@@ -251,6 +328,17 @@ fn has_condition(obj: &Value, ty: &str) -> bool {
     obj["status"]["conditions"]
         .as_array()
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == ty && c["status"] == "True"))
+}
+
+/// `type`'s reason and message, for timeouts.
+fn condition_message(obj: &Value, ty: &str) -> String {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == ty))
+        .map_or_else(
+            || format!("no {ty} condition yet"),
+            |c| format!("{ty}={}: {} {}", c["status"], c["reason"], c["message"]),
+        )
 }
 
 /// Whether a node still carries the `node.kubernetes.io/not-ready` taint.
