@@ -17,7 +17,9 @@ use hickory_proto::rr::{Name, RecordType};
 
 fn shared() -> Arc<ServerState> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/dns/causeway-dns.yaml");
-    Arc::new(ServerState::serving(&LoadedConfig::load(&path).unwrap()))
+    Arc::new(ServerState::serving(
+        &LoadedConfig::load(&path).expect("the example config loads"),
+    ))
 }
 
 const NAMES: &[&str] = &[
@@ -51,7 +53,7 @@ fn query(rng: &mut Rng) -> Vec<u8> {
     let mut m = Message::query();
     let name = NAMES[rng.below(NAMES.len())];
     m.add_query(Query::query(
-        Name::from_ascii(name).unwrap(),
+        Name::from_ascii(name).expect("NAMES are valid names"),
         TYPES[rng.below(TYPES.len())],
     ));
     match rng.below(3) {
@@ -60,16 +62,16 @@ fn query(rng: &mut Rng) -> Vec<u8> {
         _ => {
             let mut e = Edns::new();
             let (addr, len): (IpAddr, u8) = if rng.below(2) == 0 {
-                (format!("198.51.{}.0", rng.below(256)).parse().unwrap(), 24)
+                (IpAddr::from([198, 51, rng.below(256) as u8, 0]), 24)
             } else {
-                ("2001:db8:100::".parse().unwrap(), 48)
+                (IpAddr::from([0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0]), 48)
             };
             e.options_mut()
                 .insert(EdnsOption::Subnet(ClientSubnet::new(addr, len, 0)));
             m.edns = Some(e);
         }
     }
-    m.to_vec().unwrap()
+    m.to_vec().expect("a query encodes")
 }
 
 #[test]
