@@ -421,3 +421,127 @@ spec:
         "decisions carry reasons:\n{logs}"
     );
 }
+
+/// External demand (a value posted to the scheduler) scales the source at home up to
+/// `homeMaxReplicas` and bursts the rest; a member whose RBAC refuses the write is
+/// reported with the API's reason and retried with back-off, not in a hot loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_demand_and_a_member_that_refuses_writes() {
+    use causeway_testbed::testing::{HttpClient, metric_value};
+
+    let bed = bring_up().await;
+    let dir = bed.dir.path();
+    let (idc, ali, aws) = (bed.c(IDC), bed.c(ALI), bed.c(AWS));
+    Kubectl::admin(idc).apply(&source_deployment(2));
+    // aws lets the scheduler read but not write Deployments.
+    Kubectl::admin(aws).apply(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: causeway-scheduler}
+rules:
+  - {apiGroups: [\"\"], resources: [nodes, pods, namespaces], verbs: [get, list, watch]}
+  - {apiGroups: [apps], resources: [deployments], verbs: [get, list, watch]}
+",
+    );
+    let sched_file = dir.join("scheduler.yaml");
+    std::fs::write(
+        &sched_file,
+        format!(
+            "apiVersion: causeway.dev/v1alpha1
+kind: Scheduler
+metadata: {{name: main}}
+spec:
+  stubKubeconfig: {}
+  interval: 1s
+  listen: 127.0.0.1:0
+---
+apiVersion: causeway.dev/v1alpha1
+kind: BurstPolicy
+metadata: {{name: web}}
+spec:
+  workload: {{namespace: shop, deployment: web}}
+  home: [{IDC}]
+  burst:
+    - {{cluster: {ALI}, maxReplicas: 2}}
+    - {{cluster: {AWS}, maxReplicas: 10}}
+  demand:
+    external: {{targetPerReplica: 100, homeMaxReplicas: 3}}
+",
+            bed.kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let sched = Spawn::causeway(BIN)
+        .args(["scheduler", "--config"])
+        .arg(&sched_file)
+        .log_file(dir.join("scheduler.log"))
+        .start();
+    let api = sched
+        .wait_listening(&["metrics"], Duration::from_secs(20))
+        .addr("metrics");
+    let http = HttpClient::new(api).timeout(Duration::from_secs(5));
+    let bad = http
+        .send_blocking(
+            http::Method::POST,
+            "/v1/external",
+            r#"{"policy":"web","value":-1}"#,
+        )
+        .unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let ok = http
+        .send_blocking(
+            http::Method::POST,
+            "/v1/external",
+            r#"{"policy":"web","value":800}"#,
+        )
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+
+    // 800 / 100 → 8: home 3 (scaled from 2), ali 2, aws 3 (refused).
+    wait_for(
+        "home scaled to 3, ali 2 Ready",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || match (deployment(idc), deployment(ali)) {
+            (Some((3, _)), Some((2, 2))) => Ok(()),
+            other => Err(format!("{other:?}\n{}", sched.log_tail(5))),
+        },
+    );
+    let first = sched.wait_line("write failed", Duration::from_secs(10));
+    assert!(
+        first.contains(AWS) && first.contains("Forbidden"),
+        "{first}"
+    );
+    assert_eq!(deployment(aws), None);
+    // Back-off: 5 s, then 10 s: at most 3 attempts in the next 12 s of 1 s rounds.
+    std::thread::sleep(Duration::from_secs(12));
+    let attempts = sched
+        .logs()
+        .lines()
+        .filter(|l| l.contains("write failed") && l.contains(AWS) && l.contains("Forbidden"))
+        .count();
+    assert!(
+        (2..=3).contains(&attempts),
+        "{attempts} attempts in ~12 s:\n{}",
+        sched.log_tail(30)
+    );
+    let page = http
+        .send_blocking(http::Method::GET, "/metrics", "")
+        .unwrap()
+        .text();
+    let forbidden = metric_value(
+        &page,
+        &format!(
+            "causeway_scheduler_writes_total{{action=\"apply\",cluster=\"{AWS}\",result=\"Forbidden\"}}"
+        ),
+    );
+    assert_eq!(forbidden, Some(attempts as f64), "{page}");
+    let table = http
+        .send_blocking(http::Method::GET, "/v1/plan", "")
+        .unwrap()
+        .text();
+    assert!(
+        table.contains("external: value 800 / 100 per replica → 8 replicas"),
+        "{table}"
+    );
+}
