@@ -1,9 +1,10 @@
 //! Prometheus metrics of the tunnel. Names are constants; handles are built once;
 //! labels are bounded (cluster IDs of enrolled clusters, verbs, status codes).
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Requests finished, by cluster, verb and HTTP status code.
@@ -29,7 +30,7 @@ pub const ACTIVE: &str = "causeway_tunnel_stub_active";
 
 /// The stub's metric handles.
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricRegistry,
     /// See [`REQUESTS_TOTAL`].
     pub requests: IntCounterVec,
     /// See [`REQUEST_DURATION`].
@@ -60,95 +61,124 @@ const LATENCY_BUCKETS: &[f64] = &[
 impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        // Registration fails only on duplicate or malformed names, which are constants here.
-        let requests = IntCounterVec::new(
-            Opts::new(
+        let r = MetricRegistry::new();
+        Metrics {
+            requests: r.counter_vec(
                 REQUESTS_TOTAL,
                 "Requests through the stub, by cluster, verb and code.",
+                &["cluster", "verb", "code"],
             ),
-            &["cluster", "verb", "code"],
-        )
-        .expect("valid metric");
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
+            duration: r.histogram_vec(
                 REQUEST_DURATION,
                 "Request duration until the response ended.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["cluster", "verb"],
-        )
-        .expect("valid metric");
-        let headers = HistogramVec::new(
-            HistogramOpts::new(
+                &["cluster", "verb"],
+                LATENCY_BUCKETS,
+            ),
+            headers: r.histogram_vec(
                 RESPONSE_HEADERS,
                 "Time until the response headers were sent.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["cluster", "verb"],
-        )
-        .expect("valid metric");
-        let sessions = IntGaugeVec::new(
-            Opts::new(AGENT_SESSIONS, "Live agent sessions, by cluster."),
-            &["cluster"],
-        )
-        .expect("valid metric");
-        let open_streams =
-            IntGauge::new(OPEN_STREAMS, "Streams open through the stub.").expect("valid metric");
-        let bytes = IntCounterVec::new(
-            Opts::new(BYTES_TOTAL, "Body bytes carried, by cluster and direction."),
-            &["cluster", "direction"],
-        )
-        .expect("valid metric");
-        let retries = IntCounterVec::new(
-            Opts::new(RETRIES_TOTAL, "Requests retried on another agent session."),
-            &["cluster"],
-        )
-        .expect("valid metric");
-        let active =
-            IntGauge::new(ACTIVE, "1 while this stub serves users.").expect("valid metric");
-        let data_requests = IntCounter::new(
-            DATA_REQUESTS_TOTAL,
-            "Requests sent over an agent's HTTP/1.1 data connection instead of a session stream.",
-        )
-        .expect("valid metric");
-        let data_idle = IntGauge::new(DATA_IDLE, "Idle agent data connections, all clusters.")
-            .expect("valid metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(duration.clone()),
-            Box::new(headers.clone()),
-            Box::new(sessions.clone()),
-            Box::new(open_streams.clone()),
-            Box::new(bytes.clone()),
-            Box::new(retries.clone()),
-            Box::new(active.clone()),
-            Box::new(data_requests.clone()),
-            Box::new(data_idle.clone()),
-        ] {
-            registry.register(c).expect("unique metric");
+                &["cluster", "verb"],
+                LATENCY_BUCKETS,
+            ),
+            sessions: r.gauge_vec(
+                AGENT_SESSIONS,
+                "Live agent sessions, by cluster.",
+                &["cluster"],
+            ),
+            open_streams: r.gauge(OPEN_STREAMS, "Streams open through the stub."),
+            bytes: r.counter_vec(
+                BYTES_TOTAL,
+                "Body bytes carried, by cluster and direction.",
+                &["cluster", "direction"],
+            ),
+            retries: r.counter_vec(
+                RETRIES_TOTAL,
+                "Requests retried on another agent session.",
+                &["cluster"],
+            ),
+            active: r.gauge(ACTIVE, "1 while this stub serves users."),
+            data_requests: r.counter(
+                DATA_REQUESTS_TOTAL,
+                "Requests sent over an agent's HTTP/1.1 data connection instead of a session stream.",
+            ),
+            data_idle: r.gauge(DATA_IDLE, "Idle agent data connections, all clusters."),
+            registry: r,
         }
-        Metrics {
-            registry,
-            requests,
-            duration,
-            headers,
-            sessions,
-            open_streams,
-            bytes,
-            retries,
-            active,
-            data_requests,
-            data_idle,
-        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        self.registry.encode()
+    }
+}
+
+/// A Prometheus registry that registers each metric as it is made. Names are
+/// constants, so making or registering one fails only on a programming error.
+pub struct MetricRegistry(Registry);
+
+impl MetricRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        MetricRegistry(Registry::new())
+    }
+
+    fn register<C: Collector + Clone + 'static>(&self, metric: C) -> C {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("unique metric name");
+        metric
+    }
+
+    /// A counter.
+    pub fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    /// A counter with labels.
+    pub fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    /// A gauge.
+    pub fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    /// A gauge with labels.
+    pub fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    /// A histogram.
+    pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.register(Histogram::with_opts(opts).expect("valid metric"))
+    }
+
+    /// A histogram with labels.
+    pub fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.register(HistogramVec::new(opts, labels).expect("valid metric"))
     }
 
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let _ = TextEncoder::new().encode(&self.0.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for MetricRegistry {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -39,6 +39,28 @@ pub enum PumpError {
     Stream(#[from] hyper::Error),
 }
 
+/// Why [`splice`] ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SpliceError {
+    /// The connection could not be taken over after the `101`.
+    #[error("upgrade failed: {0}")]
+    Upgrade(hyper::Error),
+    /// The bytes stopped flowing abnormally.
+    #[error(transparent)]
+    Pump(#[from] PumpError),
+}
+
+/// Waits for the connection behind `on_upgrade` (resolved once a real `101` went out
+/// or came in), then [`pump`]s it against the tunnel stream.
+pub async fn splice(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    from_peer: Incoming,
+    to_peer: mpsc::Sender<Bytes>,
+) -> Result<Pumped, SpliceError> {
+    let upgraded = on_upgrade.await.map_err(SpliceError::Upgrade)?;
+    Ok(pump(hyper_util::rt::TokioIo::new(upgraded), from_peer, to_peer).await?)
+}
+
 /// Moves bytes both ways until both directions end, or either fails.
 ///
 /// `from_peer` is written to `io`; what `io` yields is sent to `to_peer`. A clean end

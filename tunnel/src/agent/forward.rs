@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -233,19 +232,15 @@ impl Forwarder {
         rparts.headers.insert(HDR_UPGRADE, accepted);
         tokio::spawn(
             async move {
-                let upgraded = match on_upgrade.await {
-                    Ok(u) => u,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "API server upgrade failed after 101");
-                        return;
-                    }
-                };
-                match upgrade::pump(TokioIo::new(upgraded), from_stub, tx).await {
+                match upgrade::splice(on_upgrade, from_stub, tx).await {
                     Ok(n) => tracing::debug!(
                         to_apiserver = n.into_io,
                         from_apiserver = n.from_io,
                         "upgraded stream ended"
                     ),
+                    Err(upgrade::SpliceError::Upgrade(e)) => {
+                        tracing::warn!(error = %e, "API server upgrade failed after 101")
+                    }
                     Err(e) => tracing::debug!(error = %e, "upgraded stream failed"),
                 }
             }

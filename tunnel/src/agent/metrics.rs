@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::TunnelBody;
+use crate::metrics::MetricRegistry;
 use crate::transport;
 
 /// Sessions to stubs that are up.
@@ -28,7 +26,7 @@ pub const OPEN_STREAMS: &str = "causeway_agent_open_streams";
 
 /// The agent's metric handles.
 pub struct AgentMetrics {
-    registry: Registry,
+    registry: MetricRegistry,
     /// See [`SESSIONS`].
     pub sessions: IntGauge,
     /// See [`SESSION_FAILURES`].
@@ -44,58 +42,34 @@ pub struct AgentMetrics {
 impl AgentMetrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> AgentMetrics {
-        let registry = Registry::new();
-        // Registration fails only on duplicate or malformed names, which are constants.
-        let sessions =
-            IntGauge::new(SESSIONS, "Sessions to stubs that are up.").expect("valid metric");
-        let session_failures = IntCounter::new(
-            SESSION_FAILURES,
-            "Session attempts that failed or sessions that broke.",
-        )
-        .expect("valid metric");
-        let requests = IntCounterVec::new(
-            Opts::new(REQUESTS, "Streams answered, by HTTP status code."),
-            &["code"],
-        )
-        .expect("valid metric");
-        let response_headers = Histogram::with_opts(
-            HistogramOpts::new(
+        let r = MetricRegistry::new();
+        AgentMetrics {
+            sessions: r.gauge(SESSIONS, "Sessions to stubs that are up."),
+            session_failures: r.counter(
+                SESSION_FAILURES,
+                "Session attempts that failed or sessions that broke.",
+            ),
+            requests: r.counter_vec(
+                REQUESTS,
+                "Streams answered, by HTTP status code.",
+                &["code"],
+            ),
+            response_headers: r.histogram(
                 RESPONSE_HEADERS,
                 "Time from a stream's arrival to the API server's response headers.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
-        )
-        .expect("valid metric");
-        let open_streams = IntGauge::new(OPEN_STREAMS, "Streams whose response has not ended.")
-            .expect("valid metric");
-        for c in [
-            Box::new(sessions.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(session_failures.clone()),
-            Box::new(requests.clone()),
-            Box::new(response_headers.clone()),
-            Box::new(open_streams.clone()),
-        ] {
-            registry.register(c).expect("unique metric");
-        }
-        AgentMetrics {
-            registry,
-            sessions,
-            session_failures,
-            requests,
-            response_headers,
-            open_streams,
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ],
+            ),
+            open_streams: r.gauge(OPEN_STREAMS, "Streams whose response has not ended."),
+            registry: r,
         }
     }
 
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
-        let mut buf = Vec::new();
-        // Encoding gathered families into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        self.registry.encode()
     }
 }
 

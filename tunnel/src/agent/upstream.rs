@@ -295,18 +295,26 @@ impl Upstream {
         Box::pin(self.dial()).await
     }
 
+    /// A TLS connection to the API server, offering `tls`'s ALPN.
+    async fn connect_tls(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<tokio_rustls::client::TlsStream<transport::BufTcp>, UpstreamError> {
+        Ok(transport::connect_tls(
+            &self.config.addr,
+            &self.config.server_name,
+            tls,
+            transport::BULK_READ_BUFFER,
+        )
+        .await?)
+    }
+
     async fn dial(&self) -> Result<(SendRequest<TunnelBody>, Slot), UpstreamError> {
         let _dialing = self.dialing.lock().await;
         if let Some(s) = self.pick() {
             return Ok(s);
         }
-        let tls = transport::connect_tls(
-            &self.config.addr,
-            &self.config.server_name,
-            self.h2_tls.clone(),
-            transport::BULK_READ_BUFFER,
-        )
-        .await?;
+        let tls = self.connect_tls(self.h2_tls.clone()).await?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .initial_stream_window_size(crate::protocol::STREAM_WINDOW)
@@ -360,13 +368,7 @@ impl Upstream {
             let tcp = transport::connect_tcp(&self.config.addr).await?;
             return upgrade_over(tcp, req).await;
         }
-        let tls = transport::connect_tls(
-            &self.config.addr,
-            &self.config.server_name,
-            self.h1_tls.clone(),
-            transport::BULK_READ_BUFFER,
-        )
-        .await?;
+        let tls = self.connect_tls(self.h1_tls.clone()).await?;
         upgrade_over(tls, req).await
     }
 }

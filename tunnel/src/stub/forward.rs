@@ -4,7 +4,6 @@
 //! the API server.
 
 use http::{HeaderValue, Response, StatusCode, Version, header};
-use hyper_util::rt::TokioIo;
 use prometheus::IntCounter;
 use tracing::Instrument;
 
@@ -60,17 +59,13 @@ pub fn respond(
                 async move {
                     let _record = ex;
                     let _in_flight = in_flight;
-                    let upgraded = match on_upgrade.await {
-                        Ok(u) => u,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "client upgrade failed");
-                            return;
-                        }
-                    };
-                    match upgrade::pump(TokioIo::new(upgraded), rbody, pipe).await {
+                    match upgrade::splice(on_upgrade, rbody, pipe).await {
                         Ok(n) => {
                             bytes_down.inc_by(n.into_io);
                             bytes_up.inc_by(n.from_io);
+                        }
+                        Err(upgrade::SpliceError::Upgrade(e)) => {
+                            tracing::debug!(error = %e, "client upgrade failed")
                         }
                         Err(e) => tracing::debug!(error = %e, "upgraded stream failed"),
                     }
