@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::DigitallySignedStruct as Signed;
+use rustls::client::danger::HandshakeSignatureValid as SignatureValid;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -101,29 +103,22 @@ pub fn tls_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TlsSetupEr
 #[derive(Debug)]
 struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
 
+/// A signature check's result.
+type Verified = Result<SignatureValid, rustls::Error>;
+
 /// `rustls::crypto::verify_tls12_signature` or `…13…`.
-type VerifySignature = fn(
-    &[u8],
-    &CertificateDer<'_>,
-    &rustls::DigitallySignedStruct,
-    &rustls::crypto::WebPkiSupportedAlgorithms,
-)
-    -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>;
+type VerifySignature =
+    fn(&[u8], &CertificateDer<'_>, &Signed, &rustls::crypto::WebPkiSupportedAlgorithms) -> Verified;
 
 impl NoVerify {
     fn verify(
         &self,
         check: VerifySignature,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        check(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &Signed,
+    ) -> Verified {
+        check(m, c, d, &self.0.signature_verification_algorithms)
     }
 }
 
@@ -139,22 +134,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.verify(rustls::crypto::verify_tls12_signature, message, cert, dss)
+    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &Signed) -> Verified {
+        self.verify(rustls::crypto::verify_tls12_signature, m, c, d)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.verify(rustls::crypto::verify_tls13_signature, message, cert, dss)
+    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &Signed) -> Verified {
+        self.verify(rustls::crypto::verify_tls13_signature, m, c, d)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
