@@ -181,12 +181,19 @@ impl Bed {
 }
 
 async fn bring_up() -> Bed {
+    bring_up_with(false).await
+}
+
+async fn bring_up_with(metrics: bool) -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = TestbedOptions::new(
         vec![spec(IDC, "2"), spec(ALI, "4"), spec(AWS, "8")],
         dir.path().join("testbed"),
     );
     opts.base_address = reserve_addresses(3);
+    if metrics {
+        opts.metrics = causeway_testbed::MetricsOptions::enabled();
+    }
     let tb = Testbed::up(opts).await.expect("testbed up");
     let state = dir.path().join("stub-state");
     let stub = start_stub(dir.path(), "stub", &state, None);
@@ -543,5 +550,148 @@ spec:
     assert!(
         table.contains("external: value 800 / 100 per replica → 8 replicas"),
         "{table}"
+    );
+}
+
+/// The HPA demand source on real HPAs: simulated CPU (kwok → metrics-server →
+/// `metrics.k8s.io`) drives the home HPA to its max (`ScalingLimited`); the scheduler
+/// computes the total over the pods of every cluster and bursts the rest, and takes it
+/// back when the CPU falls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_at_its_max_bursts_the_rest() {
+    let bed = bring_up_with(true).await;
+    let dir = bed.dir.path();
+    let (idc, ali, aws) = (bed.c(IDC), bed.c(ALI), bed.c(AWS));
+    Kubectl::admin(idc).apply(
+        "apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata:
+      labels: {app: web}
+      annotations: {causeway.dev/simulated-cpu: 200m}
+    spec:
+      containers:
+        - {name: web, image: web:1, resources: {requests: {cpu: 100m}}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web, namespace: shop}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics:
+    - type: Resource
+      resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}
+  behavior:
+    scaleDown: {stabilizationWindowSeconds: 5}
+",
+    );
+    let sched_file = dir.join("scheduler.yaml");
+    std::fs::write(
+        &sched_file,
+        format!(
+            "apiVersion: causeway.dev/v1alpha1
+kind: Scheduler
+metadata: {{name: main}}
+spec:
+  stubKubeconfig: {}
+  interval: 1s
+  listen: 127.0.0.1:0
+---
+apiVersion: causeway.dev/v1alpha1
+kind: BurstPolicy
+metadata: {{name: web}}
+spec:
+  workload: {{namespace: shop, deployment: web}}
+  home: [{IDC}]
+  burst:
+    - {{cluster: {ALI}, maxReplicas: 4}}
+    - {{cluster: {AWS}, maxReplicas: 5}}
+  demand: {{hpa: {{name: web}}}}
+  behavior:
+    scaleDown: {{stabilizationWindow: 5s}}
+",
+            bed.kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let sched = Spawn::causeway(BIN)
+        .args(["scheduler", "--config"])
+        .arg(&sched_file)
+        .log_file(dir.join("scheduler.log"))
+        .start();
+    sched.wait_listening(&["metrics"], Duration::from_secs(20));
+
+    // The real HPA reaches its max and says ScalingLimited.
+    let limited = |c: &ClusterInfo| {
+        Kubectl::admin(c)
+            .run(&[
+                "get", "hpa", "web", "-n", "shop", "-o",
+                "jsonpath={.status.currentReplicas} {.status.conditions[?(@.type==\"ScalingLimited\")].status}",
+            ])
+            .trim()
+            .to_string()
+    };
+    wait_for(
+        "the home HPA at 3, ScalingLimited",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || {
+            let s = limited(idc);
+            (s == "3 True").then_some(()).ok_or(s)
+        },
+    );
+    let at_max = Instant::now();
+    wait_for(
+        "a burst replica Ready in ali",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            deployment(ali)
+                .filter(|(_, ready)| *ready >= 1)
+                .ok_or_else(|| sched.log_tail(4))
+        },
+    );
+    let first_burst = at_max.elapsed().as_secs_f64();
+    println!("hpa: first burst replica Ready {first_burst:.1} s after ScalingLimited was seen");
+    // With every home pod's CPU counted: 3 × 200m at 50 % of 100m → 12 wanted, 9 out.
+    wait_for(
+        "ali 4 and aws 5 Ready",
+        Duration::from_secs(90),
+        Duration::from_secs(1),
+        || match (deployment(ali), deployment(aws)) {
+            (Some((4, 4)), Some((5, 5))) => Ok(()),
+            other => Err(format!("{other:?}\n{}", sched.log_tail(3))),
+        },
+    );
+    let logs = sched.logs();
+    assert!(
+        logs.contains("ScalingLimited"),
+        "the demand line names the HPA's state:\n{logs}"
+    );
+
+    // The CPU falls everywhere: the copies go after the 5 s window.
+    for c in [idc, ali, aws] {
+        causeway_testbed::set_simulated_cpu(c, "shop", "app=web", 5)
+            .await
+            .unwrap();
+    }
+    wait_for(
+        "copies removed",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || match (deployment(ali), deployment(aws)) {
+            (None, None) => Ok(()),
+            other => Err(format!("{other:?}\n{}", sched.log_tail(3))),
+        },
     );
 }
