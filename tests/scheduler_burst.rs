@@ -13,6 +13,8 @@
 //! 4. Load drops: after the scale-down window the copies leave the DNS answers first and
 //!    are deleted one TTL later (order asserted from timestamps).
 
+#[path = "support/scheduler.rs"]
+mod scheduler_support;
 #[path = "support/tunnel.rs"]
 mod tunnel_support;
 
@@ -21,45 +23,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use causeway_testbed::testing::{Kubectl, Process, Spawn, run_ok, wait_for};
-use causeway_testbed::{ClusterInfo, ClusterSpec, Testbed, TestbedOptions, reserve_addresses};
-use tunnel_support::*;
+use causeway_testbed::ClusterInfo;
+use causeway_testbed::testing::{Kubectl, Spawn, run_ok, wait_for};
+use scheduler_support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_causeway");
-const IDC: &str = "sb-idc";
-const ALI: &str = "sb-ali";
-const AWS: &str = "sb-aws";
 const ADDR: [(&str, &str); 3] = [(IDC, "192.0.2.1"), (ALI, "192.0.2.2"), (AWS, "192.0.2.3")];
-
-fn spec(name: &str, cpu: &str) -> ClusterSpec {
-    let mut c = ClusterSpec::new(name);
-    c.nodes = 1;
-    c.node_cpu = cpu.into();
-    c
-}
-
-fn source_deployment(replicas: u32) -> String {
-    format!(
-        "apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: shop, labels: {{app: web}}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      containers:
-        - name: web
-          image: registry.idc.local/shop/web:1
-          resources: {{requests: {{cpu: 500m}}}}
-"
-    )
-}
 
 fn policy(window: &str) -> String {
     format!(
@@ -145,99 +113,6 @@ fn addr_of(cluster: &str) -> String {
         .unwrap()
         .1
         .to_string()
-}
-
-/// `spec.replicas/readyReplicas` of shop/web in `c`, or None when there is none.
-fn deployment(c: &ClusterInfo) -> Option<(u32, u32)> {
-    let out = Kubectl::admin(c).output(&[
-        "get",
-        "deployment",
-        "web",
-        "-n",
-        "shop",
-        "-o",
-        "jsonpath={.spec.replicas}/{.status.readyReplicas}",
-    ]);
-    if !out.status.success() {
-        return None;
-    }
-    let s = String::from_utf8_lossy(&out.stdout).to_string();
-    let (r, ready) = s.split_once('/')?;
-    Some((r.parse().ok()?, ready.parse().unwrap_or(0)))
-}
-
-struct Bed {
-    tb: Testbed,
-    dir: tempfile::TempDir,
-    _stub: Stub,
-    _agents: Vec<Process>,
-    kubeconfig: std::path::PathBuf,
-}
-
-impl Bed {
-    fn c(&self, name: &str) -> &ClusterInfo {
-        self.tb.cluster(name).unwrap()
-    }
-}
-
-async fn bring_up() -> Bed {
-    bring_up_with(false).await
-}
-
-async fn bring_up_with(metrics: bool) -> Bed {
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = TestbedOptions::new(
-        vec![spec(IDC, "2"), spec(ALI, "4"), spec(AWS, "8")],
-        dir.path().join("testbed"),
-    );
-    opts.base_address = reserve_addresses(3);
-    if metrics {
-        opts.metrics = causeway_testbed::MetricsOptions::enabled();
-    }
-    let tb = Testbed::up(opts).await.expect("testbed up");
-    let state = dir.path().join("stub-state");
-    let stub = start_stub(dir.path(), "stub", &state, None);
-    let agents_url = format!("https://{}", stub.agents);
-    let rbac = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scheduler/member-rbac.yaml"),
-    )
-    .unwrap();
-    let mut agents = Vec::new();
-    for c in tb.clusters() {
-        let token = member_token(c, dir.path());
-        Kubectl::admin(c).apply(&rbac);
-        let join = cluster_add(&state, &c.name, &agents_url);
-        agents.push(start_agent(
-            dir.path(),
-            &format!("agent-{}", c.name),
-            &agents_url,
-            c,
-            &token,
-            &dir.path().join(format!("agent-{}", c.name)),
-            Some(&join),
-        ));
-    }
-    for a in &agents {
-        a.wait_line("session established", Duration::from_secs(60));
-    }
-    let kubeconfig = user_add(
-        &state,
-        dir.path(),
-        "causeway-scheduler",
-        "causeway:schedulers",
-        "sb-*",
-        &format!("https://{}", stub.users),
-    );
-    for c in tb.clusters() {
-        wait_authenticated(c, &kubeconfig, &c.name);
-    }
-    Bed {
-        tb,
-        dir,
-        _stub: stub,
-        _agents: agents,
-        kubeconfig,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,6 +133,32 @@ impl Document {
                 }
             }
         }
+        if let Some(name) = metadata
+            .as_ref()
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+        {
+            // For messages only; checked below.
+            doc.metadata.name = name.to_string();
+        }
+        match api_version.as_ref().map(|v| v.as_str()) {
+            Some(Some(API_VERSION)) => {}
+            Some(found) => {
+                return Err(doc.error(
+                    "apiVersion",
+                    format_args!(
+                        "must be {API_VERSION:?}, found {:?}",
+                        found.unwrap_or("(not a string)")
+                    ),
+                ));
+            }
+            None => {
+                return Err(doc.error(
+                    "apiVersion",
+                    format_args!("missing; must be {API_VERSION:?}"),
+                ));
+            }
+        }
         if doc.kind.is_empty() {
             return Err(doc.error("kind", "missing"));
         }
@@ -152,23 +178,14 @@ impl Document {
                 ),
             ));
         }
-        match api_version.as_ref().map(|v| v.as_str()) {
-            Some(Some(API_VERSION)) => {}
-            Some(found) => {
-                return Err(doc.error(
-                    "apiVersion",
-                    format_args!(
-                        "must be {API_VERSION:?}, found {:?}",
-                        found.unwrap_or("(not a string)")
-                    ),
-                ));
-            }
-            None => {
-                return Err(doc.error(
-                    "apiVersion",
-                    format_args!("missing; must be {API_VERSION:?}"),
-                ));
-            }
+        if let Some(key) = unknown {
+            return Err(doc.error_at(
+                &key,
+                Place::Key,
+                format_args!(
+                    "unknown field {key:?}; a document has apiVersion, kind, metadata and spec"
+                ),
+            ));
         }
         Ok(doc)
     }

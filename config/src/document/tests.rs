@@ -126,7 +126,7 @@ fn envelope_errors() {
     );
     let e = err(&GOOD.replace("  labels: {team: dns}", "  lables: {team: dns}"));
     assert!(
-        e.starts_with("f.yaml:7:3: metadata.lables: unknown field `lables`"),
+        e.starts_with("f.yaml:7:3: Zone/z1: metadata.lables: unknown field `lables`"),
         "{e}"
     );
     let e = err(&GOOD.replace("  name: z1\n", ""));
@@ -134,6 +134,9 @@ fn envelope_errors() {
         e.starts_with("f.yaml:5:1: metadata: missing field `name`"),
         "{e}"
     );
+    // A pasted Kubernetes manifest hears about apiVersion first.
+    let e = err("apiVersion: apps/v1\nkind: Deployment\nspec: {}\n");
+    assert!(e.starts_with("f.yaml:1:13: apiVersion: must be"), "{e}");
     let e = err("apiVersion: causeway.dev/v1alpha1\nmetadata: {name: x}\n");
     assert!(e.starts_with("f.yaml:1:1: kind: missing"), "{e}");
     let docs = parse(GOOD).unwrap();

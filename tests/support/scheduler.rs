@@ -1,0 +1,183 @@
+//! Support for the scheduler's end-to-end tests: a dedicated testbed of three clusters
+//! (`sb-idc` with room for 4 pods of 500m, `sb-ali`, `sb-aws`), the real stub with one
+//! agent per cluster, the scheduler's stub identity and member RBAC
+//! (`examples/scheduler/member-rbac.yaml`), and readers of the workload's state.
+#![allow(dead_code)] // each test file uses part of it
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use causeway_testbed::testing::{Kubectl, Process, Spawn};
+use causeway_testbed::{ClusterInfo, ClusterSpec, Testbed, TestbedOptions, reserve_addresses};
+
+use super::tunnel_support::*;
+
+/// The built binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_causeway");
+/// The home cluster: one node of 2 CPUs.
+pub const IDC: &str = "sb-idc";
+/// The first burst cluster: one node of 4 CPUs.
+pub const ALI: &str = "sb-ali";
+/// The second burst cluster: one node of 8 CPUs.
+pub const AWS: &str = "sb-aws";
+
+pub fn spec(name: &str, cpu: &str) -> ClusterSpec {
+    let mut c = ClusterSpec::new(name);
+    c.nodes = 1;
+    c.node_cpu = cpu.into();
+    c
+}
+
+pub fn source_deployment(replicas: u32) -> String {
+    format!(
+        "apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: shop, labels: {{app: web}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+        - name: web
+          image: registry.idc.local/shop/web:1
+          resources: {{requests: {{cpu: 500m}}}}
+"
+    )
+}
+
+/// `spec.replicas/readyReplicas` of shop/web in `c`, or None when there is none.
+pub fn deployment(c: &ClusterInfo) -> Option<(u32, u32)> {
+    let out = Kubectl::admin(c).output(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.spec.replicas}/{.status.readyReplicas}",
+    ]);
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    let (r, ready) = s.split_once('/')?;
+    Some((r.parse().ok()?, ready.parse().unwrap_or(0)))
+}
+
+pub struct Bed {
+    pub tb: Testbed,
+    pub dir: tempfile::TempDir,
+    _stub: Stub,
+    _agents: Vec<Process>,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl Bed {
+    pub fn c(&self, name: &str) -> &ClusterInfo {
+        self.tb.cluster(name).unwrap()
+    }
+}
+
+pub async fn bring_up() -> Bed {
+    bring_up_with(false).await
+}
+
+pub async fn bring_up_with(metrics: bool) -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = TestbedOptions::new(
+        vec![spec(IDC, "2"), spec(ALI, "4"), spec(AWS, "8")],
+        dir.path().join("testbed"),
+    );
+    opts.base_address = reserve_addresses(3);
+    if metrics {
+        opts.metrics = causeway_testbed::MetricsOptions::enabled();
+    }
+    let tb = Testbed::up(opts).await.expect("testbed up");
+    let state = dir.path().join("stub-state");
+    let stub = start_stub(dir.path(), "stub", &state, None);
+    let agents_url = format!("https://{}", stub.agents);
+    let rbac = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scheduler/member-rbac.yaml"),
+    )
+    .unwrap();
+    let mut agents = Vec::new();
+    for c in tb.clusters() {
+        let token = member_token(c, dir.path());
+        Kubectl::admin(c).apply(&rbac);
+        let join = cluster_add(&state, &c.name, &agents_url);
+        agents.push(start_agent(
+            dir.path(),
+            &format!("agent-{}", c.name),
+            &agents_url,
+            c,
+            &token,
+            &dir.path().join(format!("agent-{}", c.name)),
+            Some(&join),
+        ));
+    }
+    for a in &agents {
+        a.wait_line("session established", Duration::from_secs(60));
+    }
+    let kubeconfig = user_add(
+        &state,
+        dir.path(),
+        "causeway-scheduler",
+        "causeway:schedulers",
+        "sb-*",
+        &format!("https://{}", stub.users),
+    );
+    for c in tb.clusters() {
+        wait_authenticated(c, &kubeconfig, &c.name);
+    }
+    Bed {
+        tb,
+        dir,
+        _stub: stub,
+        _agents: agents,
+        kubeconfig,
+    }
+}
+
+/// Writes a `Scheduler` document (stub kubeconfig of `bed`, 1 s rounds, metrics on a free
+/// port, `extra` lines appended under `spec:`) followed by `policies`; returns its path.
+pub fn scheduler_file(bed: &Bed, name: &str, extra: &str, policies: &str) -> PathBuf {
+    let path = bed.dir.path().join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: causeway.dev/v1alpha1
+kind: Scheduler
+metadata: {{name: main}}
+spec:
+  stubKubeconfig: {}
+  interval: 1s
+  listen: 127.0.0.1:0
+{extra}---
+{policies}",
+            bed.kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `causeway scheduler --config FILES…`, logging to `dir/NAME.log`, and waits
+/// for its metrics listener.
+pub fn start_scheduler(dir: &Path, name: &str, files: &[&Path]) -> Process {
+    let mut s = Spawn::causeway(BIN).args(["scheduler", "--config"]);
+    for f in files {
+        s = s.arg(f);
+    }
+    let p = s
+        .name(name)
+        .log_file(dir.join(format!("{name}.log")))
+        .start();
+    p.wait_listening(&["metrics"], Duration::from_secs(20));
+    p
+}
