@@ -43,5 +43,5 @@ pub use kubectl::{
 pub use listening::{Listener, Listening, parse_listening};
 pub use mutate::Rng;
 pub use net::{echo_round_trip, echo_server};
-pub use process::{Process, Spawn, expect_line, fd_count, lines_of, process_alive, rss_kib};
+pub use process::{Process, Spawn, fd_count, process_alive, rss_kib};
 pub use wait::{Outcome, wait_for, wait_for_async};

@@ -326,9 +326,8 @@ impl HttpClient {
         &self,
         method: Method,
         path: &str,
-        body: impl Into<Bytes>,
+        body: impl Into<Bytes> + Send,
     ) -> Result<HttpResponse, HttpError> {
-        let body: Bytes = body.into();
         std::thread::scope(|s| {
             let worker = s.spawn(|| {
                 tokio::runtime::Builder::new_current_thread()

@@ -6,9 +6,9 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::listening::Listening;
@@ -240,15 +240,7 @@ impl Process {
     /// Waits until it printed `n` lines containing `needle`; `None` if it exits first
     /// or `within` passes.
     pub fn find_lines(&self, needle: &str, n: usize, within: Duration) -> Option<Vec<String>> {
-        self.poll_log(within, |text| {
-            let found: Vec<String> = text
-                .lines()
-                .filter(|l| l.contains(needle))
-                .map(str::to_owned)
-                .collect();
-            (found.len() >= n).then_some(found)
-        })
-        .ok()
+        self.lines_with(needle, n, within).ok()
     }
 
     /// Waits until it printed a line containing `needle` and returns it; `None` if it
@@ -266,15 +258,20 @@ impl Process {
     /// Waits for `n` lines containing `needle` and returns them; panics with the log
     /// tail if it exits first or `within` passes.
     pub fn wait_lines(&self, needle: &str, n: usize, within: Duration) -> Vec<String> {
-        let found = self.poll_log(within, |text| {
+        self.lines_with(needle, n, within)
+            .unwrap_or_else(|why| panic!("{} did not log {n}× {needle:?}: {why}", self.name))
+    }
+
+    /// The lines containing `needle` once there are `n`; `Err` says why not.
+    fn lines_with(&self, needle: &str, n: usize, within: Duration) -> Result<Vec<String>, String> {
+        self.poll_log(within, |text| {
             let found: Vec<String> = text
                 .lines()
                 .filter(|l| l.contains(needle))
                 .map(str::to_owned)
                 .collect();
             (found.len() >= n).then_some(found)
-        });
-        found.unwrap_or_else(|why| panic!("{} did not log {n}× {needle:?}: {why}", self.name))
+        })
     }
 
     /// Waits until it logged a "listening on" line for every role in `roles` and
@@ -396,36 +393,6 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The lines of a child's stdout, read on a thread and delivered on a channel (for
-/// `kubectl get -w`, `logs -f`, `port-forward`).
-pub fn lines_of(stdout: ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a line containing `needle` from [`lines_of`]; panics with the lines seen
-/// if none comes within `within`.
-pub fn expect_line(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.contains(needle) => return l,
-            Ok(l) => seen.push(l),
-            Err(_) => panic!("no line with {needle:?} within {within:?}; saw {seen:?}"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,17 +451,5 @@ mod tests {
         p.terminate();
         assert!(!p.alive());
         assert!(p.find_line("never", Duration::from_millis(50)).is_none());
-    }
-
-    #[test]
-    fn lines_of_a_child() {
-        let mut child = Command::new("sh")
-            .args(["-c", "echo one; echo two"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let rx = lines_of(child.stdout.take().unwrap());
-        assert_eq!(expect_line(&rx, "tw", Duration::from_secs(5)), "two");
-        child.wait().unwrap();
     }
 }
