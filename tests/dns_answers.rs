@@ -8,7 +8,7 @@ mod dns_support;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use causeway_testbed::testing::wait_for;
+use causeway_testbed::testing::{run_fails, run_ok, wait_for};
 use dns_support::*;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
@@ -469,8 +469,8 @@ fn external_health_reports_and_explain() {
     });
 
     // The CLI asks the running server.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args([
+    let text = run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_causeway")).args([
             "dns",
             "explain",
             "--server",
@@ -479,49 +479,37 @@ fn external_health_reports_and_explain() {
             "app.svc.example.",
             "--client",
             "203.0.113.5/24",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("* aws-sg"), "{text}");
     assert!(text.contains("ecs scope: /24"), "{text}");
 }
 
 #[test]
 fn explain_offline_from_the_config() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["dns", "explain", "--config"])
-        .arg(example_config())
-        .args([
-            "--name",
-            "app.svc.example.",
-            "--client",
-            "198.51.100.0/24",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["dns", "explain", "--config"])
+            .arg(example_config())
+            .args([
+                "--name",
+                "app.svc.example.",
+                "--client",
+                "198.51.100.0/24",
+                "--json",
+            ]),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["answer"][0], "192.0.2.11");
     assert_eq!(v["ecsScope"], 24);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["dns", "explain", "--config"])
-        .arg(example_config())
-        .args(["--name", "www.svc.example.", "--client", "198.51.100.0/24"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "www is not a GSLB name");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a GSLB name"));
+    // www is not a GSLB name.
+    let err = run_fails(
+        std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["dns", "explain", "--config"])
+            .arg(example_config())
+            .args(["--name", "www.svc.example.", "--client", "198.51.100.0/24"]),
+    );
+    assert!(err.contains("not a GSLB name"), "{err}");
 }
 
 #[test]

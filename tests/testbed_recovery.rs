@@ -31,20 +31,25 @@ fn wait_for_pids(dir: &Path, n: usize) -> Vec<u32> {
     )
 }
 
+/// `up` of one cluster `r` with one node at `base`.
+fn up_args(base: &str) -> [&str; 7] {
+    [
+        "up",
+        "--clusters",
+        "r",
+        "--nodes",
+        "1",
+        "--base-address",
+        base,
+    ]
+}
+
 fn start_up(dir: &Path, base: &str) -> std::process::Child {
     causeway()
         .arg("testbed")
         .arg("--state-dir")
         .arg(dir)
-        .args([
-            "up",
-            "--clusters",
-            "r",
-            "--nodes",
-            "1",
-            "--base-address",
-            base,
-        ])
+        .args(up_args(base))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -90,18 +95,7 @@ fn ctrl_c_and_crash_leave_nothing_behind() {
     );
 
     // …and the next `up` stops them before starting afresh.
-    let out = testbed_ok(
-        &dir,
-        &[
-            "up",
-            "--clusters",
-            "r",
-            "--nodes",
-            "1",
-            "--base-address",
-            &base,
-        ],
-    );
+    let out = testbed_ok(&dir, &up_args(&base));
     assert!(out.contains("1 clusters Ready"), "{out}");
     for pid in &first {
         assert!(

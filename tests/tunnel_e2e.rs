@@ -14,25 +14,22 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use causeway_testbed::ClusterInfo;
 use causeway_testbed::testing::{
-    Kubectl, KubectlVersion, Process, echo_server, expect_line, lines_of, port_forward_round_trip,
-    wait_for,
+    Kubectl, KubectlVersion, Process, Spawn, echo_server, port_forward_round_trip, wait_for,
 };
-use causeway_testbed::{ClusterInfo, Testbed};
 use tokio::sync::OnceCell;
 use tunnel_support::*;
 
 struct E2e {
-    tb: &'static Testbed,
-    dir: tempfile::TempDir,
-    stub: Stub,
+    bed: TunnelBed,
     _agent: Process,
     alice: PathBuf,
 }
 
 impl E2e {
     fn member(&self) -> &ClusterInfo {
-        self.tb.cluster("tb-a").unwrap()
+        self.bed.member()
     }
 
     /// kubectl as alice, through the stub.
@@ -53,30 +50,12 @@ impl E2e {
 async fn e2e() -> &'static E2e {
     static E: OnceCell<E2e> = OnceCell::const_new();
     E.get_or_init(|| async {
-        let tb = causeway_testbed::shared().await;
-        let dir = tempfile::tempdir().unwrap();
-        let member = tb.cluster("tb-a").unwrap();
-        let token = member_token(member, dir.path());
-        let state = dir.path().join("stub-state");
-        let stub = start_stub(dir.path(), "stub", &state, None);
-        let agents_url = format!("https://{}", stub.agents);
-        let join = cluster_add(&state, "tb-a", &agents_url);
-        cluster_add(&state, "tb-none", &agents_url);
-        let agent = start_agent(
-            dir.path(),
-            "agent",
-            &agents_url,
-            member,
-            &token,
-            &dir.path().join("agent-state"),
-            Some(&join),
-        );
-        agent.wait_lines("session established", 2, Duration::from_secs(30));
-        let alice = add_alice(&state, dir.path(), stub.users, member);
+        let bed = TunnelBed::start().await;
+        cluster_add(&bed.state, "tb-none", &bed.agents_url);
+        let agent = bed.agent("agent", &bed.dir.path().join("agent-state"), true);
+        let alice = bed.add_alice();
         E2e {
-            tb,
-            dir,
-            stub,
+            bed,
             _agent: agent,
             alice,
         }
@@ -217,36 +196,30 @@ async fn kubectl_get_list_apply_delete_and_watch() {
     }
 
     // Watch: events arrive as they happen (the stream is flushed through the tunnel).
-    let mut watch = e
-        .kubectl()
-        .args([
-            "get",
-            "configmaps",
-            "-n",
-            "crud",
-            "-w",
-            "--output-watch-events",
-            "-o",
-            "name",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(watch.stdout.take().unwrap());
-    expect_line(&lines, "configmap/one", Duration::from_secs(20));
+    let mut watch = e.kubectl();
+    watch.args([
+        "get",
+        "configmaps",
+        "-n",
+        "crud",
+        "-w",
+        "--output-watch-events",
+        "-o",
+        "name",
+    ]);
+    let watch = Spawn::new("kubectl get -w", watch).start();
+    watch.wait_line("configmap/one", Duration::from_secs(20));
     let created = Instant::now();
     apply_as_alice(
         e,
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: two, namespace: crud}\n",
     );
-    expect_line(&lines, "configmap/two", Duration::from_secs(10));
+    watch.wait_line("configmap/two", Duration::from_secs(10));
     let seen_after = created.elapsed();
     e.alice().run(&["delete", "configmap", "two", "-n", "crud"]);
     // The deletion event names it again.
-    expect_line(&lines, "configmap/two", Duration::from_secs(10));
-    let _ = watch.kill();
-    let _ = watch.wait();
+    watch.wait_lines("configmap/two", 2, Duration::from_secs(10));
+    drop(watch);
     assert!(
         seen_after < Duration::from_secs(10),
         "watch event took {seen_after:?}"
@@ -265,14 +238,9 @@ async fn logs_follow_streams_new_lines() {
     let e = e2e().await;
     let pod = running_pod(e, "logs");
     for (name, mut kubectl) in [("kubectl", e.kubectl()), ("kubectl-1.29", e.kubectl_129())] {
-        let mut follow = kubectl
-            .args(["logs", "-f", "-n", "logs", &pod])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines = lines_of(follow.stdout.take().unwrap());
-        expect_line(&lines, "log of a kwok pod", Duration::from_secs(20));
+        kubectl.args(["logs", "-f", "-n", "logs", &pod]);
+        let follow = Spawn::new(format!("{name} logs -f"), kubectl).start();
+        follow.wait_line("log of a kwok pod", Duration::from_secs(20));
         let marker = format!("tunnel-follow-{name}-{}", std::process::id());
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -281,9 +249,7 @@ async fn logs_follow_streams_new_lines() {
         f.write_all(causeway_testbed::pod_log::cri_line(&marker).as_bytes())
             .unwrap();
         drop(f);
-        expect_line(&lines, &marker, Duration::from_secs(15));
-        let _ = follow.kill();
-        let _ = follow.wait();
+        follow.wait_line(&marker, Duration::from_secs(15));
     }
 }
 
@@ -427,7 +393,7 @@ async fn unknown_cluster_404_no_agent_503_as_status() {
             .kubectl()
             .args([
                 "--server",
-                &format!("https://{}/clusters/{cluster}", e.stub.users),
+                &format!("https://{}/clusters/{cluster}", e.bed.stub.users),
                 "get",
                 "pods",
                 "-v=6",
@@ -448,8 +414,8 @@ async fn unknown_cluster_404_no_agent_503_as_status() {
         Duration::from_secs(10),
         Duration::from_millis(200),
         || {
-            let audit =
-                std::fs::read_to_string(e.dir.path().join("stub-audit.log")).unwrap_or_default();
+            let audit = std::fs::read_to_string(e.bed.dir.path().join("stub-audit.log"))
+                .unwrap_or_default();
             let found = audit.lines().any(|l| {
                 l.contains("\"username\":\"alice\"")
                     && l.contains("/clusters/tb-none/")

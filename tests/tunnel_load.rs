@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use causeway_testbed::Testbed;
 use causeway_testbed::testing::{HttpClient, Process, fd_count, rss_kib};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2::SendRequest;
@@ -21,9 +20,7 @@ use tokio::time::Instant;
 use tunnel_support::*;
 
 struct Load {
-    tb: &'static Testbed,
-    _dir: tempfile::TempDir,
-    stub: Stub,
+    bed: TunnelBed,
     agents: Mutex<Vec<Process>>,
     alice: PathBuf,
 }
@@ -34,38 +31,19 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 async fn load() -> &'static Load {
     static L: OnceCell<Load> = OnceCell::const_new();
     L.get_or_init(|| async {
-        let tb = causeway_testbed::shared().await;
-        let dir = tempfile::tempdir().unwrap();
-        let member = tb.cluster("tb-a").unwrap();
-        let token = member_token(member, dir.path());
-        let state = dir.path().join("stub-state");
-        let stub = start_stub(dir.path(), "stub", &state, None);
-        let url = format!("https://{}", stub.agents);
-        let join = cluster_add(&state, "tb-a", &url);
-        let a_state = dir.path().join("agent-a");
-        let a = start_agent(
-            dir.path(),
-            "agent-a",
-            &url,
-            member,
-            &token,
-            &a_state,
-            Some(&join),
-        );
-        a.wait_lines("session established", 2, Duration::from_secs(30));
+        let bed = TunnelBed::start().await;
+        let a_state = bed.dir.path().join("agent-a");
+        let a = bed.agent("agent-a", &a_state, true);
         // A second agent of the same cluster with the same enrolled certificate.
-        let b_state = dir.path().join("agent-b");
+        let b_state = bed.dir.path().join("agent-b");
         std::fs::create_dir_all(&b_state).unwrap();
         for f in ["agent.crt", "agent.key", "ca.crt"] {
             std::fs::copy(a_state.join(f), b_state.join(f)).unwrap();
         }
-        let b = start_agent(dir.path(), "agent-b", &url, member, &token, &b_state, None);
-        b.wait_lines("session established", 2, Duration::from_secs(30));
-        let alice = add_alice(&state, dir.path(), stub.users, member);
+        let b = bed.agent("agent-b", &b_state, false);
+        let alice = bed.add_alice();
         Load {
-            tb,
-            _dir: dir,
-            stub,
+            bed,
             agents: Mutex::new(vec![a, b]),
             alice,
         }
@@ -76,14 +54,15 @@ async fn load() -> &'static Load {
 const SMALL_GET: &str = "/clusters/tb-a/api/v1/namespaces/default/configmaps?limit=1";
 
 async fn open_streams(l: &Load) -> f64 {
-    l.stub
+    l.bed
+        .stub
         .metric("causeway_tunnel_open_streams")
         .unwrap_or(-1.0)
 }
 
 /// Alice's HTTP/2 client of the stub, with large flow-control windows for load.
 fn alice_h2(l: &Load) -> HttpClient {
-    user_client(&l.alice, l.stub.users, b"h2").h2_windows(1 << 20, 16 << 20)
+    user_client(&l.alice, l.bed.stub.users, b"h2").h2_windows(1 << 20, 16 << 20)
 }
 
 /// An HTTP/2 connection of `client`.
@@ -115,7 +94,6 @@ async fn get(
 async fn ten_thousand_requests_with_cancellations_leave_no_leak() {
     let l = load().await;
     let _serial = SERIAL.lock().await;
-    let _ = l.tb;
     let client = alice_h2(l);
     // Warm up: connections to the API server, allocator arenas.
     {
@@ -129,7 +107,7 @@ async fn ten_thousand_requests_with_cancellations_leave_no_leak() {
     // The stub and every live agent (the kill test may have run first).
     let pids: Vec<u32> = {
         let agents = l.agents.lock().await;
-        std::iter::once(l.stub.proc.pid())
+        std::iter::once(l.bed.stub.proc.pid())
             .chain(agents.iter().map(Process::pid))
             .filter(|p| std::path::Path::new(&format!("/proc/{p}/fd")).exists())
             .collect()

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use causeway_testbed::ClusterInfo;
 use causeway_testbed::testing::{
     HttpClient, KubeconfigCredentials, Kubectl, Process, Spawn, client_tls, metric_value, run_ok,
     wait_for,
 };
+use causeway_testbed::{ClusterInfo, Testbed};
 
 /// The causeway binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_causeway");
@@ -197,6 +197,74 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .send_blocking(http::Method::GET, path, "")
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     (r.status, r.text())
+}
+
+/// Where most tunnel tests start: the shared testbed, a stub on port 0 in a fresh
+/// directory, and its cluster `tb-a` prepared (agent RBAC and token) and enrolled.
+pub struct TunnelBed {
+    /// The shared testbed.
+    pub tb: &'static Testbed,
+    /// Configs, logs, state and kubeconfigs of this bed.
+    pub dir: tempfile::TempDir,
+    /// The stub's state directory.
+    pub state: PathBuf,
+    /// The agent's ServiceAccount token for `tb-a`.
+    pub token: PathBuf,
+    /// The stub.
+    pub stub: Stub,
+    /// `https://` URL of the stub's agents listener.
+    pub agents_url: String,
+    /// Enrolment of `tb-a` (token, CA hash).
+    pub join: (String, String),
+}
+
+impl TunnelBed {
+    /// Prepares `tb-a`, starts the stub and enrols `tb-a`.
+    pub async fn start() -> Self {
+        let tb = causeway_testbed::shared().await;
+        let dir = tempfile::tempdir().unwrap();
+        let member = tb.cluster("tb-a").unwrap();
+        let token = member_token(member, dir.path());
+        let state = dir.path().join("stub-state");
+        let stub = start_stub(dir.path(), "stub", &state, None);
+        let agents_url = format!("https://{}", stub.agents);
+        let join = cluster_add(&state, "tb-a", &agents_url);
+        Self {
+            tb,
+            dir,
+            state,
+            token,
+            stub,
+            agents_url,
+            join,
+        }
+    }
+
+    /// The member cluster `tb-a`.
+    pub fn member(&self) -> &'static ClusterInfo {
+        self.tb.cluster("tb-a").unwrap()
+    }
+
+    /// Starts an agent of `tb-a` called `name` with its state in `state` (enrolling
+    /// with the bed's join token if `enrol`) and waits for its two sessions.
+    pub fn agent(&self, name: &str, state: &Path, enrol: bool) -> Process {
+        let agent = start_agent(
+            self.dir.path(),
+            name,
+            &self.agents_url,
+            self.member(),
+            &self.token,
+            state,
+            enrol.then_some(&self.join),
+        );
+        agent.wait_lines("session established", 2, Duration::from_secs(30));
+        agent
+    }
+
+    /// Adds user alice (see [`add_alice`]); her kubeconfig.
+    pub fn add_alice(&self) -> PathBuf {
+        add_alice(&self.state, self.dir.path(), self.stub.users, self.member())
+    }
 }
 
 /// `causeway cluster add`: returns (token, ca-hash).
