@@ -1,8 +1,8 @@
 //! The scheduler's Prometheus metrics (`causeway_scheduler_*`), built once.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric of the scheduler.
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub burst_ready_seconds: HistogramVec,
     /// Seconds per round (observe, plan, apply, publish).
     pub round_seconds: HistogramVec,
+    /// 1 while this replica is the leader (or runs alone), else 0.
+    pub leader: IntGauge,
 }
 
 impl Metrics {
@@ -70,7 +72,12 @@ impl Metrics {
         registry.register(Box::new(writes.clone()))?;
         registry.register(Box::new(config_errors.clone()))?;
         registry.register(Box::new(burst_ready_seconds.clone()))?;
+        let leader = IntGauge::new(
+            "causeway_scheduler_leader",
+            "1 while this replica writes (the Lease holder, or the only replica).",
+        )?;
         registry.register(Box::new(round_seconds.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
             rounds,
@@ -79,6 +86,7 @@ impl Metrics {
             config_errors,
             burst_ready_seconds,
             round_seconds,
+            leader,
         })
     }
 

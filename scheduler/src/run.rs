@@ -20,11 +20,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use causeway_tunnel::config::LeaseConfig;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -57,6 +59,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The Lease's hub cluster cannot be reached.
+    #[error(transparent)]
+    Lease(#[from] causeway_tunnel::lease::LeaseError),
     /// Metrics cannot be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -75,8 +80,29 @@ fn lock(s: &Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
 }
 
 /// Runs the scheduler on `files` until `shutdown`.
-pub async fn run(files: Vec<PathBuf>, shutdown: CancellationToken) -> Result<(), RunError> {
+///
+/// With `lease`, several replicas elect one leader with a `coordination.k8s.io/v1`
+/// Lease in a hub cluster (the stub's election, `causeway_tunnel::lease`): every replica
+/// observes and plans (standbys serve `/v1/plan` and metrics), only the leader writes to
+/// members and publishes to dns, and leadership is checked again right before writing.
+pub async fn run(
+    files: Vec<PathBuf>,
+    lease: Option<LeaseConfig>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let mut config = SchedulerConfig::load(&files)?;
+    let leader = match lease {
+        None => None,
+        Some(cfg) => {
+            let api = causeway_tunnel::lease::client(&cfg).await?;
+            let (tx, rx) = watch::channel(false);
+            info!(lease = %cfg.name, namespace = %cfg.namespace, identity = %cfg.identity, "campaigning for the scheduler Lease");
+            tokio::spawn(causeway_tunnel::lease::run(api, cfg, tx, shutdown.clone()));
+            Some(rx)
+        }
+    };
+    let is_leader = || leader.as_ref().is_none_or(|rx| *rx.borrow());
+    let mut was_leader: Option<bool> = None;
     let mut stamps = mtimes(&files);
     let metrics = Metrics::new()?;
     let status = Arc::new(Mutex::new(Status::default()));
@@ -169,11 +195,25 @@ pub async fn run(files: Vec<PathBuf>, shutdown: CancellationToken) -> Result<(),
         log_changes(&plan, &mut last);
         record(&metrics, &plan, &mut burst_since);
 
+        let leading = is_leader();
+        if was_leader != Some(leading) {
+            if leading {
+                info!("leader: applying and publishing");
+            } else {
+                info!("standby: observing and planning only");
+            }
+            metrics.leader.set(i64::from(leading));
+            was_leader = Some(leading);
+        }
         let t = Instant::now();
-        for o in applier
-            .apply(&clusters, &config.burst, &observed, &plan)
-            .await
-        {
+        let outcomes = if leading {
+            applier
+                .apply(&clusters, &config.burst, &observed, &plan)
+                .await
+        } else {
+            Vec::new()
+        };
+        for o in outcomes {
             let action = o.what.split(' ').next().unwrap_or("apply").to_string();
             match &o.result {
                 Ok(()) => {
@@ -197,7 +237,7 @@ pub async fn run(files: Vec<PathBuf>, shutdown: CancellationToken) -> Result<(),
             .with_label_values(&["apply"])
             .observe(t.elapsed().as_secs_f64());
 
-        if let Some(p) = publisher.as_mut() {
+        if let Some(p) = publisher.as_mut().filter(|_| is_leader()) {
             let reports = publish::reports(&config.burst, &plan);
             match p.publish(&reports).await {
                 Ok(true) => info!(reports = reports.len(), "published to dns"),

@@ -24,7 +24,10 @@ use causeway_scheduler::whatif::WhatIf;
     number of `BurstPolicy` documents, across one or more files; changed files are \
     reloaded, and a file with an error leaves the last good policies running. Reference: \
     docs/scheduler.md.\n\n\
-    NOT BUILT YET: FailoverPolicy, SpreadPolicy, leader election between replicas.",
+    Several replicas: give each --lease-kubeconfig (a hub cluster) and they elect one leader \
+    with a coordination.k8s.io/v1 Lease; standbys observe and plan (GET /v1/plan, metrics) but \
+    never write.\n\n\
+    NOT BUILT YET: FailoverPolicy (DR with fencing), SpreadPolicy.",
     after_help = "Examples:\n  causeway scheduler --config examples/scheduler/scheduler.yaml\n  \
     causeway scheduler --config examples/scheduler/scheduler.yaml --validate\n  \
     causeway scheduler plan --config examples/scheduler/scheduler.yaml --what-if 'load x3'"
@@ -38,6 +41,46 @@ pub struct Args {
     /// Only check the files, print a summary and exit.
     #[arg(long, alias = "check")]
     validate: bool,
+    #[command(flatten)]
+    lease: LeaseArgs,
+}
+
+/// Leader election between scheduler replicas.
+#[derive(clap::Args, Debug)]
+struct LeaseArgs {
+    /// Kubeconfig of the hub cluster holding the Lease. Without it this replica runs
+    /// alone and always writes; with it, only the Lease holder writes and publishes.
+    #[arg(long, value_name = "FILE")]
+    lease_kubeconfig: Option<PathBuf>,
+    /// Namespace of the Lease.
+    #[arg(long, value_name = "NS", default_value = "causeway-system")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, value_name = "NAME", default_value = "causeway-scheduler")]
+    lease_name: String,
+    /// Lease duration; the holder renews every third of it, a standby takes over after it.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// This replica's holder identity (default: hostname-pid).
+    #[arg(long, value_name = "ID")]
+    lease_identity: Option<String>,
+}
+
+impl LeaseArgs {
+    fn config(&self) -> Option<causeway_tunnel::config::LeaseConfig> {
+        let kubeconfig = self.lease_kubeconfig.clone()?;
+        let identity = self.lease_identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        Some(causeway_tunnel::config::LeaseConfig {
+            kubeconfig,
+            namespace: self.lease_namespace.clone(),
+            name: self.lease_name.clone(),
+            duration: self.lease_duration,
+            identity,
+        })
+    }
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -88,7 +131,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let shutdown = super::shutdown::shutdown_on_signal();
-    causeway_scheduler::run::run(args.config, shutdown).await?;
+    causeway_scheduler::run::run(args.config, args.lease.config(), shutdown).await?;
     Ok(())
 }
 
