@@ -178,15 +178,6 @@ impl Document {
                 ),
             ));
         }
-        if let Some(key) = unknown {
-            return Err(doc.error_at(
-                &key,
-                Place::Key,
-                format_args!(
-                    "unknown field {key:?}; a document has apiVersion, kind, metadata and spec"
-                ),
-            ));
-        }
         Ok(doc)
     }
 

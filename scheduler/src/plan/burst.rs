@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use causeway_model::ClusterId;
 
-use super::{Action, Decision, Memory, Role, Traffic};
+use super::stabilize::Memory;
+use super::{Action, Decision, Role, Traffic};
 use crate::observed::{ClusterState, Observed, WorkloadState};
 use crate::policy::{BurstPolicy, DemandKind};
 
@@ -143,26 +144,20 @@ pub fn plan(
             decisions.push(d);
             continue;
         };
-        if here.is_some_and(|h| !h.managed) {
-            d.reason = format!("a Deployment {w} not managed by Causeway exists here: left alone");
-            d.traffic = if ready > 0 {
-                Traffic::Serve
-            } else {
-                Traffic::Out
-            };
+        // Held as it is: someone else's Deployment, or no demand known.
+        let held = if here.is_some_and(|h| !h.managed) {
+            Some(format!("a Deployment {w} not managed by Causeway exists here: left alone"))
+        } else if overflow.is_none() {
+            Some(demand_why.clone())
+        } else {
+            None
+        };
+        if let Some(reason) = held {
+            d.reason = reason;
+            d.traffic = if ready > 0 { Traffic::Serve } else { Traffic::Out };
             decisions.push(d);
             continue;
         }
-        let Some(_) = overflow else {
-            d.reason = demand_why.clone();
-            d.traffic = if ready > 0 {
-                Traffic::Serve
-            } else {
-                Traffic::Out
-            };
-            decisions.push(d);
-            continue;
-        };
         let pod = src_w.map(|s| s.pod_requests).unwrap_or_default();
         let fit = fits_here(cs, here, pod);
         let cap = slot.max.min(fit);
