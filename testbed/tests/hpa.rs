@@ -52,14 +52,15 @@ fn kubectl_json(c: &ClusterInfo, args: &[&str]) -> Result<Value, String> {
 
 fn apply(c: &ClusterInfo, dir: &std::path::Path, name: &str, obj: &Value) {
     let file = dir.join(format!("{name}.json"));
-    std::fs::write(&file, serde_json::to_vec_pretty(obj).unwrap()).unwrap();
+    let json = serde_json::to_vec_pretty(obj).expect("a JSON value serializes");
+    std::fs::write(&file, json).expect("write the manifest into the test's temp dir");
     let out = c
         .kubectl()
         .arg("apply")
         .arg("-f")
         .arg(&file)
         .output()
-        .unwrap();
+        .expect("run kubectl (built by the testbed setup)");
     assert!(
         out.status.success(),
         "kubectl apply {name}: {}",

@@ -151,6 +151,11 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a load generator: it prints its result as JSON and its errors"
+)]
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     let o = match opts() {

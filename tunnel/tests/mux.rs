@@ -31,31 +31,40 @@ use tokio_util::sync::CancellationToken;
 /// Serves: `/echo` (request headers as JSON), `/bytes?n=N` (N bytes), `/stream`
 /// (a chunk every 20 ms, forever), `/upgrade` (101, then echo), `/refuse-upgrade` (403).
 async fn upstream_server() -> (SocketAddr, rustls::RootCertStore) {
-    let ca = Ca::generate().unwrap();
+    let ca = Ca::generate().expect("a fresh CA generates");
     let server = ca
         .issue_server(
             &["localhost".into(), "127.0.0.1".into()],
             Duration::from_secs(3600),
         )
-        .unwrap();
+        .expect("the CA issues a server certificate");
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).unwrap();
+    roots
+        .add(ca.cert_der().clone())
+        .expect("the CA's own certificate is a valid root");
     let mut tls = rustls::ServerConfig::builder_with_provider(pki::provider())
         .with_safe_default_protocol_versions()
-        .unwrap()
+        .expect("ring supports the default protocol versions")
         .with_no_client_auth()
         .with_single_cert(
-            pki::parse_cert_pem(&server.cert_pem).unwrap(),
-            pki::parse_key_pem(server.key_pem.expose()).unwrap(),
+            pki::parse_cert_pem(&server.cert_pem).expect("the CA's PEM certificate parses"),
+            pki::parse_key_pem(server.key_pem.expose()).expect("the CA's PEM key parses"),
         )
-        .unwrap();
+        .expect("the issued certificate matches its key");
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     tokio::spawn(async move {
         loop {
-            let (tcp, _) = listener.accept().await.unwrap();
+            let (tcp, _) = listener
+                .accept()
+                .await
+                .expect("accept on the stand-in API server");
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
@@ -81,9 +90,16 @@ async fn upstream_handle(mut req: Request<Incoming>) -> Result<Response<TunnelBo
                     .or_default()
                     .push(v.to_str().unwrap_or("").to_owned());
             }
-            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .expect("read the request body")
+                .to_bytes();
             h.insert("x-body-len".into(), vec![body.len().to_string()]);
-            Response::new(body::full(serde_json::to_vec(&h).unwrap()))
+            Response::new(body::full(
+                serde_json::to_vec(&h).expect("a map of strings serializes"),
+            ))
         }
         "/bytes" => {
             let n: usize = req
@@ -128,13 +144,16 @@ async fn upstream_handle(mut req: Request<Incoming>) -> Result<Response<TunnelBo
                 .header("upgrade", "test-proto")
                 .header("x-stream-protocol-version", "v4.channel.k8s.io")
                 .body(body::empty())
-                .unwrap()
+                .expect("a static 101 response")
         }
         "/refuse-upgrade" => Response::builder()
             .status(403)
             .body(body::full("no upgrade for you"))
-            .unwrap(),
-        _ => Response::builder().status(404).body(body::empty()).unwrap(),
+            .expect("a static 403 response"),
+        _ => Response::builder()
+            .status(404)
+            .body(body::empty())
+            .expect("a static 404 response"),
     };
     Ok(resp)
 }
@@ -165,9 +184,10 @@ spec:
 "#;
 
 async fn bed() -> Bed {
-    let state = tempfile::tempdir().unwrap();
-    let ca = Ca::load_or_create(state.path()).unwrap();
-    let state_dir = causeway_tunnel::state::StateDir::open(state.path()).unwrap();
+    let state = tempfile::tempdir().expect("create a temp dir");
+    let ca = Ca::load_or_create(state.path()).expect("create a CA in the temp dir");
+    let state_dir =
+        causeway_tunnel::state::StateDir::open(state.path()).expect("open the state dir");
     let mut users = HashMap::new();
     for (name, groups, read_only) in [
         ("alice", vec!["dev".to_owned()], false),
@@ -180,7 +200,8 @@ async fn bed() -> Bed {
             read_only,
             ttl: Duration::from_secs(3600),
         };
-        let added = causeway_tunnel::users::add_user(&state_dir, &ca, &new, &[]).unwrap();
+        let added =
+            causeway_tunnel::users::add_user(&state_dir, &ca, &new, &[]).expect("add a test user");
         users.insert(name.to_owned(), added.cert);
     }
     let server = ca
@@ -188,34 +209,48 @@ async fn bed() -> Bed {
             &["localhost".into(), "127.0.0.1".into()],
             Duration::from_secs(3600),
         )
-        .unwrap();
+        .expect("the CA issues a server certificate");
     let parts = StubParts {
-        policy: AccessPolicy::parse(POLICY, std::path::Path::new("test-policy.yaml")).unwrap(),
-        users: causeway_tunnel::users::UserStoreHandle::load(state.path(), None).unwrap(),
+        policy: AccessPolicy::parse(POLICY, std::path::Path::new("test-policy.yaml"))
+            .expect("POLICY parses"),
+        users: causeway_tunnel::users::UserStoreHandle::load(state.path(), None)
+            .expect("load the users just added"),
         audit: None,
         enroller: None,
-        user_tls: ca.user_server_config(&server).unwrap(),
-        agent_tls: ca.agent_server_config(&server, false).unwrap(),
+        user_tls: ca
+            .user_server_config(&server)
+            .expect("user TLS config from the issued certificate"),
+        agent_tls: ca
+            .agent_server_config(&server, false)
+            .expect("agent TLS config from the issued certificate"),
         enrolled: Box::new(|c: &ClusterId| c.as_str().starts_with("c-")),
         agent_allowed: Box::new(|_, _| Ok(())),
         standby: false,
     };
     let listeners = Listeners {
-        users: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        agents: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        metrics: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        users: TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0"),
+        agents: TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0"),
+        metrics: TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0"),
     };
     let shutdown = CancellationToken::new();
-    let stub = stub::start(parts, listeners, shutdown.clone()).unwrap();
+    let stub = stub::start(parts, listeners, shutdown.clone()).expect("start the stub");
     let (up_addr, roots) = upstream_server().await;
     let upstream = UpstreamConfig {
         addr: up_addr.to_string(),
         server_name: "localhost".into(),
-        base: format!("https://{up_addr}").parse().unwrap(),
+        base: format!("https://{up_addr}")
+            .parse()
+            .expect("an https URL of a socket address parses"),
         roots: Arc::new(roots),
     };
-    let token = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(token.path(), "sa-token-123\n").unwrap();
+    let token = tempfile::NamedTempFile::new().expect("create a temp file");
+    std::fs::write(token.path(), "sa-token-123\n").expect("write the token file");
     Bed {
         ca,
         _state: state,
@@ -243,13 +278,13 @@ impl Bed {
         data: usize,
         metrics: Option<tokio::net::TcpListener>,
     ) -> CancellationToken {
-        let cluster = ClusterId::new(cluster).unwrap();
+        let cluster = ClusterId::new(cluster).expect("test cluster names are DNS labels");
         let cert: IssuedCert = self
             .ca
             .issue_agent(&cluster, Duration::from_secs(3600))
-            .unwrap();
-        let tls =
-            pki::agent_client_config(&self.ca.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap();
+            .expect("the CA issues an agent certificate");
+        let tls = pki::agent_client_config(&self.ca.cert_pem(), &cert.cert_pem, &cert.key_pem)
+            .expect("agent TLS config from the issued certificate");
         let config = AgentConfig {
             cluster,
             stubs: vec![StubTarget {
@@ -260,7 +295,7 @@ impl Bed {
             data_connections: data,
             tls: Arc::new(tls),
             upstream: self.upstream.clone(),
-            token: TokenSource::new(self.token.path().to_owned()).unwrap(),
+            token: TokenSource::new(self.token.path().to_owned()).expect("read the token file"),
             metrics_listener: metrics,
         };
         let stop = self.shutdown.child_token();
@@ -269,7 +304,7 @@ impl Bed {
     }
 
     async fn wait_sessions(&self, cluster: &str, n: usize) {
-        let c = ClusterId::new(cluster).unwrap();
+        let c = ClusterId::new(cluster).expect("test cluster names are DNS labels");
         wait_for(&format!("cluster {cluster}: sessions"), n, || {
             self.stub.shared.registry.count(&c)
         })
@@ -277,7 +312,7 @@ impl Bed {
     }
 
     async fn wait_idle_data(&self, cluster: &str, n: usize) {
-        let c = ClusterId::new(cluster).unwrap();
+        let c = ClusterId::new(cluster).expect("test cluster names are DNS labels");
         wait_for(
             &format!("cluster {cluster}: idle data connections"),
             n,
@@ -294,13 +329,17 @@ impl Bed {
             (cert.cert_pem.as_bytes(), cert.key_pem.expose().as_bytes())
         });
         let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
-        let tls = client_tls(self.ca.cert_pem().as_bytes(), identity, &[alpn]).unwrap();
+        let tls = client_tls(self.ca.cert_pem().as_bytes(), identity, &[alpn])
+            .expect("client TLS config from the test CA and certificate");
         HttpClient::https(self.stub.addrs[0], tls, "localhost")
     }
 
     /// An HTTP/2 client as alice (group dev).
     async fn h2_client(&self) -> hyper::client::conn::http2::SendRequest<TunnelBody> {
-        self.user_client(Some("alice"), true).http2().await.unwrap()
+        self.user_client(Some("alice"), true)
+            .http2()
+            .await
+            .expect("HTTP/2 handshake with the stub")
     }
 
     /// An HTTP/1.1 client.
@@ -311,7 +350,7 @@ impl Bed {
         self.user_client(user.map(|(name, _groups)| name), false)
             .http1()
             .await
-            .unwrap()
+            .expect("HTTP/1.1 handshake with the stub")
     }
 }
 
@@ -344,18 +383,23 @@ async fn wait_streams_closed(bed: &Bed) {
 fn get(uri: &str) -> Request<TunnelBody> {
     Request::get(format!("https://localhost{uri}"))
         .body(body::empty())
-        .unwrap()
+        .expect("a GET of a test path builds")
 }
 
 fn get_h1(uri: &str) -> Request<TunnelBody> {
     Request::get(uri)
         .header("host", "localhost")
         .body(body::empty())
-        .unwrap()
+        .expect("a GET of a test path builds")
 }
 
 async fn json(resp: Response<Incoming>) -> serde_json::Value {
-    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    let b = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("read the response body")
+        .to_bytes();
     serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&b)))
 }
 
@@ -573,7 +617,7 @@ async fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
     let r = HttpClient::new(addr)
         .send(http::Method::GET, path, "")
         .await
-        .unwrap();
+        .expect("GET from the metrics listener");
     (r.status, r.text())
 }
 
