@@ -11,12 +11,13 @@ mod tunnel_support;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use causeway_testbed::ClusterInfo;
 use causeway_testbed::testing::{
-    Kubectl, KubectlVersion, Process, Spawn, echo_server, port_forward_round_trip, wait_for,
+    Kubectl, KubectlVersion, Process, Spawn, echo_server, port_forward_round_trip, run,
+    run_with_stdin, wait_for,
 };
 use tokio::sync::OnceCell;
 use tunnel_support::*;
@@ -259,22 +260,14 @@ async fn exec_interactive_and_not_over_websocket_and_spdy() {
     let pod = running_pod(e, "exec");
     for client in CLIENTS {
         let label = client.label();
-        let out = client
-            .kubectl(e)
-            .args([
-                "-v=6",
-                "exec",
-                "-n",
-                "exec",
-                &pod,
-                "--",
-                "sh",
-                "-c",
-                "echo hi from $0",
-                label,
-            ])
-            .output()
-            .unwrap();
+        // `sh -c SCRIPT LABEL` in the pod through `kubectl [FLAGS] exec [-i]`.
+        let exec = |flags: &[&str], script: &str| {
+            let mut k = client.kubectl(e);
+            k.args(flags)
+                .args(["-n", "exec", &pod, "--", "sh", "-c", script, label]);
+            k
+        };
+        let out = run(&mut exec(&["-v=6", "exec"], "echo hi from $0"));
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{label}: {log}");
         assert_eq!(
@@ -284,32 +277,8 @@ async fn exec_interactive_and_not_over_websocket_and_spdy() {
         );
         expect_upgrade_logged(client, "exec", &log);
         // Interactive: stdin goes in, the answer comes back.
-        let mut child = client
-            .kubectl(e)
-            .args([
-                "exec",
-                "-i",
-                "-n",
-                "exec",
-                &pod,
-                "--",
-                "sh",
-                "-c",
-                "read l; echo got $l",
-                label,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"ping-through-the-tunnel\n")
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let interactive = exec(&["exec", "-i"], "read l; echo got $l");
+        let out = run_with_stdin(interactive, b"ping-through-the-tunnel\n").unwrap();
         assert!(
             out.status.success(),
             "{label}: {}",
