@@ -70,7 +70,8 @@ impl ApiClient {
             .await
     }
 
-    /// [`ApiClient::request`] with a body of `content_type` (e.g. a merge patch).
+    /// [`ApiClient::request`] with a body of `content_type` (e.g. a merge patch); gives up
+    /// after 10 s.
     pub async fn request_as(
         &self,
         method: Method,
@@ -78,45 +79,37 @@ impl ApiClient {
         body: Option<&serde_json::Value>,
         content_type: &str,
     ) -> Result<(StatusCode, Bytes), ApiError> {
-        let fut = self.request_inner(method, path, body, content_type);
-        tokio::time::timeout(Duration::from_secs(10), fut)
+        let exchange = async {
+            let tcp = TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| format!("connect {}: {e}", self.addr))?;
+            let body = match body {
+                Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| e.to_string())?),
+                None => Bytes::new(),
+            };
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(http::header::HOST, self.addr.to_string())
+                .header(http::header::CONTENT_TYPE, content_type)
+                .header(http::header::ACCEPT, "application/json")
+                .body(Full::new(body))
+                .map_err(|e| e.to_string())?;
+            match &self.tls {
+                Some(tls) => {
+                    let name = ServerName::IpAddress(self.addr.ip().into());
+                    let stream = tls
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| format!("TLS with {}: {e}", self.addr))?;
+                    send(TokioIo::new(stream), req).await
+                }
+                None => send(TokioIo::new(tcp), req).await,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
             .await
             .map_err(|_| format!("{path}: no answer in 10 s"))?
-    }
-
-    async fn request_inner(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-        content_type: &str,
-    ) -> Result<(StatusCode, Bytes), ApiError> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| format!("connect {}: {e}", self.addr))?;
-        let body = match body {
-            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| e.to_string())?),
-            None => Bytes::new(),
-        };
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, self.addr.to_string())
-            .header(http::header::CONTENT_TYPE, content_type)
-            .header(http::header::ACCEPT, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
-        match &self.tls {
-            Some(tls) => {
-                let name = ServerName::IpAddress(self.addr.ip().into());
-                let stream = tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS with {}: {e}", self.addr))?;
-                send(TokioIo::new(stream), req).await
-            }
-            None => send(TokioIo::new(tcp), req).await,
-        }
     }
 
     /// GET returning parsed JSON, failing on any non-2xx status.

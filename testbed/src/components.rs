@@ -4,7 +4,7 @@
 //! priority-and-fairness and profiling, only the controllers a testbed needs, and a Go
 //! soft memory limit on each process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bins::Binaries;
@@ -82,7 +82,7 @@ fn flags(pairs: &[(&str, String)]) -> Vec<String> {
     pairs.iter().map(|(k, v)| format!("--{k}={v}")).collect()
 }
 
-fn path(p: &std::path::Path) -> String {
+fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
@@ -167,6 +167,34 @@ pub(crate) fn apiserver<'a>(l: &'a Layout, bins: &'a Binaries, pki: &ClusterPki)
     }
 }
 
+/// A control loop (kube-controller-manager, kube-scheduler): watches the API server
+/// through `kubeconfig`, serves no port, runs as the only replica (no leader election),
+/// without profiling; then `more` flags.
+fn control_loop<'a>(
+    l: &'a Layout,
+    component: &'static str,
+    binary: &'a Path,
+    kubeconfig: &Path,
+    more: &[(&str, String)],
+    limit_mib: u32,
+) -> Launch<'a> {
+    let mut args = flags(&[
+        ("kubeconfig", path(kubeconfig)),
+        ("secure-port", "0".into()),
+        ("leader-elect", "false".into()),
+        ("profiling", "false".into()),
+    ]);
+    args.extend(flags(more));
+    Launch {
+        cluster: &l.name,
+        component,
+        binary,
+        args,
+        env: go_env(limit_mib),
+        log: l.log(component),
+    }
+}
+
 /// kube-controller-manager with only [`CONTROLLERS`], no serving port.
 pub(crate) fn controller_manager<'a>(
     l: &'a Layout,
@@ -175,45 +203,30 @@ pub(crate) fn controller_manager<'a>(
     kubeconfig: PathBuf,
     metrics: &MetricsOptions,
 ) -> Launch<'a> {
-    Launch {
-        cluster: &l.name,
-        component: "kube-controller-manager",
-        binary: &bins.controller_manager,
-        args: flags(&[
-            ("kubeconfig", path(&kubeconfig)),
-            ("secure-port", "0".into()),
-            ("leader-elect", "false".into()),
-            ("controllers", CONTROLLERS.join(",")),
-            ("service-account-private-key-file", path(&pki.sa_key)),
-            ("root-ca-file", path(&pki.ca_cert)),
-            ("use-service-account-credentials", "true".into()),
-            ("service-cluster-ip-range", SERVICE_CIDR.into()),
-            ("profiling", "false".into()),
-            (
-                "horizontal-pod-autoscaler-sync-period",
-                go_duration(metrics.hpa_sync_period),
-            ),
-        ]),
-        env: go_env(150),
-        log: l.log("kube-controller-manager"),
-    }
+    let more = [
+        ("controllers", CONTROLLERS.join(",")),
+        ("service-account-private-key-file", path(&pki.sa_key)),
+        ("root-ca-file", path(&pki.ca_cert)),
+        ("use-service-account-credentials", "true".into()),
+        ("service-cluster-ip-range", SERVICE_CIDR.into()),
+        (
+            "horizontal-pod-autoscaler-sync-period",
+            go_duration(metrics.hpa_sync_period),
+        ),
+    ];
+    control_loop(
+        l,
+        "kube-controller-manager",
+        &bins.controller_manager,
+        &kubeconfig,
+        &more,
+        150,
+    )
 }
 
 /// kube-scheduler, no serving port.
 pub(crate) fn scheduler<'a>(l: &'a Layout, bins: &'a Binaries, kubeconfig: PathBuf) -> Launch<'a> {
-    Launch {
-        cluster: &l.name,
-        component: "kube-scheduler",
-        binary: &bins.scheduler,
-        args: flags(&[
-            ("kubeconfig", path(&kubeconfig)),
-            ("secure-port", "0".into()),
-            ("leader-elect", "false".into()),
-            ("profiling", "false".into()),
-        ]),
-        env: go_env(100),
-        log: l.log("kube-scheduler"),
-    }
+    control_loop(l, "kube-scheduler", &bins.scheduler, &kubeconfig, &[], 100)
 }
 
 /// kwok managing every node of the cluster, serving logs/exec/port-forward on the
@@ -260,7 +273,7 @@ pub(crate) fn kwok<'a>(
 /// `metrics.k8s.io` to the aggregation layer, trusting its front-proxy headers.
 pub(crate) fn metrics_server<'a>(
     l: &'a Layout,
-    binary: &'a std::path::Path,
+    binary: &'a Path,
     pki: &ClusterPki,
     kubeconfig: PathBuf,
     metrics: &MetricsOptions,
