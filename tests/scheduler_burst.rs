@@ -27,8 +27,6 @@ use causeway_testbed::ClusterInfo;
 use causeway_testbed::testing::{Kubectl, Spawn, run_ok, wait_for};
 use scheduler_support::*;
 
-const ADDR: [(&str, &str); 3] = [(IDC, "192.0.2.1"), (ALI, "192.0.2.2"), (AWS, "192.0.2.3")];
-
 fn policy(window: &str) -> String {
     format!(
         "apiVersion: causeway.dev/v1alpha1
@@ -48,71 +46,6 @@ spec:
   dns: {{name: app.svc.example., ttl: 3s}}
 "
     )
-}
-
-fn dns_config(dir: &Path) -> std::path::PathBuf {
-    let targets: String = ADDR
-        .iter()
-        .map(|(c, a)| format!("        - {{cluster: {c}, addresses: [{a}]}}\n"))
-        .collect();
-    let yaml = format!(
-        "apiVersion: causeway.dev/v1alpha1
-kind: DnsServer
-metadata: {{name: t}}
-spec:
-  listen: [\"127.0.0.1:0\"]
-  api: \"127.0.0.1:0\"
----
-apiVersion: causeway.dev/v1alpha1
-kind: Zone
-metadata: {{name: z}}
-spec:
-  origin: svc.example.
-  soa: {{rname: hostmaster.svc.example.}}
-  nameservers: [{{name: ns1, addresses: [127.0.0.53]}}]
-  gslb:
-    - name: app
-      ttl: 1
-      policy: all-healthy
-      maxAnswers: 8
-      targets:
-{targets}"
-    );
-    let path = dir.join("dns.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
-/// The addresses dig gets for app.svc.example.
-fn dig(dns: SocketAddr) -> Vec<String> {
-    let out = Command::new("dig")
-        .args([
-            &format!("@{}", dns.ip()),
-            "-p",
-            &dns.port().to_string(),
-            "app.svc.example.",
-            "A",
-            "+short",
-            "+time=2",
-            "+tries=1",
-        ])
-        .output()
-        .expect("dig (Debian package dnsutils) must be installed");
-    let mut a: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
-    a.sort();
-    a
-}
-
-fn addr_of(cluster: &str) -> String {
-    ADDR.iter()
-        .find(|(c, _)| *c == cluster)
-        .unwrap()
-        .1
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

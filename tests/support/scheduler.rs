@@ -4,13 +4,18 @@
 //! (`examples/scheduler/member-rbac.yaml`), and readers of the workload's state.
 #![allow(dead_code)] // each test file uses part of it
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use causeway_testbed::testing::{Kubectl, Process, Spawn};
 use causeway_testbed::{ClusterInfo, ClusterSpec, Testbed, TestbedOptions, reserve_addresses};
 
 use super::tunnel_support::*;
+
+/// Addresses dns answers for each cluster's GSLB target of `app.svc.example.`.
+pub const ADDR: [(&str, &str); 3] = [(IDC, "192.0.2.1"), (ALI, "192.0.2.2"), (AWS, "192.0.2.3")];
 
 /// The built binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_causeway");
@@ -73,8 +78,8 @@ pub fn deployment(c: &ClusterInfo) -> Option<(u32, u32)> {
 pub struct Bed {
     pub tb: Testbed,
     pub dir: tempfile::TempDir,
-    _stub: Stub,
-    _agents: Vec<Process>,
+    pub _stub: Option<Stub>,
+    pub _agents: Vec<Process>,
     pub kubeconfig: std::path::PathBuf,
 }
 
@@ -89,41 +94,10 @@ pub async fn bring_up() -> Bed {
 }
 
 pub async fn bring_up_with(metrics: bool) -> Bed {
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = TestbedOptions::new(
-        vec![spec(IDC, "2"), spec(ALI, "4"), spec(AWS, "8")],
-        dir.path().join("testbed"),
-    );
-    opts.base_address = reserve_addresses(3);
-    if metrics {
-        opts.metrics = causeway_testbed::MetricsOptions::enabled();
-    }
-    let tb = Testbed::up(opts).await.expect("testbed up");
+    let (tb, dir) = testbed(metrics).await;
     let state = dir.path().join("stub-state");
     let stub = start_stub(dir.path(), "stub", &state, None);
-    let agents_url = format!("https://{}", stub.agents);
-    let rbac = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scheduler/member-rbac.yaml"),
-    )
-    .unwrap();
-    let mut agents = Vec::new();
-    for c in tb.clusters() {
-        let token = member_token(c, dir.path());
-        Kubectl::admin(c).apply(&rbac);
-        let join = cluster_add(&state, &c.name, &agents_url);
-        agents.push(start_agent(
-            dir.path(),
-            &format!("agent-{}", c.name),
-            &agents_url,
-            c,
-            &token,
-            &dir.path().join(format!("agent-{}", c.name)),
-            Some(&join),
-        ));
-    }
-    for a in &agents {
-        a.wait_line("session established", Duration::from_secs(60));
-    }
+    let agents = enrol_agents(&tb, dir.path(), &state, &format!("https://{}", stub.agents));
     let kubeconfig = user_add(
         &state,
         dir.path(),
@@ -138,10 +112,52 @@ pub async fn bring_up_with(metrics: bool) -> Bed {
     Bed {
         tb,
         dir,
-        _stub: stub,
+        _stub: Some(stub),
         _agents: agents,
         kubeconfig,
     }
+}
+
+/// The three clusters, in a new temporary directory.
+pub async fn testbed(metrics: bool) -> (Testbed, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = TestbedOptions::new(
+        vec![spec(IDC, "2"), spec(ALI, "4"), spec(AWS, "8")],
+        dir.path().join("testbed"),
+    );
+    opts.base_address = reserve_addresses(3);
+    if metrics {
+        opts.metrics = causeway_testbed::MetricsOptions::enabled();
+    }
+    (Testbed::up(opts).await.expect("testbed up"), dir)
+}
+
+/// In every cluster: agent RBAC and token, the scheduler's member RBAC, enrolment with the
+/// stub whose state is `state`, and an agent with a session to `agents_url`.
+pub fn enrol_agents(tb: &Testbed, dir: &Path, state: &Path, agents_url: &str) -> Vec<Process> {
+    let rbac = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scheduler/member-rbac.yaml"),
+    )
+    .unwrap();
+    let mut agents = Vec::new();
+    for c in tb.clusters() {
+        let token = member_token(c, dir);
+        Kubectl::admin(c).apply(&rbac);
+        let join = cluster_add(state, &c.name, agents_url);
+        agents.push(start_agent(
+            dir,
+            &format!("agent-{}", c.name),
+            agents_url,
+            c,
+            &token,
+            &dir.join(format!("agent-{}", c.name)),
+            Some(&join),
+        ));
+    }
+    for a in &agents {
+        a.wait_line("session established", Duration::from_secs(60));
+    }
+    agents
 }
 
 /// Writes a `Scheduler` document (stub kubeconfig of `bed`, 1 s rounds, metrics on a free
@@ -180,4 +196,74 @@ pub fn start_scheduler(dir: &Path, name: &str, files: &[&Path]) -> Process {
         .start();
     p.wait_listening(&["metrics"], Duration::from_secs(20));
     p
+}
+
+pub fn dns_config(dir: &Path) -> std::path::PathBuf {
+    dns_config_at(dir, "127.0.0.1:0")
+}
+
+/// [`dns_config`] with its HTTP API on `api`.
+pub fn dns_config_at(dir: &Path, api: &str) -> std::path::PathBuf {
+    let targets: String = ADDR
+        .iter()
+        .map(|(c, a)| format!("        - {{cluster: {c}, addresses: [{a}]}}\n"))
+        .collect();
+    let yaml = format!(
+        "apiVersion: causeway.dev/v1alpha1
+kind: DnsServer
+metadata: {{name: t}}
+spec:
+  listen: [\"127.0.0.1:0\"]
+  api: \"{api}\"
+---
+apiVersion: causeway.dev/v1alpha1
+kind: Zone
+metadata: {{name: z}}
+spec:
+  origin: svc.example.
+  soa: {{rname: hostmaster.svc.example.}}
+  nameservers: [{{name: ns1, addresses: [127.0.0.53]}}]
+  gslb:
+    - name: app
+      ttl: 1
+      policy: all-healthy
+      maxAnswers: 8
+      targets:
+{targets}"
+    );
+    let path = dir.join("dns.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// The addresses dig gets for app.svc.example.
+pub fn dig(dns: SocketAddr) -> Vec<String> {
+    let out = Command::new("dig")
+        .args([
+            &format!("@{}", dns.ip()),
+            "-p",
+            &dns.port().to_string(),
+            "app.svc.example.",
+            "A",
+            "+short",
+            "+time=2",
+            "+tries=1",
+        ])
+        .output()
+        .expect("dig (Debian package dnsutils) must be installed");
+    let mut a: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    a.sort();
+    a
+}
+
+pub fn addr_of(cluster: &str) -> String {
+    ADDR.iter()
+        .find(|(c, _)| *c == cluster)
+        .unwrap()
+        .1
+        .to_string()
 }

@@ -1,0 +1,143 @@
+//! `causeway hub`: stub, dns and scheduler in one process. On first start it creates the
+//! scheduler's stub identity; agents enrol with its stub; a surge at home bursts to the
+//! public clusters through its own stub and its dns answers them.
+
+#[path = "support/scheduler.rs"]
+mod scheduler_support;
+#[path = "support/tunnel.rs"]
+mod tunnel_support;
+
+use std::time::Duration;
+
+use causeway_testbed::testing::{Kubectl, Spawn, wait_for};
+use scheduler_support::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_runs_stub_dns_and_scheduler_together() {
+    let (tb, dir) = testbed(false).await;
+    let dir = dir.path();
+    let state = dir.join("hub-state");
+    let users = format!("127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", free_port());
+    let stub_file = dir.join("stub.yaml");
+    std::fs::write(
+        &stub_file,
+        format!(
+            "apiVersion: causeway.dev/v1alpha1
+kind: StubConfig
+metadata: {{name: hub}}
+spec:
+  stateDir: {}
+  listen: {{users: \"{users}\", agents: \"127.0.0.1:0\", metrics: \"127.0.0.1:0\"}}
+",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let dns_file = dns_config_at(dir, &api);
+    let kubeconfig = dir.join("scheduler.kubeconfig");
+    let sched_file = dir.join("scheduler.yaml");
+    std::fs::write(
+        &sched_file,
+        format!(
+            "apiVersion: causeway.dev/v1alpha1
+kind: Scheduler
+metadata: {{name: main}}
+spec:
+  stubKubeconfig: {}
+  dnsApi: http://{api}
+  interval: 1s
+  listen: 127.0.0.1:0
+---
+apiVersion: causeway.dev/v1alpha1
+kind: BurstPolicy
+metadata: {{name: web}}
+spec:
+  workload: {{namespace: shop, deployment: web}}
+  home: [{IDC}]
+  burst:
+    - {{cluster: {ALI}, maxReplicas: 2}}
+    - {{cluster: {AWS}, maxReplicas: 10}}
+  demand: {{capacity: {{}}}}
+  dns: {{name: app.svc.example., ttl: 3s}}
+",
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+
+    // A file mixing parts is refused before anything starts.
+    let mixed = dir.join("mixed.yaml");
+    std::fs::write(
+        &mixed,
+        format!(
+            "{}---\n{}",
+            std::fs::read_to_string(&stub_file).unwrap(),
+            std::fs::read_to_string(&dns_file).unwrap()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["hub", "--validate", "--config"])
+        .arg(&mixed)
+        .arg(&sched_file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("several parts"),
+        "{err}"
+    );
+
+    let hub = Spawn::causeway(BIN)
+        .args(["hub", "--config"])
+        .arg(&stub_file)
+        .arg(&dns_file)
+        .arg(&sched_file)
+        .name("hub")
+        .log_file(dir.join("hub.log"))
+        .start();
+    let l = hub.wait_listening(
+        &["users", "agents", "dns", "api", "metrics"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        kubeconfig.exists(),
+        "the hub wrote the scheduler's kubeconfig"
+    );
+    let agents_url = format!("https://{}", l.addr("agents"));
+    let _agents = enrol_agents(&tb, dir, &state, &agents_url);
+    let dns = l.addr_of("dns", "udp");
+
+    let (idc, ali, aws) = (
+        tb.cluster(IDC).unwrap(),
+        tb.cluster(ALI).unwrap(),
+        tb.cluster(AWS).unwrap(),
+    );
+    Kubectl::admin(idc).apply(&source_deployment(9));
+    wait_for(
+        "burst copies Ready (ali 2, aws 3)",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || match (deployment(ali), deployment(aws)) {
+            (Some((2, 2)), Some((3, 3))) => Ok(()),
+            other => Err(format!("{other:?}\n{}", hub.log_tail(5))),
+        },
+    );
+    wait_for(
+        "the hub's dns answers all three",
+        Duration::from_secs(15),
+        Duration::from_millis(300),
+        || {
+            let a = dig(dns);
+            (a.len() == 3).then_some(()).ok_or(format!("{a:?}"))
+        },
+    );
+}
