@@ -18,8 +18,6 @@ mod scheduler_support;
 #[path = "support/tunnel.rs"]
 mod tunnel_support;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
