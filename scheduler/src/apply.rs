@@ -3,8 +3,11 @@
 //! * `Apply(n)`: server-side apply (field manager `causeway-scheduler`, forced) of a copy
 //!   of the source Deployment with `n` replicas, the cluster's overrides, the label
 //!   `app.kubernetes.io/managed-by: causeway` and a hash of what was applied; skipped when
-//!   the copy already carries that hash (no write for an unchanged copy).
-//! * `Scale(n)`: the source Deployment's `scale` subresource (external demand only).
+//!   the copy already carries that hash (no write for an unchanged copy). The source is
+//!   read once per round; when it cannot be read (its cluster lost, as a spread policy
+//!   allows), the last one read is copied.
+//! * `Scale(n)`: the source Deployment's `scale` subresource (burst policies with
+//!   external demand, spread policies).
 //! * `Delete`: deletes the copy, only if it carries the managed-by label.
 //!
 //! Writes are rate-limited for all clusters together (governor). A refused write
@@ -28,7 +31,7 @@ use tokio::time::Instant;
 use crate::observe::{APPLIED_HASH, Clusters, MANAGED_BY};
 use crate::observed::Observed;
 use crate::plan::{Action, Plan};
-use crate::policy::{BurstPolicy, Overrides};
+use crate::policy::{Overrides, Policies, PolicyRef};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "causeway-scheduler";
@@ -97,6 +100,8 @@ impl ApplyError {
 pub struct Applier {
     limiter: DefaultDirectRateLimiter,
     backoff: BTreeMap<(String, ClusterId), (Instant, u32)>,
+    /// The source Deployment last read, per policy.
+    last_source: BTreeMap<String, Deployment>,
 }
 
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
@@ -109,24 +114,30 @@ impl Applier {
         Self {
             limiter: RateLimiter::direct(Quota::per_second(per)),
             backoff: BTreeMap::new(),
+            last_source: BTreeMap::new(),
         }
     }
 
-    /// Carries out the plan's actions; returns what was attempted.
-    pub async fn apply(
+    /// Carries out the plan's actions; returns what was attempted. `policies` is
+    /// `&SchedulerConfig` or a slice of one kind.
+    pub async fn apply<'a>(
         &mut self,
         clusters: &Clusters,
-        policies: &[BurstPolicy],
+        policies: impl Into<Policies<'a>>,
         observed: &Observed,
         plan: &Plan,
     ) -> Vec<Outcome> {
+        let names: BTreeMap<&str, PolicyRef<'_>> =
+            policies.into().iter().map(|p| (p.name(), p)).collect();
+        self.last_source
+            .retain(|p, _| names.contains_key(p.as_str()));
         let mut out = Vec::new();
         let mut sources: BTreeMap<String, Result<Deployment, ApplyError>> = BTreeMap::new();
         for d in &plan.decisions {
             if d.action == Action::Keep {
                 continue;
             }
-            let Some(policy) = policies.iter().find(|p| p.name == d.policy) else {
+            let Some(&policy) = names.get(d.policy.as_str()) else {
                 continue;
             };
             let key = (d.policy.clone(), d.cluster.clone());
@@ -157,7 +168,13 @@ impl Applier {
                 }
                 Action::Apply(n) => {
                     if !sources.contains_key(&d.policy) {
-                        let src = read_source(clusters, policy).await;
+                        let src = match read_source(clusters, policy).await {
+                            Ok(src) => {
+                                self.last_source.insert(d.policy.clone(), src.clone());
+                                Ok(src)
+                            }
+                            Err(e) => self.last_source.get(&d.policy).cloned().ok_or(e),
+                        };
                         sources.insert(d.policy.clone(), src);
                     }
                     let src = match sources.get(&d.policy) {
@@ -173,19 +190,13 @@ impl Applier {
                         }
                         None => continue,
                     };
-                    let overrides = policy
-                        .spec
-                        .burst
-                        .iter()
-                        .find(|b| b.cluster == d.cluster)
-                        .map(|b| b.overrides.clone())
-                        .unwrap_or_default();
+                    let overrides = policy.overrides(&d.cluster).cloned().unwrap_or_default();
                     let copy = render_copy(src, policy, &overrides, n);
                     let hash = copy_hash(&copy);
                     let unchanged = observed
                         .clusters
                         .get(&d.cluster)
-                        .and_then(|c| c.workloads.get(&policy.spec.workload))
+                        .and_then(|c| c.workloads.get(policy.workload()))
                         .is_some_and(|w| w.applied_hash.as_deref() == Some(hash.as_str()));
                     if unchanged {
                         continue;
@@ -252,25 +263,29 @@ fn api_error(cluster: &ClusterId, e: kube::Error) -> ApplyError {
     }
 }
 
-async fn read_source(clusters: &Clusters, policy: &BurstPolicy) -> Result<Deployment, ApplyError> {
-    let src = policy.spec.source_cluster();
+async fn read_source(clusters: &Clusters, policy: PolicyRef<'_>) -> Result<Deployment, ApplyError> {
+    let src = policy.source_cluster();
     let client = clusters
         .get(src)
         .ok_or_else(|| ApplyError::NoSource(format!("no client for {src}")))?;
-    let api: Api<Deployment> = Api::namespaced(client.clone(), &policy.spec.workload.namespace);
-    api.get(&policy.spec.workload.deployment)
+    let w = policy.workload();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &w.namespace);
+    api.get(&w.deployment)
         .await
         .map_err(|e| ApplyError::NoSource(api_error(src, e).to_string()))
 }
 
-/// The copy of `src` for a burst cluster: name, namespace, labels, selector and pod
-/// template of the source, `replicas`, the overrides, and Causeway's label.
-pub fn render_copy(
+/// The copy of `src` for another cluster of `policy` (a `&BurstPolicy`, `&SpreadPolicy`
+/// or [`PolicyRef`]): name, namespace, labels, selector and pod template of the source,
+/// `replicas`, the overrides, and Causeway's label.
+pub fn render_copy<'a>(
     src: &Deployment,
-    policy: &BurstPolicy,
+    policy: impl Into<PolicyRef<'a>>,
     overrides: &Overrides,
     replicas: u32,
 ) -> Value {
+    let policy = policy.into();
+    let w = policy.workload();
     let spec = src.spec.clone().unwrap_or_default();
     let mut template = serde_json::to_value(&spec.template).unwrap_or(Value::Null);
     apply_overrides(&mut template, overrides);
@@ -280,12 +295,12 @@ pub fn render_copy(
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": policy.spec.workload.deployment,
-            "namespace": policy.spec.workload.namespace,
+            "name": w.deployment,
+            "namespace": w.namespace,
             "labels": labels,
             "annotations": {
-                "causeway.dev/policy": policy.name,
-                "causeway.dev/source-cluster": policy.spec.source_cluster().as_str(),
+                "causeway.dev/policy": policy.name(),
+                "causeway.dev/source-cluster": policy.source_cluster().as_str(),
             },
         },
         "spec": {
@@ -351,12 +366,12 @@ pub fn copy_hash(copy: &Value) -> String {
 
 async fn apply_copy(
     client: &kube::Client,
-    policy: &BurstPolicy,
+    policy: PolicyRef<'_>,
     cluster: &ClusterId,
     mut copy: Value,
     hash: &str,
 ) -> Result<(), ApplyError> {
-    let ns = &policy.spec.workload.namespace;
+    let ns = &policy.workload().namespace;
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     if namespaces
@@ -373,7 +388,7 @@ async fn apply_copy(
     }
     copy["metadata"]["annotations"][APPLIED_HASH] = Value::String(hash.to_string());
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    api.patch(&policy.spec.workload.deployment, &pp, &Patch::Apply(&copy))
+    api.patch(&policy.workload().deployment, &pp, &Patch::Apply(&copy))
         .await
         .map(|_| ())
         .map_err(|e| api_error(cluster, e))
@@ -381,11 +396,12 @@ async fn apply_copy(
 
 async fn delete_copy(
     client: &kube::Client,
-    policy: &BurstPolicy,
+    policy: PolicyRef<'_>,
     cluster: &ClusterId,
 ) -> Result<(), ApplyError> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), &policy.spec.workload.namespace);
-    let name = &policy.spec.workload.deployment;
+    let w = policy.workload();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &w.namespace);
+    let name = &w.deployment;
     let Some(d) = api.get_opt(name).await.map_err(|e| api_error(cluster, e))? else {
         return Ok(());
     };
@@ -406,14 +422,15 @@ async fn delete_copy(
 
 async fn scale_source(
     client: &kube::Client,
-    policy: &BurstPolicy,
+    policy: PolicyRef<'_>,
     cluster: &ClusterId,
     n: u32,
 ) -> Result<(), ApplyError> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), &policy.spec.workload.namespace);
+    let w = policy.workload();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &w.namespace);
     let patch = json!({"spec": {"replicas": n}});
     api.patch_scale(
-        &policy.spec.workload.deployment,
+        &w.deployment,
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )

@@ -18,7 +18,7 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::observed::{ClusterState, HpaState, Observed, WorkloadState};
-use crate::policy::{BurstPolicy, DemandKind, WorkloadRef};
+use crate::policy::{DemandKind, Policies, WorkloadRef};
 use crate::quantity::{self, Resources};
 
 /// Label every copy made by the scheduler carries.
@@ -135,9 +135,21 @@ struct WorkloadWants {
 }
 
 /// Observes every cluster the policies name, concurrently, each within `timeout`.
-pub async fn observe(clusters: &Clusters, policies: &[BurstPolicy], timeout: Duration) -> Observed {
+/// `policies` is `&SchedulerConfig` or a slice of one kind.
+///
+/// * Burst policies: the workload in every home and burst cluster; the HPA in the
+///   source cluster and the pods' CPU in every cluster when the demand is an HPA.
+/// * Spread policies: the workload in every cluster (replicas, ready, its pods bound or
+///   Pending, its pod requests), and each cluster's allocatable and requests (for
+///   `by: freeCapacity`); no HPA, no metrics.
+pub async fn observe<'a>(
+    clusters: &Clusters,
+    policies: impl Into<Policies<'a>>,
+    timeout: Duration,
+) -> Observed {
+    let policies = policies.into();
     let mut wants: BTreeMap<ClusterId, Wants> = BTreeMap::new();
-    for p in policies {
+    for p in policies.burst {
         let hpa = p.spec.demand.hpa.as_ref().map(|h| h.name.clone());
         let metrics = p.spec.demand_kind() == DemandKind::Hpa;
         for c in p
@@ -156,6 +168,16 @@ pub async fn observe(clusters: &Clusters, policies: &[BurstPolicy], timeout: Dur
             if c == p.spec.source_cluster() {
                 ww.hpa = ww.hpa.take().or(hpa.clone());
             }
+        }
+    }
+    for p in policies.spread {
+        for t in &p.spec.clusters {
+            wants
+                .entry(t.cluster.clone())
+                .or_default()
+                .workloads
+                .entry(p.spec.workload.clone())
+                .or_default();
         }
     }
     let tasks = wants.into_iter().map(|(id, w)| {

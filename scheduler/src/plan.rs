@@ -6,6 +6,8 @@
 //! same function on an observed state changed by the what-if.
 //!
 //! * [`burst`]: fill the home clusters, overflow to burst clusters in order.
+//! * [`spread`]: active-active, replicas split by weight or free capacity, rebalanced
+//!   when a cluster is lost and when it returns.
 //! * [`stabilize`]: the HPA's stabilization windows and the DNS drain before removal.
 
 use std::collections::BTreeMap;
@@ -15,12 +17,22 @@ use std::time::Duration;
 use causeway_model::ClusterId;
 
 use crate::observed::Observed;
-use crate::policy::BurstPolicy;
+use crate::policy::Policies;
 
 pub mod burst;
+pub mod spread;
 pub mod stabilize;
 
-pub use stabilize::Memory;
+/// What the planner remembers between rounds, per policy and cluster: recommendations
+/// for the stabilization windows, drains, and (spread) when a cluster was lost and
+/// came back. Start from `Memory::default()`, then pass what [`compute`] returned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Memory {
+    /// Burst policies' windows and drains.
+    burst: stabilize::Memory,
+    /// Spread policies' windows, drains and returns.
+    spread: spread::Memory,
+}
 
 /// What a cluster does for a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,6 +44,8 @@ pub enum Role {
     Home,
     /// A burst cluster.
     Burst,
+    /// A cluster of a spread policy other than the source, holding a copy.
+    Spread,
 }
 
 /// Whether dns should send new clients to a cluster for the policy's name.
@@ -81,6 +95,18 @@ pub struct Decision {
     pub reason: String,
 }
 
+impl Decision {
+    /// The share of new traffic dns should give this cluster for the policy's name:
+    /// its ready replicas while it serves, else 0 (DNS weights follow the replicas).
+    pub fn dns_weight(&self) -> u32 {
+        if self.traffic == Traffic::Serve {
+            self.ready
+        } else {
+            0
+        }
+    }
+}
+
 /// The planner's output for one round.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
@@ -90,21 +116,30 @@ pub struct Plan {
     pub demand: BTreeMap<String, String>,
 }
 
-/// Plans every policy. `previous` is the memory the last round returned.
-pub fn compute(
-    policies: &[BurstPolicy],
+/// Plans every policy (burst policies, then spread policies, each in file order).
+/// `policies` is `&SchedulerConfig` or a slice of one kind; `previous` is the memory
+/// the last round returned.
+pub fn compute<'a>(
+    policies: impl Into<Policies<'a>>,
     observed: &Observed,
     previous: &Memory,
     now: Duration,
 ) -> (Plan, Memory) {
+    let policies = policies.into();
     let mut plan = Plan::default();
     let mut memory = previous.clone();
-    for p in policies {
-        let (demand, decisions) = burst::plan(p, observed, &mut memory, now);
+    for p in policies.burst {
+        let (demand, decisions) = burst::plan(p, observed, &mut memory.burst, now);
         plan.demand.insert(p.name.clone(), demand);
         plan.decisions.extend(decisions);
     }
-    memory.forget_except(policies, now);
+    for p in policies.spread {
+        let (demand, decisions) = spread::plan(p, observed, &mut memory.spread, now);
+        plan.demand.insert(p.name.clone(), demand);
+        plan.decisions.extend(decisions);
+    }
+    memory.burst.forget_except(policies.burst, now);
+    memory.spread.forget_except(policies.spread);
     (plan, memory)
 }
 
@@ -136,6 +171,7 @@ impl Plan {
                 Role::Source => "source",
                 Role::Home => "home",
                 Role::Burst => "burst",
+                Role::Spread => "spread",
             };
             let dns = match d.traffic {
                 Traffic::Serve => "serve",

@@ -1,4 +1,5 @@
-//! The scheduler's configuration: a `Scheduler` document and `BurstPolicy` documents.
+//! The scheduler's configuration: a `Scheduler` document, `BurstPolicy` and
+//! `SpreadPolicy` documents.
 //!
 //! They are Kubernetes-style YAML read through [`causeway_config`], so every error is
 //! `file:line:column: Kind/name: field.path: reason`. `docs/scheduler.md` is the reference.
@@ -108,6 +109,13 @@ pub struct Overrides {
     /// Environment variables set on every container.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+}
+
+impl Overrides {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.image_registry.is_none() && self.env.is_empty()
+    }
 }
 
 /// The demand source: exactly one of the three.
@@ -254,6 +262,262 @@ impl BurstSpec {
     }
 }
 
+/// `SpreadPolicy.spec`: active-active, the replicas spread over clusters by weight or
+/// by free capacity, with a minimum per cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpreadSpec {
+    /// The workload; its source of truth is the Deployment in the first cluster.
+    pub workload: WorkloadRef,
+    /// Replicas in all clusters together.
+    pub replicas: u32,
+    /// The clusters, the first holding the source Deployment. Their order breaks ties
+    /// when rounding.
+    pub clusters: Vec<SpreadTarget>,
+    /// What the replicas are split by.
+    #[serde(default)]
+    pub by: SpreadBy,
+    /// Scale-up and scale-down stabilization, with the HPA's defaults: a cluster that
+    /// takes over a lost cluster's share scales up at once; when the lost cluster is
+    /// back, the others give their extra replicas back through the scale-down window.
+    #[serde(default)]
+    pub behavior: Behavior,
+    /// A cluster that was unreachable gets its share back only after it has been
+    /// reachable again this long (it stays out of the split and out of DNS until then).
+    #[serde(default = "default_rebalance_after")]
+    pub rebalance_after: HumanDuration,
+    /// The GSLB name dns serves for this workload, and its TTL: a cluster going to 0
+    /// leaves the answers one TTL before its replicas go.
+    #[serde(default)]
+    pub dns: Option<DnsBinding>,
+}
+
+fn default_rebalance_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+/// One cluster of a `SpreadPolicy`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpreadTarget {
+    /// The cluster.
+    pub cluster: ClusterId,
+    /// Relative share with `by: weight` (default 1; 0 = only its minimum). Not used
+    /// with `by: freeCapacity`.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Replicas it gets at least while it is reachable.
+    #[serde(default)]
+    pub min_replicas: u32,
+    /// Changes to the copied Deployment in this cluster (not in the first cluster,
+    /// which holds the source).
+    #[serde(default)]
+    pub overrides: Overrides,
+}
+
+impl SpreadTarget {
+    /// The weight with its default (1).
+    pub fn weight(&self) -> u32 {
+        self.weight.unwrap_or(1)
+    }
+}
+
+/// What a `SpreadPolicy` splits its replicas by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SpreadBy {
+    /// Each cluster's `weight`.
+    #[default]
+    Weight,
+    /// How many of the workload's pods fit in each cluster: the ones it runs there plus
+    /// what allocatable minus requests takes.
+    FreeCapacity,
+}
+
+/// A checked `SpreadPolicy`.
+#[derive(Debug, Clone)]
+pub struct SpreadPolicy {
+    /// `metadata.name`.
+    pub name: String,
+    /// The spec.
+    pub spec: SpreadSpec,
+}
+
+impl SpreadSpec {
+    /// The first cluster: where the source Deployment lives.
+    pub fn source_cluster(&self) -> &ClusterId {
+        // Checked non-empty when loaded.
+        &self.clusters[0].cluster
+    }
+}
+
+/// Every policy of a configuration, by kind, borrowed: what observe, plan, apply and
+/// publish take. `&SchedulerConfig`, a slice or `Vec` of one kind convert into it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policies<'a> {
+    /// The `BurstPolicy` documents.
+    pub burst: &'a [BurstPolicy],
+    /// The `SpreadPolicy` documents.
+    pub spread: &'a [SpreadPolicy],
+}
+
+/// One policy of any kind.
+#[derive(Debug, Clone, Copy)]
+pub enum PolicyRef<'a> {
+    /// A `BurstPolicy`.
+    Burst(&'a BurstPolicy),
+    /// A `SpreadPolicy`.
+    Spread(&'a SpreadPolicy),
+}
+
+impl<'a> Policies<'a> {
+    /// Every policy, burst first, each kind in file order.
+    pub fn iter(&self) -> impl Iterator<Item = PolicyRef<'a>> + 'a {
+        let (burst, spread) = (self.burst, self.spread);
+        burst
+            .iter()
+            .map(PolicyRef::Burst)
+            .chain(spread.iter().map(PolicyRef::Spread))
+    }
+
+    /// The policy called `name` (names are unique across kinds).
+    pub fn get(&self, name: &str) -> Option<PolicyRef<'a>> {
+        self.iter().find(|p| p.name() == name)
+    }
+
+    /// How many policies there are.
+    pub fn len(&self) -> usize {
+        self.burst.len() + self.spread.len()
+    }
+
+    /// No policy at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> PolicyRef<'a> {
+    /// `metadata.name`.
+    pub fn name(self) -> &'a str {
+        match self {
+            PolicyRef::Burst(p) => &p.name,
+            PolicyRef::Spread(p) => &p.name,
+        }
+    }
+
+    /// The workload it places.
+    pub fn workload(self) -> &'a WorkloadRef {
+        match self {
+            PolicyRef::Burst(p) => &p.spec.workload,
+            PolicyRef::Spread(p) => &p.spec.workload,
+        }
+    }
+
+    /// The cluster holding the source Deployment.
+    pub fn source_cluster(self) -> &'a ClusterId {
+        match self {
+            PolicyRef::Burst(p) => p.spec.source_cluster(),
+            PolicyRef::Spread(p) => p.spec.source_cluster(),
+        }
+    }
+
+    /// Its GSLB name, if any.
+    pub fn dns(self) -> Option<&'a DnsBinding> {
+        match self {
+            PolicyRef::Burst(p) => p.spec.dns.as_ref(),
+            PolicyRef::Spread(p) => p.spec.dns.as_ref(),
+        }
+    }
+
+    /// The overrides of the copy in `cluster` (none when it has none).
+    pub fn overrides(self, cluster: &ClusterId) -> Option<&'a Overrides> {
+        match self {
+            PolicyRef::Burst(p) => p
+                .spec
+                .burst
+                .iter()
+                .find(|b| &b.cluster == cluster)
+                .map(|b| &b.overrides),
+            PolicyRef::Spread(p) => p
+                .spec
+                .clusters
+                .iter()
+                .find(|t| &t.cluster == cluster)
+                .map(|t| &t.overrides),
+        }
+    }
+
+    /// Every cluster it names, in its order.
+    pub fn clusters(self) -> Box<dyn Iterator<Item = &'a ClusterId> + 'a> {
+        match self {
+            PolicyRef::Burst(p) => Box::new(
+                p.spec
+                    .home
+                    .iter()
+                    .chain(p.spec.burst.iter().map(|b| &b.cluster)),
+            ),
+            PolicyRef::Spread(p) => Box::new(p.spec.clusters.iter().map(|t| &t.cluster)),
+        }
+    }
+}
+
+impl<'a> From<&'a BurstPolicy> for PolicyRef<'a> {
+    fn from(p: &'a BurstPolicy) -> Self {
+        PolicyRef::Burst(p)
+    }
+}
+
+impl<'a> From<&'a SpreadPolicy> for PolicyRef<'a> {
+    fn from(p: &'a SpreadPolicy) -> Self {
+        PolicyRef::Spread(p)
+    }
+}
+
+impl<'a> From<&'a SchedulerConfig> for Policies<'a> {
+    fn from(c: &'a SchedulerConfig) -> Self {
+        Policies {
+            burst: &c.burst,
+            spread: &c.spread,
+        }
+    }
+}
+
+impl<'a> From<&'a [BurstPolicy]> for Policies<'a> {
+    fn from(burst: &'a [BurstPolicy]) -> Self {
+        Policies { burst, spread: &[] }
+    }
+}
+
+impl<'a> From<&'a Vec<BurstPolicy>> for Policies<'a> {
+    fn from(burst: &'a Vec<BurstPolicy>) -> Self {
+        Policies { burst, spread: &[] }
+    }
+}
+
+impl<'a, const N: usize> From<&'a [BurstPolicy; N]> for Policies<'a> {
+    fn from(burst: &'a [BurstPolicy; N]) -> Self {
+        Policies { burst, spread: &[] }
+    }
+}
+
+impl<'a> From<&'a [SpreadPolicy]> for Policies<'a> {
+    fn from(spread: &'a [SpreadPolicy]) -> Self {
+        Policies { burst: &[], spread }
+    }
+}
+
+impl<'a> From<&'a Vec<SpreadPolicy>> for Policies<'a> {
+    fn from(spread: &'a Vec<SpreadPolicy>) -> Self {
+        Policies { burst: &[], spread }
+    }
+}
+
+impl<'a, const N: usize> From<&'a [SpreadPolicy; N]> for Policies<'a> {
+    fn from(spread: &'a [SpreadPolicy; N]) -> Self {
+        Policies { burst: &[], spread }
+    }
+}
+
 /// Everything the scheduler reads from its files.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -263,6 +527,8 @@ pub struct SchedulerConfig {
     pub scheduler: SchedulerSpec,
     /// Every `BurstPolicy`, by name.
     pub burst: Vec<BurstPolicy>,
+    /// Every `SpreadPolicy`, by name.
+    pub spread: Vec<SpreadPolicy>,
 }
 
 impl SchedulerConfig {
@@ -270,6 +536,7 @@ impl SchedulerConfig {
     pub fn load(files: &[PathBuf]) -> Result<Self, ConfigError> {
         let mut scheduler: Option<(SchedulerSpec, PathBuf)> = None;
         let mut burst: Vec<BurstPolicy> = Vec::new();
+        let mut spread: Vec<SpreadPolicy> = Vec::new();
         let mut names = BTreeSet::new();
         for file in files {
             for doc in causeway_config::read_file(file)? {
@@ -294,7 +561,7 @@ impl SchedulerConfig {
                         if !names.insert(doc.name().to_string()) {
                             return Err(doc.error(
                                 "metadata.name",
-                                "a BurstPolicy of this name is already defined",
+                                "a policy of this name is already defined",
                             ));
                         }
                         burst.push(BurstPolicy {
@@ -302,7 +569,27 @@ impl SchedulerConfig {
                             spec,
                         });
                     }
-                    _ => return Err(doc.unknown_kind(&["Scheduler", "BurstPolicy"])),
+                    "SpreadPolicy" => {
+                        let spec: SpreadSpec = doc.spec()?;
+                        check_spread(&doc, &spec)?;
+                        if !names.insert(doc.name().to_string()) {
+                            return Err(doc.error(
+                                "metadata.name",
+                                "a policy of this name is already defined",
+                            ));
+                        }
+                        spread.push(SpreadPolicy {
+                            name: doc.name().to_string(),
+                            spec,
+                        });
+                    }
+                    _ => {
+                        return Err(doc.unknown_kind(&[
+                            "Scheduler",
+                            "BurstPolicy",
+                            "SpreadPolicy",
+                        ]));
+                    }
                 }
             }
         }
@@ -320,17 +607,21 @@ impl SchedulerConfig {
             files: files.to_vec(),
             scheduler,
             burst,
+            spread,
         })
     }
 
     /// Every cluster any policy names, sorted.
     pub fn clusters(&self) -> BTreeSet<ClusterId> {
-        let mut out = BTreeSet::new();
-        for p in &self.burst {
-            out.extend(p.spec.home.iter().cloned());
-            out.extend(p.spec.burst.iter().map(|b| b.cluster.clone()));
-        }
-        out
+        self.policies()
+            .iter()
+            .flat_map(|p| p.clusters().cloned())
+            .collect()
+    }
+
+    /// Every policy, of every kind.
+    pub fn policies(&self) -> Policies<'_> {
+        Policies::from(self)
     }
 }
 
@@ -399,30 +690,88 @@ fn check_burst(doc: &Document, spec: &BurstSpec) -> Result<(), ConfigError> {
                 format_args!("must not exceed maxReplicas ({})", b.max_replicas),
             ));
         }
-        if let Some(r) = &b.overrides.image_registry
-            && (r.is_empty() || r.contains('/') || r.contains(char::is_whitespace))
-        {
+        check_registry(doc, &format!("spec.burst[{i}].overrides"), &b.overrides)?;
+    }
+    check_dns(doc, spec.dns.as_ref())?;
+    check_workload(doc, &spec.workload)
+}
+
+fn check_spread(doc: &Document, spec: &SpreadSpec) -> Result<(), ConfigError> {
+    check_workload(doc, &spec.workload)?;
+    if spec.clusters.is_empty() {
+        return Err(doc.error("spec.clusters", "name at least one cluster"));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, t) in spec.clusters.iter().enumerate() {
+        if !seen.insert(&t.cluster) {
             return Err(doc.error(
-                &format!("spec.burst[{i}].overrides.imageRegistry"),
-                "must be a registry host[:port] without '/'",
+                &format!("spec.clusters[{i}].cluster"),
+                format_args!("cluster {} is listed twice", t.cluster),
             ));
         }
+        if spec.by == SpreadBy::FreeCapacity && t.weight.is_some() {
+            return Err(doc.error(
+                &format!("spec.clusters[{i}].weight"),
+                "not used with by: freeCapacity (the split follows what fits); remove it or use by: weight",
+            ));
+        }
+        if i == 0 && !t.overrides.is_empty() {
+            return Err(doc.error(
+                "spec.clusters[0].overrides",
+                "the first cluster holds the source Deployment, which is scaled, not copied; overrides apply to the other clusters' copies",
+            ));
+        }
+        check_registry(doc, &format!("spec.clusters[{i}].overrides"), &t.overrides)?;
     }
-    if let Some(d) = &spec.dns
-        && !d.name.ends_with('.')
-    {
-        return Err(doc.error("spec.dns.name", "must be fully qualified (end with '.')"));
+    if spec.by == SpreadBy::Weight && spec.clusters.iter().all(|t| t.weight() == 0) {
+        return Err(doc.error(
+            "spec.clusters[0].weight",
+            "at least one cluster needs a weight above 0",
+        ));
     }
-    for (field, v) in [
-        ("namespace", &spec.workload.namespace),
-        ("deployment", &spec.workload.deployment),
-    ] {
+    let mins: u64 = spec
+        .clusters
+        .iter()
+        .map(|t| u64::from(t.min_replicas))
+        .sum();
+    if mins > u64::from(spec.replicas) {
+        return Err(doc.error(
+            "spec.replicas",
+            format_args!("must be at least the sum of the clusters' minReplicas ({mins})"),
+        ));
+    }
+    check_dns(doc, spec.dns.as_ref())
+}
+
+fn check_workload(doc: &Document, w: &WorkloadRef) -> Result<(), ConfigError> {
+    for (field, v) in [("namespace", &w.namespace), ("deployment", &w.deployment)] {
         if !is_dns_label(v) {
             return Err(doc.error(
                 &format!("spec.workload.{field}"),
                 "must be a Kubernetes name (lower-case letters, digits, '-')",
             ));
         }
+    }
+    Ok(())
+}
+
+fn check_registry(doc: &Document, field: &str, o: &Overrides) -> Result<(), ConfigError> {
+    if let Some(r) = &o.image_registry
+        && (r.is_empty() || r.contains('/') || r.contains(char::is_whitespace))
+    {
+        return Err(doc.error(
+            &format!("{field}.imageRegistry"),
+            "must be a registry host[:port] without '/'",
+        ));
+    }
+    Ok(())
+}
+
+fn check_dns(doc: &Document, dns: Option<&DnsBinding>) -> Result<(), ConfigError> {
+    if let Some(d) = dns
+        && !d.name.ends_with('.')
+    {
+        return Err(doc.error("spec.dns.name", "must be fully qualified (end with '.')"));
     }
     Ok(())
 }

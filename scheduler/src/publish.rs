@@ -2,9 +2,14 @@
 //!
 //! Through dns's HTTP API (`POST /v1/health`, a list of `causeway_model::HealthReport`):
 //! a cluster is healthy for the name only while it serves (reachable, ready replicas,
-//! not draining); a draining cluster leaves the answers one TTL before its replicas go.
-//! Reports are sent when they change, and every 30 s again so that a restarted dns
-//! learns them.
+//! not draining, and for a spread policy in the split); a draining cluster leaves the
+//! answers one TTL before its replicas go. Reports are sent when they change, and every
+//! 30 s again so that a restarted dns learns them.
+//!
+//! Weights: each decision's [`crate::plan::Decision::dns_weight`] (its ready replicas
+//! while it serves) is what a `weighted` GSLB name should use. dns takes no weights
+//! over its API yet (its targets' weights are static, from its config), so only health
+//! is sent and the weight is written in the report's reason.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::plan::{Plan, Traffic};
-use crate::policy::BurstPolicy;
+use crate::policy::{Policies, PolicyRef};
 
 /// Why dns did not take the reports.
 #[derive(Debug, thiserror::Error)]
@@ -34,24 +39,29 @@ pub enum PublishError {
     },
 }
 
-/// The reports of a plan: one per policy with a DNS name and cluster.
-pub fn reports(policies: &[BurstPolicy], plan: &Plan) -> Vec<HealthReport> {
+/// The reports of a plan: one per policy with a DNS name and cluster. `policies` is
+/// `&SchedulerConfig` or a slice of one kind.
+pub fn reports<'a>(policies: impl Into<Policies<'a>>, plan: &Plan) -> Vec<HealthReport> {
+    let policies = policies.into();
+    let names: BTreeMap<&str, PolicyRef<'_>> = policies.iter().map(|p| (p.name(), p)).collect();
     let mut out = Vec::new();
     for d in &plan.decisions {
-        let Some(name) = policies
-            .iter()
-            .find(|p| p.name == d.policy)
-            .and_then(|p| p.spec.dns.as_ref())
+        let Some(name) = names
+            .get(d.policy.as_str())
+            .and_then(|p| p.dns())
             .map(|b| b.name.clone())
         else {
             continue;
         };
         let (health, reason) = match d.traffic {
-            Traffic::Serve => (Health::Healthy, format!("{} ready replicas", d.ready)),
+            Traffic::Serve => (
+                Health::Healthy,
+                format!("{} ready replicas (weight {})", d.ready, d.dns_weight()),
+            ),
             Traffic::Drain => (Health::Unhealthy, "draining before scale-down".to_string()),
             Traffic::Out => (
                 Health::Unhealthy,
-                "no ready replicas or unreachable".to_string(),
+                "no ready replicas, unreachable or not in the split".to_string(),
             ),
         };
         out.push(HealthReport {
