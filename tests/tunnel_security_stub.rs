@@ -298,18 +298,18 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         "tb-a reachable through the stub",
         Duration::from_secs(90),
         Duration::from_millis(500),
-        || {
+        async || {
             let (code, body, _) = stub_curl(
                 &format!("{base}/clusters/tb-a/version"),
                 &ca,
                 Some(&alice),
                 &[],
             );
-            std::future::ready(if code == 200 {
+            if code == 200 {
                 Ok(())
             } else {
                 Err(format!("{code} {body}"))
-            })
+            }
         },
     )
     .await;
@@ -457,13 +457,13 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         "removed user bob refused",
         Duration::from_secs(30),
         Duration::from_millis(500),
-        || {
+        async || {
             let (code, body, _) = stub_curl(&bob_version, &ca, Some(&bob), &[]);
-            std::future::ready(if code == 401 {
+            if code == 401 {
                 Ok(body)
             } else {
                 Err(format!("bob still gets {code}"))
-            })
+            }
         },
     )
     .await;
@@ -623,7 +623,7 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
         "audit event for e2e-audit-0042",
         Duration::from_secs(10),
         Duration::from_millis(200),
-        || {
+        async || {
             let text = std::fs::read_to_string(&audit_log).unwrap_or_default();
             let events: Vec<serde_json::Value> = text
                 .lines()
@@ -632,7 +632,7 @@ async fn stub_authenticates_authorizes_impersonates_and_audits() {
             let done = events
                 .iter()
                 .any(|e| e["auditID"] == "e2e-audit-0042" && e["stage"] == "ResponseComplete");
-            std::future::ready(done.then_some(events))
+            done.then_some(events)
         },
     )
     .await;

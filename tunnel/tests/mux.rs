@@ -360,13 +360,13 @@ async fn wait_for(what: &str, n: usize, count: impl Fn() -> usize) {
         what,
         Duration::from_secs(5),
         Duration::from_millis(10),
-        || {
+        async || {
             let got = count();
-            std::future::ready(if got == n {
+            if got == n {
                 Ok(())
             } else {
                 Err(format!("{got}, wanted {n}"))
-            })
+            }
         },
     )
     .await;
@@ -654,7 +654,7 @@ async fn agent_metrics_count_sessions_streams_and_codes() {
         "causeway_agent_open_streams 0",
         Duration::from_secs(2),
         Duration::from_millis(10),
-        || async move {
+        async || {
             let open = scrape(addr, "/metrics").await.1;
             if open.contains("causeway_agent_open_streams 0") {
                 Ok(())

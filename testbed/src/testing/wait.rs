@@ -62,14 +62,14 @@ pub fn wait_for<O: Outcome>(
     }
 }
 
-/// [`wait_for`] for async tests, with an async check (`|| async { … }`; a check that
+/// [`wait_for`] for async tests, with an async check (`async || { … }`; a check that
 /// only reads state is `|| std::future::ready(…)`): sleeps with `tokio::time::sleep`
 /// between checks.
-pub async fn wait_for_async<O: Outcome, F: Future<Output = O>>(
+pub async fn wait_for_async<O: Outcome>(
     what: &str,
     timeout: Duration,
     poll: Duration,
-    mut check: impl FnMut() -> F,
+    mut check: impl AsyncFnMut() -> O,
 ) -> O::Value {
     let start = tokio::time::Instant::now();
     let mut checks = 0;
@@ -130,16 +130,19 @@ mod tests {
             std::future::ready(flag.load(std::sync::atomic::Ordering::SeqCst))
         })
         .await;
-        // An async check.
-        let calls = std::sync::atomic::AtomicUsize::new(0);
-        let got = wait_for_async("the third call", Duration::from_secs(5), MS, || {
-            let calls = &calls;
-            async move {
-                tokio::task::yield_now().await;
-                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                (n >= 2).then_some(n)
+        // An async check that keeps state between calls.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for i in 0..3 {
+                tx.send(i).unwrap();
             }
-        })
+        });
+        let got = wait_for_async(
+            "the third message",
+            Duration::from_secs(5),
+            MS,
+            async || rx.recv().await.filter(|i| *i == 2),
+        )
         .await;
         assert_eq!(got, 2);
     }
