@@ -8,6 +8,7 @@ pub mod hub;
 pub mod scheduler;
 pub mod shutdown;
 pub mod stub;
+pub mod stub_state;
 pub mod testbed;
 pub mod user;
 

@@ -1,24 +1,22 @@
 //! `causeway cluster`: enrol clusters with the stub (one-time join tokens).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use causeway_model::ClusterId;
 use causeway_tunnel::{enrol, pki::Ca, state};
 
+use super::stub_state::StateDirArgs;
+
 /// Options of `causeway cluster`.
-#[derive(clap::Args, Debug)]
+pub type Args = StateDirArgs<Command>;
+
+/// The subcommands of `causeway cluster`.
+#[derive(clap::Subcommand, Debug)]
 #[command(
     after_help = "Example:\n  causeway cluster add idc-bj --stub-url https://stub.example:8443\n  # then, inside cluster idc-bj, run the printed `causeway agent …` command"
 )]
-pub struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(clap::Subcommand, Debug)]
-enum Command {
+pub enum Command {
     /// Create a one-time join token for a cluster and print the agent command line.
     ///
     /// The token is shown once; only its SHA-256 is stored. The agent exchanges it for a
@@ -27,9 +25,6 @@ enum Command {
     Add {
         /// The cluster's ID (a DNS label: a-z, 0-9, '-').
         id: ClusterId,
-        /// The stub's state directory (CA, users, tokens).
-        #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value_os_t = state::default_state_dir())]
-        state_dir: PathBuf,
         /// How long the token stays valid.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -42,27 +37,16 @@ enum Command {
     Remove {
         /// The cluster's ID.
         id: ClusterId,
-        /// The stub's state directory.
-        #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value_os_t = state::default_state_dir())]
-        state_dir: PathBuf,
     },
     /// List the clusters added so far.
-    List {
-        /// The stub's state directory.
-        #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value_os_t = state::default_state_dir())]
-        state_dir: PathBuf,
-    },
+    List,
 }
 
 /// Runs `causeway cluster`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    match args.command {
-        Command::Add {
-            id,
-            state_dir,
-            ttl,
-            stub_url,
-        } => {
+    let StateDirArgs { state_dir, command } = args;
+    match command {
+        Command::Add { id, ttl, stub_url } => {
             let state = state::StateDir::open(&state_dir)?;
             let ca = Ca::load_or_create(&state_dir)?;
             let token = enrol::create_join_token(&state, &id, ttl)
@@ -81,7 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Remove { id, state_dir } => {
+        Command::Remove { id } => {
             let state = state::StateDir::open(&state_dir)?;
             if !enrol::remove_cluster(&state, &id)? {
                 anyhow::bail!("no cluster {id} in {}", state_dir.display());
@@ -89,7 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("removed cluster {id}; its agents are refused from their next session");
             Ok(())
         }
-        Command::List { state_dir } => {
+        Command::List => {
             let state = state::StateDir::open(&state_dir)?;
             let clusters = enrol::known_clusters(&state)?;
             println!("{:<24} {:<22} AGENT CERTS", "CLUSTER", "ADDED");

@@ -7,18 +7,17 @@ use anyhow::Context;
 use causeway_model::ClusterId;
 use causeway_tunnel::{enrol, pki::Ca, state, users};
 
+use super::stub_state::StateDirArgs;
+
 /// Options of `causeway user`.
-#[derive(clap::Args, Debug)]
+pub type Args = StateDirArgs<Command>;
+
+/// The subcommands of `causeway user`.
+#[derive(clap::Subcommand, Debug)]
 #[command(
     after_help = "Example:\n  causeway user add alice --group dev --clusters 'idc-*' --stub-url https://stub.example:6443 --out alice.kubeconfig\n  kubectl --kubeconfig alice.kubeconfig --context idc-bj get pods\n  causeway user remove alice"
 )]
-pub struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(clap::Subcommand, Debug)]
-enum Command {
+pub enum Command {
     /// Issue a client certificate and write a kubeconfig with one context per allowed cluster.
     ///
     /// The user and their clusters are recorded in the state directory; the stub
@@ -49,29 +48,20 @@ enum Command {
         /// Certificate lifetime.
         #[arg(long, default_value = "720h", value_parser = humantime::parse_duration)]
         ttl: Duration,
-        /// The stub's state directory (CA, users, tokens).
-        #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value_os_t = state::default_state_dir())]
-        state_dir: PathBuf,
     },
     /// List users.
-    List {
-        /// The stub's state directory.
-        #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value_os_t = state::default_state_dir())]
-        state_dir: PathBuf,
-    },
+    List,
     /// Remove a user and revoke every certificate issued to them.
     Remove {
         /// User name.
         name: String,
-        /// The stub's state directory.
-        #[arg(long, env = "CAUSEWAY_STATE_DIR", default_value_os_t = state::default_state_dir())]
-        state_dir: PathBuf,
     },
 }
 
 /// Runs `causeway user`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    match args.command {
+    let StateDirArgs { state_dir, command } = args;
+    match command {
         Command::Add {
             name,
             groups,
@@ -81,7 +71,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             out,
             stub_url,
             ttl,
-            state_dir,
         } => {
             if let Some(g) = groups.iter().find(|g| g.starts_with("system:")) {
                 eprintln!(
@@ -132,7 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::List { state_dir } => {
+        Command::List => {
             let state = state::StateDir::open(&state_dir)?;
             println!(
                 "{:<20} {:<24} {:<24} {:<9} CERTS",
@@ -150,7 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Remove { name, state_dir } => {
+        Command::Remove { name } => {
             let state = state::StateDir::open(&state_dir)?;
             let serials = users::remove_user(&state, &name)?;
             println!(
