@@ -538,6 +538,8 @@ impl SchedulerConfig {
         let mut burst: Vec<BurstPolicy> = Vec::new();
         let mut spread: Vec<SpreadPolicy> = Vec::new();
         let mut names = BTreeSet::new();
+        // Workload → the spread policy placing it: nothing else may place it too.
+        let mut spread_workloads: BTreeMap<WorkloadRef, String> = BTreeMap::new();
         for file in files {
             for doc in causeway_config::read_file(file)? {
                 match doc.kind.as_str() {
@@ -558,6 +560,15 @@ impl SchedulerConfig {
                     "BurstPolicy" => {
                         let spec: BurstSpec = doc.spec()?;
                         check_burst(&doc, &spec)?;
+                        if let Some(other) = spread_workloads.get(&spec.workload) {
+                            return Err(doc.error(
+                                "spec.workload",
+                                format_args!(
+                                    "{} is already placed by SpreadPolicy/{other}",
+                                    spec.workload
+                                ),
+                            ));
+                        }
                         if !names.insert(doc.name().to_string()) {
                             return Err(doc.error(
                                 "metadata.name",
@@ -578,6 +589,22 @@ impl SchedulerConfig {
                                 "a policy of this name is already defined",
                             ));
                         }
+                        let other = burst
+                            .iter()
+                            .find(|b| b.spec.workload == spec.workload)
+                            .map(|b| format!("BurstPolicy/{}", b.name))
+                            .or_else(|| {
+                                spread_workloads
+                                    .get(&spec.workload)
+                                    .map(|s| format!("SpreadPolicy/{s}"))
+                            });
+                        if let Some(other) = other {
+                            return Err(doc.error(
+                                "spec.workload",
+                                format_args!("{} is already placed by {other}", spec.workload),
+                            ));
+                        }
+                        spread_workloads.insert(spec.workload.clone(), doc.name().to_string());
                         spread.push(SpreadPolicy {
                             name: doc.name().to_string(),
                             spec,

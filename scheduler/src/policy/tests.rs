@@ -114,3 +114,152 @@ fn a_scheduler_document_is_required() {
         "s.yaml: no Scheduler document in any file given"
     );
 }
+
+const SPREAD: &str = "\
+apiVersion: causeway.dev/v1alpha1
+kind: Scheduler
+metadata: {name: main}
+spec:
+  stubKubeconfig: sched.kubeconfig
+---
+apiVersion: causeway.dev/v1alpha1
+kind: SpreadPolicy
+metadata: {name: shop}
+spec:
+  workload: {namespace: shop, deployment: web}
+  replicas: 12
+  clusters:
+    - {cluster: idc-bj, weight: 2, minReplicas: 1}
+    - {cluster: ali-hz, weight: 1, minReplicas: 1}
+    - cluster: aws-sg
+      overrides: {imageRegistry: registry.aws.example}
+  behavior: {scaleDown: {stabilizationWindow: 30s}}
+  dns: {name: shop.svc.example., ttl: 5s}
+";
+
+#[test]
+fn loads_a_spread_policy_with_defaults() {
+    let c = load(SPREAD).unwrap();
+    let p = &c.spread[0];
+    assert_eq!(p.spec.by, SpreadBy::Weight);
+    assert_eq!(p.spec.source_cluster().as_str(), "idc-bj");
+    assert_eq!(p.spec.clusters[2].weight(), 1);
+    assert_eq!(p.spec.rebalance_after.0, Duration::from_secs(60));
+    assert_eq!(
+        p.spec.behavior.scale_down.stabilization_window.0,
+        Duration::from_secs(30)
+    );
+    assert_eq!(c.clusters().len(), 3);
+    let all = c.policies();
+    assert_eq!(all.len(), 1);
+    let shop = all.get("shop").unwrap();
+    assert_eq!(shop.source_cluster().as_str(), "idc-bj");
+    let aws = ClusterId::new("aws-sg").unwrap();
+    assert_eq!(
+        shop.overrides(&aws)
+            .and_then(|o| o.image_registry.as_deref()),
+        Some("registry.aws.example")
+    );
+    // Burst and spread policies load side by side, and share one namespace of names;
+    // a workload is placed by one policy only.
+    let spread_doc = SPREAD.split("---\n").nth(1).unwrap();
+    let both = format!("{GOOD}---\n{spread_doc}");
+    let e = load(&both).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "s.yaml:30:3: SpreadPolicy/shop: spec.workload: shop/web is already placed by BurstPolicy/web"
+    );
+    let both = both.replace(
+        "deployment: web}\n  replicas",
+        "deployment: cart}\n  replicas",
+    );
+    let c = load(&both).unwrap();
+    assert_eq!((c.burst.len(), c.spread.len()), (1, 1));
+    let e = load(&both.replace("name: shop}", "name: web}")).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("SpreadPolicy/web: metadata.name: a policy of this name is already defined"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_examples_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scheduler");
+    let c = SchedulerConfig::load(&[dir.join("scheduler.yaml"), dir.join("spread.yaml")]).unwrap();
+    assert_eq!((c.burst.len(), c.spread.len()), (1, 1));
+    assert_eq!(c.spread[0].spec.clusters.len(), 3);
+}
+
+#[test]
+fn spread_errors_point_at_the_line_and_column() {
+    let cases = [
+        (
+            SPREAD.replace("weight: 1, minReplicas: 1", "weight: -1, minReplicas: 1"),
+            "s.yaml:15:33: SpreadPolicy/shop: spec.clusters[1].weight: invalid value",
+        ),
+        (
+            SPREAD.replace("{cluster: ali-hz", "{cluster: idc-bj"),
+            "s.yaml:15:17: SpreadPolicy/shop: spec.clusters[1].cluster: cluster idc-bj is listed twice",
+        ),
+        (
+            SPREAD.replace("replicas: 12", "replicas: 1"),
+            "s.yaml:12:13: SpreadPolicy/shop: spec.replicas: must be at least the sum of the clusters' minReplicas (2)",
+        ),
+        (
+            SPREAD.replace("  replicas: 12", "  replicas: 12\n  by: freeCapacity"),
+            "s.yaml:15:33: SpreadPolicy/shop: spec.clusters[0].weight: not used with by: freeCapacity",
+        ),
+        (
+            SPREAD.replace("  replicas: 12", "  replicas: 12\n  by: capacity"),
+            "s.yaml:13:7: SpreadPolicy/shop: spec.by: unknown variant `capacity`",
+        ),
+        (
+            SPREAD.replace(
+                "minReplicas: 1}\n    - {cluster: ali",
+                "minReplica: 1}\n    - {cluster: ali",
+            ),
+            "s.yaml:14:36: SpreadPolicy/shop: spec.clusters[0].minReplica: unknown field",
+        ),
+        (
+            SPREAD.replace(
+                "{cluster: idc-bj, weight: 2, minReplicas: 1}",
+                "{cluster: idc-bj, weight: 2, overrides: {env: {A: b}}}",
+            ),
+            "s.yaml:14:36: SpreadPolicy/shop: spec.clusters[0].overrides: the first cluster holds the source Deployment",
+        ),
+        (
+            SPREAD
+                .replace("weight: 2,", "weight: 0,")
+                .replace("weight: 1,", "weight: 0,")
+                .replace(
+                    "    - cluster: aws-sg",
+                    "    - cluster: aws-sg\n      weight: 0",
+                ),
+            "s.yaml:14:33: SpreadPolicy/shop: spec.clusters[0].weight: at least one cluster needs a weight above 0",
+        ),
+        (
+            SPREAD.replace("registry.aws.example", "registry.aws.example/x"),
+            "s.yaml:17:34: SpreadPolicy/shop: spec.clusters[2].overrides.imageRegistry:",
+        ),
+        (
+            SPREAD.replace(
+                &SPREAD[SPREAD.find("  clusters:").unwrap()..SPREAD.find("  behavior").unwrap()],
+                "  clusters: []\n",
+            ),
+            "s.yaml:13:3: SpreadPolicy/shop: spec.clusters: name at least one cluster",
+        ),
+        (
+            SPREAD.replace("  replicas: 12", "  replicas: 12\n  rebalanceAfter: soon"),
+            "s.yaml:13:19: SpreadPolicy/shop: spec.rebalanceAfter: invalid duration \"soon\"",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (text, want) in cases {
+        let e = load(&text).unwrap_err().to_string();
+        if !e.starts_with(want) {
+            wrong.push(format!("want {want}\ngot  {e}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
