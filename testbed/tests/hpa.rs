@@ -6,71 +6,21 @@
 
 use std::time::{Duration, Instant};
 
+use causeway_testbed::testing::{Kubectl, wait_for_async};
 use causeway_testbed::{
     ClusterInfo, ClusterSpec, MetricsOptions, SIMULATED_CPU_ANNOTATION, Testbed, TestbedOptions,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const NS: &str = "default";
 const SELECTOR: &str = "app=web";
 
-/// Polls `check` every second until it returns `Ok`, or panics after `timeout` with `what`
-/// and the last state seen.
-async fn poll<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Result<T, String>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() >= timeout => {
-                panic!("{what}: not reached after {timeout:?}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-        }
-    }
-}
-
-fn kubectl_json(c: &ClusterInfo, args: &[&str]) -> Result<Value, String> {
-    let out = c
-        .kubectl()
-        .args(args)
-        .args(["-o", "json"])
-        .output()
-        .map_err(|e| format!("run kubectl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("kubectl output: {e}"))
-}
-
-fn apply(c: &ClusterInfo, dir: &std::path::Path, name: &str, obj: &Value) {
-    let file = dir.join(format!("{name}.json"));
-    let json = serde_json::to_vec_pretty(obj).expect("a JSON value serializes");
-    std::fs::write(&file, json).expect("write the manifest into the test's temp dir");
-    let out = c
-        .kubectl()
-        .arg("apply")
-        .arg("-f")
-        .arg(&file)
-        .output()
-        .expect("run kubectl (built by the testbed setup)");
-    assert!(
-        out.status.success(),
-        "kubectl apply {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// How often the waits below look again.
+const POLL: Duration = Duration::from_secs(1);
 
 /// `(spec.replicas, status.readyReplicas)` of the Deployment.
 fn deployment_replicas(c: &ClusterInfo) -> Result<(u64, u64), String> {
-    let d = kubectl_json(c, &["get", "deployment", "web", "-n", NS])?;
+    let d = Kubectl::admin(c).json(&["get", "deployment", "web", "-n", NS])?;
     Ok((
         d["spec"]["replicas"].as_u64().unwrap_or(0),
         d["status"]["readyReplicas"].as_u64().unwrap_or(0),
@@ -79,7 +29,7 @@ fn deployment_replicas(c: &ClusterInfo) -> Result<(u64, u64), String> {
 
 /// The HPA's condition `ty` as `(status, reason)`, and a summary of its status for messages.
 fn hpa_condition(c: &ClusterInfo, ty: &str) -> Result<((String, String), String), String> {
-    let h = kubectl_json(c, &["get", "hpa", "web", "-n", NS])?;
+    let h = Kubectl::admin(c).json(&["get", "hpa", "web", "-n", NS])?;
     let status = &h["status"];
     let summary = format!(
         "current {} desired {} metrics {} conditions {}",
@@ -103,19 +53,9 @@ fn hpa_condition(c: &ClusterInfo, ty: &str) -> Result<((String, String), String)
 
 /// `kubectl top pods`: pod name → CPU column, in millicores.
 fn kubectl_top(c: &ClusterInfo) -> Result<Vec<(String, u64)>, String> {
-    let out = c
-        .kubectl()
-        .args(["top", "pods", "-n", NS, "-l", SELECTOR, "--no-headers"])
-        .output()
-        .map_err(|e| format!("run kubectl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "kubectl top: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let out =
+        Kubectl::admin(c).try_run(&["top", "pods", "-n", NS, "-l", SELECTOR, "--no-headers"])?;
+    out.lines()
         .map(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
             let cpu = cols
@@ -155,6 +95,7 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
         tb.startup().as_secs_f64()
     );
     let c = tb.cluster("hpa").unwrap();
+    let admin = Kubectl::admin(c);
     assert!(c.metrics);
     assert_eq!(
         tb.processes().len(),
@@ -163,10 +104,7 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
     );
 
     // One pod requesting 100m that starts at 10m simulated (10 % of its request).
-    apply(
-        c,
-        dir.path(),
-        "deployment",
+    admin.apply(
         &json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -186,13 +124,11 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
                     }]},
                 },
             },
-        }),
+        })
+        .to_string(),
     );
     // Target 50 % of the request; scale down without the default 5-minute stabilization.
-    apply(
-        c,
-        dir.path(),
-        "hpa",
+    admin.apply(
         &json!({
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
@@ -212,11 +148,13 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
                     },
                 },
             },
-        }),
+        })
+        .to_string(),
     );
-    poll(
+    wait_for_async(
         "1 pod Ready",
         Duration::from_secs(60),
+        POLL,
         async || match deployment_replicas(c)? {
             (1, 1) => Ok(()),
             r => Err(format!("replicas (spec, ready) {r:?}")),
@@ -226,9 +164,10 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
 
     // The simulated value reaches metrics.k8s.io (two scrapes after the pod starts).
     let t = Instant::now();
-    poll(
+    wait_for_async(
         "10m in metrics.k8s.io",
         Duration::from_secs(90),
+        POLL,
         async || usage_is(c, 1, 10).await,
     )
     .await;
@@ -236,9 +175,10 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
         "first metrics of a new pod after {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    poll(
+    wait_for_async(
         "HPA ScalingActive=True",
         Duration::from_secs(60),
+        POLL,
         async || match hpa_condition(c, "ScalingActive")? {
             ((s, _), _) if s == "True" => Ok(()),
             (_, summary) => Err(summary),
@@ -252,9 +192,10 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
         .await
         .unwrap();
     assert_eq!(pods.len(), 1, "{pods:?}");
-    poll(
+    wait_for_async(
         "800m in metrics.k8s.io",
         Duration::from_secs(60),
+        POLL,
         async || usage_is(c, 1, 800).await,
     )
     .await;
@@ -269,9 +210,10 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
     );
 
     // The HPA wants 16 replicas, is capped at 4, and says so.
-    poll(
+    wait_for_async(
         "ScalingLimited=True (TooManyReplicas)",
         Duration::from_secs(90),
+        POLL,
         async || match hpa_condition(c, "ScalingLimited")? {
             ((s, r), _) if s == "True" && r == "TooManyReplicas" => Ok(()),
             (_, summary) => Err(summary),
@@ -283,9 +225,10 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
         "HPA ScalingLimited/TooManyReplicas {:.1} s after the CPU rose",
         limited.as_secs_f64()
     );
-    poll(
+    wait_for_async(
         "4 replicas Ready",
         Duration::from_secs(60),
+        POLL,
         async || match deployment_replicas(c)? {
             (4, 4) => Ok(()),
             r => Err(format!("replicas (spec, ready) {r:?}")),
@@ -299,9 +242,12 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
         .await
         .unwrap();
     assert_eq!(pods.len(), 4, "{pods:?}");
-    poll("4 pods at 800m", Duration::from_secs(60), async || {
-        usage_is(c, 4, 800).await
-    })
+    wait_for_async(
+        "4 pods at 800m",
+        Duration::from_secs(60),
+        POLL,
+        async || usage_is(c, 4, 800).await,
+    )
     .await;
     let top = kubectl_top(c).unwrap();
     assert!(
@@ -317,9 +263,10 @@ async fn hpa_scales_to_its_max_on_simulated_cpu_and_back() {
     causeway_testbed::set_simulated_cpu(c, NS, SELECTOR, 10)
         .await
         .unwrap();
-    poll(
+    wait_for_async(
         "scaled back to 1",
         Duration::from_secs(120),
+        POLL,
         async || match deployment_replicas(c)? {
             (1, 1) => Ok(()),
             r => Err(format!(

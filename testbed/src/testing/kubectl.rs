@@ -145,6 +145,28 @@ impl Kubectl {
         run_ok(self.cmd().args(args))
     }
 
+    /// Runs `kubectl ARGS`: stdout, or `Err` naming the command and its stderr (for
+    /// checks polled with [`wait_for`]).
+    pub fn try_run(&self, args: &[&str]) -> Result<String, String> {
+        let out = self.output(args);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// `kubectl ARGS -o json`, parsed; `Err` as [`Kubectl::try_run`], or for output
+    /// that is not JSON.
+    pub fn json(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        let out = self.try_run(&[args, &["-o", "json"]].concat())?;
+        serde_json::from_str(&out).map_err(|e| format!("kubectl {}: output: {e}", args.join(" ")))
+    }
+
     /// `kubectl get ARGS`, which must succeed; returns stdout.
     pub fn get(&self, args: &[&str]) -> String {
         run_ok(self.cmd().arg("get").args(args))
@@ -351,6 +373,16 @@ mod tests {
         assert_eq!(
             echo.wait(&["pod/a"], Duration::from_millis(10)),
             "--flag wait --timeout=1s pod/a\n"
+        );
+        // `echo` prints `[1] -o json`: not JSON.
+        let err = Kubectl::new("echo").json(&["[1]"]).unwrap_err();
+        assert!(err.starts_with("kubectl [1]: output: "), "{err}");
+        let printf = Kubectl::new("sh").arg("-c").arg("printf '{\"a\": 1}'");
+        assert_eq!(printf.json(&["get"]).unwrap()["a"], 1);
+        let fails = Kubectl::new("sh").arg("-c").arg("echo no >&2; exit 1");
+        assert_eq!(
+            fails.try_run(&["get", "x"]),
+            Err("kubectl get x: no".into())
         );
         // `sh -c cat apply -f -` prints its stdin.
         assert_eq!(
