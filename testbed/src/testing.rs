@@ -21,7 +21,9 @@
 //!
 //! What needs another part's types stays with that part's tests: DNS queries and
 //! answers (hickory-proto) in `tests/support/dns.rs`, the stub/agent fixture (the
-//! `causeway` CLI's flags and the tunnel's config) in `tests/support/tunnel.rs`.
+//! `causeway` CLI's flags and the tunnel's config) in `tests/support/tunnel.rs`. A test
+//! file includes such a module one way only, `#[path = "support/dns.rs"] mod
+//! dns_support;` (no `mod.rs`).
 
 pub mod command;
 pub mod curl;
