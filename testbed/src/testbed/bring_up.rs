@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::api::ApiClient;
 use crate::bins::Binaries;
-use crate::components::{self, KWOK_CRDS, KWOK_METRICS_CRDS};
+use crate::components::{Components, KWOK_CRDS, KWOK_METRICS_CRDS};
 use crate::files::{create_dir, write_private};
 use crate::layout::{APISERVER_PORT, ETCD_CLIENT_PORT, Layout, METRICS_SERVER_PORT};
 use crate::manifests;
@@ -92,9 +92,14 @@ impl UpContext<'_> {
             )?;
         }
 
+        let parts = Components {
+            layout: l,
+            bins: self.bins,
+            pki: &pki,
+            metrics: self.metrics,
+        };
         let mut group = ProcGroup { procs: Vec::new() };
-        self.start(&mut group, components::etcd(l, self.bins))
-            .await?;
+        self.start(&mut group, parts.etcd()).await?;
         let etcd = ApiClient::http(l.addr(ETCD_CLIENT_PORT));
         self.wait(&mut group, "etcd /health", || async {
             let v = etcd.get_json("/health").await?;
@@ -106,8 +111,7 @@ impl UpContext<'_> {
         })
         .await?;
 
-        self.start(&mut group, components::apiserver(l, self.bins, &pki))
-            .await?;
+        self.start(&mut group, parts.apiserver()).await?;
         let api = ApiClient::https(
             l.addr(APISERVER_PORT),
             &pki.ca_cert,
@@ -128,13 +132,9 @@ impl UpContext<'_> {
         })
         .await?;
 
-        self.start(
-            &mut group,
-            components::controller_manager(l, self.bins, &pki, kcm_kc, self.metrics),
-        )
-        .await?;
-        self.start(&mut group, components::scheduler(l, self.bins, sched_kc))
+        self.start(&mut group, parts.controller_manager(&kcm_kc))
             .await?;
+        self.start(&mut group, parts.scheduler(&sched_kc)).await?;
 
         let api_err = |what: &str| {
             let what = what.to_owned();
@@ -199,11 +199,7 @@ impl UpContext<'_> {
             .await
             .map_err(api_err("create ClusterResourceUsage"))?;
         }
-        self.start(
-            &mut group,
-            components::kwok(l, self.bins, &pki, kwok_kc, self.metrics),
-        )
-        .await?;
+        self.start(&mut group, parts.kwok(&kwok_kc)).await?;
         if metrics {
             let ca_pem =
                 std::fs::read(&pki.ca_cert).map_err(TestbedError::io("read", &pki.ca_cert))?;
@@ -214,17 +210,8 @@ impl UpContext<'_> {
                     .await
                     .map_err(api_err("register metrics-server"))?;
             }
-            self.start(
-                &mut group,
-                components::metrics_server(
-                    l,
-                    &self.bins.metrics_server,
-                    &pki,
-                    metrics_kc,
-                    self.metrics,
-                ),
-            )
-            .await?;
+            self.start(&mut group, parts.metrics_server(&metrics_kc))
+                .await?;
         }
 
         let want = self.spec.nodes as usize;
