@@ -102,6 +102,11 @@ impl Clusters {
                     })?;
             cfg.read_timeout = Some(Duration::from_secs(10));
             cfg.connect_timeout = Some(Duration::from_secs(5));
+            // No retries inside a round: the stub answers 503 at once for a cluster with
+            // no agent session, and kube's default policy would retry that with back-off
+            // until the round's timeout, holding up every cluster's round. The next
+            // round asks again.
+            cfg.default_retry = false;
             let client = kube::Client::try_from(cfg).map_err(|source| ClientsError::Client {
                 cluster: id.clone(),
                 source,
