@@ -461,6 +461,66 @@ mod tests {
     }
 
     #[test]
+    fn a_spread_copy_names_its_policy_and_source_and_takes_its_overrides() {
+        use crate::policy::{SpreadPolicy, SpreadSpec, SpreadTarget, WorkloadRef};
+        use causeway_model::ClusterId;
+
+        let target = |c: &str, registry: Option<&str>| SpreadTarget {
+            cluster: ClusterId::new(c).expect("a valid ID"),
+            weight: None,
+            min_replicas: 0,
+            overrides: Overrides {
+                image_registry: registry.map(str::to_owned),
+                env: Default::default(),
+            },
+        };
+        let p = SpreadPolicy {
+            name: "shop".into(),
+            spec: SpreadSpec {
+                workload: WorkloadRef {
+                    namespace: "shop".into(),
+                    deployment: "web".into(),
+                },
+                replicas: 4,
+                clusters: vec![target("idc", None), target("aws", Some("r.aws.example"))],
+                by: Default::default(),
+                behavior: Default::default(),
+                rebalance_after: Default::default(),
+                dns: None,
+            },
+        };
+        let src: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+            "spec": {
+                "replicas": 9,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"spec": {"containers": [{"name": "web", "image": "reg.idc/shop/web:1"}]}},
+            },
+        }))
+        .expect("a Deployment");
+        let aws = ClusterId::new("aws").expect("a valid ID");
+        let overrides = PolicyRef::from(&p)
+            .overrides(&aws)
+            .cloned()
+            .unwrap_or_default();
+        let copy = render_copy(&src, &p, &overrides, 2);
+        assert_eq!(copy["spec"]["replicas"], 2);
+        assert_eq!(
+            copy["metadata"]["annotations"]["causeway.dev/policy"],
+            "shop"
+        );
+        assert_eq!(
+            copy["metadata"]["annotations"]["causeway.dev/source-cluster"],
+            "idc"
+        );
+        assert_eq!(copy["metadata"]["labels"][MANAGED_BY.0], MANAGED_BY.1);
+        assert_eq!(
+            copy["spec"]["template"]["spec"]["containers"][0]["image"],
+            "r.aws.example/shop/web:1"
+        );
+    }
+
+    #[test]
     fn overrides_set_env_once() {
         let mut t = json!({"spec": {"containers": [{"name": "a", "image": "nginx", "env": [{"name": "K", "value": "old"}]}]}});
         let o = Overrides {
