@@ -136,7 +136,7 @@ pub async fn run(
     let mut burst_since: BTreeMap<String, Instant> = BTreeMap::new();
     let started = Instant::now();
     info!(
-        policies = config.burst.len(),
+        policies = config.policies().len(),
         clusters = config.clusters().len(),
         "scheduler started"
     );
@@ -183,14 +183,14 @@ pub async fn run(
         let interval = config.scheduler.interval.0;
         let timeout = interval.max(Duration::from_secs(5));
 
-        let mut observed = observe::observe(&clusters, &config.burst, timeout).await;
+        let mut observed = observe::observe(&clusters, &config, timeout).await;
         observed.external = lock(&status).external.clone();
         metrics
             .round_seconds
             .with_label_values(&["observe"])
             .observe(round.elapsed().as_secs_f64());
 
-        let (plan, next) = plan::compute(&config.burst, &observed, &memory, started.elapsed());
+        let (plan, next) = plan::compute(&config, &observed, &memory, started.elapsed());
         memory = next;
         log_changes(&plan, &mut last);
         record(&metrics, &plan, &mut burst_since);
@@ -207,9 +207,7 @@ pub async fn run(
         }
         let t = Instant::now();
         let outcomes = if leading {
-            applier
-                .apply(&clusters, &config.burst, &observed, &plan)
-                .await
+            applier.apply(&clusters, &config, &observed, &plan).await
         } else {
             Vec::new()
         };
@@ -238,7 +236,7 @@ pub async fn run(
             .observe(t.elapsed().as_secs_f64());
 
         if let Some(p) = publisher.as_mut().filter(|_| is_leader()) {
-            let reports = publish::reports(&config.burst, &plan);
+            let reports = publish::reports(&config, &plan);
             match p.publish(&reports).await {
                 Ok(true) => info!(reports = reports.len(), "published to dns"),
                 Ok(false) => {}
@@ -320,7 +318,7 @@ fn record(metrics: &Metrics, plan: &Plan, burst_since: &mut BTreeMap<String, Ins
             .replicas
             .with_label_values(&labels("planned"))
             .set(i64::from(d.planned));
-        if d.role != Role::Source {
+        if matches!(d.role, Role::Home | Role::Burst) {
             let e = burst.entry(d.policy.as_str()).or_default();
             e.0 += d.planned;
             e.1 += d.ready.min(d.planned);

@@ -120,10 +120,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let sched = SchedulerConfig::load(&files.scheduler)?;
     if args.validate {
         println!(
-            "ok: stub {}, dns {} zone(s), scheduler {} BurstPolicy over {} clusters",
+            "ok: stub {}, dns {} zone(s), scheduler {} policies over {} clusters",
             files.stub.display(),
             dns.config.zones.len(),
-            sched.burst.len(),
+            sched.policies().len(),
             sched.clusters().len()
         );
         return Ok(());

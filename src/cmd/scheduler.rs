@@ -27,7 +27,7 @@ use causeway_scheduler::whatif::WhatIf;
     Several replicas: give each --lease-kubeconfig (a hub cluster) and they elect one leader \
     with a coordination.k8s.io/v1 Lease; standbys observe and plan (GET /v1/plan, metrics) but \
     never write.\n\n\
-    NOT BUILT YET: FailoverPolicy (DR with fencing), SpreadPolicy.",
+    NOT BUILT YET: FailoverPolicy (DR with fencing).",
     after_help = "Examples:\n  causeway scheduler --config examples/scheduler/scheduler.yaml\n  \
     causeway scheduler --config examples/scheduler/scheduler.yaml --validate\n  \
     causeway scheduler plan --config examples/scheduler/scheduler.yaml --what-if 'load x3'"
@@ -118,8 +118,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = SchedulerConfig::load(&args.config)?;
     if args.validate {
         println!(
-            "ok: {} BurstPolicy, {} clusters ({})",
+            "ok: {} BurstPolicy, {} SpreadPolicy, {} clusters ({})",
             config.burst.len(),
+            config.spread.len(),
             config.clusters().len(),
             config
                 .clusters()
@@ -141,11 +142,11 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
         Clusters::from_stub_kubeconfig(&config.scheduler.stub_kubeconfig, &config.clusters())
             .await
             .context("cannot reach the members")?;
-    let mut observed = observe::observe(&clusters, &config.burst, Duration::from_secs(10)).await;
+    let mut observed = observe::observe(&clusters, &config, Duration::from_secs(10)).await;
     let mut now = Duration::ZERO;
     // The live memory is not shared: the plan starts with empty windows, so scale-up
     // matches the live scheduler and scale-down shows the recommendation before its window.
-    let (base, memory) = plan::compute(&config.burst, &observed, &Memory::default(), now);
+    let (base, memory) = plan::compute(&config, &observed, &Memory::default(), now);
     if args.what_if.is_empty() {
         print!("{}", base.table());
         return Ok(());
@@ -156,12 +157,12 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
     for w in &args.what_if {
         w.apply(&mut observed, &mut now);
         if let WhatIf::After(_) = w {
-            let (_, m) = plan::compute(&config.burst, &observed, &memory, now);
+            let (_, m) = plan::compute(&config, &observed, &memory, now);
             memory = m;
         }
     }
     let names: Vec<String> = args.what_if.iter().map(|w| format!("{w:?}")).collect();
-    let (planned, _) = plan::compute(&config.burst, &observed, &memory, now);
+    let (planned, _) = plan::compute(&config, &observed, &memory, now);
     println!("\n# what if: {}", names.join(", "));
     print!("{}", planned.table());
     Ok(())

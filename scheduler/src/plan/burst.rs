@@ -146,7 +146,9 @@ pub fn plan(
         };
         // Held as it is: someone else's Deployment, or no demand known.
         let held = if here.is_some_and(|h| !h.managed) {
-            Some(format!("a Deployment {w} not managed by Causeway exists here: left alone"))
+            Some(format!(
+                "a Deployment {w} not managed by Causeway exists here: left alone"
+            ))
         } else if overflow.is_none() {
             Some(demand_why.clone())
         } else {
@@ -154,7 +156,11 @@ pub fn plan(
         };
         if let Some(reason) = held {
             d.reason = reason;
-            d.traffic = if ready > 0 { Traffic::Serve } else { Traffic::Out };
+            d.traffic = if ready > 0 {
+                Traffic::Serve
+            } else {
+                Traffic::Out
+            };
             decisions.push(d);
             continue;
         }
