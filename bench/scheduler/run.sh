@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# bench/scheduler/run.sh: the planner's time per round and an observe round's memory.
+#
+# Usage: bench/scheduler/run.sh [--no-build] [--rounds R] [--steady]
+#   --no-build  use target/release/examples/plan_bench as it is
+#   --rounds R  timed rounds per plan run (default 10)
+#   --steady    also 160 rounds at 1,000 x 10,000, so the 300 s scale-down windows
+#               fill (150 rounds of 2 s) and Memory reaches its steady size
+#
+# Runs scheduler/examples/plan_bench pinned to core 0 (taskset -c 0): the planner at
+# 100 clusters x 1,000 policies and at 1,000 x 10,000 (the target: <= 1 s a round), then
+# the list memory of one cluster (1,000 nodes, 10,000 pods; and 100 / 1,000 to check
+# it scales linearly) extrapolated to 100 clusters (the target: <= 1 GiB).
+# Writes bench/out/scheduler-<UTC time>.md (report) and .log (raw output); prints the
+# report. See bench/scheduler/README.md.
+set -euo pipefail
+
+ARGS="$*"
+BUILD=1 ROUNDS=10 STEADY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-build) BUILD=0 ;;
+    --rounds) shift; ROUNDS=${1:?--rounds needs a value} ;;
+    --steady) STEADY=1 ;;
+    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$ROUNDS" in ''|*[!0-9]*) echo "--rounds must be a number" >&2; exit 2 ;; esac
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+OUTDIR="$ROOT/bench/out"
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+REPORT="$OUTDIR/scheduler-$STAMP.md"
+LOG="$OUTDIR/scheduler-$STAMP.log"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/plan_bench"
+mkdir -p "$OUTDIR"
+
+for t in taskset timeout awk; do
+  command -v "$t" >/dev/null || { echo "bench/scheduler: $t not found (util-linux, coreutils, gawk)" >&2; exit 1; }
+done
+
+if [ "$BUILD" = 1 ]; then
+  (cd "$ROOT" && timeout 3600 cargo build --release -j2 -p causeway-scheduler --example plan_bench)
+fi
+[ -x "$BIN" ] || { echo "bench/scheduler: $BIN missing (run without --no-build)" >&2; exit 1; }
+
+: >"$LOG"
+# The planner under test may have uncommitted edits: say which files.
+DIRTY=$(cd "$ROOT" && git status --short -- scheduler 2>/dev/null | tr '\n' ' ' || true)
+# run TIMEOUT_SECONDS ARGS...: one pinned, bounded run; output to the log and the terminal.
+run() {
+  local secs=$1; shift
+  echo "## plan_bench $* (load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$LOG"
+  timeout "$secs" taskset -c 0 "$BIN" "$@" 2>&1 | tee -a "$LOG"
+}
+
+run 300 --mode plan --clusters 100 --policies 1000 --rounds "$ROUNDS"
+run 1800 --mode plan --clusters 1000 --policies 10000 --rounds "$ROUNDS"
+if [ "$STEADY" = 1 ]; then
+  run 3600 --mode plan --clusters 1000 --policies 10000 --rounds 160
+fi
+run 300 --mode lists --nodes 100 --pods 1000 --target-clusters 100
+run 300 --mode lists --nodes 1000 --pods 10000 --target-clusters 100
+
+# field KEY: the value of KEY=... in the current RESULT line (awk helper).
+AWK_FIELD='function f(k,  i, kv) { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) return kv[2] } return "" }'
+
+{
+  echo "# bench/scheduler, $STAMP"
+  echo
+  echo "Command: \`bench/scheduler/run.sh $ARGS\` at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+    "on $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), pinned to core 0."
+  echo "Raw output: \`bench/out/$(basename "$LOG")\`."
+  [ -z "$DIRTY" ] || echo "Uncommitted in scheduler/ at the start of the runs: $DIRTY"
+  echo
+  echo "## Planner: plan::compute per round (target: 1,000 clusters x 10,000 policies <= 1 s on one core)"
+  echo
+  echo "| clusters | policies | rounds | first round ms | median ms (wall) | median ms (thread CPU) | max ms | Memory MiB | Plan MiB | Observed MiB | peak RSS MiB |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  grep '^RESULT kind=plan ' "$LOG" | awk "$AWK_FIELD"' {
+    printf "| %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.1f |\n",
+      f("clusters"), f("policies"), f("rounds"), f("first_ms"), f("median_wall_ms"), f("median_cpu_ms"),
+      f("max_ms"), f("memory_heap_bytes") / 1048576, f("plan_heap_bytes") / 1048576,
+      f("observed_heap_bytes") / 1048576, f("vmhwm_bytes") / 1048576 }'
+  echo
+  echo "Observed per cluster / per workload (heap + the struct, measured by cloning under a counting allocator):"
+  echo
+  grep '^RESULT kind=observed ' "$LOG" | awk "$AWK_FIELD"' {
+    printf "* %s clusters, %s workloads: %.0f B per cluster, %.0f B per workload\n",
+      f("clusters"), f("workloads"), f("per_cluster_bytes"), f("per_workload_bytes") }'
+  echo
+  echo "## Lists of one observe round (kube Api::list: the body, then ObjectList<K>)"
+  echo
+  echo "| what | items | body MiB | B/item (JSON) | heap MiB | B/item (heap) | peak heap while parsing MiB | peak RSS rise MiB | parse ms |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  grep '^RESULT kind=list ' "$LOG" | awk "$AWK_FIELD"' {
+    n = f("items"); if (n == 0) n = 1
+    printf "| %s | %s | %.1f | %.0f | %.1f | %.0f | %.1f | %.1f | %s |\n",
+      f("what"), f("items"), f("body_bytes") / 1048576, f("body_bytes") / n, f("heap_bytes") / 1048576,
+      f("heap_bytes") / n, f("heap_peak_bytes") / 1048576, f("rss_peak_bytes") / 1048576, f("parse_ms") }'
+  echo
+  echo "## Extrapolation to 100 clusters x 1,000 nodes x 10,000 pods, all observed at once (target <= 1 GiB)"
+  echo
+  grep '^RESULT kind=extrapolation ' "$LOG" | awk "$AWK_FIELD"' {
+    printf "* %s types, from one cluster of %s nodes / %s pods: lists held %.1f MiB a cluster, x %s = %.2f GiB; with both bodies in flight twice (kube request_text) %.2f GiB\n",
+      f("types"), f("nodes_per_cluster"), f("pods_per_cluster"), f("held_per_cluster_bytes") / 1048576, f("target_clusters"),
+      f("held_total_bytes") / 1073741824, f("upper_total_bytes") / 1073741824 }'
+  grep '^RESULT kind=paged ' "$LOG" | awk "$AWK_FIELD"' {
+    printf "* %s types, paged by %s and folded per page: %.1f MiB a cluster in flight, x %s = %.2f GiB\n",
+      f("types"), f("page"), f("per_cluster_bytes") / 1048576, f("target_clusters"), f("total_bytes") / 1073741824 }'
+} >"$REPORT"
+
+cat "$REPORT"
+echo
+echo "report: $REPORT"
