@@ -111,11 +111,18 @@ impl Memory {
 
     /// Drops what belongs to policies or clusters no longer configured.
     pub fn forget_except(&mut self, policies: &[SpreadPolicy]) {
-        self.tracks.retain(|(p, c), _| {
-            policies
-                .iter()
-                .any(|pol| pol.name == *p && pol.spec.clusters.iter().any(|t| &t.cluster == c))
-        });
+        // One set of what is configured, then one pass (linear, not tracks × policies).
+        let keep: std::collections::HashSet<(&str, &ClusterId)> = policies
+            .iter()
+            .flat_map(|pol| {
+                pol.spec
+                    .clusters
+                    .iter()
+                    .map(move |t| (pol.name.as_str(), &t.cluster))
+            })
+            .collect();
+        self.tracks
+            .retain(|(p, c), _| keep.contains(&(p.as_str(), c)));
     }
 }
 

@@ -6,7 +6,7 @@
 //! window, else stay. With the defaults (up 0 s, down 300 s) scale-up is immediate
 //! and scale-down waits until five minutes of recommendations all allow it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use causeway_model::ClusterId;
@@ -135,11 +135,20 @@ impl Memory {
 
     /// Drops what belongs to policies or clusters no longer configured.
     pub fn forget_except(&mut self, policies: &[BurstPolicy], _now: Duration) {
-        self.tracks.retain(|(p, c), _| {
-            policies.iter().any(|pol| {
-                pol.name == *p
-                    && (pol.spec.home.contains(c) || pol.spec.burst.iter().any(|b| &b.cluster == c))
-            })
-        });
+        // One set of what is configured, then one pass: linear in tracks + policies
+        // (a scan of every policy per track was 4·10⁸ steps at 10,000 policies).
+        let mut keep: HashSet<(&str, &ClusterId)> = HashSet::new();
+        for pol in policies {
+            for c in pol
+                .spec
+                .home
+                .iter()
+                .chain(pol.spec.burst.iter().map(|b| &b.cluster))
+            {
+                keep.insert((pol.name.as_str(), c));
+            }
+        }
+        self.tracks
+            .retain(|(p, c), _| keep.contains(&(p.as_str(), c)));
     }
 }
