@@ -648,12 +648,18 @@ fn plan_mode(args: &Args) -> Result<(), BoxError> {
             advance(&policies, &by_name, &mut observed, &last_plan, &mut rng);
         }
     }
-    // Read before the clones below, which would raise it.
+    // Read before the measurements below, which would raise it.
     let hwm = status_bytes("VmHWM");
     let (copy, memory_heap, _) = counted(|| memory.clone());
     drop(copy);
     let (copy, plan_heap, _) = counted(|| last_plan.clone());
     drop(copy);
+    // One more round, untimed, counting: what compute leaves allocated (the new Memory
+    // and Plan as allocated, with the spare capacity of their Vecs and VecDeques; a
+    // clone above has none) and its peak. The scheduler holds the previous Memory too.
+    let now = ROUND * u32::try_from(args.rounds)?;
+    let (out, left, left_peak) = counted(|| plan::compute(&policies, &observed, &memory, now));
+    drop(out);
     let (first, rest) = (walls[0], &walls[1..]);
     println!(
         "median compute {:.1} ms wall ({:.1} ms cpu) over {} rounds; first round {:.1} ms; median of the carried rounds {:.1} ms; max {:.1} ms",
@@ -665,14 +671,19 @@ fn plan_mode(args: &Args) -> Result<(), BoxError> {
         walls.iter().copied().fold(0.0, f64::max)
     );
     println!(
-        "heap after the last round: Memory {:.1} MiB, Plan {:.1} MiB, Observed {:.1} MiB; peak RSS (VmHWM) {:.1} MiB",
+        "heap after the last round: Memory {:.1} MiB, Plan {:.1} MiB, Observed {:.1} MiB (each as a clone: no spare capacity); peak RSS (VmHWM) {:.1} MiB",
         mib(memory_heap),
         mib(plan_heap),
         mib(observed_heap),
         mib(hwm)
     );
     println!(
-        "RESULT kind=plan clusters={} policies={} rounds={} median_wall_ms={:.3} median_cpu_ms={:.3} first_ms={:.3} median_carried_ms={:.3} max_ms={:.3} memory_heap_bytes={} plan_heap_bytes={} observed_heap_bytes={} vmhwm_bytes={}",
+        "one more compute leaves {:.1} MiB allocated (new Memory + Plan as allocated), peak {:.1} MiB during it",
+        mib(left),
+        mib(left_peak)
+    );
+    println!(
+        "RESULT kind=plan clusters={} policies={} rounds={} median_wall_ms={:.3} median_cpu_ms={:.3} first_ms={:.3} median_carried_ms={:.3} max_ms={:.3} memory_heap_bytes={} plan_heap_bytes={} observed_heap_bytes={} vmhwm_bytes={} compute_left_bytes={left} compute_peak_bytes={left_peak}",
         args.clusters,
         policies.len(),
         walls.len(),
@@ -960,7 +971,9 @@ fn extrapolate(label: &str, args: &Args, nodes: &ListCost, pods: &ListCost) {
         (c * paged) as f64 / GI as f64
     );
     println!(
-        "RESULT kind=paged types={label} page={page} target_clusters={c} per_cluster_bytes={paged} total_bytes={}",
+        "RESULT kind=paged types={label} page={page} target_clusters={c} nodes_per_cluster={} pods_per_cluster={} per_cluster_bytes={paged} total_bytes={}",
+        args.nodes,
+        args.pods,
         c * paged
     );
 }
