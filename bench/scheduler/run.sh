@@ -42,14 +42,16 @@ for t in taskset timeout awk; do
   command -v "$t" >/dev/null || { echo "bench/scheduler: $t not found (util-linux, coreutils, gawk)" >&2; exit 1; }
 done
 
+# What is built: the commit and any uncommitted edits in scheduler/ (others may be
+# editing the planner while this runs; the build takes the working tree as it is).
+HEAD_AT_BUILD=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')
+DIRTY=$(cd "$ROOT" && git status --short -- scheduler 2>/dev/null | tr '\n' ' ' || true)
 if [ "$BUILD" = 1 ]; then
   (cd "$ROOT" && timeout 3600 cargo build --release -j2 -p causeway-scheduler --example plan_bench)
 fi
 [ -x "$BIN" ] || { echo "bench/scheduler: $BIN missing (run without --no-build)" >&2; exit 1; }
 
 : >"$LOG"
-# The planner under test may have uncommitted edits: say which files.
-DIRTY=$(cd "$ROOT" && git status --short -- scheduler 2>/dev/null | tr '\n' ' ' || true)
 # run TIMEOUT_SECONDS ARGS...: one pinned, bounded run; output to the log and the terminal.
 run() {
   local secs=$1; shift
@@ -75,10 +77,10 @@ AWK_FIELD='function f(k,  i, kv) { for (i = 2; i <= NF; i++) { split($i, kv, "="
 {
   echo "# bench/scheduler, $STAMP"
   echo
-  echo "Command: \`bench/scheduler/run.sh $ARGS\` at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+  echo "Command: \`bench/scheduler/run.sh $ARGS\`, built at $HEAD_AT_BUILD$([ "$BUILD" = 1 ] || echo " (--no-build: the binary may be older)")" \
     "on $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), pinned to core 0."
   echo "Raw output: \`bench/out/$(basename "$LOG")\`."
-  [ -z "$DIRTY" ] || echo "Uncommitted in scheduler/ at the start of the runs: $DIRTY"
+  [ -z "$DIRTY" ] || echo "Uncommitted in scheduler/ when the build started: $DIRTY"
   echo
   echo "## Planner: plan::compute per round (target: 1,000 clusters x 10,000 policies <= 1 s on one core)"
   echo
