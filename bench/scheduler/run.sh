@@ -77,7 +77,7 @@ AWK_FIELD='function f(k,  i, kv) { for (i = 2; i <= NF; i++) { split($i, kv, "="
 {
   echo "# bench/scheduler, $STAMP"
   echo
-  echo "Command: \`bench/scheduler/run.sh $ARGS\`, built at $HEAD_AT_BUILD$([ "$BUILD" = 1 ] || echo " (--no-build: the binary may be older)")" \
+  echo "Command: \`bench/scheduler/run.sh${ARGS:+ $ARGS}\`, built at $HEAD_AT_BUILD$([ "$BUILD" = 1 ] || echo " (--no-build: the binary may be older)")" \
     "on $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), pinned to core 0."
   echo "Raw output: \`bench/out/$(basename "$LOG")\`."
   [ -z "$DIRTY" ] || echo "Uncommitted in scheduler/ when the build started: $DIRTY"
