@@ -4,7 +4,11 @@
 //! Each round lists nodes and pods and reads the policies' Deployments, HPAs and pod
 //! metrics (`metrics.k8s.io`) in every cluster, concurrently, each cluster bounded by a
 //! timeout. A cluster whose agent has no session at the stub (503), or whose API server
-//! does not answer, is observed as unreachable with the reason.
+//! does not answer, is observed as unreachable with the reason. Nodes and pods are read a
+//! page at a time into slim types and folded into totals ([`lists`]); at most
+//! [`CONCURRENT_CLUSTERS`] clusters are read at once, which bounds memory.
+
+pub mod lists;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -13,13 +17,15 @@ use std::time::Duration;
 use causeway_model::ClusterId;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::observed::{ClusterState, HpaState, Observed, WorkloadState};
 use crate::policy::{DemandKind, Policies, WorkloadRef};
-use crate::quantity::{self, Resources};
+use crate::quantity;
+
+/// Clusters observed at once (each holds at most one page of its lists meanwhile).
+pub const CONCURRENT_CLUSTERS: usize = 16;
 
 /// Label every copy made by the scheduler carries.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "causeway");
@@ -201,7 +207,11 @@ pub async fn observe<'a>(
             (id, state)
         }
     });
-    let clusters = futures::future::join_all(tasks).await;
+    let clusters: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+        futures::stream::iter(tasks),
+        CONCURRENT_CLUSTERS,
+    ))
+    .await;
     Observed {
         clusters: clusters.into_iter().collect(),
         external: BTreeMap::new(),
@@ -230,141 +240,103 @@ fn short_error(e: &kube::Error) -> String {
 }
 
 async fn observe_cluster(client: kube::Client, wants: &Wants) -> Result<ClusterState, kube::Error> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let live = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-    let all = ListParams::default();
-    let (nodes, pods) = tokio::try_join!(nodes.list(&all), pods.list(&live))?;
-
-    let mut state = ClusterState {
-        reachable: true,
-        ..Default::default()
-    };
-    for n in &nodes.items {
-        if node_takes_pods(n) {
-            state.allocatable = state.allocatable.plus(node_allocatable(n));
-        }
-    }
-    for p in &pods.items {
-        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-            state.requested = state.requested.plus(pod_requests(p));
-        }
-    }
+    // 1. The workloads: Deployments (their selectors decide which pods count) and HPAs.
+    let mut found = Vec::new();
     for (w, ww) in &wants.workloads {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &w.namespace);
         let Some(d) = deployments.get_opt(&w.deployment).await? else {
             continue;
         };
-        let mut ws = workload_state(&d, &pods.items);
+        let mut ws = workload_state(&d);
         if let Some(name) = &ww.hpa {
             let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &w.namespace);
             ws.hpa = hpas.get_opt(name).await?.map(|h| hpa_state(&h));
         }
-        if ww.metrics {
-            let names: BTreeSet<String> = pods
-                .items
-                .iter()
-                .filter(|p| belongs(&d, p))
-                .filter_map(|p| p.metadata.name.clone())
-                .collect();
-            if let Some((usage, n)) = pod_cpu_usage(&client, &w.namespace, &names).await {
-                ws.cpu_usage_millis = Some(usage);
-                ws.pods_with_metrics = n;
+        let selector = match_labels(&d);
+        found.push((w, ww, ws, selector, BTreeSet::<String>::new()));
+    }
+    // 2. Nodes and 3. pods, a page at a time, folded into totals.
+    let mut state = ClusterState {
+        reachable: true,
+        allocatable: lists::allocatable(&client).await?,
+        ..Default::default()
+    };
+    lists::for_each_live_pod(&client, |p| {
+        if p.bound() {
+            state.requested = state.requested.plus(p.requests());
+        }
+        if p.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        for (w, ww, ws, selector, names) in &mut found {
+            let Some(sel) = selector else { continue };
+            let ours = p.metadata.namespace == w.namespace
+                && sel.iter().all(|(k, v)| p.metadata.labels.get(k) == Some(v));
+            if !ours {
+                continue;
             }
+            if p.bound() {
+                ws.scheduled += 1;
+            } else if p.unschedulable() {
+                ws.unschedulable += 1;
+            }
+            if ww.metrics {
+                names.insert(p.metadata.name.clone());
+            }
+        }
+    })
+    .await?;
+    // 4. The workloads' pod metrics.
+    for (w, ww, mut ws, _, names) in found {
+        if ww.metrics
+            && let Some((usage, n)) = pod_cpu_usage(&client, &w.namespace, &names).await
+        {
+            ws.cpu_usage_millis = Some(usage);
+            ws.pods_with_metrics = n;
         }
         state.workloads.insert(w.clone(), ws);
     }
     Ok(state)
 }
 
-fn node_takes_pods(n: &Node) -> bool {
-    let schedulable = !n
-        .spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false);
-    let ready = n
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    schedulable && ready
-}
-
-fn node_allocatable(n: &Node) -> Resources {
-    let a = n.status.as_ref().and_then(|s| s.allocatable.as_ref());
-    let get = |k: &str, scale: u64| {
-        a.and_then(|a| a.get(k))
-            .and_then(|q| quantity::parse(&q.0, scale).ok())
-            .unwrap_or(0)
-    };
-    Resources {
-        cpu_millis: get("cpu", 1000),
-        memory_bytes: get("memory", 1),
-        pods: get("pods", 1),
-    }
-}
-
-/// Requests of a pod spec (sum of containers; init containers' max, as the scheduler counts).
-fn spec_requests(spec: &k8s_openapi::api::core::v1::PodSpec) -> Resources {
-    let req = |c: &k8s_openapi::api::core::v1::Container| {
-        let r = c.resources.as_ref().and_then(|r| r.requests.as_ref());
-        let get = |k: &str, scale: u64| {
-            r.and_then(|r| r.get(k))
-                .and_then(|q| quantity::parse(&q.0, scale).ok())
-                .unwrap_or(0)
-        };
-        Resources {
-            cpu_millis: get("cpu", 1000),
-            memory_bytes: get("memory", 1),
-            pods: 0,
-        }
-    };
-    let mut sum = spec
-        .containers
-        .iter()
-        .fold(Resources::default(), |acc, c| acc.plus(req(c)));
-    for ic in spec.init_containers.iter().flatten() {
-        let r = req(ic);
-        sum.cpu_millis = sum.cpu_millis.max(r.cpu_millis);
-        sum.memory_bytes = sum.memory_bytes.max(r.memory_bytes);
-    }
-    sum.pods = 1;
-    sum
-}
-
-fn pod_requests(p: &Pod) -> Resources {
-    p.spec.as_ref().map(spec_requests).unwrap_or_default()
-}
-
-/// The pod matches the Deployment's `matchLabels` (the form copies and tests use;
-/// `matchExpressions` are not evaluated and match nothing).
-fn belongs(d: &Deployment, p: &Pod) -> bool {
-    if p.metadata.namespace != d.metadata.namespace {
-        return false;
-    }
-    let Some(sel) = d.spec.as_ref().map(|s| &s.selector) else {
-        return false;
-    };
+/// The Deployment's `matchLabels` (the form copies and tests use); `None` when it also
+/// has `matchExpressions` (not evaluated: its pods are not counted) or selects nothing.
+fn match_labels(d: &Deployment) -> Option<BTreeMap<String, String>> {
+    let sel = &d.spec.as_ref()?.selector;
     if sel
         .match_expressions
         .as_ref()
         .is_some_and(|e| !e.is_empty())
     {
-        return false;
+        return None;
     }
-    let Some(want) = sel.match_labels.as_ref().filter(|m| !m.is_empty()) else {
-        return false;
-    };
-    let labels = p.metadata.labels.as_ref();
-    want.iter()
-        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+    sel.match_labels.clone().filter(|m| !m.is_empty())
 }
 
-fn workload_state(d: &Deployment, pods: &[Pod]) -> WorkloadState {
+/// What the Deployment itself says: replicas, ready, one pod's requests, managed, hash.
+fn workload_state(d: &Deployment) -> WorkloadState {
     let spec = d.spec.as_ref();
     let status = d.status.as_ref();
-    let mut ws = WorkloadState {
+    let template = spec.and_then(|s| s.template.spec.as_ref());
+    let reqs = |cs: &[k8s_openapi::api::core::v1::Container]| -> Vec<BTreeMap<String, String>> {
+        cs.iter()
+            .map(|c| {
+                c.resources
+                    .as_ref()
+                    .and_then(|r| r.requests.as_ref())
+                    .map(|r| r.iter().map(|(k, q)| (k.clone(), q.0.clone())).collect())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let pod_requests = template
+        .map(|t| {
+            let containers = reqs(&t.containers);
+            let inits = reqs(t.init_containers.as_deref().unwrap_or_default());
+            lists::requests(containers.iter(), inits.iter())
+        })
+        .unwrap_or_default();
+    WorkloadState {
         replicas: spec
             .and_then(|s| s.replicas)
             .and_then(|r| u32::try_from(r).ok())
@@ -373,10 +345,7 @@ fn workload_state(d: &Deployment, pods: &[Pod]) -> WorkloadState {
             .and_then(|s| s.ready_replicas)
             .and_then(|r| u32::try_from(r).ok())
             .unwrap_or(0),
-        pod_requests: spec
-            .and_then(|s| s.template.spec.as_ref())
-            .map(spec_requests)
-            .unwrap_or_default(),
+        pod_requests,
         managed: d
             .metadata
             .labels
@@ -390,29 +359,7 @@ fn workload_state(d: &Deployment, pods: &[Pod]) -> WorkloadState {
             .and_then(|a| a.get(APPLIED_HASH))
             .cloned(),
         ..Default::default()
-    };
-    for p in pods.iter().filter(|p| belongs(d, p)) {
-        if p.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-            ws.scheduled += 1;
-        } else if p
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.type_ == "PodScheduled"
-                        && c.status == "False"
-                        && c.reason.as_deref() == Some("Unschedulable")
-                })
-            })
-        {
-            ws.unschedulable += 1;
-        }
     }
-    ws
 }
 
 fn hpa_state(h: &HorizontalPodAutoscaler) -> HpaState {
