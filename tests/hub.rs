@@ -105,7 +105,7 @@ spec:
         .log_file(dir.join("hub.log"))
         .start();
     let l = hub.wait_listening(
-        &["users", "agents", "dns", "api", "metrics"],
+        &["users", "agents", "dns", "api", "scheduler"],
         Duration::from_secs(30),
     );
     assert!(

@@ -93,7 +93,7 @@ spec:
         .arg(&policy_file)
         .log_file(dir.join("scheduler.log"))
         .start();
-    sched.wait_listening(&["metrics"], Duration::from_secs(20));
+    sched.wait_listening(&["scheduler"], Duration::from_secs(20));
 
     // 1. Everything fits at home: dns answers the IDC only.
     wait_for(
@@ -290,8 +290,8 @@ spec:
         .log_file(dir.join("scheduler.log"))
         .start();
     let api = sched
-        .wait_listening(&["metrics"], Duration::from_secs(20))
-        .addr("metrics");
+        .wait_listening(&["scheduler"], Duration::from_secs(20))
+        .addr("scheduler");
     let http = HttpClient::new(api).timeout(Duration::from_secs(5));
     let bad = http
         .send_blocking(
@@ -435,7 +435,7 @@ spec:
         .arg(&sched_file)
         .log_file(dir.join("scheduler.log"))
         .start();
-    sched.wait_listening(&["metrics"], Duration::from_secs(20));
+    sched.wait_listening(&["scheduler"], Duration::from_secs(20));
 
     // The real HPA reaches its max and says ScalingLimited.
     let limited = |c: &ClusterInfo| {

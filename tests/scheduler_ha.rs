@@ -28,7 +28,7 @@ fn replica(bed: &Bed, files: &[&std::path::Path], id: &str) -> Process {
         .name(id)
         .log_file(dir.join(format!("{id}.log")))
         .start();
-    p.wait_listening(&["metrics"], Duration::from_secs(20));
+    p.wait_listening(&["scheduler"], Duration::from_secs(20));
     p
 }
 

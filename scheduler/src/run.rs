@@ -113,7 +113,7 @@ pub async fn run(
         let local = listener
             .local_addr()
             .map_err(|source| RunError::Listen { addr, source })?;
-        info!("listening on metrics http://{local}");
+        info!("listening on scheduler http://{local}");
         tokio::spawn(serve(
             listener,
             metrics.clone(),

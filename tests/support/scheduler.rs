@@ -194,7 +194,7 @@ pub fn start_scheduler(dir: &Path, name: &str, files: &[&Path]) -> Process {
         .name(name)
         .log_file(dir.join(format!("{name}.log")))
         .start();
-    p.wait_listening(&["metrics"], Duration::from_secs(20));
+    p.wait_listening(&["scheduler"], Duration::from_secs(20));
     p
 }
 
