@@ -86,6 +86,11 @@ struct UpArgs {
     /// Give up when the clusters are not Ready after this many seconds.
     #[arg(long, default_value_t = 180, value_name = "SECONDS")]
     timeout: u64,
+    /// Also run metrics-server and kwok's simulated pod usage, so `kubectl top pods` and real
+    /// HPAs work (annotate a pod `causeway.dev/simulated-cpu=800m` to set its CPU; about
+    /// 70 MiB more per cluster). See docs/testbed.md.
+    #[arg(long)]
+    metrics: bool,
 }
 
 /// Runs `causeway testbed`.
@@ -158,6 +163,9 @@ async fn run_up(up: UpArgs, state_dir: PathBuf) -> anyhow::Result<()> {
     opts.bin_dir = up.bin_dir;
     opts.detached = true;
     opts.ready_timeout = Duration::from_secs(up.timeout);
+    if up.metrics {
+        opts.metrics = causeway_testbed::MetricsOptions::enabled();
+    }
     opts.validate()?;
     eprintln!(
         "starting {} clusters in {} …",
