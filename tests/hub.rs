@@ -46,29 +46,14 @@ spec:
     let sched_file = dir.join("scheduler.yaml");
     std::fs::write(
         &sched_file,
-        format!(
-            "apiVersion: causeway.dev/v1alpha1
-kind: Scheduler
-metadata: {{name: main}}
-spec:
-  stubKubeconfig: {}
-  dnsApi: http://{api}
-  interval: 1s
-  listen: 127.0.0.1:0
----
-apiVersion: causeway.dev/v1alpha1
-kind: BurstPolicy
-metadata: {{name: web}}
-spec:
-  workload: {{namespace: shop, deployment: web}}
-  home: [{IDC}]
-  burst:
-    - {{cluster: {ALI}, maxReplicas: 2}}
-    - {{cluster: {AWS}, maxReplicas: 10}}
-  demand: {{capacity: {{}}}}
-  dns: {{name: app.svc.example., ttl: 3s}}
-",
-            kubeconfig.display()
+        scheduler_yaml(
+            &kubeconfig,
+            &format!("  dnsApi: http://{api}\n"),
+            &burst_policy(
+                "maxReplicas: 2",
+                "maxReplicas: 10",
+                "  demand: {capacity: {}}\n  dns: {name: app.svc.example., ttl: 3s}\n",
+            ),
         ),
     )
     .unwrap();

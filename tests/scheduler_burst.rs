@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use causeway_testbed::ClusterInfo;
-use causeway_testbed::testing::{Kubectl, Spawn, run_ok, wait_for};
+use causeway_testbed::testing::{Kubectl, run_ok, wait_for};
 use scheduler_support::*;
 
 fn policy(window: &str) -> String {
@@ -60,40 +60,16 @@ async fn burst_to_the_cloud_and_back_with_dns_following() {
     );
 
     // dns and the scheduler.
-    let dns = Spawn::causeway(BIN)
-        .args(["dns", "--config"])
-        .arg(dns_config(dir))
-        .log_file(dir.join("dns.log"))
-        .start();
-    let dns_l = dns.wait_listening(&["dns", "api"], Duration::from_secs(20));
-    let dns_udp = dns_l.addr_of("dns", "udp");
-    let dns_api = dns_l.addr("api");
-    let sched_file = dir.join("scheduler.yaml");
-    std::fs::write(
-        &sched_file,
-        format!(
-            "apiVersion: causeway.dev/v1alpha1
-kind: Scheduler
-metadata: {{name: main}}
-spec:
-  stubKubeconfig: {}
-  dnsApi: http://{dns_api}
-  interval: 1s
-  listen: 127.0.0.1:0
-",
-            bed.kubeconfig.display()
-        ),
-    )
-    .unwrap();
+    let (_dns, dns_udp, dns_api) = start_dns(dir);
+    let sched_file = scheduler_file(
+        &bed,
+        "scheduler.yaml",
+        &format!("  dnsApi: http://{dns_api}\n"),
+        "",
+    );
     let policy_file = dir.join("policy.yaml");
     std::fs::write(&policy_file, policy("4s")).unwrap();
-    let sched = Spawn::causeway(BIN)
-        .args(["scheduler", "--config"])
-        .arg(&sched_file)
-        .arg(&policy_file)
-        .log_file(dir.join("scheduler.log"))
-        .start();
-    sched.wait_listening(&["scheduler"], Duration::from_secs(20));
+    let sched = start_scheduler(dir, "scheduler", &[&sched_file, &policy_file]);
 
     // 1. Everything fits at home: dns answers the IDC only.
     wait_for(
@@ -256,39 +232,17 @@ rules:
   - {apiGroups: [apps], resources: [deployments], verbs: [get, list, watch]}
 ",
     );
-    let sched_file = dir.join("scheduler.yaml");
-    std::fs::write(
-        &sched_file,
-        format!(
-            "apiVersion: causeway.dev/v1alpha1
-kind: Scheduler
-metadata: {{name: main}}
-spec:
-  stubKubeconfig: {}
-  interval: 1s
-  listen: 127.0.0.1:0
----
-apiVersion: causeway.dev/v1alpha1
-kind: BurstPolicy
-metadata: {{name: web}}
-spec:
-  workload: {{namespace: shop, deployment: web}}
-  home: [{IDC}]
-  burst:
-    - {{cluster: {ALI}, maxReplicas: 2}}
-    - {{cluster: {AWS}, maxReplicas: 10}}
-  demand:
-    external: {{targetPerReplica: 100, homeMaxReplicas: 3}}
-",
-            bed.kubeconfig.display()
+    let sched_file = scheduler_file(
+        &bed,
+        "scheduler.yaml",
+        "",
+        &burst_policy(
+            "maxReplicas: 2",
+            "maxReplicas: 10",
+            "  demand:\n    external: {targetPerReplica: 100, homeMaxReplicas: 3}\n",
         ),
-    )
-    .unwrap();
-    let sched = Spawn::causeway(BIN)
-        .args(["scheduler", "--config"])
-        .arg(&sched_file)
-        .log_file(dir.join("scheduler.log"))
-        .start();
+    );
+    let sched = start_scheduler(dir, "scheduler", &[&sched_file]);
     let api = sched
         .wait_listening(&["scheduler"], Duration::from_secs(20))
         .addr("scheduler");
@@ -401,41 +355,17 @@ spec:
     scaleDown: {stabilizationWindowSeconds: 5}
 ",
     );
-    let sched_file = dir.join("scheduler.yaml");
-    std::fs::write(
-        &sched_file,
-        format!(
-            "apiVersion: causeway.dev/v1alpha1
-kind: Scheduler
-metadata: {{name: main}}
-spec:
-  stubKubeconfig: {}
-  interval: 1s
-  listen: 127.0.0.1:0
----
-apiVersion: causeway.dev/v1alpha1
-kind: BurstPolicy
-metadata: {{name: web}}
-spec:
-  workload: {{namespace: shop, deployment: web}}
-  home: [{IDC}]
-  burst:
-    - {{cluster: {ALI}, maxReplicas: 4}}
-    - {{cluster: {AWS}, maxReplicas: 5}}
-  demand: {{hpa: {{name: web}}}}
-  behavior:
-    scaleDown: {{stabilizationWindow: 5s}}
-",
-            bed.kubeconfig.display()
+    let sched_file = scheduler_file(
+        &bed,
+        "scheduler.yaml",
+        "",
+        &burst_policy(
+            "maxReplicas: 4",
+            "maxReplicas: 5",
+            "  demand: {hpa: {name: web}}\n  behavior:\n    scaleDown: {stabilizationWindow: 5s}\n",
         ),
-    )
-    .unwrap();
-    let sched = Spawn::causeway(BIN)
-        .args(["scheduler", "--config"])
-        .arg(&sched_file)
-        .log_file(dir.join("scheduler.log"))
-        .start();
-    sched.wait_listening(&["scheduler"], Duration::from_secs(20));
+    );
+    let sched = start_scheduler(dir, "scheduler", &[&sched_file]);
 
     // The real HPA reaches its max and says ScalingLimited.
     let limited = |c: &ClusterInfo| {

@@ -45,18 +45,10 @@ async fn one_leader_writes_and_a_standby_takes_over() {
         &bed,
         "scheduler.yaml",
         "",
-        &format!(
-            "apiVersion: causeway.dev/v1alpha1
-kind: BurstPolicy
-metadata: {{name: web}}
-spec:
-  workload: {{namespace: shop, deployment: web}}
-  home: [{IDC}]
-  burst:
-    - {{cluster: {ALI}, maxReplicas: 2}}
-    - {{cluster: {AWS}, maxReplicas: 10}}
-  demand: {{capacity: {{}}}}
-"
+        &burst_policy(
+            "maxReplicas: 2",
+            "maxReplicas: 10",
+            "  demand: {capacity: {}}\n",
         ),
     );
     let a = replica(&bed, &[&file], "sched-a");

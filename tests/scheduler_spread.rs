@@ -27,33 +27,8 @@ use std::time::{Duration, Instant};
 use causeway_testbed::ClusterInfo;
 use std::process::Command;
 
-use causeway_testbed::testing::{Kubectl, Spawn, run_ok, wait_for};
+use causeway_testbed::testing::{Kubectl, run_ok, wait_for};
 use scheduler_support::*;
-
-/// The source Deployment: small pods (100m), so that every cluster has room for the
-/// shares it may get.
-fn source(replicas: u32) -> String {
-    format!(
-        "apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: shop, labels: {{app: web}}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      containers:
-        - name: web
-          image: registry.idc.local/shop/web:1
-          resources: {{requests: {{cpu: 100m}}}}
-"
-    )
-}
 
 fn policy() -> String {
     format!(
@@ -98,19 +73,14 @@ fn wait_spread(
 async fn spread_by_weight_rebalances_on_loss_and_return() {
     let bed = bring_up().await;
     let dir = bed.dir.path().to_path_buf();
-    Kubectl::admin(bed.c(IDC)).apply(&source(1));
+    // Small pods (100m), so that every cluster has room for the shares it may get.
+    Kubectl::admin(bed.c(IDC)).apply(&source_deployment_with(1, "100m"));
 
-    let dns = Spawn::causeway(BIN)
-        .args(["dns", "--config"])
-        .arg(dns_config(&dir))
-        .log_file(dir.join("dns.log"))
-        .start();
-    let dns_l = dns.wait_listening(&["dns", "api"], Duration::from_secs(20));
-    let dns_udp = dns_l.addr_of("dns", "udp");
+    let (_dns, dns_udp, dns_api) = start_dns(&dir);
     let sched_file = scheduler_file(
         &bed,
         "scheduler.yaml",
-        &format!("  dnsApi: http://{}\n", dns_l.addr("api")),
+        &format!("  dnsApi: http://{dns_api}\n"),
         &policy(),
     );
     let sched = start_scheduler(&dir, "scheduler", &[&sched_file]);

@@ -33,7 +33,13 @@ pub fn spec(name: &str, cpu: &str) -> ClusterSpec {
     c
 }
 
+/// The source Deployment `shop/web` in its namespace, pods of 500m.
 pub fn source_deployment(replicas: u32) -> String {
+    source_deployment_with(replicas, "500m")
+}
+
+/// [`source_deployment`] with pods requesting `cpu`.
+pub fn source_deployment_with(replicas: u32, cpu: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Namespace
@@ -51,7 +57,7 @@ spec:
       containers:
         - name: web
           image: registry.idc.local/shop/web:1
-          resources: {{requests: {{cpu: 500m}}}}
+          resources: {{requests: {{cpu: {cpu}}}}}
 "
     )
 }
@@ -160,14 +166,11 @@ pub fn enrol_agents(tb: &Testbed, dir: &Path, state: &Path, agents_url: &str) ->
     agents
 }
 
-/// Writes a `Scheduler` document (stub kubeconfig of `bed`, 1 s rounds, metrics on a free
-/// port, `extra` lines appended under `spec:`) followed by `policies`; returns its path.
-pub fn scheduler_file(bed: &Bed, name: &str, extra: &str, policies: &str) -> PathBuf {
-    let path = bed.dir.path().join(name);
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: causeway.dev/v1alpha1
+/// A `Scheduler` document (stub kubeconfig `kubeconfig`, 1 s rounds, its listener on a free
+/// port, `extra` lines appended under `spec:`) followed by `policies`.
+pub fn scheduler_yaml(kubeconfig: &Path, extra: &str, policies: &str) -> String {
+    format!(
+        "apiVersion: causeway.dev/v1alpha1
 kind: Scheduler
 metadata: {{name: main}}
 spec:
@@ -176,11 +179,44 @@ spec:
   listen: 127.0.0.1:0
 {extra}---
 {policies}",
-            bed.kubeconfig.display()
-        ),
+        kubeconfig.display()
     )
-    .unwrap();
+}
+
+/// Writes [`scheduler_yaml`] with `bed`'s stub kubeconfig to `bed`'s directory; returns its path.
+pub fn scheduler_file(bed: &Bed, name: &str, extra: &str, policies: &str) -> PathBuf {
+    let path = bed.dir.path().join(name);
+    std::fs::write(&path, scheduler_yaml(&bed.kubeconfig, extra, policies)).unwrap();
     path
+}
+
+/// A `BurstPolicy` `web` for `shop/web`: home `sb-idc`, then `sb-ali` and `sb-aws` with the
+/// given entry fields (`maxReplicas: 2, …`), then `rest` (lines under `spec:`: demand, …).
+pub fn burst_policy(ali: &str, aws: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: causeway.dev/v1alpha1
+kind: BurstPolicy
+metadata: {{name: web}}
+spec:
+  workload: {{namespace: shop, deployment: web}}
+  home: [{IDC}]
+  burst:
+    - {{cluster: {ALI}, {ali}}}
+    - {{cluster: {AWS}, {aws}}}
+{rest}"
+    )
+}
+
+/// Starts `causeway dns` on [`dns_config`]; returns it with its UDP and API addresses.
+pub fn start_dns(dir: &Path) -> (Process, SocketAddr, SocketAddr) {
+    let dns = Spawn::causeway(BIN)
+        .args(["dns", "--config"])
+        .arg(dns_config(dir))
+        .log_file(dir.join("dns.log"))
+        .start();
+    let l = dns.wait_listening(&["dns", "api"], Duration::from_secs(20));
+    let (udp, api) = (l.addr_of("dns", "udp"), l.addr("api"));
+    (dns, udp, api)
 }
 
 /// Starts `causeway scheduler --config FILES…`, logging to `dir/NAME.log`, and waits
