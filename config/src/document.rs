@@ -165,7 +165,7 @@ impl Document {
         let Some(metadata) = metadata else {
             return Err(doc.error("metadata", "missing; metadata.name is required"));
         };
-        doc.metadata = doc.deserialize_at("metadata", metadata)?;
+        doc.metadata = doc.deserialize_at("metadata", &metadata)?;
         if doc.metadata.name.trim().is_empty() {
             return Err(doc.error("metadata.name", "must not be empty"));
         }
@@ -199,13 +199,13 @@ impl Document {
     /// Reads `spec` as `T` (which should deny unknown fields). A missing `spec` reads
     /// as an empty mapping, so `T`'s required fields are reported by name.
     pub fn spec<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        self.deserialize_at("spec", self.spec.clone())
+        self.deserialize_at("spec", &self.spec)
     }
 
     fn deserialize_at<T: DeserializeOwned>(
         &self,
         root: &str,
-        value: Value,
+        value: &Value,
     ) -> Result<T, ConfigError> {
         serde_path_to_error::deserialize(value).map_err(|e| {
             let inner = e.path().to_string();
