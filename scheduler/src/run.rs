@@ -133,7 +133,7 @@ pub async fn run(
     let mut applier = Applier::new(config.scheduler.writes_per_second);
     let mut memory = Memory::default();
     let mut last: BTreeMap<(String, String), (u32, String)> = BTreeMap::new();
-    let mut burst_since: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut burst_since: BTreeMap<String, BurstState> = BTreeMap::new();
     let started = Instant::now();
     info!(
         policies = config.policies().len(),
@@ -302,7 +302,7 @@ fn log_changes(plan: &Plan, last: &mut BTreeMap<(String, String), (u32, String)>
 }
 
 /// Replica gauges, and the time from overflow to every burst replica Ready.
-fn record(metrics: &Metrics, plan: &Plan, burst_since: &mut BTreeMap<String, Instant>) {
+fn record(metrics: &Metrics, plan: &Plan, burst_since: &mut BTreeMap<String, BurstState>) {
     let mut burst: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     for d in &plan.decisions {
         let labels = |kind| [d.policy.as_str(), d.cluster.as_str(), kind];
@@ -329,30 +329,34 @@ fn record(metrics: &Metrics, plan: &Plan, burst_since: &mut BTreeMap<String, Ins
             burst_since.remove(policy);
             continue;
         }
-        let since = *burst_since
+        let state = burst_since
             .entry(policy.to_string())
-            .or_insert_with(Instant::now);
-        if ready >= planned && since.elapsed() > Duration::ZERO {
+            .or_insert_with(|| BurstState::Waiting(Instant::now()));
+        // Measured once per burst: from overflow first planned to every replica Ready.
+        if let BurstState::Waiting(since) = *state
+            && ready >= planned
+        {
             let secs = since.elapsed().as_secs_f64();
-            if secs > 0.0 {
-                metrics
-                    .burst_ready_seconds
-                    .with_label_values(&[policy])
-                    .observe(secs);
-                info!(
-                    policy,
-                    replicas = planned,
-                    seconds = secs,
-                    "burst replicas all Ready"
-                );
-            }
-            // Measured once per burst: from now on count from far in the future.
-            burst_since.insert(
-                policy.to_string(),
-                Instant::now() + Duration::from_secs(86_400 * 365),
+            metrics
+                .burst_ready_seconds
+                .with_label_values(&[policy])
+                .observe(secs);
+            info!(
+                policy,
+                replicas = planned,
+                seconds = secs,
+                "burst replicas all Ready"
             );
+            *state = BurstState::Ready;
         }
     }
+}
+
+/// Where a policy's current burst is: waiting for its replicas since, or all Ready once.
+#[derive(Clone, Copy)]
+enum BurstState {
+    Waiting(Instant),
+    Ready,
 }
 
 async fn serve(
