@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use causeway_model::ClusterId;
-use causeway_tunnel::agent::{AgentConfig, StubTarget, TokenSource, UpstreamConfig};
+use causeway_tunnel::agent::{AgentConfig, FenceConfig, StubTarget, TokenSource, UpstreamConfig};
 use causeway_tunnel::enrol::{self, AgentCredentials};
 use causeway_tunnel::identity::Secret;
 use causeway_tunnel::pki::CaPin;
@@ -69,6 +69,24 @@ pub struct Args {
     /// stub is up) on this address, e.g. 0.0.0.0:9444 in a pod. Off by default.
     #[arg(long, env = "CAUSEWAY_AGENT_METRICS", value_name = "ADDR:PORT")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Self-fencing: how often the agent lists the role Leases of its cluster (label
+    /// causeway.dev/role-lease=true, impersonating user causeway:fencer; RBAC in
+    /// examples/tunnel/fencer-rbac.yaml). When the scheduler stops renewing one for its
+    /// duration, the agent sets the role ConfigMap to `fenced` and scales the Deployment
+    /// to 0, so a promoted backup never runs beside this primary (docs/tunnel.md).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = fence_interval)]
+    fence_interval: std::time::Duration,
+    /// Turn self-fencing off (the agent then never demotes a primary on its own).
+    #[arg(long)]
+    no_fence: bool,
+}
+
+fn fence_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    Ok(d)
 }
 
 /// Runs `causeway agent`.
@@ -135,6 +153,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tls: std::sync::Arc::new(creds.client_config()?),
         upstream,
         token: TokenSource::new(args.token_file)?,
+        fence: (!args.no_fence).then(|| FenceConfig {
+            interval: args.fence_interval,
+            ..FenceConfig::default()
+        }),
     };
     let shutdown = super::shutdown::shutdown_on_signal();
     causeway_tunnel::agent::run(config, shutdown).await?;

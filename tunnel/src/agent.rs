@@ -3,9 +3,11 @@
 //!
 //! Stages: [`dialer`] (connect with backoff, serve the session) → [`forward`]
 //! (identity → impersonation headers, the ServiceAccount token) → [`upstream`]
-//! (HTTP/2 pool, HTTP/1.1 for upgrades); [`metrics`] counts them.
+//! (HTTP/2 pool, HTTP/1.1 for upgrades); [`metrics`] counts them. Beside them,
+//! [`fence`] demotes the local primary when its role Lease is not renewed.
 
 pub mod dialer;
+pub mod fence;
 pub mod forward;
 pub mod metrics;
 pub mod upstream;
@@ -16,6 +18,7 @@ use causeway_model::cluster::ClusterId;
 use tokio_util::sync::CancellationToken;
 
 pub use dialer::StubTarget;
+pub use fence::FenceConfig;
 pub use forward::{Forwarder, TokenSource};
 pub use upstream::{Upstream, UpstreamConfig};
 
@@ -37,6 +40,8 @@ pub struct AgentConfig {
     pub token: TokenSource,
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (none: not served).
     pub metrics_listener: Option<tokio::net::TcpListener>,
+    /// Self-fencing through role Leases (none: off).
+    pub fence: Option<FenceConfig>,
 }
 
 /// Why the agent could not start.
@@ -61,15 +66,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         Arc::new(tls)
     };
     let metrics = Arc::new(metrics::AgentMetrics::new());
+    let forwarder = Arc::new(Forwarder::new(
+        Upstream::new(config.upstream)?,
+        config.token,
+        metrics.clone(),
+    ));
     let dialer = Arc::new(dialer::Dialer {
         tls: with_alpn(crate::protocol::ALPN_TUNNEL),
         data_tls: with_alpn(crate::protocol::ALPN_DATA),
         data_connections: config.data_connections,
-        forwarder: Arc::new(Forwarder::new(
-            Upstream::new(config.upstream)?,
-            config.token,
-            metrics.clone(),
-        )),
+        forwarder: forwarder.clone(),
         metrics: metrics.clone(),
     });
     tracing::info!(
@@ -85,6 +91,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             tracing::info!("listening on metrics http://{addr}");
         }
         tasks.spawn(metrics::serve(metrics.clone(), listener, shutdown.clone()));
+    }
+    match config.fence {
+        Some(fence) => {
+            tasks.spawn(fence::run(
+                fence,
+                config.cluster.clone(),
+                forwarder,
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+        }
+        None => tracing::info!("self-fencing off"),
     }
     for target in &config.stubs {
         for slot in 0..config.sessions_per_stub.max(1) {

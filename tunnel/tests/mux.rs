@@ -297,6 +297,7 @@ impl Bed {
             upstream: self.upstream.clone(),
             token: TokenSource::new(self.token.path().to_owned()).expect("read the token file"),
             metrics_listener: metrics,
+            fence: None,
         };
         let stop = self.shutdown.child_token();
         tokio::spawn(agent::run(config, stop.clone()));

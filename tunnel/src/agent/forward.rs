@@ -101,6 +101,16 @@ impl Forwarder {
         }
     }
 
+    /// The API-server client (shared with self-fencing).
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The agent's ServiceAccount token (shared with self-fencing).
+    pub fn token(&self) -> &TokenSource {
+        &self.token
+    }
+
     /// Handles one request from the stub.
     pub async fn handle(
         self: Arc<Self>,

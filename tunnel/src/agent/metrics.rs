@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,10 @@ pub const REQUESTS: &str = "causeway_agent_requests_total";
 pub const RESPONSE_HEADERS: &str = "causeway_agent_response_headers_seconds";
 /// Streams whose response has not ended (watches, logs -f and exec count while open).
 pub const OPEN_STREAMS: &str = "causeway_agent_open_streams";
+/// Self-fences written, by result (`fenced`, `failed`: retried next round).
+pub const FENCES: &str = "causeway_agent_fences_total";
+/// Role Leases seen at the last successful list, by state (`valid`, `expired`, `invalid`).
+pub const ROLE_LEASES: &str = "causeway_agent_role_leases";
 
 /// The agent's metric handles.
 pub struct AgentMetrics {
@@ -37,6 +41,10 @@ pub struct AgentMetrics {
     pub response_headers: Histogram,
     /// See [`OPEN_STREAMS`].
     pub open_streams: IntGauge,
+    /// See [`FENCES`].
+    pub fences: IntCounterVec,
+    /// See [`ROLE_LEASES`].
+    pub role_leases: IntGaugeVec,
 }
 
 impl AgentMetrics {
@@ -63,6 +71,16 @@ impl AgentMetrics {
                 ],
             ),
             open_streams: r.gauge(OPEN_STREAMS, "Streams whose response has not ended."),
+            fences: r.counter_vec(
+                FENCES,
+                "Self-fences written (fenced) or failed and retried (failed).",
+                &["result"],
+            ),
+            role_leases: r.gauge_vec(
+                ROLE_LEASES,
+                "Role leases at the last successful list, by state (valid, expired, invalid).",
+                &["state"],
+            ),
             registry: r,
         }
     }
