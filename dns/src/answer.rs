@@ -235,7 +235,7 @@ impl Builder<'_> {
             .zones
             .gslb
             .get(g)
-            .is_some_and(|g| g.targets.iter().any(|t| !t.v4.is_empty()))
+            .is_some_and(|gs| (0..gs.targets.len()).any(|t| !self.snap.v4(g, t).is_empty()))
     }
 
     /// Adds the chosen targets' addresses; false when there is none of this family.
@@ -256,14 +256,14 @@ impl Builder<'_> {
                 .push(self.metrics.answers(target.cluster.as_str(), policy));
             match family {
                 Family::V4 => self.msg.answers.extend(
-                    target
-                        .v4
+                    self.snap
+                        .v4(id, *t)
                         .iter()
                         .map(|a| Record::from_rdata(owner.clone(), g.ttl, RData::A(A(*a)))),
                 ),
                 Family::V6 => self.msg.answers.extend(
-                    target
-                        .v6
+                    self.snap
+                        .v6(id, *t)
                         .iter()
                         .map(|a| Record::from_rdata(owner.clone(), g.ttl, RData::AAAA(AAAA(*a)))),
                 ),

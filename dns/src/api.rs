@@ -4,12 +4,14 @@
 //! |---|---|
 //! | `POST /v1/latency` | `{"measurements":[{"prefix":"198.51.100.0/24","cluster":"idc-bj","rttMs":12.5}]}` |
 //! | `POST /v1/health` | a `causeway_model::HealthReport`, or `{"reports":[...]}` |
+//! | `POST /v1/placement` | a `causeway_model::Placement`, or `{"placements":[...]}` ([`crate::inputs`]) |
 //! | `GET /v1/explain?name=app.svc.example.&client=198.51.100.0/24&type=A` | JSON [`crate::explain::Explanation`] |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once sockets are bound and a snapshot is published, else 503 |
 //!
-//! Bodies are limited to [`MAX_BODY`]; bad input gets a 400 with the reason.
+//! Bodies are limited to [`MAX_BODY`]; bad input gets a 400 with the reason (an unknown
+//! service or cluster is named in it).
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -18,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use causeway_model::{ClusterId, HealthReport};
+use causeway_model::{ClusterId, HealthReport, Placement};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::builder::Event;
+use crate::inputs::{InputError, Inputs};
 use crate::latency::LatencyStore;
 use crate::policy::Family;
 use crate::state::ServerState;
@@ -48,6 +51,8 @@ pub struct Api {
     pub events: mpsc::UnboundedSender<Event>,
     /// Posted measurements.
     pub latency: LatencyStore,
+    /// Placements and health reports.
+    pub inputs: Inputs,
 }
 
 /// One latency measurement.
@@ -72,6 +77,12 @@ struct LatencyPost {
 #[serde(deny_unknown_fields)]
 struct HealthPost {
     reports: Vec<HealthReport>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlacementPost {
+    placements: Vec<Placement>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -166,9 +177,15 @@ async fn route(api: &Api, req: Request<Incoming>) -> Resp {
             Ok(b) => post_health(api, &b),
             Err(r) => r,
         },
-        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/explain" | "/v1/latency" | "/v1/health") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (&Method::POST, "/v1/placement") => match body(req).await {
+            Ok(b) => post_placement(api, &b),
+            Err(r) => r,
+        },
+        (
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/v1/explain" | "/v1/latency" | "/v1/health"
+            | "/v1/placement",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -220,25 +237,46 @@ fn post_health(api: &Api, body: &[u8]) -> Resp {
         Ok(r) => r,
         Err(e) => return bad(format!("body: {e}")),
     };
-    let snap = api.shared.state.load();
-    for (i, r) in reports.iter().enumerate() {
-        if let Some(s) = &r.service
-            && snap
-                .zones
-                .gslb_by_name(&crate::builder::normalize_service(s))
-                .is_none()
-        {
-            return bad(format!("reports[{i}].service: {s:?} is not a GSLB name"));
+    accepted(api.inputs.health(reports))
+}
+
+fn post_placement(api: &Api, body: &[u8]) -> Resp {
+    let parsed = match serde_json::from_slice::<serde_json::Value>(body) {
+        Err(e) => {
+            api.shared.metrics.placement_update("invalid");
+            return bad(format!("body: {e}"));
         }
-        if r.reason.len() > 1024 || r.reason.chars().any(char::is_control) {
-            return bad(format!(
-                "reports[{i}].reason: at most 1024 characters, no control characters"
-            ));
+        Ok(v) if v.get("placements").is_some() => {
+            serde_json::from_value::<PlacementPost>(v).map(|p| (p.placements, true))
         }
+        Ok(v) => serde_json::from_value::<Placement>(v).map(|p| (vec![p], false)),
+    };
+    let (placements, many) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            api.shared.metrics.placement_update("invalid");
+            return bad(format!("body: {e}"));
+        }
+    };
+    accepted(api.inputs.placements_at(placements, |i| {
+        if many {
+            format!("placements[{i}]")
+        } else {
+            "placement".into()
+        }
+    }))
+}
+
+/// `{"accepted": n}`, or the input's error: 400 naming the field, 503 when stopping.
+fn accepted(r: Result<usize, InputError>) -> Resp {
+    match r {
+        Ok(n) => json(StatusCode::OK, &serde_json::json!({ "accepted": n })),
+        Err(InputError::Stopped) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": InputError::Stopped.to_string() }),
+        ),
+        Err(e) => bad(e),
     }
-    let n = reports.len();
-    let _ = api.events.send(Event::External(reports));
-    json(StatusCode::OK, &serde_json::json!({ "accepted": n }))
 }
 
 fn explain(api: &Api, query: &str) -> Resp {

@@ -1,7 +1,7 @@
 //! The one task that builds and publishes snapshots.
 //!
-//! Inputs arrive as [`Event`]s: probe transitions, external health reports, "the
-//! latency store changed", and loaded reloads. The builder keeps the parts, makes a
+//! Inputs arrive as [`Event`]s: probe transitions, external health reports,
+//! placements, "the latency store changed", and loaded reloads. The builder keeps the parts, makes a
 //! new [`crate::state::Snapshot`] and publishes it. Health changes publish at once
 //! (failover time); latency changes are coalesced to at most one rebuild per
 //! [`LATENCY_REBUILD`].
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_model::{ClusterId, Health, HealthReport};
+use causeway_model::{ClusterId, Health, HealthReport, Placement, Role};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ use crate::health::{self, Hysteresis, ProbeTargets};
 use crate::latency::{LatencyStore, LatencyTable};
 use crate::load::LoadedConfig;
 use crate::ratelimit::ResponseLimiter;
-use crate::state::{HealthView, ServerState, TargetHealth, health_view};
+use crate::state::{HealthView, ServerState, TargetHealth, TargetPlacement, health_view};
 use crate::zone::Zones;
 
 /// Least time between two latency-table rebuilds.
@@ -47,6 +47,9 @@ pub enum Event {
     },
     /// External health reports.
     External(Vec<HealthReport>),
+    /// Placements from the scheduler, validated ([`crate::inputs`]); each replaces the
+    /// last one of its service.
+    Placement(Vec<Placement>),
     /// Measurements were added to the latency store.
     Latency,
     /// A new configuration, validated and compiled.
@@ -65,6 +68,8 @@ pub struct Builder {
     probe_targets: ProbeTargets,
     probes: Vec<Vec<Health>>,
     external: HashMap<ReportKey, (Health, String)>,
+    /// Last placement per service FQDN: cluster → what it set. Kept across reloads.
+    placements: HashMap<String, HashMap<ClusterId, Arc<TargetPlacement>>>,
     static_latency: StaticLatency,
     store: LatencyStore,
     latency: Arc<LatencyTable>,
@@ -151,6 +156,7 @@ impl Builder {
             zones,
             probe_targets,
             external: HashMap::new(),
+            placements: HashMap::new(),
             static_latency,
             store,
             latency: Arc::new(LatencyTable::default()),
@@ -255,6 +261,13 @@ impl Builder {
                 }
                 true
             }
+            Event::Placement(placements) => {
+                for p in placements {
+                    self.apply_placement(p);
+                }
+                self.count_placements();
+                true
+            }
             Event::Latency => {
                 self.latency_dirty = true;
                 false
@@ -280,12 +293,81 @@ impl Builder {
                 self.probe_targets = probes;
                 self.reset_probes(&carried);
                 self.rebuild_latency();
+                self.count_placements();
                 self.shared.metrics.reload(true);
                 info!(file = %config.file.display(), zones = self.zones.zones.len(), gslb = self.zones.gslb.len(), "configuration reloaded");
                 drop(config);
                 trim_heap();
                 true
             }
+        }
+    }
+
+    /// Replaces the placement of `p.service` (no targets: removes it).
+    fn apply_placement(&mut self, p: Placement) {
+        let service = normalize_service(&p.service);
+        let summary: Vec<String> = p
+            .targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}={}/{}/{}",
+                    t.cluster,
+                    t.weight,
+                    format!("{:?}", t.role).to_lowercase(),
+                    format!("{:?}", t.health).to_lowercase()
+                )
+            })
+            .collect();
+        info!(service = %service, targets = %summary.join(" "), "placement");
+        if p.targets.is_empty() {
+            self.placements.remove(&service);
+            return;
+        }
+        let targets = p
+            .targets
+            .into_iter()
+            .map(|t| {
+                let (mut v4, mut v6) = (Vec::new(), Vec::new());
+                for a in t.addresses {
+                    match a {
+                        std::net::IpAddr::V4(a) => v4.push(a),
+                        std::net::IpAddr::V6(a) => v6.push(a),
+                    }
+                }
+                let placed = TargetPlacement {
+                    weight: t.weight,
+                    role: t.role,
+                    health: t.health,
+                    v4,
+                    v6,
+                };
+                (t.cluster, Arc::new(placed))
+            })
+            .collect();
+        self.placements.insert(service, targets);
+    }
+
+    /// Sets the gauge of targets under a placement, by role (those of names the zones
+    /// still have).
+    fn count_placements(&self) {
+        let mut by_role = [0i64; 3];
+        for g in &self.zones.gslb {
+            let Some(placed) = self.placements.get(&g.fqdn) else {
+                continue;
+            };
+            for t in &g.targets {
+                if let Some(p) = placed.get(&t.cluster) {
+                    by_role[match p.role {
+                        Role::Active => 0,
+                        Role::Standby => 1,
+                        Role::Draining => 2,
+                    }] += 1;
+                }
+            }
+        }
+        for (role, n) in ["active", "standby", "draining"].into_iter().zip(by_role) {
+            self.shared.metrics.placement_targets(role).set(n);
         }
     }
 
@@ -367,7 +449,12 @@ impl Builder {
                 .get(&(Some(g.fqdn.clone()), t.cluster.clone()))
                 .or_else(|| self.external.get(&(None, t.cluster.clone())))
                 .cloned();
-            TargetHealth::combine(probe, ext)
+            let placed = self
+                .placements
+                .get(&g.fqdn)
+                .and_then(|p| p.get(&t.cluster))
+                .cloned();
+            TargetHealth::combine(probe, ext).with_placement(placed)
         })
     }
 

@@ -73,12 +73,13 @@ pub fn explain(
     let answer = choice
         .targets
         .iter()
-        .flat_map(|t| {
-            let t = &g.targets[*t];
-            match family {
-                Family::V4 => t.v4.iter().map(|a| IpAddr::V4(*a)).collect::<Vec<_>>(),
-                Family::V6 => t.v6.iter().map(|a| IpAddr::V6(*a)).collect(),
-            }
+        .flat_map(|t| match family {
+            Family::V4 => snap
+                .v4(id, *t)
+                .iter()
+                .map(|a| IpAddr::V4(*a))
+                .collect::<Vec<_>>(),
+            Family::V6 => snap.v6(id, *t).iter().map(|a| IpAddr::V6(*a)).collect(),
         })
         .collect();
     Ok(Explanation {
@@ -124,7 +125,7 @@ impl Explanation {
         for c in &self.candidates {
             let _ = writeln!(
                 s,
-                "  {} {:<16} healthy={:<5} probe={:<9} rtt={:<8} weight={:<4} tier={}{}",
+                "  {} {:<16} healthy={:<5} probe={:<9} rtt={:<8} weight={:<4} ({}) role={} tier={}{}{}",
                 if c.chosen { "*" } else { " " },
                 c.cluster.as_str(),
                 c.healthy,
@@ -133,7 +134,13 @@ impl Explanation {
                     .map(|r| format!("{r}ms"))
                     .unwrap_or_else(|| "-".into()),
                 c.weight,
+                c.weight_from,
+                format!("{:?}", c.role).to_lowercase(),
                 c.tier,
+                c.placement
+                    .as_ref()
+                    .map(|p| format!(" placement={p} addresses-from={}", c.addresses_from))
+                    .unwrap_or_default(),
                 c.external
                     .as_ref()
                     .map(|e| format!(" external={e}"))

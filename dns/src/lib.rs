@@ -3,8 +3,9 @@
 //! Service domains (`svc.example.`) are delegated here; each query is answered with
 //! the healthy cluster that suits the asking client best, by policy.
 //!
-//! **Start here:** [`run`] wires everything together; a query's life is in
-//! [`handler`].
+//! **Start here:** [`run`] wires everything together ([`start`] then [`Server::run`]);
+//! a query's life is in [`handler`]. Other parts feed it through the HTTP [`api`] or, in
+//! the same process, an [`Inputs`] handle.
 //!
 //! # Module map
 //!
@@ -14,7 +15,8 @@
 //! | [`zone`] | compiled zones: names → RRsets or GSLB names, delegations, health checks, lookup |
 //! | [`load`] | config → compiled zones → probe targets, every error at `file:line:column` |
 //! | [`state`] | the immutable [`state::Snapshot`] queries read, published with arc-swap; [`state::ServerState`] |
-//! | [`builder`] | the one task that turns config + health + latency into snapshots |
+//! | [`builder`] | the one task that turns config + health + placement + latency into snapshots |
+//! | [`inputs`] | placements and health reports, validated, from HTTP or in process ([`Inputs`]) |
 //! | [`policy`] | `latency`, `failover`, `weighted`, `all-healthy`: pure functions with ECS scope |
 //! | [`latency`] | the latency map: longest-prefix match, posted measurements aged by moka |
 //! | [`health`] | HTTP/HTTPS/TCP probes of compiled checks, rise/fall hysteresis, external reports |
@@ -23,7 +25,7 @@
 //! | [`answer`] | the slow path: builds and encodes a reply once (hickory-proto) |
 //! | [`handler`] | the query path: parse → rate limit → prepared-reply cache → patch |
 //! | [`server`] | UDP (SO_REUSEPORT, a thread per socket) and TCP (pipelining, idle timeout, cap) |
-//! | [`api`] | HTTP API: latency and health input, explain, metrics, healthz/readyz |
+//! | [`api`] | HTTP API: latency, health and placement input, explain, metrics, healthz/readyz |
 //! | [`explain`] | why a name answers what it does |
 //! | [`metrics`] | Prometheus metric names and handles |
 //! | [`reload`] | SIGHUP and file-change reload, keeping the last good config |
@@ -40,6 +42,7 @@ pub mod ecs;
 pub mod explain;
 pub mod handler;
 pub mod health;
+pub mod inputs;
 pub mod latency;
 pub mod load;
 pub mod metrics;
@@ -61,6 +64,7 @@ use tracing::info;
 
 pub use causeway_config::ConfigError;
 pub use config::Config;
+pub use inputs::{InputError, Inputs};
 pub use load::LoadedConfig;
 
 /// Error starting the server.
@@ -99,6 +103,48 @@ pub struct RunOptions {
 
 /// Runs the DNS server until `shutdown` is cancelled.
 pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Error> {
+    start(opts, shutdown).await?.run().await;
+    Ok(())
+}
+
+/// A started server: sockets bound, first snapshot published, serving. [`Self::inputs`]
+/// feeds it in process; [`Self::run`] keeps it going until shutdown.
+pub struct Server {
+    builder: builder::Builder,
+    rx: tokio::sync::mpsc::UnboundedReceiver<builder::Event>,
+    servers: server::Servers,
+    inputs: Inputs,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Server")
+    }
+}
+
+impl Server {
+    /// A handle that takes placements and health reports without HTTP.
+    pub fn inputs(&self) -> Inputs {
+        self.inputs.clone()
+    }
+
+    /// Applies inputs until `shutdown` (given to [`start`]), then stops the sockets.
+    pub async fn run(self) {
+        let Self {
+            builder,
+            rx,
+            servers,
+            inputs: _,
+        } = self;
+        builder.run(rx).await;
+        info!("shutting down");
+        let _ = tokio::task::spawn_blocking(move || servers.stop()).await;
+    }
+}
+
+/// Binds the sockets, publishes the first snapshot and starts serving; the returned
+/// [`Server`] must be [`Server::run`] for inputs to be applied.
+pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Server, Error> {
     let loaded = opts.config;
     let config = &loaded.config;
     let zones = loaded.zones.clone();
@@ -153,6 +199,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Er
     let servers =
         server::serve(bound, shared.clone(), &tcp, shutdown.clone()).map_err(Error::Start)?;
 
+    let inputs = Inputs::new(shared.clone(), tx.clone());
     if let Some(l) = api_listener {
         tokio::spawn(api::serve(
             l,
@@ -160,6 +207,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Er
                 shared: shared.clone(),
                 events: tx.clone(),
                 latency: store,
+                inputs: inputs.clone(),
             },
             shutdown.clone(),
         ));
@@ -186,10 +234,12 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Er
     }
     shared.ready.store(true, Ordering::SeqCst);
     info!("ready");
-    builder.run(rx).await;
-    info!("shutting down");
-    let _ = tokio::task::spawn_blocking(move || servers.stop()).await;
-    Ok(())
+    Ok(Server {
+        builder,
+        rx,
+        servers,
+        inputs,
+    })
 }
 
 /// Re-exported so the CLI can drive shutdown without its own dependency.

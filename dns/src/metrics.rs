@@ -4,7 +4,7 @@
 //! Handles used per query are resolved once, when an answer is prepared, and kept in
 //! the prepared answer, so a query costs a few atomic increments.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Queries answered, by zone, qtype and rcode.
 pub const QUERIES_TOTAL: &str = "causeway_dns_queries_total";
@@ -26,6 +26,10 @@ pub const RELOADS_TOTAL: &str = "causeway_dns_config_reloads_total";
 pub const SNAPSHOT_GENERATION: &str = "causeway_dns_snapshot_generation";
 /// Open TCP connections.
 pub const TCP_CONNECTIONS: &str = "causeway_dns_tcp_connections";
+/// Placement inputs (HTTP or in process), by result (`ok` or the error's reason).
+pub const PLACEMENT_UPDATES_TOTAL: &str = "causeway_dns_placement_updates_total";
+/// GSLB targets whose weight, role and health a placement sets, by role.
+pub const PLACEMENT_TARGETS: &str = "causeway_dns_placement_targets";
 
 /// Every metric of the DNS server.
 #[derive(Clone)]
@@ -45,6 +49,8 @@ pub struct Metrics {
     pub generation: IntGauge,
     /// Open TCP connections.
     pub tcp_connections: IntGauge,
+    placement_updates: IntCounterVec,
+    placement_targets: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,6 +123,24 @@ impl Metrics {
                 "Generation of the serving snapshot.",
             ),
             tcp_connections: gauge(&r, TCP_CONNECTIONS, "Open TCP connections."),
+            placement_updates: counter_vec(
+                &r,
+                PLACEMENT_UPDATES_TOTAL,
+                "Placement inputs, by result.",
+                &["result"],
+            ),
+            placement_targets: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        PLACEMENT_TARGETS,
+                        "GSLB targets whose weight, role and health a placement sets.",
+                    ),
+                    &["role"],
+                )
+                .unwrap_or_else(|e| unreachable!("metric {PLACEMENT_TARGETS}: {e}"));
+                let _ = r.register(Box::new(g.clone()));
+                g
+            },
             registry: r,
         }
     }
@@ -149,6 +173,16 @@ impl Metrics {
     /// Counter of truncated replies for a reason.
     pub fn truncated(&self, reason: &'static str) -> IntCounter {
         self.truncated.with_label_values(&[reason])
+    }
+
+    /// Counts a placement input with its result (`ok` or an error reason).
+    pub fn placement_update(&self, result: &'static str) {
+        self.placement_updates.with_label_values(&[result]).inc();
+    }
+
+    /// Gauge of targets under a placement with `role`.
+    pub fn placement_targets(&self, role: &'static str) -> IntGauge {
+        self.placement_targets.with_label_values(&[role])
     }
 
     /// Counts a reload.

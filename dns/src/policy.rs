@@ -13,7 +13,7 @@ mod weighted;
 
 use std::net::IpAddr;
 
-use causeway_model::ClusterId;
+use causeway_model::{ClusterId, Role};
 use ipnet::IpNet;
 
 use crate::config::PolicyKind;
@@ -71,12 +71,28 @@ pub struct Candidate {
     /// RTT used (latency policy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f32>,
-    /// Weight.
+    /// Weight in effect.
     pub weight: u32,
+    /// Where the weight, role and addresses come from: `zone` or `placement`.
+    #[serde(default = "zone_source")]
+    pub weight_from: String,
+    /// Role (`active` unless a placement says `standby` or `draining`).
+    #[serde(default)]
+    pub role: Role,
+    /// The placement's health for this target, if a placement named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    /// Where the addresses come from: `zone` or `placement`.
+    #[serde(default = "zone_source")]
+    pub addresses_from: String,
     /// Tier.
     pub tier: u32,
     /// Whether it was answered.
     pub chosen: bool,
+}
+
+fn zone_source() -> String {
+    "zone".into()
 }
 
 /// A policy's decision.
@@ -112,13 +128,18 @@ impl Choice {
 
 /// Chooses the targets of GSLB name `id` for `client`, among targets with an address
 /// of `family`.
+///
+/// The policy runs over the targets that take new clients: healthy, not draining, not
+/// at placement weight 0, and active — standby targets only when no active one
+/// qualifies. When none is healthy, every target of the family is answered (fail
+/// open); when some are healthy but none takes new clients, the healthy ones are.
 pub fn choose(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> Choice {
     let Some(g) = snap.zones.gslb.get(id) else {
         return Choice::nothing("no such GSLB name");
     };
     let has_family = |t: usize| match family {
-        Family::V4 => !g.targets[t].v4.is_empty(),
-        Family::V6 => !g.targets[t].v6.is_empty(),
+        Family::V4 => !snap.v4(id, t).is_empty(),
+        Family::V6 => !snap.v6(id, t).is_empty(),
     };
     let eligible: Vec<usize> = (0..g.targets.len()).filter(|t| has_family(*t)).collect();
     let healthy: Vec<usize> = eligible
@@ -139,12 +160,44 @@ pub fn choose(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> C
             reason: "every target is unhealthy: answering all of them (fail open)".into(),
         };
     }
-    match g.policy {
-        PolicyKind::Latency => latency::choose(snap, g, &healthy, client),
-        PolicyKind::Failover => failover::choose(g, &healthy),
-        PolicyKind::Weighted => weighted::choose(g, &healthy, client),
-        PolicyKind::AllHealthy => all_healthy::choose(g, &healthy),
+    let taking = |role: Role| -> Vec<usize> {
+        healthy
+            .iter()
+            .copied()
+            .filter(|t| snap.role(id, *t) == role && snap.takes_new_clients(id, *t))
+            .collect()
+    };
+    let mut pool = taking(Role::Active);
+    let mut standby = false;
+    if pool.is_empty() {
+        pool = taking(Role::Standby);
+        standby = !pool.is_empty();
     }
+    if pool.is_empty() {
+        return Choice {
+            targets: healthy.into_iter().take(g.max_answers.max(1)).collect(),
+            scope: 0,
+            per_client: false,
+            fail_open: true,
+            latency_prefix: None,
+            reason: "no healthy target takes new clients (draining or placement weight 0): \
+                     answering the healthy ones (fail open)"
+                .into(),
+        };
+    }
+    let mut choice = match g.policy {
+        PolicyKind::Latency => latency::choose(snap, g, &pool, client),
+        PolicyKind::Failover => failover::choose(g, &pool),
+        PolicyKind::Weighted => weighted::choose(snap, id, &pool, client),
+        PolicyKind::AllHealthy => all_healthy::choose(g, &pool),
+    };
+    if standby {
+        choice.reason = format!(
+            "no active target is healthy: standby only; {}",
+            choice.reason
+        );
+    }
+    choice
 }
 
 /// The candidates of `id` with their health and RTTs, marking those in `choice`.
@@ -160,6 +213,7 @@ pub fn candidates(snap: &Snapshot, id: GslbId, choice: &Choice) -> Vec<Candidate
         .enumerate()
         .map(|(i, t)| {
             let h = snap.target_health(id, i);
+            let from = |placement: bool| if placement { "placement" } else { "zone" }.to_string();
             Candidate {
                 cluster: t.cluster.clone(),
                 healthy: h.healthy,
@@ -168,7 +222,14 @@ pub fn candidates(snap: &Snapshot, id: GslbId, choice: &Choice) -> Vec<Candidate
                     .external
                     .map(|(s, r)| format!("{}: {r}", format!("{s:?}").to_lowercase())),
                 rtt_ms: entry.and_then(|e| snap.latency.rtt(e, &t.cluster)),
-                weight: t.weight,
+                weight: snap.weight(id, i),
+                weight_from: from(h.placement.is_some()),
+                role: snap.role(id, i),
+                placement: h
+                    .placement
+                    .as_ref()
+                    .map(|p| format!("{:?}", p.health).to_lowercase()),
+                addresses_from: from(h.placement.as_ref().is_some_and(|p| p.has_addresses())),
                 tier: t.tier,
                 chosen: choice.targets.contains(&i),
             }

@@ -5,11 +5,12 @@
 //! health or the latency map changes, and stores it with `ArcSwap::store`. A query
 //! does one `load()` and never waits.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use causeway_model::Health;
+use causeway_model::{Health, Role};
 
 use crate::latency::LatencyTable;
 use crate::load::LoadedConfig;
@@ -26,6 +27,8 @@ pub struct TargetHealth {
     pub probe: Health,
     /// Latest external report, with its reason.
     pub external: Option<(Health, String)>,
+    /// What the last placement for this name said about this target, if it named it.
+    pub placement: Option<Arc<TargetPlacement>>,
 }
 
 impl Default for TargetHealth {
@@ -34,6 +37,7 @@ impl Default for TargetHealth {
             healthy: true,
             probe: Health::Unknown,
             external: None,
+            placement: None,
         }
     }
 }
@@ -46,7 +50,43 @@ impl TargetHealth {
             healthy: probe != Health::Unhealthy && !ext_down,
             probe,
             external,
+            placement: None,
         }
+    }
+
+    /// Adds the placement's view of the target: its health counts like an external
+    /// report (unhealthy if it says so).
+    pub fn with_placement(mut self, placement: Option<Arc<TargetPlacement>>) -> Self {
+        if placement
+            .as_ref()
+            .is_some_and(|p| p.health == Health::Unhealthy)
+        {
+            self.healthy = false;
+        }
+        self.placement = placement;
+        self
+    }
+}
+
+/// One target as a placement (`causeway_model::PlacementTarget`) set it, over the zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetPlacement {
+    /// Share of new clients; replaces the zone's weight. 0: no new clients.
+    pub weight: u32,
+    /// `draining`: out of new answers; `standby`: only when no active target is healthy.
+    pub role: Role,
+    /// Health as the scheduler sees it (`unhealthy` takes the target out).
+    pub health: Health,
+    /// IPv4 addresses replacing the zone's (with `v6`), when either is non-empty.
+    pub v4: Vec<Ipv4Addr>,
+    /// IPv6 addresses replacing the zone's (with `v4`), when either is non-empty.
+    pub v6: Vec<Ipv6Addr>,
+}
+
+impl TargetPlacement {
+    /// Whether the placement's addresses replace the zone's.
+    pub fn has_addresses(&self) -> bool {
+        !self.v4.is_empty() || !self.v6.is_empty()
     }
 }
 
@@ -101,6 +141,67 @@ impl Snapshot {
             .get(g)
             .and_then(|v| v.get(t))
             .is_none_or(|h| h.healthy)
+    }
+
+    /// The placement's view of target `t` of GSLB name `g`, if a placement named it.
+    pub fn placement(&self, g: usize, t: usize) -> Option<&TargetPlacement> {
+        self.health
+            .get(g)
+            .and_then(|v| v.get(t))
+            .and_then(|h| h.placement.as_deref())
+    }
+
+    /// Weight of target `t` of GSLB name `g`: the placement's, else the zone's.
+    pub fn weight(&self, g: usize, t: usize) -> u32 {
+        match self.placement(g, t) {
+            Some(p) => p.weight,
+            None => self
+                .zones
+                .gslb
+                .get(g)
+                .and_then(|g| g.targets.get(t))
+                .map_or(0, |t| t.weight),
+        }
+    }
+
+    /// Role of target `t` of GSLB name `g`: the placement's, else active.
+    pub fn role(&self, g: usize, t: usize) -> Role {
+        self.placement(g, t).map_or(Role::Active, |p| p.role)
+    }
+
+    /// Whether target `t` of GSLB name `g` takes new clients: not draining and, when a
+    /// placement set its weight, a weight above 0. (A zone weight of 0 is the
+    /// `weighted` policy's business: it shares equally when every weight is 0.)
+    pub fn takes_new_clients(&self, g: usize, t: usize) -> bool {
+        self.placement(g, t)
+            .is_none_or(|p| p.role != Role::Draining && p.weight > 0)
+    }
+
+    /// IPv4 addresses of target `t` of GSLB name `g`: the placement's when it gave
+    /// any address, else the zone's.
+    pub fn v4(&self, g: usize, t: usize) -> &[Ipv4Addr] {
+        match self.placement(g, t) {
+            Some(p) if p.has_addresses() => &p.v4,
+            _ => self
+                .zones
+                .gslb
+                .get(g)
+                .and_then(|g| g.targets.get(t))
+                .map_or(&[], |t| &t.v4),
+        }
+    }
+
+    /// IPv6 addresses of target `t` of GSLB name `g` (see [`Self::v4`]).
+    pub fn v6(&self, g: usize, t: usize) -> &[Ipv6Addr] {
+        match self.placement(g, t) {
+            Some(p) if p.has_addresses() => &p.v6,
+            _ => self
+                .zones
+                .gslb
+                .get(g)
+                .and_then(|g| g.targets.get(t))
+                .map_or(&[], |t| &t.v6),
+        }
     }
 }
 

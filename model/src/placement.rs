@@ -1,6 +1,9 @@
 //! Placement: which clusters serve a service, with which addresses, weights and roles.
 //!
-//! The scheduler computes it; dns answers from it.
+//! The scheduler computes it; dns answers from it (`POST /v1/placement` on dns's API, or
+//! in process in `causeway hub`). A placement names some of a GSLB name's targets by
+//! cluster; dns applies each named target's weight, role, health and (when given)
+//! addresses over its zone configuration, and keeps the zone's settings for the others.
 
 use std::net::IpAddr;
 
@@ -28,8 +31,10 @@ pub struct PlacementTarget {
     /// The cluster.
     pub cluster: ClusterId,
     /// Addresses clients should connect to (the cluster's ingress for this service).
+    /// Empty: keep the addresses dns has configured for the cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<IpAddr>,
-    /// Relative share of new traffic (0 = none).
+    /// Relative share of new traffic (0 = none: no new clients).
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// Role of this cluster for the service.

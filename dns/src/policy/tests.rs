@@ -242,3 +242,161 @@ fn weighted_weight_change_moves_few_clients() {
         "moved {moved} of {n} ({share:.3}); ideal 0.5 - 100/225 = 0.056"
     );
 }
+
+/// A placement's view of one target: `(name prefix, cluster, weight, role, health, addresses)`.
+type Placed<'a> = (&'a str, &'a str, u32, Role, Health, &'a [&'a str]);
+
+/// [`snapshot`] with every target healthy by probe and `placed` over the zone.
+fn placed_snapshot(placed: &[Placed]) -> Arc<crate::state::Snapshot> {
+    let zones = LoadedConfig::parse(Path::new("t.yaml"), ZONE)
+        .unwrap()
+        .zones;
+    let health = health_view(&zones, |_, _, g, t| {
+        let p = placed
+            .iter()
+            .find(|(n, c, ..)| g.fqdn.starts_with(n) && t.cluster.as_str() == *c)
+            .map(|(_, _, weight, role, health, addrs)| {
+                let (mut v4, mut v6) = (Vec::new(), Vec::new());
+                for a in *addrs {
+                    match a.parse::<std::net::IpAddr>().unwrap() {
+                        std::net::IpAddr::V4(a) => v4.push(a),
+                        std::net::IpAddr::V6(a) => v6.push(a),
+                    }
+                }
+                Arc::new(crate::state::TargetPlacement {
+                    weight: *weight,
+                    role: *role,
+                    health: *health,
+                    v4,
+                    v6,
+                })
+            });
+        TargetHealth::combine(Health::Healthy, None).with_placement(p)
+    });
+    State::new(zones, Arc::new(health), Arc::new(LatencyTable::default())).load_full()
+}
+
+/// Answer counts of `name` over 4000 client /24s.
+fn shares(s: &crate::state::Snapshot, name: &str) -> std::collections::BTreeMap<String, u32> {
+    let mut counts = std::collections::BTreeMap::new();
+    for i in 0..4000u32 {
+        let client = format!("10.{}.{}.0/24", i / 256, i % 256);
+        for c in pick(s, name, &client, Family::V4).0 {
+            *counts.entry(c).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+const A: Role = Role::Active;
+const H: Health = Health::Healthy;
+
+#[test]
+fn placement_weights_replace_the_zone_weights() {
+    // Zone: a 100, b 100, c 0. Placement: a 3, b 1, c 0 (c never answered).
+    let s = placed_snapshot(&[
+        ("w", "a", 3, A, H, &[]),
+        ("w", "b", 1, A, H, &[]),
+        ("w", "c", 0, A, H, &[]),
+    ]);
+    let counts = shares(&s, "w");
+    let a = counts.get("a").copied().unwrap_or(0);
+    assert!(
+        (2800..3200).contains(&a),
+        "3:1 → a ~3000 of 4000: {counts:?}"
+    );
+    assert!(!counts.contains_key("c"), "weight 0: {counts:?}");
+    // The placement lifts c from the zone's 0 and drops a to 0.
+    let s = placed_snapshot(&[("w", "a", 0, A, H, &[]), ("w", "c", 100, A, H, &[])]);
+    let counts = shares(&s, "w");
+    assert!(!counts.contains_key("a"), "{counts:?}");
+    let c = counts.get("c").copied().unwrap_or(0);
+    assert!((1800..2200).contains(&c), "b 100 (zone), c 100: {counts:?}");
+    // explain says where each weight comes from.
+    let id = s.zones.gslb_by_name("w.svc.example.").unwrap();
+    let ch = choose(
+        &s,
+        id,
+        &Client::new("10.0.0.0".parse().unwrap(), 24),
+        Family::V4,
+    );
+    let cands = candidates(&s, id, &ch);
+    let from: Vec<(&str, u32, &str)> = cands
+        .iter()
+        .map(|c| (c.cluster.as_str(), c.weight, c.weight_from.as_str()))
+        .collect();
+    assert_eq!(
+        from,
+        [
+            ("a", 0, "placement"),
+            ("b", 100, "zone"),
+            ("c", 100, "placement")
+        ]
+    );
+}
+
+#[test]
+fn weight_zero_and_draining_take_no_new_clients_in_every_policy() {
+    for name in ["lat", "fo", "all", "w"] {
+        let s = placed_snapshot(&[
+            (name, "b", 0, A, H, &[]),
+            (name, "c", 5, Role::Draining, H, &[]),
+        ]);
+        let counts = shares(&s, name);
+        assert_eq!(
+            counts.keys().collect::<Vec<_>>(),
+            ["a"],
+            "{name}: {counts:?}"
+        );
+    }
+    // Every healthy target draining: the healthy ones are answered, flagged fail open.
+    let s = placed_snapshot(&[
+        ("all", "a", 1, Role::Draining, H, &[]),
+        ("all", "b", 1, Role::Draining, H, &[]),
+        ("all", "c", 1, A, Health::Unhealthy, &[]),
+    ]);
+    let (got, _, fail_open) = pick(&s, "all", "198.51.100.0/24", Family::V4);
+    assert_eq!((got, fail_open), (vec!["a".into(), "b".into()], true));
+}
+
+#[test]
+fn standby_only_when_no_active_target_is_healthy() {
+    let standby = |a_health| {
+        placed_snapshot(&[
+            ("all", "a", 1, A, a_health, &[]),
+            ("all", "b", 1, Role::Standby, H, &[]),
+            ("all", "c", 1, Role::Standby, H, &[]),
+        ])
+    };
+    let (got, _, _) = pick(&standby(H), "all", "198.51.100.0/24", Family::V4);
+    assert_eq!(got, vec!["a".to_string()]);
+    let (got, _, fail_open) = pick(
+        &standby(Health::Unhealthy),
+        "all",
+        "198.51.100.0/24",
+        Family::V4,
+    );
+    assert_eq!((got, fail_open), (vec!["b".into(), "c".into()], false));
+    // Unknown health from the placement changes nothing; unhealthy acts like a report.
+    let s = placed_snapshot(&[("fo", "b", 1, A, Health::Unknown, &[])]);
+    assert_eq!(pick(&s, "fo", "198.51.100.0/24", Family::V4).0, ["b", "c"]);
+    let s = placed_snapshot(&[("fo", "b", 1, A, Health::Unhealthy, &[])]);
+    assert_eq!(pick(&s, "fo", "198.51.100.0/24", Family::V4).0, ["c"]);
+}
+
+#[test]
+fn placement_addresses_replace_the_zones() {
+    let s = placed_snapshot(&[
+        ("all", "a", 1, A, H, &["198.51.100.9", "2001:db8::9"]),
+        ("all", "b", 1, A, H, &[]),
+    ]);
+    let id = s.zones.gslb_by_name("all.svc.example.").unwrap();
+    let v4: Vec<String> = s.v4(id, 0).iter().map(ToString::to_string).collect();
+    assert_eq!(v4, ["198.51.100.9"]);
+    assert_eq!(s.v6(id, 0).len(), 1);
+    // b keeps the zone's address (empty placement addresses).
+    assert_eq!(s.v4(id, 1)[0].to_string(), "192.0.2.2");
+    // AAAA: only a has IPv6 now.
+    let (got, _, _) = pick(&s, "all", "2001:db8::/48", Family::V6);
+    assert_eq!(got, ["a"]);
+}

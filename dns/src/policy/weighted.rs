@@ -7,18 +7,23 @@
 //! cluster); the highest score wins. A target's weight change only moves clients to or
 //! from that target, and removing a target only moves its own clients.
 //!
+//! Weights are the zone's, or a placement's where one set them
+//! ([`crate::state::Snapshot::weight`]).
+//!
 //! The client network is the client address cut to /24 (IPv4) or /56 (IPv6), or to
 //! the ECS source prefix if shorter; that length is the ECS scope.
 
 use super::{Choice, Client, cluster, single};
-use crate::zone::Gslb;
+use crate::state::Snapshot;
+use crate::zone::GslbId;
 
 /// Client network length used for IPv4.
 pub const V4_NETWORK: u8 = 24;
 /// Client network length used for IPv6.
 pub const V6_NETWORK: u8 = 56;
 
-pub(super) fn choose(g: &Gslb, healthy: &[usize], client: &Client) -> Choice {
+pub(super) fn choose(snap: &Snapshot, id: GslbId, healthy: &[usize], client: &Client) -> Choice {
+    let g = &snap.zones.gslb[id];
     let max = if client.addr.is_ipv4() {
         V4_NETWORK
     } else {
@@ -28,7 +33,7 @@ pub(super) fn choose(g: &Gslb, healthy: &[usize], client: &Client) -> Choice {
     let weighted: Vec<usize> = healthy
         .iter()
         .copied()
-        .filter(|t| g.targets[*t].weight > 0)
+        .filter(|t| snap.weight(id, *t) > 0)
         .collect();
     // Healthy targets all at weight 0: share equally rather than answer nothing.
     let (pool, equal) = if weighted.is_empty() {
@@ -44,7 +49,7 @@ pub(super) fn choose(g: &Gslb, healthy: &[usize], client: &Client) -> Choice {
             let w = if equal {
                 1.0
             } else {
-                f64::from(g.targets[t].weight)
+                f64::from(snap.weight(id, t))
             };
             (t, score(key, g.targets[t].cluster.as_str(), w))
         })

@@ -1,0 +1,235 @@
+//! Inputs from the other parts: placements and external health reports, validated the
+//! same way whether they arrive over HTTP (`POST /v1/placement`, `POST /v1/health`) or
+//! in process through an [`Inputs`] handle (what `causeway hub` gives its scheduler).
+//!
+//! A valid input becomes one [`Event`] for the builder, which publishes a new snapshot at
+//! once. Validation reads the current snapshot: every service must be a GSLB name and
+//! every placement target one of its clusters. Counts are bounded ([`MAX_PLACEMENTS`],
+//! [`MAX_PLACEMENT_TARGETS`], [`MAX_ADDRESSES`]); HTTP bodies also by
+//! [`crate::api::MAX_BODY`].
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use causeway_model::{HealthReport, Placement};
+use tokio::sync::mpsc;
+
+use crate::builder::{Event, normalize_service};
+use crate::state::ServerState;
+
+/// Most placements in one input.
+pub const MAX_PLACEMENTS: usize = 10_000;
+/// Most targets in one placement.
+pub const MAX_PLACEMENT_TARGETS: usize = 256;
+/// Most addresses of one placement target.
+pub const MAX_ADDRESSES: usize = 64;
+/// Longest reason of a health report.
+pub const MAX_REASON: usize = 1024;
+
+/// Why an input was refused. The variant names double as the `result` label of
+/// `causeway_dns_placement_updates_total`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// The service is not a GSLB name of any zone.
+    #[error("{field}: {service:?} is not a GSLB name")]
+    UnknownService {
+        /// Where in the input (`placements[0].service`).
+        field: String,
+        /// The service as given (cut to 255 characters).
+        service: String,
+    },
+    /// The cluster is not a target of the service's GSLB name.
+    #[error("{field}: cluster {cluster} is not a target of {service}")]
+    UnknownCluster {
+        /// Where in the input (`placements[0].targets[1].cluster`).
+        field: String,
+        /// The cluster.
+        cluster: String,
+        /// The GSLB name.
+        service: String,
+    },
+    /// Some other value is out of bounds or repeated.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Where in the input.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server has stopped; nothing takes inputs any more.
+    #[error("dns has stopped")]
+    Stopped,
+}
+
+impl InputError {
+    /// Bounded label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownService { .. } => "unknown_service",
+            Self::UnknownCluster { .. } => "unknown_cluster",
+            Self::Invalid { .. } => "invalid",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// A cloneable handle that feeds a running server's builder without HTTP: placements
+/// and health reports, validated like the API's. Get it from [`crate::Server::inputs`].
+#[derive(Clone)]
+pub struct Inputs {
+    shared: Arc<ServerState>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inputs")
+    }
+}
+
+impl Inputs {
+    /// A handle over `shared` that sends to the builder through `events`.
+    pub fn new(shared: Arc<ServerState>, events: mpsc::UnboundedSender<Event>) -> Self {
+        Self { shared, events }
+    }
+
+    /// Applies `placements` (each replaces the last placement of its service; one with
+    /// no targets removes it). Returns how many were accepted: all or none.
+    pub fn placements(&self, placements: Vec<Placement>) -> Result<usize, InputError> {
+        self.placements_at(placements, |i| format!("placements[{i}]"))
+    }
+
+    /// [`Self::placements`], naming fields with `field(index)` in errors.
+    pub(crate) fn placements_at(
+        &self,
+        placements: Vec<Placement>,
+        field: impl Fn(usize) -> String,
+    ) -> Result<usize, InputError> {
+        let r = validate_placements(&self.shared, &placements, &field).and_then(|()| {
+            let n = placements.len();
+            self.events
+                .send(Event::Placement(placements))
+                .map_err(|_| InputError::Stopped)?;
+            Ok(n)
+        });
+        self.shared.metrics.placement_update(match &r {
+            Ok(_) => "ok",
+            Err(e) => e.reason(),
+        });
+        r
+    }
+
+    /// Applies external health `reports` (`health: unknown` clears one). Returns how
+    /// many were accepted: all or none.
+    pub fn health(&self, reports: Vec<HealthReport>) -> Result<usize, InputError> {
+        let snap = self.shared.state.load();
+        for (i, r) in reports.iter().enumerate() {
+            if let Some(s) = &r.service
+                && snap.zones.gslb_by_name(&normalize_service(s)).is_none()
+            {
+                return Err(InputError::UnknownService {
+                    field: format!("reports[{i}].service"),
+                    service: cut(s),
+                });
+            }
+            if r.reason.len() > MAX_REASON || r.reason.chars().any(char::is_control) {
+                return Err(InputError::Invalid {
+                    field: format!("reports[{i}].reason"),
+                    reason: format!("at most {MAX_REASON} characters, no control characters"),
+                });
+            }
+        }
+        let n = reports.len();
+        self.events
+            .send(Event::External(reports))
+            .map_err(|_| InputError::Stopped)?;
+        Ok(n)
+    }
+}
+
+/// A string for an error message: at most 255 characters.
+fn cut(s: &str) -> String {
+    s.chars().take(255).collect()
+}
+
+fn validate_placements(
+    shared: &ServerState,
+    placements: &[Placement],
+    field: &impl Fn(usize) -> String,
+) -> Result<(), InputError> {
+    if placements.len() > MAX_PLACEMENTS {
+        return Err(InputError::Invalid {
+            field: "placements".into(),
+            reason: format!(
+                "{} placements; at most {MAX_PLACEMENTS} at once",
+                placements.len()
+            ),
+        });
+    }
+    let snap = shared.state.load();
+    let mut services = HashSet::new();
+    for (i, p) in placements.iter().enumerate() {
+        let at = field(i);
+        let service = normalize_service(&p.service);
+        let Some(id) = snap.zones.gslb_by_name(&service) else {
+            return Err(InputError::UnknownService {
+                field: format!("{at}.service"),
+                service: cut(&p.service),
+            });
+        };
+        if !services.insert(service.clone()) {
+            return Err(InputError::Invalid {
+                field: format!("{at}.service"),
+                reason: format!("{service} has another placement in this input"),
+            });
+        }
+        if p.targets.len() > MAX_PLACEMENT_TARGETS {
+            return Err(InputError::Invalid {
+                field: format!("{at}.targets"),
+                reason: format!("at most {MAX_PLACEMENT_TARGETS} targets"),
+            });
+        }
+        let g = &snap.zones.gslb[id];
+        let mut clusters = HashSet::new();
+        for (j, t) in p.targets.iter().enumerate() {
+            let at = format!("{at}.targets[{j}]");
+            if !g.targets.iter().any(|z| z.cluster == t.cluster) {
+                return Err(InputError::UnknownCluster {
+                    field: format!("{at}.cluster"),
+                    cluster: t.cluster.to_string(),
+                    service: g.fqdn.clone(),
+                });
+            }
+            if !clusters.insert(&t.cluster) {
+                return Err(InputError::Invalid {
+                    field: format!("{at}.cluster"),
+                    reason: format!("cluster {} appears twice", t.cluster),
+                });
+            }
+            if t.addresses.len() > MAX_ADDRESSES {
+                return Err(InputError::Invalid {
+                    field: format!("{at}.addresses"),
+                    reason: format!("at most {MAX_ADDRESSES} addresses"),
+                });
+            }
+            for (k, a) in t.addresses.iter().enumerate() {
+                if !answerable(a) {
+                    return Err(InputError::Invalid {
+                        field: format!("{at}.addresses[{k}]"),
+                        reason: format!("{a} is not an address clients can connect to"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Not unspecified, multicast or broadcast.
+fn answerable(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
+}
