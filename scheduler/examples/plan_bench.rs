@@ -363,6 +363,7 @@ fn build(args: &Args) -> Result<(Vec<BurstPolicy>, Observed), BoxError> {
             cpu_usage_millis: None,
             pods_with_metrics: 0,
             hpa: None,
+            role: None,
         };
         let demand = if kind < 6 {
             Demand {
@@ -429,6 +430,7 @@ fn build(args: &Args) -> Result<(Vec<BurstPolicy>, Observed), BoxError> {
                         .then(|| (f64::from(n) * pod.cpu_millis as f64 * 0.7) as u64),
                     pods_with_metrics: if (6..9).contains(&kind) { n } else { 0 },
                     hpa: None,
+                    role: None,
                 };
                 if let Some(cs) = observed.clusters.get_mut(&b.cluster) {
                     cs.workloads.insert(workload.clone(), copy);
@@ -504,6 +506,8 @@ fn advance(
             Action::Delete => {
                 cs.workloads.remove(w);
             }
+            // Failover policies are not in this benchmark.
+            Action::Hold | Action::Grant(_) | Action::Fence | Action::Replica => {}
         }
     }
     for v in observed.external.values_mut() {
@@ -566,7 +570,7 @@ fn plan_mode(args: &Args) -> Result<(), BoxError> {
                 )
             })
             .collect(),
-        external: BTreeMap::new(),
+        ..Default::default()
     };
     let (copy, clusters_heap, _) = counted(|| empty.clone());
     drop((copy, empty));

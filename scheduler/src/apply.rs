@@ -9,11 +9,18 @@
 //! * `Scale(n)`: the source Deployment's `scale` subresource (burst policies with
 //!   external demand, spread policies).
 //! * `Delete`: deletes the copy, only if it carries the managed-by label.
+//! * Failover ([`role`]): `Hold` renews the primary's role lease (every third of its
+//!   duration), `Grant` gives a cluster the primary role, `Fence` fences one, `Replica`
+//!   creates a missing role ConfigMap. `Hold` and `Grant` never back off: a renewal that
+//!   waited would let the agent fence a healthy primary. When each lease was last
+//!   written (or tried) is kept for the planner ([`Applier::renewals`]).
 //!
 //! Writes are rate-limited for all clusters together (governor). A refused write
 //! (RBAC, quota, admission webhook, invalid object) is reported with the API's reason
 //! and that cluster × policy backs off exponentially (5 s doubling to 5 min), so a
 //! refusal is never retried in a hot loop.
+
+pub mod role;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -102,6 +109,8 @@ pub struct Applier {
     backoff: BTreeMap<(String, ClusterId), (Instant, u32)>,
     /// The source Deployment last read, per policy.
     last_source: BTreeMap<String, Deployment>,
+    /// When each role lease was last written or tried, per failover policy and cluster.
+    renewed: BTreeMap<(String, ClusterId), Instant>,
 }
 
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
@@ -115,7 +124,14 @@ impl Applier {
             limiter: RateLimiter::direct(Quota::per_second(per)),
             backoff: BTreeMap::new(),
             last_source: BTreeMap::new(),
+            renewed: BTreeMap::new(),
         }
+    }
+
+    /// When each role lease was last written or tried (a write whose answer was lost
+    /// may have landed), by failover policy and cluster.
+    pub fn renewals(&self) -> &BTreeMap<(String, ClusterId), Instant> {
+        &self.renewed
     }
 
     /// Carries out the plan's actions; returns what was attempted. `policies` is
@@ -131,6 +147,8 @@ impl Applier {
             policies.into().iter().map(|p| (p.name(), p)).collect();
         self.last_source
             .retain(|p, _| names.contains_key(p.as_str()));
+        self.renewed
+            .retain(|(p, _), _| matches!(names.get(p.as_str()), Some(PolicyRef::Failover(_))));
         let mut out = Vec::new();
         let mut sources: BTreeMap<String, Result<Deployment, ApplyError>> = BTreeMap::new();
         for d in &plan.decisions {
@@ -141,6 +159,30 @@ impl Applier {
                 continue;
             };
             let key = (d.policy.clone(), d.cluster.clone());
+            if let (Action::Hold | Action::Grant(_), PolicyRef::Failover(p)) = (d.action, policy) {
+                let Some(client) = clusters.get(&d.cluster) else {
+                    continue;
+                };
+                let due = p.spec.lease.duration.0 / 3;
+                let fresh = self.renewed.get(&key).is_some_and(|t| t.elapsed() < due);
+                if d.action == Action::Hold && fresh {
+                    continue;
+                }
+                self.limiter.until_ready().await;
+                let result = match d.action {
+                    Action::Grant(n) => role::grant(client, p, &d.cluster, n).await,
+                    _ => role::renew_lease(client, p, &d.cluster).await,
+                };
+                // Noted after the answer (or its failure): it may have landed until then.
+                self.renewed.insert(key, Instant::now());
+                out.push(Outcome {
+                    policy: d.policy.clone(),
+                    cluster: d.cluster.clone(),
+                    what: d.action.to_string(),
+                    result,
+                });
+                continue;
+            }
             let now = Instant::now();
             if let Some((until, n)) = self.backoff.get(&key)
                 && *until > now
@@ -148,7 +190,7 @@ impl Applier {
                 out.push(Outcome {
                     policy: d.policy.clone(),
                     cluster: d.cluster.clone(),
-                    what: action_text(d.action),
+                    what: d.action.to_string(),
                     result: Err(ApplyError::BackingOff(*until - now, *n)),
                 });
                 continue;
@@ -156,17 +198,34 @@ impl Applier {
             let Some(client) = clusters.get(&d.cluster) else {
                 continue;
             };
-            let result = match d.action {
-                Action::Keep => continue,
-                Action::Delete => {
+            let result = match (d.action, policy) {
+                (Action::Fence, PolicyRef::Failover(p)) => {
+                    self.limiter.until_ready().await;
+                    role::fence(client, p, &d.cluster).await
+                }
+                (Action::Replica, PolicyRef::Failover(p)) => {
+                    self.limiter.until_ready().await;
+                    role::replica(client, p, &d.cluster).await
+                }
+                (
+                    Action::Keep
+                    | Action::Hold
+                    | Action::Grant(_)
+                    | Action::Fence
+                    | Action::Replica,
+                    _,
+                ) => {
+                    continue;
+                }
+                (Action::Delete, _) => {
                     self.limiter.until_ready().await;
                     delete_copy(client, policy, &d.cluster).await
                 }
-                Action::Scale(n) => {
+                (Action::Scale(n), _) => {
                     self.limiter.until_ready().await;
                     scale_source(client, policy, &d.cluster, n).await
                 }
-                Action::Apply(n) => {
+                (Action::Apply(n), _) => {
                     if !sources.contains_key(&d.policy) {
                         let src = match read_source(clusters, policy).await {
                             Ok(src) => {
@@ -183,7 +242,7 @@ impl Applier {
                             out.push(Outcome {
                                 policy: d.policy.clone(),
                                 cluster: d.cluster.clone(),
-                                what: action_text(d.action),
+                                what: d.action.to_string(),
                                 result: Err(e.clone()),
                             });
                             continue;
@@ -220,20 +279,11 @@ impl Applier {
             out.push(Outcome {
                 policy: d.policy.clone(),
                 cluster: d.cluster.clone(),
-                what: action_text(d.action),
+                what: d.action.to_string(),
                 result,
             });
         }
         out
-    }
-}
-
-fn action_text(a: Action) -> String {
-    match a {
-        Action::Keep => "keep".into(),
-        Action::Apply(n) => format!("apply {n}"),
-        Action::Scale(n) => format!("scale {n}"),
-        Action::Delete => "delete".into(),
     }
 }
 

@@ -1,8 +1,8 @@
 //! The scheduler's Prometheus metrics (`causeway_scheduler_*`), built once.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric of the scheduler.
@@ -23,6 +23,12 @@ pub struct Metrics {
     pub round_seconds: HistogramVec,
     /// 1 while this replica is the leader (or runs alone), else 0.
     pub leader: IntGauge,
+    /// Failovers completed (the promoted cluster serving), by policy.
+    pub failovers: IntCounterVec,
+    /// The last failover's RTO per policy: loss first seen → promoted cluster serving.
+    pub failover_rto_seconds: GaugeVec,
+    /// 1 for the cluster holding each failover policy's primary role.
+    pub primary: IntGaugeVec,
 }
 
 impl Metrics {
@@ -78,6 +84,30 @@ impl Metrics {
         )?;
         registry.register(Box::new(round_seconds.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "causeway_scheduler_failovers_total",
+                "Failovers completed (the promoted cluster serving).",
+            ),
+            &["policy"],
+        )?;
+        let failover_rto_seconds = GaugeVec::new(
+            Opts::new(
+                "causeway_scheduler_failover_rto_seconds",
+                "The last failover's RTO: primary lost first seen to the promoted cluster serving.",
+            ),
+            &["policy"],
+        )?;
+        let primary = IntGaugeVec::new(
+            Opts::new(
+                "causeway_scheduler_primary",
+                "1 for the cluster holding a failover policy's primary role.",
+            ),
+            &["policy", "cluster"],
+        )?;
+        registry.register(Box::new(failovers.clone()))?;
+        registry.register(Box::new(failover_rto_seconds.clone()))?;
+        registry.register(Box::new(primary.clone()))?;
         Ok(Self {
             registry,
             rounds,
@@ -87,6 +117,9 @@ impl Metrics {
             burst_ready_seconds,
             round_seconds,
             leader,
+            failovers,
+            failover_rto_seconds,
+            primary,
         })
     }
 

@@ -20,7 +20,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::observed::{ClusterState, HpaState, Observed, WorkloadState};
+use crate::observed::{ClusterState, HpaState, LeaseState, Observed, RoleState, WorkloadState};
 use crate::policy::{DemandKind, Policies, WorkloadRef};
 use crate::quantity;
 
@@ -143,6 +143,8 @@ struct Wants {
 struct WorkloadWants {
     hpa: Option<String>,
     metrics: bool,
+    /// Failover: the role ConfigMap and the role lease to read.
+    role: Option<(String, String)>,
 }
 
 /// Observes every cluster the policies name, concurrently, each within `timeout`.
@@ -153,6 +155,8 @@ struct WorkloadWants {
 /// * Spread policies: the workload in every cluster (replicas, ready, its pods bound or
 ///   Pending, its pod requests), and each cluster's allocatable and requests (for
 ///   `by: freeCapacity`); no HPA, no metrics.
+/// * Failover policies: the workload, its role ConfigMap and its role lease in every
+///   cluster.
 pub async fn observe<'a>(
     clusters: &Clusters,
     policies: impl Into<Policies<'a>>,
@@ -191,6 +195,17 @@ pub async fn observe<'a>(
                 .or_default();
         }
     }
+    for p in policies.failover {
+        for c in p.spec.clusters() {
+            wants
+                .entry(c.clone())
+                .or_default()
+                .workloads
+                .entry(p.spec.workload.clone())
+                .or_default()
+                .role = Some((p.spec.role_config_map(), p.lease_name()));
+        }
+    }
     let tasks = wants.into_iter().map(|(id, w)| {
         let client = clusters.get(&id).cloned();
         async move {
@@ -214,7 +229,7 @@ pub async fn observe<'a>(
     .await;
     Observed {
         clusters: clusters.into_iter().collect(),
-        external: BTreeMap::new(),
+        ..Default::default()
     }
 }
 
@@ -251,6 +266,9 @@ async fn observe_cluster(client: kube::Client, wants: &Wants) -> Result<ClusterS
         if let Some(name) = &ww.hpa {
             let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &w.namespace);
             ws.hpa = hpas.get_opt(name).await?.map(|h| hpa_state(&h));
+        }
+        if let Some((config_map, lease)) = &ww.role {
+            ws.role = Some(role_state(&client, &w.namespace, config_map, lease).await?);
         }
         let selector = match_labels(&d);
         found.push((w, ww, ws, selector, BTreeSet::<String>::new()));
@@ -360,6 +378,62 @@ fn workload_state(d: &Deployment) -> WorkloadState {
             .cloned(),
         ..Default::default()
     }
+}
+
+/// Annotation on the role ConfigMap: who changed the role last.
+pub const ROLE_CHANGED_BY: &str = "causeway.dev/role-changed-by";
+/// Annotation on the role ConfigMap: when (RFC 3339, microseconds).
+pub const ROLE_CHANGED_AT: &str = "causeway.dev/role-changed-at";
+/// Annotation the agent puts on a role lease it fenced under.
+pub const FENCED_BY: &str = "causeway.dev/fenced-by";
+
+/// The role ConfigMap's `role` and the role lease's age.
+async fn role_state(
+    client: &kube::Client,
+    namespace: &str,
+    config_map: &str,
+    lease: &str,
+) -> Result<RoleState, kube::Error> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cm = cms.get_opt(config_map).await?;
+    let annotation = |cm: &ConfigMap, key: &str| {
+        cm.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .cloned()
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let lease = leases.get_opt(lease).await?.map(|l| {
+        let renewed = l
+            .spec
+            .as_ref()
+            .and_then(|s| s.renew_time.as_ref())
+            .map(|t| std::time::SystemTime::from(t.0));
+        LeaseState {
+            age: renewed
+                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default(),
+            fenced_by: l
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(FENCED_BY))
+                .cloned(),
+        }
+    });
+    Ok(RoleState {
+        role: cm
+            .as_ref()
+            .and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get("role"))
+            .cloned(),
+        changed_by: cm.as_ref().and_then(|c| annotation(c, ROLE_CHANGED_BY)),
+        lease,
+    })
 }
 
 fn hpa_state(h: &HorizontalPodAutoscaler) -> HpaState {

@@ -2,6 +2,7 @@
 //! (or by a test, or by a what-if), read by [`crate::plan`].
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use causeway_model::ClusterId;
 
@@ -15,6 +16,10 @@ pub struct Observed {
     pub clusters: BTreeMap<ClusterId, ClusterState>,
     /// External metric values by policy name (posted to the scheduler).
     pub external: BTreeMap<String, f64>,
+    /// Failover policies: when this scheduler last wrote (or tried to write) each role
+    /// lease, as time since it started, by policy and cluster. Filled from apply, not
+    /// from the clusters: a write whose answer was lost may still have landed.
+    pub renewals: BTreeMap<(String, ClusterId), Duration>,
 }
 
 /// One cluster as seen through the stub.
@@ -62,6 +67,36 @@ pub struct WorkloadState {
     pub pods_with_metrics: u32,
     /// Its HPA, when the policy names one and it exists here.
     pub hpa: Option<HpaState>,
+    /// Failover policies: its role ConfigMap and role lease here.
+    pub role: Option<RoleState>,
+}
+
+/// A failover workload's role in one cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoleState {
+    /// The role ConfigMap's `data.role` (`primary`, `replica`, `fenced`, or anything a
+    /// person wrote); `None` when there is no such ConfigMap.
+    pub role: Option<String>,
+    /// Who changed it last (`causeway.dev/role-changed-by`: `scheduler`, `agent/<id>`).
+    pub changed_by: Option<String>,
+    /// The role lease here, when there is one.
+    pub lease: Option<LeaseState>,
+}
+
+impl RoleState {
+    /// The ConfigMap says `role`.
+    pub fn is(&self, role: &str) -> bool {
+        self.role.as_deref() == Some(role)
+    }
+}
+
+/// A role lease as read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeaseState {
+    /// Time since its `renewTime`, by this scheduler's clock (which wrote it).
+    pub age: Duration,
+    /// The agent fenced the workload under it (`causeway.dev/fenced-by`).
+    pub fenced_by: Option<String>,
 }
 
 /// A HorizontalPodAutoscaler's spec and status.

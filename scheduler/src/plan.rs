@@ -9,6 +9,7 @@
 //! * [`spread`]: active-active, replicas split by weight or free capacity, rebalanced
 //!   when a cluster is lost and when it returns.
 //! * [`stabilize`]: the HPA's stabilization windows and the DNS drain before removal.
+//! * [`failover`]: DR, one primary at a time: fence before promote.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,6 +21,7 @@ use crate::observed::Observed;
 use crate::policy::Policies;
 
 pub mod burst;
+pub mod failover;
 pub mod spread;
 pub mod stabilize;
 
@@ -32,6 +34,8 @@ pub struct Memory {
     burst: stabilize::Memory,
     /// Spread policies' windows, drains and returns.
     spread: spread::Memory,
+    /// Failover policies' primaries, losses and renewals.
+    failover: failover::Memory,
 }
 
 /// What a cluster does for a policy.
@@ -46,6 +50,10 @@ pub enum Role {
     Burst,
     /// A cluster of a spread policy other than the source, holding a copy.
     Spread,
+    /// A failover policy's primary (holding the role, or being given it).
+    Primary,
+    /// A failover policy's other clusters.
+    Backup,
 }
 
 /// Whether dns should send new clients to a cluster for the policy's name.
@@ -70,6 +78,16 @@ pub enum Action {
     Scale(u32),
     /// Delete the managed copy.
     Delete,
+    /// Failover: keep the primary's role lease renewed.
+    Hold,
+    /// Failover: give this cluster the primary role (role ConfigMap, role lease) and
+    /// scale it to this many replicas if it runs fewer.
+    Grant(u32),
+    /// Failover: set the role `fenced`, scale to 0 (`fence: scaleToZero`) and delete the
+    /// role lease.
+    Fence,
+    /// Failover: create the missing role ConfigMap with role `replica`.
+    Replica,
 }
 
 /// One policy × cluster line of the plan.
@@ -114,9 +132,11 @@ pub struct Plan {
     pub decisions: Vec<Decision>,
     /// Per policy: total demand and how it was found.
     pub demand: BTreeMap<String, String>,
+    /// Per failover policy: its primary and last failover.
+    pub failover: BTreeMap<String, failover::Status>,
 }
 
-/// Plans every policy (burst policies, then spread policies, each in file order).
+/// Plans every policy (burst, then spread, then failover policies, each in file order).
 /// `policies` is `&SchedulerConfig` or a slice of one kind; `previous` is the memory
 /// the last round returned.
 pub fn compute<'a>(
@@ -138,9 +158,31 @@ pub fn compute<'a>(
         plan.demand.insert(p.name.clone(), demand);
         plan.decisions.extend(decisions);
     }
+    for p in policies.failover {
+        let (demand, decisions, status) = failover::plan(p, observed, &mut memory.failover, now);
+        plan.demand.insert(p.name.clone(), demand);
+        plan.decisions.extend(decisions);
+        plan.failover.insert(p.name.clone(), status);
+    }
     memory.burst.forget_except(policies.burst, now);
     memory.spread.forget_except(policies.spread);
+    memory.failover.forget_except(policies.failover);
     (plan, memory)
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Keep => f.write_str("keep"),
+            Action::Apply(n) => write!(f, "apply {n}"),
+            Action::Scale(n) => write!(f, "scale {n}"),
+            Action::Delete => f.write_str("delete"),
+            Action::Hold => f.write_str("hold"),
+            Action::Grant(n) => write!(f, "grant {n}"),
+            Action::Fence => f.write_str("fence"),
+            Action::Replica => f.write_str("replica"),
+        }
+    }
 }
 
 impl Plan {
@@ -163,7 +205,7 @@ impl Plan {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<pw$}  {:<cw$}  {:<6}  {:>4}   {:<7}  {:<5}  {:<9}  REASON",
+            "{:<pw$}  {:<cw$}  {:<7}  {:>4}   {:<7}  {:<5}  {:<9}  REASON",
             "POLICY", "CLUSTER", "ROLE", "NOW", "PLANNED", "DNS", "ACTION"
         );
         for d in &self.decisions {
@@ -172,6 +214,8 @@ impl Plan {
                 Role::Home => "home",
                 Role::Burst => "burst",
                 Role::Spread => "spread",
+                Role::Primary => "primary",
+                Role::Backup => "backup",
             };
             let dns = match d.traffic {
                 Traffic::Serve => "serve",
@@ -180,13 +224,11 @@ impl Plan {
             };
             let action = match d.action {
                 Action::Keep => "-".to_string(),
-                Action::Apply(n) => format!("apply {n}"),
-                Action::Scale(n) => format!("scale {n}"),
-                Action::Delete => "delete".into(),
+                other => other.to_string(),
             };
             let _ = writeln!(
                 out,
-                "{:<pw$}  {:<cw$}  {:<6}  {:>4} → {:<7}  {:<5}  {:<9}  {}",
+                "{:<pw$}  {:<cw$}  {:<7}  {:>4} → {:<7}  {:<5}  {:<9}  {}",
                 d.policy,
                 d.cluster.as_str(),
                 role,

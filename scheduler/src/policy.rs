@@ -1,5 +1,5 @@
-//! The scheduler's configuration: a `Scheduler` document, `BurstPolicy` and
-//! `SpreadPolicy` documents.
+//! The scheduler's configuration: a `Scheduler` document, `BurstPolicy`,
+//! `SpreadPolicy` and `FailoverPolicy` documents.
 //!
 //! They are Kubernetes-style YAML read through [`causeway_config`], so every error is
 //! `file:line:column: Kind/name: field.path: reason`. `docs/scheduler.md` is the reference.
@@ -12,6 +12,10 @@ use std::time::Duration;
 use causeway_config::{ConfigError, Document, HumanDuration};
 use causeway_model::ClusterId;
 use serde::Deserialize;
+
+pub mod failover;
+
+pub use failover::{FailoverPolicy, FailoverSpec, FenceMode, LeaseSpec};
 
 /// Where the scheduler reaches clusters and dns, and how often it works.
 #[derive(Debug, Clone, Deserialize)]
@@ -359,6 +363,8 @@ pub struct Policies<'a> {
     pub burst: &'a [BurstPolicy],
     /// The `SpreadPolicy` documents.
     pub spread: &'a [SpreadPolicy],
+    /// The `FailoverPolicy` documents.
+    pub failover: &'a [FailoverPolicy],
 }
 
 /// One policy of any kind.
@@ -368,16 +374,19 @@ pub enum PolicyRef<'a> {
     Burst(&'a BurstPolicy),
     /// A `SpreadPolicy`.
     Spread(&'a SpreadPolicy),
+    /// A `FailoverPolicy`.
+    Failover(&'a FailoverPolicy),
 }
 
 impl<'a> Policies<'a> {
-    /// Every policy, burst first, each kind in file order.
+    /// Every policy, burst first, then spread, then failover, each kind in file order.
     pub fn iter(&self) -> impl Iterator<Item = PolicyRef<'a>> + 'a {
-        let (burst, spread) = (self.burst, self.spread);
+        let (burst, spread, failover) = (self.burst, self.spread, self.failover);
         burst
             .iter()
             .map(PolicyRef::Burst)
             .chain(spread.iter().map(PolicyRef::Spread))
+            .chain(failover.iter().map(PolicyRef::Failover))
     }
 
     /// The policy called `name` (names are unique across kinds).
@@ -387,7 +396,7 @@ impl<'a> Policies<'a> {
 
     /// How many policies there are.
     pub fn len(&self) -> usize {
-        self.burst.len() + self.spread.len()
+        self.burst.len() + self.spread.len() + self.failover.len()
     }
 
     /// No policy at all.
@@ -402,6 +411,7 @@ impl<'a> PolicyRef<'a> {
         match self {
             PolicyRef::Burst(p) => &p.name,
             PolicyRef::Spread(p) => &p.name,
+            PolicyRef::Failover(p) => &p.name,
         }
     }
 
@@ -410,14 +420,16 @@ impl<'a> PolicyRef<'a> {
         match self {
             PolicyRef::Burst(p) => &p.spec.workload,
             PolicyRef::Spread(p) => &p.spec.workload,
+            PolicyRef::Failover(p) => &p.spec.workload,
         }
     }
 
-    /// The cluster holding the source Deployment.
+    /// The cluster holding the source Deployment (a failover policy's preferred primary).
     pub fn source_cluster(self) -> &'a ClusterId {
         match self {
             PolicyRef::Burst(p) => p.spec.source_cluster(),
             PolicyRef::Spread(p) => p.spec.source_cluster(),
+            PolicyRef::Failover(p) => &p.spec.primary,
         }
     }
 
@@ -426,6 +438,7 @@ impl<'a> PolicyRef<'a> {
         match self {
             PolicyRef::Burst(p) => p.spec.dns.as_ref(),
             PolicyRef::Spread(p) => p.spec.dns.as_ref(),
+            PolicyRef::Failover(p) => p.spec.dns.as_ref(),
         }
     }
 
@@ -444,6 +457,7 @@ impl<'a> PolicyRef<'a> {
                 .iter()
                 .find(|t| &t.cluster == cluster)
                 .map(|t| &t.overrides),
+            PolicyRef::Failover(_) => None,
         }
     }
 
@@ -457,6 +471,7 @@ impl<'a> PolicyRef<'a> {
                     .chain(p.spec.burst.iter().map(|b| &b.cluster)),
             ),
             PolicyRef::Spread(p) => Box::new(p.spec.clusters.iter().map(|t| &t.cluster)),
+            PolicyRef::Failover(p) => Box::new(p.spec.clusters()),
         }
     }
 }
@@ -473,48 +488,100 @@ impl<'a> From<&'a SpreadPolicy> for PolicyRef<'a> {
     }
 }
 
+impl<'a> From<&'a FailoverPolicy> for PolicyRef<'a> {
+    fn from(p: &'a FailoverPolicy) -> Self {
+        PolicyRef::Failover(p)
+    }
+}
+
 impl<'a> From<&'a SchedulerConfig> for Policies<'a> {
     fn from(c: &'a SchedulerConfig) -> Self {
         Policies {
             burst: &c.burst,
             spread: &c.spread,
+            failover: &c.failover,
         }
     }
 }
 
 impl<'a> From<&'a [BurstPolicy]> for Policies<'a> {
     fn from(burst: &'a [BurstPolicy]) -> Self {
-        Policies { burst, spread: &[] }
+        Policies {
+            burst,
+            ..Default::default()
+        }
     }
 }
 
 impl<'a> From<&'a Vec<BurstPolicy>> for Policies<'a> {
     fn from(burst: &'a Vec<BurstPolicy>) -> Self {
-        Policies { burst, spread: &[] }
+        Policies {
+            burst,
+            ..Default::default()
+        }
     }
 }
 
 impl<'a, const N: usize> From<&'a [BurstPolicy; N]> for Policies<'a> {
     fn from(burst: &'a [BurstPolicy; N]) -> Self {
-        Policies { burst, spread: &[] }
+        Policies {
+            burst,
+            ..Default::default()
+        }
     }
 }
 
 impl<'a> From<&'a [SpreadPolicy]> for Policies<'a> {
     fn from(spread: &'a [SpreadPolicy]) -> Self {
-        Policies { burst: &[], spread }
+        Policies {
+            spread,
+            ..Default::default()
+        }
     }
 }
 
 impl<'a> From<&'a Vec<SpreadPolicy>> for Policies<'a> {
     fn from(spread: &'a Vec<SpreadPolicy>) -> Self {
-        Policies { burst: &[], spread }
+        Policies {
+            spread,
+            ..Default::default()
+        }
+    }
+}
+
+impl<'a> From<&'a [FailoverPolicy]> for Policies<'a> {
+    fn from(failover: &'a [FailoverPolicy]) -> Self {
+        Policies {
+            failover,
+            ..Default::default()
+        }
+    }
+}
+
+impl<'a> From<&'a Vec<FailoverPolicy>> for Policies<'a> {
+    fn from(failover: &'a Vec<FailoverPolicy>) -> Self {
+        Policies {
+            failover,
+            ..Default::default()
+        }
+    }
+}
+
+impl<'a, const N: usize> From<&'a [FailoverPolicy; N]> for Policies<'a> {
+    fn from(failover: &'a [FailoverPolicy; N]) -> Self {
+        Policies {
+            failover,
+            ..Default::default()
+        }
     }
 }
 
 impl<'a, const N: usize> From<&'a [SpreadPolicy; N]> for Policies<'a> {
     fn from(spread: &'a [SpreadPolicy; N]) -> Self {
-        Policies { burst: &[], spread }
+        Policies {
+            spread,
+            ..Default::default()
+        }
     }
 }
 
@@ -529,6 +596,8 @@ pub struct SchedulerConfig {
     pub burst: Vec<BurstPolicy>,
     /// Every `SpreadPolicy`, by name.
     pub spread: Vec<SpreadPolicy>,
+    /// Every `FailoverPolicy`, by name.
+    pub failover: Vec<FailoverPolicy>,
 }
 
 impl SchedulerConfig {
@@ -537,6 +606,11 @@ impl SchedulerConfig {
         let mut scheduler: Option<(SchedulerSpec, PathBuf)> = None;
         let mut burst: Vec<BurstPolicy> = Vec::new();
         let mut spread: Vec<SpreadPolicy> = Vec::new();
+        let mut failover: Vec<FailoverPolicy> = Vec::new();
+        // Checked against the Scheduler's interval once every file is read.
+        let mut failover_docs: Vec<Document> = Vec::new();
+        // Workload → the failover policy moving its role: nothing else may place it.
+        let mut failover_workloads: BTreeMap<WorkloadRef, String> = BTreeMap::new();
         let mut names = BTreeSet::new();
         // Workload → the spread policy placing it: nothing else may place it too.
         let mut spread_workloads: BTreeMap<WorkloadRef, String> = BTreeMap::new();
@@ -560,13 +634,18 @@ impl SchedulerConfig {
                     "BurstPolicy" => {
                         let spec: BurstSpec = doc.spec()?;
                         check_burst(&doc, &spec)?;
-                        if let Some(other) = spread_workloads.get(&spec.workload) {
+                        let other = spread_workloads
+                            .get(&spec.workload)
+                            .map(|s| format!("SpreadPolicy/{s}"))
+                            .or_else(|| {
+                                failover_workloads
+                                    .get(&spec.workload)
+                                    .map(|f| format!("FailoverPolicy/{f}"))
+                            });
+                        if let Some(other) = other {
                             return Err(doc.error(
                                 "spec.workload",
-                                format_args!(
-                                    "{} is already placed by SpreadPolicy/{other}",
-                                    spec.workload
-                                ),
+                                format_args!("{} is already placed by {other}", spec.workload),
                             ));
                         }
                         if !names.insert(doc.name().to_string()) {
@@ -597,6 +676,11 @@ impl SchedulerConfig {
                                 spread_workloads
                                     .get(&spec.workload)
                                     .map(|s| format!("SpreadPolicy/{s}"))
+                            })
+                            .or_else(|| {
+                                failover_workloads
+                                    .get(&spec.workload)
+                                    .map(|f| format!("FailoverPolicy/{f}"))
                             });
                         if let Some(other) = other {
                             return Err(doc.error(
@@ -610,11 +694,48 @@ impl SchedulerConfig {
                             spec,
                         });
                     }
+                    "FailoverPolicy" => {
+                        let spec: FailoverSpec = doc.spec()?;
+                        failover::check_failover(&doc, &spec)?;
+                        if !names.insert(doc.name().to_string()) {
+                            return Err(doc.error(
+                                "metadata.name",
+                                "a policy of this name is already defined",
+                            ));
+                        }
+                        let other = burst
+                            .iter()
+                            .find(|b| b.spec.workload == spec.workload)
+                            .map(|b| format!("BurstPolicy/{}", b.name))
+                            .or_else(|| {
+                                spread_workloads
+                                    .get(&spec.workload)
+                                    .map(|s| format!("SpreadPolicy/{s}"))
+                            })
+                            .or_else(|| {
+                                failover_workloads
+                                    .get(&spec.workload)
+                                    .map(|f| format!("FailoverPolicy/{f}"))
+                            });
+                        if let Some(other) = other {
+                            return Err(doc.error(
+                                "spec.workload",
+                                format_args!("{} is already placed by {other}", spec.workload),
+                            ));
+                        }
+                        failover_workloads.insert(spec.workload.clone(), doc.name().to_string());
+                        failover.push(FailoverPolicy {
+                            name: doc.name().to_string(),
+                            spec,
+                        });
+                        failover_docs.push(doc);
+                    }
                     _ => {
                         return Err(doc.unknown_kind(&[
                             "Scheduler",
                             "BurstPolicy",
                             "SpreadPolicy",
+                            "FailoverPolicy",
                         ]));
                     }
                 }
@@ -630,11 +751,15 @@ impl SchedulerConfig {
                 "no Scheduler document in any file given",
             ));
         };
+        for (doc, p) in failover_docs.iter().zip(&failover) {
+            failover::check_interval(doc, &p.spec, scheduler.interval.0)?;
+        }
         Ok(Self {
             files: files.to_vec(),
             scheduler,
             burst,
             spread,
+            failover,
         })
     }
 

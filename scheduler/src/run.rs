@@ -134,6 +134,7 @@ pub async fn run(
     let mut memory = Memory::default();
     let mut last: BTreeMap<(String, String), (u32, String)> = BTreeMap::new();
     let mut burst_since: BTreeMap<String, BurstState> = BTreeMap::new();
+    let mut rto_reported: BTreeMap<String, Duration> = BTreeMap::new();
     let started = Instant::now();
     info!(
         policies = config.policies().len(),
@@ -185,6 +186,11 @@ pub async fn run(
 
         let mut observed = observe::observe(&clusters, &config, timeout).await;
         observed.external = lock(&status).external.clone();
+        observed.renewals = applier
+            .renewals()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.saturating_duration_since(started)))
+            .collect();
         metrics
             .round_seconds
             .with_label_values(&["observe"])
@@ -194,6 +200,7 @@ pub async fn run(
         memory = next;
         log_changes(&plan, &mut last);
         record(&metrics, &plan, &mut burst_since);
+        record_failovers(&metrics, &config, &plan, &mut rto_reported);
 
         let leading = is_leader();
         if was_leader != Some(leading) {
@@ -348,6 +355,50 @@ fn record(metrics: &Metrics, plan: &Plan, burst_since: &mut BTreeMap<String, Bur
                 "burst replicas all Ready"
             );
             *state = BurstState::Ready;
+        }
+    }
+}
+
+/// The primary gauges, and each failover's RTO once, when the promoted cluster serves.
+fn record_failovers(
+    metrics: &Metrics,
+    config: &SchedulerConfig,
+    plan: &Plan,
+    reported: &mut BTreeMap<String, Duration>,
+) {
+    for (policy, s) in &plan.failover {
+        for c in config
+            .failover
+            .iter()
+            .filter(|p| &p.name == policy)
+            .flat_map(|p| p.spec.clusters())
+        {
+            metrics
+                .primary
+                .with_label_values(&[policy.as_str(), c.as_str()])
+                .set(i64::from(c == &s.primary));
+        }
+        let Some(f) = &s.last else { continue };
+        let Some(rto) = f.rto() else { continue };
+        if reported.get(policy) == Some(&f.promoted_at) {
+            continue;
+        }
+        reported.insert(policy.clone(), f.promoted_at);
+        metrics.failovers.with_label_values(&[policy]).inc();
+        metrics
+            .failover_rto_seconds
+            .with_label_values(&[policy])
+            .set(rto.as_secs_f64());
+        let target = config
+            .failover
+            .iter()
+            .find(|p| &p.name == policy)
+            .map(|p| p.spec.rto.0);
+        let within = target.is_none_or(|t| rto <= t);
+        if within {
+            info!(policy = %policy, from = %f.from, to = %f.to, why = %f.why, rto_seconds = rto.as_secs_f64(), target_seconds = target.map(|t| t.as_secs()), "failover complete");
+        } else {
+            warn!(policy = %policy, from = %f.from, to = %f.to, why = %f.why, rto_seconds = rto.as_secs_f64(), target_seconds = target.map(|t| t.as_secs()), "failover complete, RTO above its target");
         }
     }
 }

@@ -13,21 +13,23 @@ use causeway_scheduler::whatif::WhatIf;
 #[derive(clap::Args, Debug)]
 #[command(
     args_conflicts_with_subcommands = true,
-    long_about = "Places stateless workloads across clusters: fills the home (IDC) clusters \
-    first, bursts the overflow to public clusters through the tunnel's stub, scales back in \
-    reverse order after the scale-down window (DNS drained one TTL before replicas go), and \
+    long_about = "Places workloads across clusters: fills the home (IDC) clusters first, \
+    bursts the overflow to public clusters through the tunnel's stub, scales back in reverse \
+    order after the scale-down window (DNS drained one TTL before replicas go); spreads \
+    active-active workloads by weight or free capacity; fails a single-writer workload over \
+    to a backup cluster, fencing the old primary first (a role lease its agent watches); and \
     tells dns which clusters serve each name.\n\n\
     Every round: observe every member through the stub as the scheduler's own stub identity \
     → plan (a pure function; every number has a reason) → server-side apply of copies → \
     publish health to dns. Every decision is logged with its reason.\n\n\
     Files: one `Scheduler` document (stubKubeconfig, dnsApi, interval, listen) and any \
-    number of `BurstPolicy` documents, across one or more files; changed files are \
+    number of `BurstPolicy`, `SpreadPolicy` and `FailoverPolicy` documents, across one or \
+    more files; changed files are \
     reloaded, and a file with an error leaves the last good policies running. Reference: \
     docs/scheduler.md.\n\n\
     Several replicas: give each --lease-kubeconfig (a hub cluster) and they elect one leader \
     with a coordination.k8s.io/v1 Lease; standbys observe and plan (GET /v1/plan, metrics) but \
-    never write.\n\n\
-    NOT BUILT YET: FailoverPolicy (DR with fencing).",
+    never write.",
     after_help = "Examples:\n  causeway scheduler --config examples/scheduler/scheduler.yaml\n  \
     causeway scheduler --config examples/scheduler/scheduler.yaml --validate\n  \
     causeway scheduler plan --config examples/scheduler/scheduler.yaml --what-if 'load x3'"
@@ -35,7 +37,7 @@ use causeway_scheduler::whatif::WhatIf;
 pub struct Args {
     #[command(subcommand)]
     command: Option<Sub>,
-    /// Configuration files (Scheduler + BurstPolicy documents).
+    /// Configuration files (a Scheduler document and the policies).
     #[arg(long = "config", value_name = "FILE", num_args = 1.., required = true)]
     config: Vec<PathBuf>,
     /// Only check the files, print a summary and exit.
@@ -102,7 +104,7 @@ enum Sub {
     'after DURATION'                plan DURATION later (with the windows of this run)"
 )]
 struct PlanArgs {
-    /// Configuration files (Scheduler + BurstPolicy documents).
+    /// Configuration files (a Scheduler document and the policies).
     #[arg(long = "config", value_name = "FILE", num_args = 1.., required = true)]
     config: Vec<PathBuf>,
     /// A change to the observed state before planning.
@@ -118,9 +120,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = SchedulerConfig::load(&args.config)?;
     if args.validate {
         println!(
-            "ok: {} BurstPolicy, {} SpreadPolicy, {} clusters ({})",
+            "ok: {} BurstPolicy, {} SpreadPolicy, {} FailoverPolicy, {} clusters ({})",
             config.burst.len(),
             config.spread.len(),
+            config.failover.len(),
             config.clusters().len(),
             config
                 .clusters()

@@ -263,3 +263,88 @@ fn spread_errors_point_at_the_line_and_column() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+const FAILOVER: &str = "\
+apiVersion: causeway.dev/v1alpha1
+kind: Scheduler
+metadata: {name: main}
+spec:
+  stubKubeconfig: sched.kubeconfig
+  interval: 1s
+---
+apiVersion: causeway.dev/v1alpha1
+kind: FailoverPolicy
+metadata: {name: db}
+spec:
+  workload: {namespace: shop, deployment: db}
+  primary: idc-bj
+  backups: [ali-hz, aws-sg]
+  lease: {duration: 6s, margin: 3s}
+";
+
+#[test]
+fn loads_a_failover_policy_with_defaults() {
+    let c = load(FAILOVER).unwrap();
+    let p = &c.failover[0];
+    assert_eq!(p.spec.replicas, 1);
+    assert_eq!(p.spec.role_config_map(), "db-role");
+    assert_eq!(p.lease_name(), "causeway-role-db");
+    assert_eq!(p.spec.fence, FenceMode::ScaleToZero);
+    assert_eq!(p.spec.unhealthy_after.0, Duration::from_secs(30));
+    assert!(p.spec.failback_after.is_none());
+    assert_eq!(c.clusters().len(), 3);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scheduler");
+    let c =
+        SchedulerConfig::load(&[dir.join("scheduler.yaml"), dir.join("failover.yaml")]).unwrap();
+    assert_eq!(c.failover[0].spec.backups.len(), 2);
+}
+
+#[test]
+fn failover_errors_point_at_the_line_and_column() {
+    let cases = [
+        (
+            FAILOVER.replace("backups: [ali-hz, aws-sg]", "backups: []"),
+            "s.yaml:14:3: FailoverPolicy/db: spec.backups: name at least one backup cluster",
+        ),
+        (
+            FAILOVER.replace("[ali-hz, aws-sg]", "[ali-hz, idc-bj]"),
+            "s.yaml:14:21: FailoverPolicy/db: spec.backups[1]: cluster idc-bj is listed twice (or is the primary)",
+        ),
+        (
+            FAILOVER.replace("duration: 6s", "duration: 2500ms"),
+            "s.yaml:15:21: FailoverPolicy/db: spec.lease.duration: must be whole seconds",
+        ),
+        (
+            FAILOVER.replace("margin: 3s", "margin: 1s"),
+            "s.yaml:15:33: FailoverPolicy/db: spec.lease.margin: must be at least 2s",
+        ),
+        (
+            FAILOVER.replace("interval: 1s", "interval: 3s"),
+            "s.yaml:15:21: FailoverPolicy/db: spec.lease.duration: must be at least 3 scheduler intervals",
+        ),
+        (
+            FAILOVER.replace("  lease:", "  fence: stonith\n  lease:"),
+            "s.yaml:15:10: FailoverPolicy/db: spec.fence: unknown variant `stonith`",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = load(&text).unwrap_err().to_string();
+        assert!(e.starts_with(want), "want {want}\n got {e}");
+    }
+    // A workload has one placer: a BurstPolicy may not also place shop/db.
+    let both = format!(
+        "{FAILOVER}---\n{}",
+        GOOD.split("---\n")
+            .nth(1)
+            .unwrap()
+            .replace("name: web}", "name: web2}")
+            .replace("deployment: web}", "deployment: db}")
+    );
+    let e = load(&both).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "BurstPolicy/web2: spec.workload: shop/db is already placed by FailoverPolicy/db"
+        ),
+        "{e}"
+    );
+}
