@@ -114,6 +114,8 @@ pub struct Server {
     rx: tokio::sync::mpsc::UnboundedReceiver<builder::Event>,
     servers: server::Servers,
     inputs: Inputs,
+    dns_addrs: Vec<SocketAddr>,
+    api_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Server {
@@ -128,13 +130,23 @@ impl Server {
         self.inputs.clone()
     }
 
+    /// The DNS addresses bound (UDP and TCP on each), ports filled in.
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.dns_addrs
+    }
+
+    /// The HTTP API's address, if it has one.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
     /// Applies inputs until `shutdown` (given to [`start`]), then stops the sockets.
     pub async fn run(self) {
         let Self {
             builder,
             rx,
             servers,
-            inputs: _,
+            ..
         } = self;
         builder.run(rx).await;
         info!("shutting down");
@@ -174,7 +186,7 @@ pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Serv
                 .local_addr()
                 .map_err(|source| Error::BindApi { addr, source })?;
             info!("listening on api http://{local}");
-            Some(l)
+            Some((l, local))
         }
         None => None,
     };
@@ -196,11 +208,13 @@ pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Serv
         tx.clone(),
         shutdown.clone(),
     );
+    let dns_addrs: Vec<SocketAddr> = bound.iter().map(|b| b.addr).collect();
     let servers =
         server::serve(bound, shared.clone(), &tcp, shutdown.clone()).map_err(Error::Start)?;
 
     let inputs = Inputs::new(shared.clone(), tx.clone());
-    if let Some(l) = api_listener {
+    let api_addr = api_listener.as_ref().map(|(_, a)| *a);
+    if let Some((l, _)) = api_listener {
         tokio::spawn(api::serve(
             l,
             api::Api {
@@ -239,6 +253,8 @@ pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Serv
         rx,
         servers,
         inputs,
+        dns_addrs,
+        api_addr,
     })
 }
 
