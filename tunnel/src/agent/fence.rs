@@ -4,7 +4,7 @@
 //! duration, this agent demotes its local primary on its own, so that a scheduler
 //! that promotes a backup after `duration + margin` never makes two writers.
 //!
-//! Every `interval` the agent lists Leases labelled `causeway.dev/role-lease=true` in
+//! Every `interval`, and again just after a Lease would expire, the agent lists Leases labelled `causeway.dev/role-lease=true` in
 //! all namespaces from its own API server (its ServiceAccount token, impersonating
 //! `causeway:fencer`), and [`decide`] says which have expired. Fencing one means:
 //! 1. the role ConfigMap gets `data.role: fenced` and the role-changed-at/-by annotations;
@@ -67,6 +67,8 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest response body read (a LeaseList of many Leases fits easily).
 const MAX_BODY: usize = 16 << 20;
+/// How long after a Lease would expire the agent lists again to check it.
+const EXPIRY_SLACK: Duration = Duration::from_millis(20);
 /// How often the same list failure is logged.
 const LIST_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -364,14 +366,15 @@ pub async fn run(
     tracing::info!(interval = ?config.interval, user = %config.user, "self-fencing on");
     let mut memory = Memory::default();
     let mut warnings = ListWarnings::default();
-    // A zero period would panic; the CLI refuses anything below 100 ms.
-    let mut ticker = tokio::time::interval(config.interval.max(Duration::from_millis(100)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The CLI refuses anything below 100 ms; a zero period would spin.
+    let interval = config.interval.max(Duration::from_millis(100));
+    let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
+        next = tokio::time::Instant::now() + interval;
         let items = match kube.list_leases().await {
             Ok(items) => items,
             Err(e) => {
@@ -381,11 +384,17 @@ pub async fn run(
         };
         warnings.listed();
         let listed: Vec<Listed> = items.iter().map(parse_lease).collect();
-        let decisions = decide(&mut memory, &listed, Now::read());
+        let now = Now::read();
+        let decisions = decide(&mut memory, &listed, now);
         let (mut valid, mut expired, mut invalid) = (0, 0, 0);
         for d in decisions {
             match d {
-                Decision::Live(_) => valid += 1,
+                Decision::Live { remaining, .. } => {
+                    valid += 1;
+                    // Look again just after it would expire, not up to an interval later.
+                    let expiry = tokio::time::Instant::from_std(now.mono) + remaining;
+                    next = next.min(expiry + EXPIRY_SLACK);
+                }
                 Decision::Fenced(_) => expired += 1,
                 Decision::Invalid { key, reason, warn } => {
                     invalid += 1;

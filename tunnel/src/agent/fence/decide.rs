@@ -214,7 +214,12 @@ impl Memory {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision<'a> {
     /// Renewed within its duration.
-    Live(&'a RoleLease),
+    Live {
+        /// The Lease.
+        lease: &'a RoleLease,
+        /// Time left until it expires, unless renewed (monotonic).
+        remaining: Duration,
+    },
     /// Expired and not yet fenced for this `renewTime`: fence now.
     Fence {
         /// The Lease.
@@ -282,7 +287,10 @@ pub fn decide<'a>(memory: &mut Memory, listed: &'a [Listed], now: Now) -> Vec<De
                     });
                 let age = now.mono.saturating_duration_since(track.seen_at) + track.age_at_seen;
                 out.push(if age <= lease.duration {
-                    Decision::Live(lease)
+                    Decision::Live {
+                        lease,
+                        remaining: lease.duration - age,
+                    }
                 } else if track.fenced {
                     Decision::Fenced(lease)
                 } else {

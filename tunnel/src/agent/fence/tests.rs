@@ -229,7 +229,7 @@ fn run_case(name: &str, fence_succeeds: bool, rounds: &[Round]) {
         let got: Vec<Want> = decisions
             .iter()
             .map(|d| match d {
-                Decision::Live(_) => Want::Live,
+                Decision::Live { .. } => Want::Live,
                 Decision::Fence { .. } => Want::Fence,
                 Decision::Fenced(_) => Want::Fenced,
                 Decision::Invalid { warn, .. } => Want::Invalid { warn: *warn },
