@@ -1,0 +1,338 @@
+//! Support for `tests/scheduler_failover.rs`: three clusters whose agents run the fencer,
+//! the first one's agent reaching the stub through a [`Relay`] that can cut the network
+//! between them, the workload of a `FailoverPolicy` in every cluster, and dns.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use causeway_testbed::testing::{Kubectl, Process, Spawn};
+use causeway_testbed::{ClusterInfo, Testbed};
+
+use super::scheduler_support::{ADDR, BIN, IDC};
+use super::tunnel_support::*;
+
+/// A TCP relay between an agent and the stub that can *cut* the path: while cut, bytes
+/// in either direction are read and dropped (the peers' kernels still ACK, as across a
+/// partition where the last hop swallows packets) and new connections are held without
+/// being joined to the stub. Nothing is closed or reset, so both sides find out only
+/// by their own keep-alive timeouts, as in a real partition.
+pub struct Relay {
+    /// Where the agent dials.
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    /// Relays every connection to `target` until dropped.
+    pub fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(down) = conn else { continue };
+                let (c, s) = (c.clone(), s.clone());
+                std::thread::spawn(move || join(down, target, c, s));
+            }
+        });
+        Relay { addr, cut, stop }
+    }
+
+    /// Cuts the path (bytes dropped from now on, new connections held).
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Heals it: new connections pass again (the cut ones are broken and get redialled).
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn join(down: TcpStream, target: SocketAddr, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+    // A connection made while cut waits (bounded) for the heal.
+    for _ in 0..600 {
+        if !cut.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if cut.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
+        return;
+    }
+    let Ok(up) = TcpStream::connect(target) else {
+        return;
+    };
+    let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
+        return;
+    };
+    let (c, s) = (cut.clone(), stop.clone());
+    std::thread::spawn(move || pump(down2, up2, c, s));
+    pump(up, down, cut, stop);
+}
+
+/// Copies `from` → `to` until either ends; drops what it reads while cut.
+fn pump(mut from: TcpStream, mut to: TcpStream, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 16 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if cut.load(Ordering::SeqCst) {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+/// Namespace `ns` with Deployment `web` (`replicas`, image per site). The role ConfigMap
+/// is the scheduler's to create.
+pub fn db_workload(ns: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}, labels: {{app: web}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: db, image: registry.local/db:1}}]
+"
+    )
+}
+
+/// Everything one failover drill needs, its processes held.
+pub struct FailoverBed {
+    pub tb: Testbed,
+    pub dir: tempfile::TempDir,
+    pub stub: Stub,
+    pub state: PathBuf,
+    pub relay: Relay,
+    /// Agents by cluster (IDC's through the relay).
+    pub agents: Vec<(String, Option<Process>)>,
+    pub tokens: Vec<(String, PathBuf)>,
+    pub kubeconfig: PathBuf,
+}
+
+impl FailoverBed {
+    /// The testbed of [`super::scheduler_support::testbed`], a stub, member and fencer
+    /// RBAC everywhere, agents with sessions (IDC's through a relay), the scheduler's
+    /// stub identity.
+    pub async fn start() -> Self {
+        let (tb, dir) = super::scheduler_support::testbed(false).await;
+        let state = dir.path().join("stub-state");
+        let stub = start_stub(dir.path(), "stub", &state, None);
+        let relay = Relay::start(stub.agents);
+        let rbac = ["examples/scheduler/member-rbac.yaml", "examples/tunnel/fencer-rbac.yaml"]
+            .map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap());
+        let mut bed = FailoverBed {
+            tb,
+            stub,
+            state,
+            relay,
+            agents: Vec::new(),
+            tokens: Vec::new(),
+            kubeconfig: PathBuf::new(),
+            dir,
+        };
+        let names: Vec<String> = bed.tb.clusters().iter().map(|c| c.name.clone()).collect();
+        for name in &names {
+            let c = bed.c(name).clone();
+            let token = member_token(&c, bed.dir.path());
+            for r in &rbac {
+                Kubectl::admin(&c).apply(r);
+            }
+            let join = cluster_add(&bed.state, name, &bed.agents_url(name));
+            bed.tokens.push((name.clone(), token));
+            let agent = bed.spawn_agent(name, Some(&join));
+            bed.agents.push((name.clone(), Some(agent)));
+        }
+        for (_, a) in &bed.agents {
+            if let Some(a) = a {
+                a.wait_line("session established", Duration::from_secs(60));
+            }
+        }
+        bed.kubeconfig = user_add(
+            &bed.state,
+            bed.dir.path(),
+            "causeway-scheduler",
+            "causeway:schedulers",
+            "sb-*",
+            &format!("https://{}", bed.stub.users),
+        );
+        for c in bed.tb.clusters() {
+            wait_authenticated(c, &bed.kubeconfig, &c.name);
+        }
+        bed
+    }
+
+    pub fn c(&self, name: &str) -> &ClusterInfo {
+        self.tb.cluster(name).unwrap()
+    }
+
+    pub fn admin(&self, name: &str) -> Kubectl {
+        Kubectl::admin(self.c(name))
+    }
+
+    /// IDC's agent dials the relay; the others the stub.
+    fn agents_url(&self, cluster: &str) -> String {
+        if cluster == IDC {
+            format!("https://{}", self.relay.addr)
+        } else {
+            format!("https://{}", self.stub.agents)
+        }
+    }
+
+    fn spawn_agent(&self, cluster: &str, join: Option<&(String, String)>) -> Process {
+        let token = &self
+            .tokens
+            .iter()
+            .find(|(c, _)| c == cluster)
+            .unwrap()
+            .1;
+        let mut s = Spawn::causeway(BIN)
+            .args(["agent", "--stub", &self.agents_url(cluster), "--cluster", cluster])
+            .arg("--state-dir")
+            .arg(self.dir.path().join(format!("agent-{cluster}")))
+            .arg("--kubeconfig")
+            .arg(&self.c(cluster).kubeconfig)
+            .arg("--token-file")
+            .arg(token)
+            .name(format!("agent-{cluster}"))
+            .log_file(self.dir.path().join(format!("agent-{cluster}.log")));
+        if let Some((t, h)) = join {
+            s = s.args(["--token", t, "--ca-hash", h]);
+        }
+        s.start()
+    }
+
+    /// Kills `cluster`'s agent (SIGKILL: it cannot fence on the way out).
+    pub fn kill_agent(&mut self, cluster: &str) {
+        let slot = self.agents.iter_mut().find(|(c, _)| c == cluster).unwrap();
+        slot.1 = None;
+    }
+
+    /// Starts `cluster`'s agent again (enrolled already).
+    pub fn restart_agent(&mut self, cluster: &str) -> &Process {
+        let p = self.spawn_agent(cluster, None);
+        let slot = self.agents.iter_mut().find(|(c, _)| c == cluster).unwrap();
+        slot.1 = Some(p);
+        slot.1.as_ref().unwrap()
+    }
+
+    pub fn agent(&self, cluster: &str) -> Option<&Process> {
+        self.agents
+            .iter()
+            .find(|(c, _)| c == cluster)
+            .and_then(|(_, p)| p.as_ref())
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to `cluster`'s kube-apiserver.
+    pub fn signal_apiserver(&self, cluster: &str, signal: &str) {
+        let p = self
+            .tb
+            .processes()
+            .into_iter()
+            .find(|p| p.cluster == cluster && p.component == "kube-apiserver")
+            .expect("a kube-apiserver process");
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &p.pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {}", p.pid);
+    }
+}
+
+/// dns for `web.svc.example.`: every cluster a target, `all-healthy`, and no fail-open:
+/// with no primary serving, the name answers nothing rather than every site.
+pub fn failover_dns_config(dir: &Path) -> PathBuf {
+    let targets: String = ADDR
+        .iter()
+        .map(|(c, a)| format!("        - {{cluster: {c}, addresses: [{a}]}}\n"))
+        .collect();
+    let yaml = format!(
+        "apiVersion: causeway.dev/v1alpha1
+kind: DnsServer
+metadata: {{name: t}}
+spec:
+  listen: [\"127.0.0.1:0\"]
+  api: \"127.0.0.1:0\"
+---
+apiVersion: causeway.dev/v1alpha1
+kind: Zone
+metadata: {{name: z}}
+spec:
+  origin: svc.example.
+  soa: {{rname: hostmaster.svc.example.}}
+  nameservers: [{{name: ns1, addresses: [127.0.0.53]}}]
+  gslb:
+    - name: web
+      ttl: 1
+      policy: all-healthy
+      failOpen: false
+      maxAnswers: 8
+      targets:
+{targets}"
+    );
+    let path = dir.join("dns.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// The addresses dig gets for web.svc.example.
+pub fn dig_web(dns: SocketAddr) -> Vec<String> {
+    let out = std::process::Command::new("dig")
+        .args([
+            &format!("@{}", dns.ip()),
+            "-p",
+            &dns.port().to_string(),
+            "web.svc.example.",
+            "A",
+            "+short",
+            "+time=2",
+            "+tries=1",
+        ])
+        .output()
+        .expect("dig (Debian package dnsutils) must be installed");
+    let mut a: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    a.sort();
+    a
+}
