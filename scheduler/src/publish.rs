@@ -1,29 +1,38 @@
-//! Publish: tell dns which clusters serve each policy's GSLB name.
+//! Publish: tell dns which clusters serve each policy's GSLB name, with which weights.
 //!
-//! Through dns's HTTP API (`POST /v1/health`, a list of `causeway_model::HealthReport`):
-//! a cluster is healthy for the name only while it serves (reachable, ready replicas,
-//! not draining, and for a spread policy in the split); a draining cluster leaves the
-//! answers one TTL before its replicas go. Reports are sent when they change, and every
-//! 30 s again so that a restarted dns learns them.
+//! One [`causeway_model::Placement`] per policy with a `dns` name ([`placements`]): a
+//! target per decision, with
 //!
-//! Weights: each decision's [`crate::plan::Decision::dns_weight`] (its ready replicas
-//! while it serves) is what a `weighted` GSLB name should use. dns takes no weights
-//! over its API yet (its targets' weights are static, from its config), so only health
-//! is sent and the weight is written in the report's reason.
+//! * `weight` = [`crate::plan::Decision::dns_weight`] (its ready replicas while it
+//!   serves, else 0): dns's `weighted` names split new clients by it, and every policy
+//!   sends no new client to a weight of 0;
+//! * `role` = `draining` while the cluster drains before a scale-down, else `active`;
+//! * `health` = `healthy` while it serves (reachable, ready replicas, not draining, in
+//!   the split), else `unhealthy`;
+//! * no addresses: dns keeps the ones its zone configures.
+//!
+//! A draining cluster thus leaves the answers one TTL before its replicas go.
+//! Placements are sent when they change, and every 30 s again so that a restarted dns
+//! learns them. Where they go is a [`Destination`]: dns's HTTP API
+//! (`POST /v1/placement` at `dnsApi`), or a [`PlacementSink`] in the same process —
+//! `causeway hub` runs the scheduler inside [`with_in_process_dns`], and
+//! [`Publisher::for_config`] then picks that sink whatever `dnsApi` says.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use causeway_model::{ClusterId, Health, HealthReport};
+use causeway_model::{Health, Placement, PlacementTarget, Role};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use crate::plan::{Plan, Traffic};
+use crate::plan::{Decision, Plan, Traffic};
 use crate::policy::{Policies, PolicyRef};
 
-/// Why dns did not take the reports.
+/// Why dns did not take the placements.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// The `dnsApi` URL is not `http://host:port`.
@@ -37,49 +46,112 @@ pub enum PublishError {
         /// Why.
         message: String,
     },
+    /// The in-process dns refused them.
+    #[error("dns (in process): {0}")]
+    InProcess(String),
 }
 
-/// The reports of a plan: one per policy with a DNS name and cluster. `policies` is
-/// `&SchedulerConfig` or a slice of one kind.
-pub fn reports<'a>(policies: impl Into<Policies<'a>>, plan: &Plan) -> Vec<HealthReport> {
+/// A dns in the same process that takes placements (the hub adapts
+/// `causeway_dns::Inputs` to it; this crate does not depend on causeway-dns).
+pub trait PlacementSink: Send + Sync {
+    /// Applies `placements`, each replacing the last one of its service; an error says
+    /// why they were refused.
+    fn send(&self, placements: Vec<Placement>) -> Result<(), String>;
+}
+
+tokio::task_local! {
+    static IN_PROCESS: Arc<dyn PlacementSink>;
+}
+
+/// Runs `scheduler` (the scheduler's `run` future) with `sink` as its dns: its
+/// [`Publisher`] sends placements to `sink` instead of `dnsApi`.
+pub async fn with_in_process_dns<F: Future>(
+    sink: Arc<dyn PlacementSink>,
+    scheduler: F,
+) -> F::Output {
+    IN_PROCESS.scope(sink, scheduler).await
+}
+
+/// The placements of a plan: one per GSLB name of the policies (`&SchedulerConfig` or a
+/// slice of one kind), a target per decision, in plan order. Two policies naming the
+/// same GSLB name share one placement (a cluster in both: the first decision).
+pub fn placements<'a>(policies: impl Into<Policies<'a>>, plan: &Plan) -> Vec<Placement> {
     let policies = policies.into();
     let names: BTreeMap<&str, PolicyRef<'_>> = policies.iter().map(|p| (p.name(), p)).collect();
-    let mut out = Vec::new();
+    let mut out: Vec<Placement> = Vec::new();
     for d in &plan.decisions {
         let Some(name) = names
             .get(d.policy.as_str())
             .and_then(|p| p.dns())
-            .map(|b| b.name.clone())
+            .map(|b| b.name.as_str())
         else {
             continue;
         };
-        let (health, reason) = match d.traffic {
-            Traffic::Serve => (
-                Health::Healthy,
-                format!("{} ready replicas (weight {})", d.ready, d.dns_weight()),
-            ),
-            Traffic::Drain => (Health::Unhealthy, "draining before scale-down".to_string()),
-            Traffic::Out => (
-                Health::Unhealthy,
-                "no ready replicas, unreachable or not in the split".to_string(),
-            ),
+        let i = match out
+            .iter()
+            .position(|p| p.service.eq_ignore_ascii_case(name))
+        {
+            Some(i) => i,
+            None => {
+                out.push(Placement {
+                    service: name.to_string(),
+                    targets: Vec::new(),
+                });
+                out.len() - 1
+            }
         };
-        out.push(HealthReport {
-            service: Some(name),
-            cluster: d.cluster.clone(),
-            health,
-            reason,
-        });
+        if !out[i].targets.iter().any(|t| t.cluster == d.cluster) {
+            out[i].targets.push(target(d));
+        }
     }
     out
 }
 
-/// Sends reports to dns when they change (and every 30 s).
+/// The placement target of one decision.
+fn target(d: &Decision) -> PlacementTarget {
+    let (role, health) = match d.traffic {
+        Traffic::Serve => (Role::Active, Health::Healthy),
+        Traffic::Drain => (Role::Draining, Health::Unhealthy),
+        Traffic::Out => (Role::Active, Health::Unhealthy),
+    };
+    PlacementTarget {
+        cluster: d.cluster.clone(),
+        addresses: Vec::new(),
+        weight: d.dns_weight(),
+        role,
+        health,
+    }
+}
+
+/// Where placements go.
+#[derive(Clone)]
+pub enum Destination {
+    /// dns's HTTP API: `POST {url}/v1/placement`.
+    Http {
+        /// `http://host:port`, no trailing slash.
+        url: String,
+        /// `host:port`.
+        authority: String,
+    },
+    /// A dns in the same process.
+    InProcess(Arc<dyn PlacementSink>),
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http { url, .. } => write!(f, "Http({url})"),
+            Self::InProcess(_) => f.write_str("InProcess"),
+        }
+    }
+}
+
+/// Sends placements to dns when they change (and every 30 s).
 pub struct Publisher {
-    url: String,
-    authority: String,
-    last: BTreeMap<(Option<String>, ClusterId), Health>,
+    to: Destination,
+    last: Vec<Placement>,
     last_sent: Option<Instant>,
+    refresh: Duration,
 }
 
 const REFRESH: Duration = Duration::from_secs(30);
@@ -92,67 +164,96 @@ impl Publisher {
             .map(|r| r.trim_end_matches('/'))
             .filter(|a| !a.is_empty() && !a.contains('/'))
             .ok_or_else(|| PublishError::Url(url.to_string()))?;
-        Ok(Self {
+        Ok(Self::to(Destination::Http {
             url: url.trim_end_matches('/').to_string(),
             authority: authority.to_string(),
-            last: BTreeMap::new(),
-            last_sent: None,
-        })
+        }))
     }
 
-    /// Posts `reports` if they differ from the last ones sent (or 30 s passed).
+    /// For `to`.
+    pub fn to(to: Destination) -> Self {
+        Self {
+            to,
+            last: Vec::new(),
+            last_sent: None,
+            refresh: REFRESH,
+        }
+    }
+
+    /// The scheduler's publisher: the in-process dns when it runs inside
+    /// [`with_in_process_dns`] (`dns_api` is then not used), else dns's API at
+    /// `dns_api`, else none.
+    pub fn for_config(dns_api: Option<&str>) -> Result<Option<Self>, PublishError> {
+        if let Ok(sink) = IN_PROCESS.try_with(Arc::clone) {
+            return Ok(Some(Self::to(Destination::InProcess(sink))));
+        }
+        dns_api.map(Self::new).transpose()
+    }
+
+    /// Where it sends.
+    pub fn destination(&self) -> &Destination {
+        &self.to
+    }
+
+    /// Sends `placements` if they differ from the last ones sent (or 30 s passed).
     /// Returns whether anything was sent.
-    pub async fn publish(&mut self, reports: &[HealthReport]) -> Result<bool, PublishError> {
-        let now: BTreeMap<_, _> = reports
-            .iter()
-            .map(|r| ((r.service.clone(), r.cluster.clone()), r.health))
-            .collect();
-        let fresh = self.last_sent.is_some_and(|t| t.elapsed() < REFRESH);
-        if now == self.last && fresh {
+    pub async fn publish(&mut self, placements: &[Placement]) -> Result<bool, PublishError> {
+        let fresh = self.last_sent.is_some_and(|t| t.elapsed() < self.refresh);
+        if placements == self.last.as_slice() && fresh {
             return Ok(false);
         }
-        let body = serde_json::json!({ "reports": reports }).to_string();
-        self.post("/v1/health", body).await?;
-        self.last = now;
+        match &self.to {
+            Destination::InProcess(sink) => sink
+                .send(placements.to_vec())
+                .map_err(PublishError::InProcess)?,
+            Destination::Http { url, authority } => {
+                let body = serde_json::json!({ "placements": placements }).to_string();
+                post(url, authority, "/v1/placement", body).await?;
+            }
+        }
+        self.last = placements.to_vec();
         self.last_sent = Some(Instant::now());
         Ok(true)
     }
-
-    async fn post(&self, path: &str, body: String) -> Result<(), PublishError> {
-        let err = |message: String| PublishError::Http {
-            url: self.url.clone(),
-            message,
-        };
-        let stream = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(&self.authority),
-        )
-        .await
-        .map_err(|_| err("connect timed out".into()))?
-        .map_err(|e| err(format!("connect: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| err(format!("handshake: {e}")))?;
-        tokio::spawn(conn);
-        let req = http::Request::post(path)
-            .header(http::header::HOST, &self.authority)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| err(e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
-            .await
-            .map_err(|_| err("no answer within 5 s".into()))?
-            .map_err(|e| err(e.to_string()))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                .unwrap_or_default();
-            return Err(err(format!("{status}: {}", body.trim())));
-        }
-        Ok(())
-    }
 }
+
+async fn post(url: &str, authority: &str, path: &str, body: String) -> Result<(), PublishError> {
+    let err = |message: String| PublishError::Http {
+        url: url.to_string(),
+        message,
+    };
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(authority),
+    )
+    .await
+    .map_err(|_| err("connect timed out".into()))?
+    .map_err(|e| err(format!("connect: {e}")))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| err(format!("handshake: {e}")))?;
+    tokio::spawn(conn);
+    let req = http::Request::post(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| err(e.to_string()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .map_err(|_| err("no answer within 5 s".into()))?
+        .map_err(|e| err(e.to_string()))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        return Err(err(format!("{status}: {}", body.trim())));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -124,12 +124,7 @@ pub async fn run(
     let mut clusters =
         Clusters::from_stub_kubeconfig(&config.scheduler.stub_kubeconfig, &config.clusters())
             .await?;
-    let mut publisher = config
-        .scheduler
-        .dns_api
-        .as_deref()
-        .map(Publisher::new)
-        .transpose()?;
+    let mut publisher = Publisher::for_config(config.scheduler.dns_api.as_deref())?;
     let mut applier = Applier::new(config.scheduler.writes_per_second);
     let mut memory = Memory::default();
     let mut last: BTreeMap<(String, String), (u32, String)> = BTreeMap::new();
@@ -165,11 +160,9 @@ pub async fn run(
                         }
                     }
                     if new.scheduler.dns_api != config.scheduler.dns_api {
-                        publisher = new
-                            .scheduler
-                            .dns_api
-                            .as_deref()
-                            .and_then(|u| Publisher::new(u).ok());
+                        publisher = Publisher::for_config(new.scheduler.dns_api.as_deref())
+                            .ok()
+                            .flatten();
                     }
                     info!(policies = new.burst.len(), "configuration reloaded");
                     config = new;
@@ -243,9 +236,9 @@ pub async fn run(
             .observe(t.elapsed().as_secs_f64());
 
         if let Some(p) = publisher.as_mut().filter(|_| is_leader()) {
-            let reports = publish::reports(&config, &plan);
-            match p.publish(&reports).await {
-                Ok(true) => info!(reports = reports.len(), "published to dns"),
+            let placements = publish::placements(&config, &plan);
+            match p.publish(&placements).await {
+                Ok(true) => info!(placements = placements.len(), "published to dns"),
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "cannot publish to dns"),
             }
