@@ -294,6 +294,11 @@ pub struct GslbSpec {
     /// `all-healthy`: at most this many targets per answer. Default 8.
     #[serde(default = "default_max_answers")]
     pub max_answers: usize,
+    /// With every target unhealthy: answer all of them (`true`, the default: a name that
+    /// answers something beats none) or none (`false`: for a single-writer service whose
+    /// old primary must not get new clients while a backup is promoted).
+    #[serde(default = "default_fail_open")]
+    pub fail_open: bool,
     /// `latency`: order used when the latency map has no data for the client. Default:
     /// the targets' order.
     #[serde(default)]
@@ -307,6 +312,9 @@ fn default_gslb_ttl() -> u32 {
 }
 fn default_max_answers() -> usize {
     8
+}
+fn default_fail_open() -> bool {
+    true
 }
 
 /// One cluster behind a GSLB name.

@@ -151,6 +151,9 @@ pub fn choose(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> C
         return Choice::nothing("no target has an address of this family");
     }
     if healthy.is_empty() {
+        if !g.fail_open {
+            return Choice::nothing("every target is unhealthy and failOpen is false: no answer");
+        }
         return Choice {
             targets: eligible,
             scope: 0,
@@ -174,6 +177,11 @@ pub fn choose(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> C
         standby = !pool.is_empty();
     }
     if pool.is_empty() {
+        if !g.fail_open {
+            return Choice::nothing(
+                "no healthy target takes new clients and failOpen is false: no answer",
+            );
+        }
         return Choice {
             targets: healthy.into_iter().take(g.max_answers.max(1)).collect(),
             scope: 0,

@@ -105,6 +105,8 @@ pub struct Gslb {
     pub policy: PolicyKind,
     /// `all-healthy` limit.
     pub max_answers: usize,
+    /// Answer every target when none is healthy (else answer none).
+    pub fail_open: bool,
     /// `latency` order without data, as target indexes.
     pub default_order: Vec<usize>,
     /// Targets.
@@ -741,6 +743,7 @@ fn compile_gslb(g: &GslbSpec, origin: &Name, zone: usize, field: &str) -> Result
         ttl: g.ttl,
         policy: g.policy,
         max_answers: g.max_answers,
+        fail_open: g.fail_open,
         default_order,
         targets,
     })

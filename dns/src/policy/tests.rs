@@ -169,6 +169,26 @@ fn all_healthy_and_fail_open() {
     let down = [("all", "a"), ("all", "b"), ("all", "c")];
     let (got, scope, fail_open) = pick(&snapshot(&down), "all", "198.51.100.0/24", Family::V4);
     assert_eq!((got.len(), scope, fail_open), (3, 0, true));
+    // failOpen: false answers nobody rather than every unhealthy target.
+    let closed = ZONE.replace(
+        "      maxAnswers: 2\n",
+        "      maxAnswers: 2\n      failOpen: false\n",
+    );
+    assert_ne!(closed, ZONE);
+    let (got, _, fail_open) = pick(
+        &snapshot_of(&closed, &down),
+        "all",
+        "198.51.100.0/24",
+        Family::V4,
+    );
+    assert_eq!((got, fail_open), (Vec::<String>::new(), false));
+    let (got, _, _) = pick(
+        &snapshot_of(&closed, &down[..2]),
+        "all",
+        "198.51.100.0/24",
+        Family::V4,
+    );
+    assert_eq!(got, vec!["c".to_string()]);
 }
 
 #[test]
