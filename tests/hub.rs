@@ -1,6 +1,9 @@
 //! `causeway hub`: stub, dns and scheduler in one process. On first start it creates the
 //! scheduler's stub identity; agents enrol with its stub; a surge at home bursts to the
-//! public clusters through its own stub and its dns answers them.
+//! public clusters through its own stub and its dns answers them. The scheduler has no
+//! `dnsApi`: its placements reach the hub's dns in process (dns answers only the home
+//! cluster until the burst, then all three, with weights = ready replicas), and a
+//! `dnsApi` naming another dns is refused.
 
 #[path = "support/scheduler.rs"]
 mod scheduler_support;
@@ -48,7 +51,7 @@ spec:
         &sched_file,
         scheduler_yaml(
             &kubeconfig,
-            &format!("  dnsApi: http://{api}\n"),
+            "",
             &burst_policy(
                 "maxReplicas: 2",
                 "maxReplicas: 10",
@@ -80,6 +83,39 @@ spec:
         !out.status.success() && err.contains("several parts"),
         "{err}"
     );
+    // dnsApi may only name the hub's own dns (then ignored); another one is refused.
+    let validate = |dns_api: &str| {
+        let f = dir.join("scheduler-dnsapi.yaml");
+        std::fs::write(
+            &f,
+            scheduler_yaml(
+                &kubeconfig,
+                &format!("  dnsApi: {dns_api}\n"),
+                &burst_policy(
+                    "maxReplicas: 2",
+                    "maxReplicas: 10",
+                    "  demand: {capacity: {}}\n",
+                ),
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(BIN)
+            .args(["hub", "--validate", "--config"])
+            .arg(&stub_file)
+            .arg(&dns_file)
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    let out = validate("http://127.0.0.1:9");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("Scheduler.spec.dnsApi is http://127.0.0.1:9")
+            && err.contains(&format!("http://{api}")),
+        "{err}"
+    );
+    assert!(validate(&format!("http://{api}")).status.success());
 
     let hub = Spawn::causeway(BIN)
         .args(["hub", "--config"])
@@ -106,6 +142,22 @@ spec:
         tb.cluster(ALI).unwrap(),
         tb.cluster(AWS).unwrap(),
     );
+    let dns_api: std::net::SocketAddr = api.parse().unwrap();
+
+    // 2 fit at home: the placement keeps the burst clusters out of dns (without it every
+    // target of the zone would be answered).
+    Kubectl::admin(idc).apply(&source_deployment(2));
+    wait_dns_weights(
+        dns_api,
+        &[(IDC, 2, true), (ALI, 0, false), (AWS, 0, false)],
+        Duration::from_secs(60),
+    );
+    assert_eq!(dig(dns), [addr_of(IDC)], "only the home cluster serves");
+    hub.wait_line(
+        "the scheduler publishes placements to dns in process",
+        Duration::from_secs(1),
+    );
+
     Kubectl::admin(idc).apply(&source_deployment(9));
     wait_for(
         "burst copies Ready (ali 2, aws 3)",
@@ -124,5 +176,15 @@ spec:
             let a = dig(dns);
             (a.len() == 3).then_some(()).ok_or(format!("{a:?}"))
         },
+    );
+    wait_dns_weights(
+        dns_api,
+        &[(IDC, 4, true), (ALI, 2, true), (AWS, 3, true)],
+        Duration::from_secs(10),
+    );
+    assert!(
+        !hub.logs().contains("cannot publish to dns"),
+        "{}",
+        hub.log_tail(20)
     );
 }

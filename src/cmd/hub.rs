@@ -1,12 +1,15 @@
 //! `causeway hub`: the embedded default — stub, dns and scheduler in one process.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use causeway_model::ClusterId;
 use causeway_scheduler::policy::SchedulerConfig;
+use causeway_scheduler::publish::{PlacementSink, with_in_process_dns};
 use causeway_tunnel::config::{OneDocumentFile as _, StubConfig};
 use causeway_tunnel::{pki::Ca, state, users};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +26,11 @@ use tokio_util::sync::CancellationToken;
     group causeway:schedulers, every cluster) and writes its kubeconfig where the Scheduler \
     document's stubKubeconfig says; the stub's users listener must then have a fixed port. \
     Members still need examples/scheduler/member-rbac.yaml.\n\n\
-    The scheduler publishes to dns through dns's HTTP API on loopback (Scheduler.spec.dnsApi).",
+    The scheduler hands its placements (which clusters serve each policy's dns name, with \
+    weights = ready replicas, draining, health) to the hub's dns in process, not over HTTP: \
+    Scheduler.spec.dnsApi is not needed. If it is set it must name this hub's own dns API \
+    (DnsServer spec.api), and is then ignored; any other address is refused at start. dns's \
+    HTTP API, when configured, still serves explain, metrics and other inputs.",
     after_help = "Example:\n  causeway hub --config stub.yaml --config dns.yaml --config scheduler.yaml"
 )]
 pub struct Args {
@@ -118,6 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stub = StubConfig::load(&files.stub)?;
     let dns = causeway_dns::LoadedConfig::load_isolated(&files.dns)?;
     let sched = SchedulerConfig::load(&files.scheduler)?;
+    check_dns_api(&sched, dns.config.server.api)?;
     if args.validate {
         println!(
             "ok: stub {}, dns {} zone(s), scheduler {} policies over {} clusters",
@@ -138,34 +146,74 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         r
     };
-    let (s, d, c) = tokio::join!(
+    // dns first: the scheduler publishes to it in process.
+    let dns = causeway_dns::start(
+        causeway_dns::RunOptions {
+            config: dns,
+            listen: Vec::new(),
+            api: None,
+        },
+        shutdown.clone(),
+    )
+    .await
+    .context("dns")?;
+    let sink: Arc<dyn PlacementSink> = Arc::new(DnsSink(dns.inputs()));
+    tracing::info!("the scheduler publishes placements to dns in process");
+    let (s, (), c) = tokio::join!(
         async {
             let r = causeway_tunnel::stub::run(stub, shutdown.clone())
                 .await
                 .context("stub");
             stop_all(r.map(|_| ()), &shutdown)
         },
+        dns.run(),
         async {
-            let r = causeway_dns::run(
-                causeway_dns::RunOptions {
-                    config: dns,
-                    listen: Vec::new(),
-                    api: None,
-                },
-                shutdown.clone(),
+            let r = with_in_process_dns(
+                sink,
+                causeway_scheduler::run::run(files.scheduler.clone(), None, shutdown.clone()),
             )
             .await
-            .context("dns");
-            stop_all(r.map(|_| ()), &shutdown)
-        },
-        async {
-            let r = causeway_scheduler::run::run(files.scheduler.clone(), None, shutdown.clone())
-                .await
-                .context("scheduler");
+            .context("scheduler");
             stop_all(r, &shutdown)
         },
     );
-    s.and(d).and(c)
+    s.and(c)
+}
+
+/// The hub's dns, as the scheduler's placement destination.
+struct DnsSink(causeway_dns::Inputs);
+
+impl PlacementSink for DnsSink {
+    fn send(&self, placements: Vec<causeway_model::Placement>) -> Result<(), String> {
+        self.0
+            .placements(placements)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// In the hub the scheduler publishes to the hub's dns in process: `dnsApi` may only
+/// name that dns's own API (`own`, its `spec.api`), and is then ignored.
+fn check_dns_api(sched: &SchedulerConfig, own: Option<SocketAddr>) -> anyhow::Result<()> {
+    let Some(url) = sched.scheduler.dns_api.as_deref() else {
+        return Ok(());
+    };
+    let named = url
+        .strip_prefix("http://")
+        .map(|r| r.trim_end_matches('/'))
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    if named.is_some() && named == own {
+        tracing::info!(
+            dns_api = url,
+            "Scheduler.spec.dnsApi names this hub's own dns: ignored, placements go to it in process"
+        );
+        return Ok(());
+    }
+    bail!(
+        "Scheduler.spec.dnsApi is {url}, but in the hub the scheduler publishes to the hub's own \
+         dns in process; remove dnsApi (it may only name this hub's dns API{})",
+        own.map(|a| format!(", http://{a}")).unwrap_or_default()
+    )
 }
 
 /// Creates user `causeway-scheduler` in the stub's state and writes its kubeconfig at the

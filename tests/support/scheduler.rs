@@ -303,3 +303,46 @@ pub fn addr_of(cluster: &str) -> String {
         .1
         .to_string()
 }
+
+/// What dns's `GET /v1/explain` (at `api`) says of each target of app.svc.example.:
+/// `(cluster, weight, where the weight comes from, healthy, role)`, in zone order.
+pub fn dns_weights(api: SocketAddr) -> Vec<(String, u64, String, bool, String)> {
+    let r = causeway_testbed::testing::Curl::get(&format!(
+        "http://{api}/v1/explain?name=app.svc.example.&client=10.0.0.0/24"
+    ))
+    .send();
+    assert_eq!(r.code, 200, "explain: {r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("explain JSON");
+    v["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .map(|c| {
+            (
+                c["cluster"].as_str().unwrap_or_default().to_string(),
+                c["weight"].as_u64().unwrap_or_default(),
+                c["weightFrom"].as_str().unwrap_or_default().to_string(),
+                c["healthy"].as_bool().unwrap_or_default(),
+                c["role"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until [`dns_weights`] gives each cluster of `want` `(weight, healthy)` from a
+/// placement.
+pub fn wait_dns_weights(api: SocketAddr, want: &[(&str, u64, bool)], within: Duration) {
+    causeway_testbed::testing::wait_for(
+        "dns weights from the placement",
+        within,
+        Duration::from_millis(300),
+        || {
+            let now = dns_weights(api);
+            let ok = want.iter().all(|(c, w, h)| {
+                now.iter()
+                    .any(|n| n.0 == *c && n.1 == *w && n.2 == "placement" && n.3 == *h)
+            });
+            if ok { Ok(()) } else { Err(format!("{now:?}")) }
+        },
+    );
+}
