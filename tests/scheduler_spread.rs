@@ -4,10 +4,12 @@
 //! identity (`causeway-scheduler`, member RBAC from `examples/scheduler/member-rbac.yaml`).
 //!
 //! 1. 8 replicas by weight 2:1:1: the source Deployment in `sb-idc` is scaled to 4, copies
-//!    of it run 2 in `sb-ali` and 2 in `sb-aws`; dns answers all three.
+//!    of it run 2 in `sb-ali` and 2 in `sb-aws`; dns answers all three, and its weights
+//!    follow the ready replicas (4/2/2 from the scheduler's placement, `GET /v1/explain`).
 //! 2. `sb-ali`'s agent is killed (the stub answers 503 for it): its share moves to the
-//!    others at once (8 by 2:1 → 5 and 3, Running), dns stops answering it, and its own
-//!    copy is left as it was (nothing is written to a cluster it cannot reach).
+//!    others at once (8 by 2:1 → 5 and 3, Running), dns stops answering it (weight 0,
+//!    unhealthy; the others 5 and 3), and its own copy is left as it was (nothing is
+//!    written to a cluster it cannot reach).
 //! 3. The agent is started again: `sb-ali` stays out of dns for `rebalanceAfter` (5 s),
 //!    then rejoins the split and the answers; the others give their extra replicas back
 //!    after the scale-down window (4 s): 4/2/2 again. Times asserted from the restart.
@@ -119,6 +121,12 @@ async fn spread_by_weight_rebalances_on_loss_and_return() {
             (a == all).then_some(()).ok_or(format!("{a:?}"))
         },
     );
+    // The weights dns uses are the ready replicas, from the scheduler's placement.
+    wait_dns_weights(
+        dns_api,
+        &[(IDC, 4, true), (ALI, 2, true), (AWS, 2, true)],
+        Duration::from_secs(10),
+    );
 
     // `plan` observes the same state and plans the same numbers; a what-if shows the loss.
     let what_if = run_ok(
@@ -189,6 +197,11 @@ async fn spread_by_weight_rebalances_on_loss_and_return() {
             let a = dig(dns_udp);
             (a == without_ali).then_some(()).ok_or(format!("{a:?}"))
         },
+    );
+    wait_dns_weights(
+        dns_api,
+        &[(IDC, 5, true), (ALI, 0, false), (AWS, 3, true)],
+        Duration::from_secs(10),
     );
     assert_eq!(
         deployment(ali),
