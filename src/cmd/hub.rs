@@ -14,23 +14,34 @@ use causeway_tunnel::config::{OneDocumentFile as _, StubConfig};
 use causeway_tunnel::{pki::Ca, state, users};
 use tokio_util::sync::CancellationToken;
 
+/// What `causeway hub --help` explains (clap shows the subcommand's one-line doc as its
+/// about, so the long text goes after the options too, as `causeway dns` does).
+const LONG_ABOUT: &str = "Runs everything on the hub side in one process: the tunnel's stub, \
+the GSLB DNS server and the scheduler, with state in memory and YAML files (the embedded mode).
+
+Each --config file is given to the part whose kinds it holds: StubConfig → stub; DnsServer, \
+Zone, LatencyMap → dns; Scheduler, BurstPolicy, SpreadPolicy → scheduler. A file may not mix \
+parts.
+
+On first start the hub creates the scheduler's stub identity (user causeway-scheduler, group \
+causeway:schedulers, every cluster) and writes its kubeconfig where the Scheduler document's \
+stubKubeconfig says; the stub's users listener must then have a fixed port. Members still need \
+examples/scheduler/member-rbac.yaml.
+
+The scheduler hands its placements (which clusters serve each policy's dns name, with weights = \
+ready replicas, draining, health) to the hub's dns in process, not over HTTP: \
+Scheduler.spec.dnsApi is not needed. If set, it must name this hub's own dns API (DnsServer \
+spec.api) and is then ignored; any other address is refused at start and by --validate. dns's \
+HTTP API, when configured, still serves explain, metrics and the other inputs.
+
+Example:
+  causeway hub --config stub.yaml --config dns.yaml --config scheduler.yaml";
+
 /// Options of `causeway hub`.
 #[derive(clap::Args, Debug)]
 #[command(
-    long_about = "Runs everything on the hub side in one process: the tunnel's stub, the GSLB \
-    DNS server and the scheduler, with state in memory and YAML files (the embedded mode).\n\n\
-    Each --config file is given to the part whose kinds it holds: StubConfig → stub; DnsServer, \
-    Zone, LatencyMap → dns; Scheduler, BurstPolicy, SpreadPolicy → scheduler. A file may not \
-    mix parts.\n\n\
-    On first start the hub creates the scheduler's stub identity (user causeway-scheduler, \
-    group causeway:schedulers, every cluster) and writes its kubeconfig where the Scheduler \
-    document's stubKubeconfig says; the stub's users listener must then have a fixed port. \
-    Members still need examples/scheduler/member-rbac.yaml.\n\n\
-    The scheduler hands its placements (which clusters serve each policy's dns name, with \
-    weights = ready replicas, draining, health) to the hub's dns in process, not over HTTP: \
-    Scheduler.spec.dnsApi is not needed. If it is set it must name this hub's own dns API \
-    (DnsServer spec.api), and is then ignored; any other address is refused at start. dns's \
-    HTTP API, when configured, still serves explain, metrics and other inputs.",
+    long_about = LONG_ABOUT,
+    after_long_help = LONG_ABOUT,
     after_help = "Example:\n  causeway hub --config stub.yaml --config dns.yaml --config scheduler.yaml"
 )]
 pub struct Args {
