@@ -89,7 +89,11 @@ fn wait_dns(dns: std::net::SocketAddr, want: &[String], within: Duration) {
         Duration::from_millis(300),
         || {
             let got = dig_web(dns);
-            if got == want { Ok(()) } else { Err(format!("{got:?}")) }
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
         },
     );
 }
@@ -134,6 +138,33 @@ async fn dr_failover_fences_the_old_primary_before_promoting_a_backup() {
     wait_role(&ali, "replica", Duration::from_secs(10));
     wait_role(&aws, "replica", Duration::from_secs(10));
     wait_dns(udp, &[addr_of(IDC)], Duration::from_secs(20));
+    // `plan --what-if` shows what the live scheduler does next: idc lost → out of DNS at
+    // once, ali promoted after lease + margin.
+    let out = causeway_testbed::testing::run_ok(
+        std::process::Command::new(BIN)
+            .args(["scheduler", "plan", "--config"])
+            .arg(&config)
+            .args([
+                "--what-if",
+                &format!("{IDC} down"),
+                "--what-if",
+                "after 20s",
+            ]),
+    );
+    let what_if = out.split("# what if").nth(1).unwrap_or_default();
+    let line = |c: &str| {
+        what_if
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(c))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line(ALI).contains("grant 1"), "{out}");
+    assert!(line(IDC).contains(" out "), "{out}");
+    assert!(
+        line(AWS).contains(" out ") && !line(AWS).contains("grant"),
+        "{out}"
+    );
 
     // 1. Partition: idc's agent cut off from the stub, idc itself alive.
     let cut = SystemTime::now();
@@ -146,19 +177,34 @@ async fn dr_failover_fences_the_old_primary_before_promoting_a_backup() {
         || {
             answers.push((SystemTime::now(), dig_web(udp)));
             let (r, at, by) = role(&ali);
-            if r == "primary" { Some((at.unwrap(), by)) } else { None }
+            if r == "primary" {
+                Some((at.unwrap(), by))
+            } else {
+                None
+            }
         },
     );
     let (fence_role, fenced_at, fenced_by) = role(&idc);
-    assert_eq!(fence_role, "fenced", "idc must be fenced before ali is promoted");
-    assert_eq!(fenced_by, format!("agent/{IDC}"), "idc's own agent fenced it");
+    assert_eq!(
+        fence_role, "fenced",
+        "idc must be fenced before ali is promoted"
+    );
+    assert_eq!(
+        fenced_by,
+        format!("agent/{IDC}"),
+        "idc's own agent fenced it"
+    );
     assert_eq!(promoted_by, "scheduler");
     let fenced_at = fenced_at.unwrap();
     assert!(
         fenced_at < promoted_at,
         "two writers: idc fenced at {fenced_at:?}, ali promoted at {promoted_at:?}"
     );
-    assert_eq!(fence_support::replicas(&idc, NS).0, 0, "fence scales idc to 0");
+    assert_eq!(
+        fence_support::replicas(&idc, NS).0,
+        0,
+        "fence scales idc to 0"
+    );
     let fence_after = fenced_at.duration_since(cut).unwrap_or_default();
     let gap = promoted_at.duration_since(fenced_at).unwrap();
     println!(
@@ -193,7 +239,10 @@ async fn dr_failover_fences_the_old_primary_before_promoting_a_backup() {
         "idc's stale role lease deleted",
         Duration::from_secs(30),
         Duration::from_millis(300),
-        || idc.json(&["get", "lease", "causeway-role-web", "-n", NS]).is_err(),
+        || {
+            idc.json(&["get", "lease", "causeway-role-web", "-n", NS])
+                .is_err()
+        },
     );
     assert_eq!(role(&idc).0, "fenced");
     assert_eq!(dig_web(udp), vec![addr_of(ALI)]);
@@ -203,13 +252,20 @@ async fn dr_failover_fences_the_old_primary_before_promoting_a_backup() {
     bed.kill_agent(ALI);
     wait_role(&aws, "primary", Duration::from_secs(60));
     let promoted = killed.elapsed();
-    println!("agent stopped: aws promoted {:.1}s after ali's agent died", promoted.as_secs_f64());
+    println!(
+        "agent stopped: aws promoted {:.1}s after ali's agent died",
+        promoted.as_secs_f64()
+    );
     // The last renewal was at most a third of the lease before the kill.
     assert!(
         promoted >= LEASE + MARGIN - LEASE / 3,
         "promoted after {promoted:?}: before ali's lease + margin could pass"
     );
-    assert_eq!(fence_support::replicas(&aws, NS).0, 1, "the cold standby is scaled up");
+    assert_eq!(
+        fence_support::replicas(&aws, NS).0,
+        1,
+        "the cold standby is scaled up"
+    );
     wait_dns(udp, &[addr_of(AWS)], Duration::from_secs(30));
     // Its agent back: ali's stale lease makes it fence ali at once.
     let agent = bed.restart_agent(ALI);
@@ -222,7 +278,14 @@ async fn dr_failover_fences_the_old_primary_before_promoting_a_backup() {
     // 3. kube-apiserver stopped. First the operator's failback step: idc a replica again.
     idc.run(&["scale", "deployment", "web", "-n", NS, "--replicas", "1"]);
     idc.run(&[
-        "patch", "configmap", "web-role", "-n", NS, "--type", "merge", "-p",
+        "patch",
+        "configmap",
+        "web-role",
+        "-n",
+        NS,
+        "--type",
+        "merge",
+        "-p",
         r#"{"data":{"role":"replica"}}"#,
     ]);
     wait_for(
@@ -230,9 +293,8 @@ async fn dr_failover_fences_the_old_primary_before_promoting_a_backup() {
         Duration::from_secs(30),
         Duration::from_millis(300),
         || {
-            idc.json(&["get", "deployment", "web", "-n", NS]).is_ok_and(|d| {
-                d["status"]["readyReplicas"].as_i64() == Some(1)
-            })
+            idc.json(&["get", "deployment", "web", "-n", NS])
+                .is_ok_and(|d| d["status"]["readyReplicas"].as_i64() == Some(1))
         },
     );
     let stopped = Instant::now();
@@ -262,8 +324,11 @@ async fn dr_failover_fences_the_old_primary_before_promoting_a_backup() {
         Some(3.0),
         "{page}"
     );
-    let rto = metric_value(&page, r#"causeway_scheduler_failover_rto_seconds{policy="web"}"#)
-        .expect("an RTO");
+    let rto = metric_value(
+        &page,
+        r#"causeway_scheduler_failover_rto_seconds{policy="web"}"#,
+    )
+    .expect("an RTO");
     assert!(rto > 0.0 && rto < 60.0, "{rto}");
     assert_eq!(
         metric_value(

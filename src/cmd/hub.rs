@@ -20,7 +20,7 @@ const LONG_ABOUT: &str = "Runs everything on the hub side in one process: the tu
 the GSLB DNS server and the scheduler, with state in memory and YAML files (the embedded mode).
 
 Each --config file is given to the part whose kinds it holds: StubConfig → stub; DnsServer, \
-Zone, LatencyMap → dns; Scheduler, BurstPolicy, SpreadPolicy → scheduler. A file may not mix \
+Zone, LatencyMap → dns; Scheduler, BurstPolicy, SpreadPolicy, FailoverPolicy → scheduler. A file may not mix \
 parts.
 
 On first start the hub creates the scheduler's stub identity (user causeway-scheduler, group \
@@ -65,7 +65,7 @@ fn part_of(kind: &str) -> Option<Part> {
     match kind {
         "StubConfig" => Some(Part::Stub),
         "DnsServer" | "Zone" | "LatencyMap" => Some(Part::Dns),
-        "Scheduler" | "BurstPolicy" | "SpreadPolicy" => Some(Part::Scheduler),
+        "Scheduler" | "BurstPolicy" | "SpreadPolicy" | "FailoverPolicy" => Some(Part::Scheduler),
         _ => None,
     }
 }
@@ -97,6 +97,7 @@ fn classify(files: &[PathBuf]) -> anyhow::Result<Files> {
                             "Scheduler",
                             "BurstPolicy",
                             "SpreadPolicy",
+                            "FailoverPolicy",
                         ])
                         .into());
                 }

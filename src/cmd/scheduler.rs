@@ -158,11 +158,13 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
     print!("{}", base.table());
     let mut memory = memory;
     for w in &args.what_if {
-        w.apply(&mut observed, &mut now);
+        // `after D`: plan once with what the earlier what-ifs changed (that is when the
+        // planner first sees them, e.g. a cluster lost), then move the clock on.
         if let WhatIf::After(_) = w {
             let (_, m) = plan::compute(&config, &observed, &memory, now);
             memory = m;
         }
+        w.apply(&mut observed, &mut now);
     }
     let names: Vec<String> = args.what_if.iter().map(|w| format!("{w:?}")).collect();
     let (planned, _) = plan::compute(&config, &observed, &memory, now);
