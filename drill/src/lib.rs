@@ -1,0 +1,24 @@
+//! Failover drills as files (issue 11).
+//!
+//! A drill proves a burst or failover set-up before the real outage: a [`Scenario`]
+//! file names the sandbox (clusters, client networks, stub), what to install (the
+//! same policy and zone files users write), and ordered steps — waits, faults,
+//! expectations with deadlines, and measures between steps. Running one produces a
+//! [`Report`].
+//!
+//! Start here: [`Scenario::load`] reads and checks a file; every error is a
+//! [`causeway_config::ConfigError`] (`file:line:column: Scenario/name: field: reason`).
+//!
+//! Module map:
+//! * [`scenario`]: the `Scenario` document, its types and its checks.
+//! * [`report`]: the result of a run (JSON through serde) and its plain-text summary.
+//!
+//! Not built yet: the runner (sandbox start, faults and their revert, expectation
+//! polling) and the HTML report; see `docs/drills.md`.
+#![warn(missing_docs)]
+
+pub mod report;
+pub mod scenario;
+
+pub use report::{MeasureReport, Report, StepReport};
+pub use scenario::{Scenario, Step, StepAction, parse_str};

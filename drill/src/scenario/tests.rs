@@ -1,0 +1,552 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const GOOD: &str = "\
+apiVersion: causeway.dev/v1alpha1
+kind: Scenario
+metadata: {name: t}
+spec:
+  description: a test drill
+  hypothesis: it holds
+  topology:
+    clusters:
+      - {name: idc-bj, role: idc}
+      - {name: aws-sg, role: cloud, nodes: 1, cpu: 500m, agents: 2}
+    clients:
+      - {name: sg, subnet: 203.0.113.0/24, rttMs: {idc-bj: 70, aws-sg: 8}}
+  install:
+    policies: [p.yaml]
+    zones: [z.yaml]
+    workloads: [{file: w.yaml}, {file: db.yaml, clusters: [idc-bj, aws-sg]}]
+  steps:
+    - {name: settle, wait: 2s}
+    - name: surge
+      fault: {loadSurge: {scale: {cluster: idc-bj, workload: {namespace: shop, deployment: web}, replicas: 6}}}
+    - name: ready
+      expect:
+        replicasReady: {cluster: aws-sg, workload: {namespace: shop, deployment: web}, op: \">=\", value: 1}
+        within: 30s
+        for: 5s
+    - name: dns
+      expect:
+        dns: {name: app.svc.example., client: sg, contains: [aws-sg]}
+        within: 10s
+    - name: cut
+      fault: {networkCut: {cluster: idc-bj}}
+    - name: primary
+      expect:
+        primary: {policy: db, cluster: aws-sg}
+        within: 1m
+    - name: rto
+      measure: {from: cut, to: primary, atMost: 60s}
+    - name: metric
+      expect:
+        metric: {component: scheduler, name: causeway_scheduler_failovers_total, labels: {policy: db}, op: atLeast, value: 1}
+        within: 5s
+";
+
+fn parse(text: &str) -> Result<Scenario, ConfigError> {
+    parse_str(Path::new("t.yaml"), text)
+}
+
+/// `GOOD` with `from` replaced by `to` (which must occur exactly once).
+fn with(from: &str, to: &str) -> String {
+    assert_eq!(
+        GOOD.matches(from).count(),
+        1,
+        "{from:?} must occur once in GOOD"
+    );
+    GOOD.replace(from, to)
+}
+
+/// The 1-based line of `text` holding `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in the text"))
+}
+
+/// Parses `text`, which must fail at the line holding `marker`, naming `field`, with a
+/// reason containing `reason`.
+fn fails(text: &str, marker: &str, field: &str, reason: &str) {
+    let e = parse(text).expect_err("should fail");
+    let shown = e.to_string();
+    let line = line_of(text, marker);
+    assert_eq!(e.position.map(|p| p.line), Some(line), "{shown}");
+    assert_eq!(e.field, field, "{shown}");
+    assert!(e.reason.contains(reason), "{shown}");
+    assert!(
+        shown.starts_with(&format!("t.yaml:{line}:"))
+            && shown.contains(&format!(": Scenario/t: {field}: ")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn reads_every_part() {
+    let s = parse(GOOD).unwrap();
+    assert_eq!(s.name, "t");
+    assert_eq!(s.summary_line(), "a test drill");
+    assert_eq!(s.hypothesis, "it holds");
+    let idc = &s.topology.clusters[0];
+    assert_eq!(
+        (idc.role, idc.nodes, idc.cpu.as_str(), idc.agents),
+        (Role::Idc, 2, "32", 1)
+    );
+    let aws = &s.topology.clusters[1];
+    assert_eq!(
+        (aws.role, aws.nodes, aws.cpu.as_str(), aws.agents),
+        (Role::Cloud, 1, "500m", 2)
+    );
+    assert_eq!(s.topology.stub.replicas, 1);
+    assert_eq!(s.topology.clients[0].rtt_ms.len(), 2);
+    assert_eq!(s.home().map(|c| c.name.as_str()), Some("idc-bj"));
+    assert_eq!(s.workload_clusters(&s.install.workloads[0]).len(), 1);
+    assert_eq!(s.workload_clusters(&s.install.workloads[1]).len(), 2);
+    let kinds: Vec<&str> = s.steps.iter().map(|st| st.action.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "wait", "fault", "expect", "expect", "fault", "expect", "measure", "expect"
+        ]
+    );
+    assert_eq!(s.steps[0].action, StepAction::Wait(Duration::from_secs(2)));
+    let StepAction::Expect(e) = &s.steps[2].action else {
+        panic!("{:?}", s.steps[2]);
+    };
+    assert_eq!(
+        (e.within, e.hold),
+        (Duration::from_secs(30), Some(Duration::from_secs(5)))
+    );
+    let Condition::ReplicasReady(r) = &e.condition else {
+        panic!("{e:?}");
+    };
+    assert_eq!((r.op, r.value), (Op::AtLeast, 1));
+    let StepAction::Expect(e) = &s.steps[3].action else {
+        panic!()
+    };
+    assert_eq!(
+        e.condition.to_string(),
+        "dns app.svc.example. from sg answers include [aws-sg]"
+    );
+    assert!(matches!(
+        &s.steps[4].action,
+        StepAction::Fault(f @ Fault::NetworkCut(_)) if f.cluster().map(ClusterId::as_str) == Some("idc-bj")
+    ));
+    let StepAction::Measure(m) = &s.steps[6].action else {
+        panic!()
+    };
+    assert_eq!(m.at_most, Some(HumanDuration(Duration::from_secs(60))));
+    assert_eq!(s.step_index("rto"), Some(6));
+    assert_eq!(s.resolve(Path::new("p.yaml")), Path::new("p.yaml"));
+}
+
+#[test]
+fn ops_quoted_or_in_words() {
+    for (written, op) in [
+        ("\">=\"", Op::AtLeast),
+        ("atLeast", Op::AtLeast),
+        ("\"<=\"", Op::AtMost),
+        ("atMost", Op::AtMost),
+        ("\"=\"", Op::Equals),
+        ("equals", Op::Equals),
+    ] {
+        let s = parse(&with("op: \">=\"", &format!("op: {written}"))).unwrap();
+        let StepAction::Expect(Expect {
+            condition: Condition::ReplicasReady(r),
+            ..
+        }) = &s.steps[2].action
+        else {
+            panic!()
+        };
+        assert_eq!(r.op, op, "{written}");
+    }
+    assert!(
+        Op::AtLeast.holds(2.0, 1.0) && !Op::AtMost.holds(2.0, 1.0) && Op::Equals.holds(0.0, 0.0)
+    );
+}
+
+#[test]
+fn a_bad_duration_names_its_field_line_and_column() {
+    let text = with("within: 30s", "within: soon");
+    fails(
+        &text,
+        "within: soon",
+        "spec.steps[2].expect.within",
+        "invalid duration \"soon\"",
+    );
+    let e = parse(&text).unwrap_err();
+    let col = text
+        .lines()
+        .nth(line_of(&text, "within: soon") - 1)
+        .unwrap()
+        .find("soon")
+        .unwrap()
+        + 1;
+    assert_eq!(e.position.map(|p| p.column), Some(col), "{e}");
+}
+
+#[test]
+fn durations_are_bounded() {
+    fails(
+        &with("within: 30s", "within: 0s"),
+        "within: 0s",
+        "spec.steps[2].expect.within",
+        "more than 0s",
+    );
+    fails(
+        &with("for: 5s", "for: 2h"),
+        "for: 2h",
+        "spec.steps[2].expect.for",
+        "at most 1h",
+    );
+    fails(
+        &with("wait: 2s", "wait: 0ms"),
+        "wait: 0ms",
+        "spec.steps[0].wait",
+        "more than 0s",
+    );
+}
+
+#[test]
+fn unknown_fields_are_refused_at_their_key() {
+    fails(
+        &with("      fault: {networkCut", "      faults: {networkCut"),
+        "faults:",
+        "spec.steps[4].faults",
+        "unknown field `faults`",
+    );
+    fails(
+        &with("        for: 5s", "        for: 5s\n        until: 9s"),
+        "until:",
+        "spec.steps[2].expect.until",
+        "unknown field `until`",
+    );
+    fails(
+        &with(
+            "networkCut: {cluster: idc-bj}",
+            "networkCut: {cluster: idc-bj, how: drop}",
+        ),
+        "networkCut",
+        "spec.steps[4].fault.networkCut.how",
+        "unknown field `how`",
+    );
+}
+
+#[test]
+fn a_step_has_exactly_one_action() {
+    fails(
+        &with(
+            "    - {name: settle, wait: 2s}",
+            "    - {name: settle, wait: 2s, measure: {from: a, to: b}}",
+        ),
+        "name: settle",
+        "spec.steps[0]",
+        "exactly one of wait, fault, expect or measure",
+    );
+    fails(
+        &with("    - {name: settle, wait: 2s}", "    - {name: settle}"),
+        "name: settle",
+        "spec.steps[0]",
+        "exactly one of",
+    );
+    fails(
+        &with(
+            "fault: {networkCut: {cluster: idc-bj}}",
+            "fault: {networkCut: {cluster: idc-bj}, stubKilled: {}}",
+        ),
+        "stubKilled: {}}",
+        "spec.steps[4].fault",
+        "exactly one of agentKilled",
+    );
+    fails(
+        &with(
+            "contains: [aws-sg]",
+            "contains: [aws-sg], excludes: [idc-bj]",
+        ),
+        "contains:",
+        "spec.steps[3].expect.dns",
+        "exactly one of equals, contains or excludes",
+    );
+    let text = with(
+        "        within: 10s",
+        "        within: 10s\n        primary: {policy: db, cluster: aws-sg}",
+    );
+    let e = parse(&text).unwrap_err();
+    // At the `expect:` key of step 3, the line after its name.
+    assert_eq!(
+        e.position.map(|p| p.line),
+        Some(line_of(&text, "- name: dns") + 1),
+        "{e}"
+    );
+    assert_eq!(e.field, "spec.steps[3].expect", "{e}");
+    assert!(
+        e.reason.contains("exactly one of dns, replicasReady"),
+        "{e}"
+    );
+}
+
+#[test]
+fn step_names_are_unique_and_plain() {
+    let text = with("- name: cut", "- name: surge");
+    let e = parse(&text).unwrap_err();
+    let lines: Vec<&str> = text.lines().collect();
+    let second = lines
+        .iter()
+        .rposition(|l| l.contains("- name: surge"))
+        .unwrap()
+        + 1;
+    assert_eq!(e.position.map(|p| p.line), Some(second), "{e}");
+    assert_eq!(e.field, "spec.steps[4].name", "{e}");
+    assert!(e.reason.contains("another step is named \"surge\""), "{e}");
+    fails(
+        &with("- name: cut", "- name: the cut"),
+        "the cut",
+        "spec.steps[4].name",
+        "letters, digits",
+    );
+}
+
+#[test]
+fn measures_name_earlier_steps_in_order() {
+    fails(
+        &with("from: cut, to: primary", "from: cut, to: primry"),
+        "from: cut",
+        "spec.steps[6].measure.to",
+        "no earlier step named \"primry\"; a measure names steps before it (settle, surge, ready, dns, cut, primary)",
+    );
+    fails(
+        &with("from: cut, to: primary", "from: primary, to: cut"),
+        "from: primary",
+        "spec.steps[6].measure.to",
+        "must come after",
+    );
+    fails(
+        &with("from: cut, to: primary", "from: cut, to: metric"),
+        "from: cut",
+        "spec.steps[6].measure.to",
+        "no earlier step named \"metric\"",
+    );
+}
+
+#[test]
+fn clusters_and_clients_must_be_in_the_topology() {
+    fails(
+        &with(
+            "networkCut: {cluster: idc-bj}",
+            "networkCut: {cluster: idc-sh}",
+        ),
+        "networkCut",
+        "spec.steps[4].fault.networkCut.cluster",
+        "unknown cluster \"idc-sh\"; topology.clusters has aws-sg, idc-bj",
+    );
+    fails(
+        &with("contains: [aws-sg]", "contains: [aws-sg, gcp-us]"),
+        "contains:",
+        "spec.steps[3].expect.dns.contains[1]",
+        "unknown cluster \"gcp-us\"",
+    );
+    fails(
+        &with("client: sg", "client: eu"),
+        "client: eu",
+        "spec.steps[3].expect.dns.client",
+        "unknown client network \"eu\"",
+    );
+    fails(
+        &with("rttMs: {idc-bj: 70", "rttMs: {idc-sh: 70"),
+        "rttMs",
+        "spec.topology.clients[0].rttMs.idc-sh",
+        "unknown cluster",
+    );
+    fails(
+        &with("clusters: [idc-bj, aws-sg]", "clusters: [idc-bj, aws-gz]"),
+        "db.yaml",
+        "spec.install.workloads[1].clusters[1]",
+        "unknown cluster \"aws-gz\"",
+    );
+    fails(
+        &with(
+            "- {name: aws-sg, role: cloud",
+            "- {name: idc-bj, role: cloud",
+        ),
+        "role: cloud",
+        "spec.topology.clusters[1].name",
+        "listed twice",
+    );
+    fails(
+        &with("- {name: idc-bj, role: idc}", "- {name: IDC, role: idc}"),
+        "name: IDC",
+        "spec.topology.clusters[0].name",
+        "lower-case",
+    );
+}
+
+#[test]
+fn topology_values_are_checked() {
+    fails(
+        &with("cpu: 500m", "cpu: lots"),
+        "cpu: lots",
+        "spec.topology.clusters[1].cpu",
+        "invalid CPU quantity",
+    );
+    fails(
+        &with("cpu: 500m", "cpu: \"0\""),
+        "cpu: \"0\"",
+        "spec.topology.clusters[1].cpu",
+        "invalid CPU quantity",
+    );
+    fails(
+        &with("nodes: 1", "nodes: 0"),
+        "nodes: 0",
+        "spec.topology.clusters[1].nodes",
+        "between 1 and 100",
+    );
+    fails(
+        &with("role: idc}", "role: edge}"),
+        "role: edge",
+        "spec.topology.clusters[0].role",
+        "unknown variant `edge`",
+    );
+    fails(
+        &with("subnet: 203.0.113.0/24", "subnet: 203.0.113/24"),
+        "subnet:",
+        "spec.topology.clients[0].subnet",
+        "invalid",
+    );
+    for ok in ["2", "0.5", "500m", "16"] {
+        assert!(check_quantity(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "m", "0m", "1.5m", "-1", "1e3", "1.", ".5"] {
+        assert!(check_quantity(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn stub_killed_needs_a_standby() {
+    let text = with(
+        "fault: {networkCut: {cluster: idc-bj}}",
+        "fault: {stubKilled: {}}",
+    );
+    fails(
+        &text,
+        "stubKilled",
+        "spec.steps[4].fault.stubKilled",
+        "topology.stub.replicas: 2",
+    );
+    let two = text.replace("    clients:\n", "    stub: {replicas: 2}\n    clients:\n");
+    let s = parse(&two).unwrap();
+    assert!(matches!(
+        s.steps[4].action,
+        StepAction::Fault(Fault::StubKilled(_))
+    ));
+}
+
+#[test]
+fn the_file_holds_one_scenario() {
+    let e = parse(&GOOD.replace("kind: Scenario", "kind: Drill")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("t.yaml:2:7: Drill/t: kind: unknown kind \"Drill\""),
+        "{e}"
+    );
+    let e = parse(&format!(
+        "{GOOD}---\n{}",
+        GOOD.replace("{name: t}", "{name: u}")
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("Scenario/u") && e.reason.contains("one Scenario document"),
+        "{e}"
+    );
+    let e = parse("# nothing\n").unwrap_err();
+    assert_eq!(e.to_string(), "t.yaml: no Scenario document in the file");
+    let e = parse(&GOOD.replace("causeway.dev/v1alpha1", "causeway.dev/v1")).unwrap_err();
+    assert!(e.to_string().starts_with("t.yaml:1:"), "{e}");
+}
+
+/// Writes GOOD's install files into a temp folder (with `policies` as p.yaml).
+fn install_dir(policies: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.yaml"), GOOD).unwrap();
+    std::fs::write(dir.path().join("p.yaml"), policies).unwrap();
+    std::fs::write(
+        dir.path().join("z.yaml"),
+        "apiVersion: causeway.dev/v1alpha1\nkind: Zone\nmetadata: {name: z}\nspec: {}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("w.yaml"), "kind: Namespace\n").unwrap();
+    std::fs::write(dir.path().join("db.yaml"), "kind: Namespace\n").unwrap();
+    dir
+}
+
+const FAILOVER_DB: &str =
+    "apiVersion: causeway.dev/v1alpha1\nkind: FailoverPolicy\nmetadata: {name: db}\nspec: {}\n";
+
+#[test]
+fn load_reads_the_install_files() {
+    let dir = install_dir(FAILOVER_DB);
+    let file = dir.path().join("t.yaml");
+    let s = Scenario::load(&file).unwrap();
+    assert_eq!(s.resolve(Path::new("p.yaml")), dir.path().join("p.yaml"));
+
+    // A missing workload file.
+    std::fs::remove_file(dir.path().join("db.yaml")).unwrap();
+    let e = Scenario::load(&file).unwrap_err();
+    assert_eq!(e.field, "spec.install.workloads[1].file", "{e}");
+    assert_eq!(
+        e.position.map(|p| p.line),
+        Some(line_of(GOOD, "db.yaml")),
+        "{e}"
+    );
+    assert!(e.reason.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn load_checks_the_kinds_and_policy_names() {
+    // The primary expectation names db, which must be a FailoverPolicy.
+    let dir = install_dir(&FAILOVER_DB.replace("FailoverPolicy", "BurstPolicy"));
+    let e = Scenario::load(&dir.path().join("t.yaml")).unwrap_err();
+    assert_eq!(e.field, "spec.steps[5].expect.primary.policy", "{e}");
+    assert!(
+        e.reason
+            .contains("no FailoverPolicy named \"db\" in install.policies"),
+        "{e}"
+    );
+
+    // A Zone in the policy files is refused, naming the inner file's position.
+    let dir = install_dir(&FAILOVER_DB.replace("FailoverPolicy", "Zone"));
+    let e = Scenario::load(&dir.path().join("t.yaml")).unwrap_err();
+    assert_eq!(e.field, "spec.install.policies[0]", "{e}");
+    assert!(
+        e.reason
+            .contains("p.yaml:2:7: Zone/db: kind: unknown kind \"Zone\""),
+        "{e}"
+    );
+
+    // A policy file that is not there.
+    let dir = install_dir(FAILOVER_DB);
+    std::fs::remove_file(dir.path().join("p.yaml")).unwrap();
+    let e = Scenario::load(&dir.path().join("t.yaml")).unwrap_err();
+    assert_eq!(e.field, "spec.install.policies[0]", "{e}");
+    assert!(e.reason.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn the_shipped_scenarios_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            names.push(s.name);
+        }
+    }
+    names.sort();
+    for want in ["idc-outage", "partition", "quickstart"] {
+        assert!(names.iter().any(|n| n == want), "{names:?}");
+    }
+}
