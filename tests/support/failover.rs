@@ -156,8 +156,11 @@ impl FailoverBed {
         let state = dir.path().join("stub-state");
         let stub = start_stub(dir.path(), "stub", &state, None);
         let relay = Relay::start(stub.agents);
-        let rbac = ["examples/scheduler/member-rbac.yaml", "examples/tunnel/fencer-rbac.yaml"]
-            .map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap());
+        let rbac = [
+            "examples/scheduler/member-rbac.yaml",
+            "examples/tunnel/fencer-rbac.yaml",
+        ]
+        .map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap());
         let mut bed = FailoverBed {
             tb,
             stub,
@@ -217,14 +220,15 @@ impl FailoverBed {
     }
 
     fn spawn_agent(&self, cluster: &str, join: Option<&(String, String)>) -> Process {
-        let token = &self
-            .tokens
-            .iter()
-            .find(|(c, _)| c == cluster)
-            .unwrap()
-            .1;
+        let token = &self.tokens.iter().find(|(c, _)| c == cluster).unwrap().1;
         let mut s = Spawn::causeway(BIN)
-            .args(["agent", "--stub", &self.agents_url(cluster), "--cluster", cluster])
+            .args([
+                "agent",
+                "--stub",
+                &self.agents_url(cluster),
+                "--cluster",
+                cluster,
+            ])
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("agent-{cluster}")))
             .arg("--kubeconfig")
