@@ -1,12 +1,13 @@
-//! Self-fencing (FailoverPolicy, the agent's side of `/work/notes/fence-protocol.md`,
-//! summarised in docs/tunnel.md "Self-fencing"): the scheduler renews a role Lease in
-//! the primary cluster through the stub; when the renewals stop for the Lease's
-//! duration, this agent demotes its local primary on its own, so that a scheduler
-//! that promotes a backup after `duration + margin` never makes two writers.
+//! Self-fencing (FailoverPolicy; the protocol is in docs/scheduler.md, "FailoverPolicy
+//! (DR) and fencing", the agent's part in docs/tunnel.md, "Self-fencing"): the scheduler
+//! renews a role Lease in the primary cluster through the stub; when the renewals stop
+//! for the Lease's duration, this agent demotes its local primary on its own, so that a
+//! scheduler that promotes a backup after `duration + margin` never makes two writers.
 //!
-//! Every `interval`, and again just after a Lease would expire, the agent lists Leases labelled `causeway.dev/role-lease=true` in
-//! all namespaces from its own API server (its ServiceAccount token, impersonating
-//! `causeway:fencer`), and [`decide`] says which have expired. Fencing one means:
+//! Every `interval`, and again just after a Lease would expire, the agent lists Leases
+//! labelled `causeway.dev/role-lease=true` in all namespaces from its own API server (its
+//! ServiceAccount token, impersonating `causeway:fencer`), and [`decide`] says which have
+//! expired. Fencing one means:
 //! 1. the role ConfigMap gets `data.role: fenced` and the role-changed-at/-by annotations;
 //! 2. in mode `scale-to-zero`, the Deployment's replicas go to the annotation
 //!    `causeway.dev/replicas-before-fence`, then its `scale` subresource to 0;
@@ -72,7 +73,7 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(20);
 /// How often the same list failure is logged.
 const LIST_WARNING_EVERY: Duration = Duration::from_secs(60);
 
-/// How the agent fences (see `causeway agent --self-fence-interval`).
+/// How the agent fences (`causeway agent --fence-interval`, `--no-fence`).
 #[derive(Clone, Debug)]
 pub struct FenceConfig {
     /// Time between two lists of the role Leases.
