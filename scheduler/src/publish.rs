@@ -15,11 +15,10 @@
 //! Placements are sent when they change, and every 30 s again so that a restarted dns
 //! learns them. Where they go is a [`Destination`]: dns's HTTP API
 //! (`POST /v1/placement` at `dnsApi`), or a [`PlacementSink`] in the same process —
-//! `causeway hub` runs the scheduler inside [`with_in_process_dns`], and
-//! [`Publisher::for_config`] then picks that sink whatever `dnsApi` says.
+//! `causeway hub` passes its dns as `RunOptions::dns` and [`Publisher::for_config`] then
+//! picks that sink whatever `dnsApi` says.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,19 +56,6 @@ pub trait PlacementSink: Send + Sync {
     /// Applies `placements`, each replacing the last one of its service; an error says
     /// why they were refused.
     fn send(&self, placements: Vec<Placement>) -> Result<(), String>;
-}
-
-tokio::task_local! {
-    static IN_PROCESS: Arc<dyn PlacementSink>;
-}
-
-/// Runs `scheduler` (the scheduler's `run` future) with `sink` as its dns: its
-/// [`Publisher`] sends placements to `sink` instead of `dnsApi`.
-pub async fn with_in_process_dns<F: Future>(
-    sink: Arc<dyn PlacementSink>,
-    scheduler: F,
-) -> F::Output {
-    IN_PROCESS.scope(sink, scheduler).await
 }
 
 /// The placements of a plan: one per GSLB name of the policies (`&SchedulerConfig` or a
@@ -180,12 +166,14 @@ impl Publisher {
         }
     }
 
-    /// The scheduler's publisher: the in-process dns when it runs inside
-    /// [`with_in_process_dns`] (`dns_api` is then not used), else dns's API at
-    /// `dns_api`, else none.
-    pub fn for_config(dns_api: Option<&str>) -> Result<Option<Self>, PublishError> {
-        if let Ok(sink) = IN_PROCESS.try_with(Arc::clone) {
-            return Ok(Some(Self::to(Destination::InProcess(sink))));
+    /// The scheduler's publisher: the in-process dns `in_process` when given (`dns_api`
+    /// is then not used), else dns's API at `dns_api`, else none.
+    pub fn for_config(
+        dns_api: Option<&str>,
+        in_process: Option<&Arc<dyn PlacementSink>>,
+    ) -> Result<Option<Self>, PublishError> {
+        if let Some(sink) = in_process {
+            return Ok(Some(Self::to(Destination::InProcess(sink.clone()))));
         }
         dns_api.map(Self::new).transpose()
     }

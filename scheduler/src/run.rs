@@ -36,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::observe::{self, Clusters};
 use crate::plan::{self, Decision, Memory, Plan, Role};
 use crate::policy::SchedulerConfig;
-use crate::publish::{self, Publisher};
+use crate::publish::{self, PlacementSink, Publisher};
 
 /// Why the scheduler cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -79,19 +79,30 @@ fn lock(s: &Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
     s.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How [`run`] runs, beside its configuration files.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Elect one leader among several replicas with this Lease; none: this replica
+    /// always writes.
+    pub lease: Option<LeaseConfig>,
+    /// A dns in the same process (`causeway hub`): placements go there and `dnsApi` is
+    /// not used.
+    pub dns: Option<Arc<dyn PlacementSink>>,
+}
+
 /// Runs the scheduler on `files` until `shutdown`.
 ///
-/// With `lease`, several replicas elect one leader with a `coordination.k8s.io/v1`
+/// With `options.lease`, several replicas elect one leader with a `coordination.k8s.io/v1`
 /// Lease in a hub cluster (the stub's election, `causeway_tunnel::lease`): every replica
 /// observes and plans (standbys serve `/v1/plan` and metrics), only the leader writes to
 /// members and publishes to dns, and leadership is checked again right before writing.
 pub async fn run(
     files: Vec<PathBuf>,
-    lease: Option<LeaseConfig>,
+    options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let mut config = SchedulerConfig::load(&files)?;
-    let leader = match lease {
+    let leader = match options.lease {
         None => None,
         Some(cfg) => {
             let api = causeway_tunnel::lease::client(&cfg).await?;
@@ -124,7 +135,8 @@ pub async fn run(
     let mut clusters =
         Clusters::from_stub_kubeconfig(&config.scheduler.stub_kubeconfig, &config.clusters())
             .await?;
-    let mut publisher = Publisher::for_config(config.scheduler.dns_api.as_deref())?;
+    let mut publisher =
+        Publisher::for_config(config.scheduler.dns_api.as_deref(), options.dns.as_ref())?;
     let mut applier = Applier::new(config.scheduler.writes_per_second);
     let mut memory = Memory::default();
     let mut last: BTreeMap<(String, String), (u32, String)> = BTreeMap::new();
@@ -160,11 +172,14 @@ pub async fn run(
                         }
                     }
                     if new.scheduler.dns_api != config.scheduler.dns_api {
-                        publisher = Publisher::for_config(new.scheduler.dns_api.as_deref())
-                            .ok()
-                            .flatten();
+                        publisher = Publisher::for_config(
+                            new.scheduler.dns_api.as_deref(),
+                            options.dns.as_ref(),
+                        )
+                        .ok()
+                        .flatten();
                     }
-                    info!(policies = new.burst.len(), "configuration reloaded");
+                    info!(policies = new.policies().len(), "configuration reloaded");
                     config = new;
                 }
                 Err(e) => {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use causeway_model::ClusterId;
 use causeway_scheduler::policy::SchedulerConfig;
-use causeway_scheduler::publish::{PlacementSink, with_in_process_dns};
+use causeway_scheduler::publish::PlacementSink;
+use causeway_scheduler::run::RunOptions;
 use causeway_tunnel::config::{OneDocumentFile as _, StubConfig};
 use causeway_tunnel::{pki::Ca, state, users};
 use tokio_util::sync::CancellationToken;
@@ -180,12 +181,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         dns.run(),
         async {
-            let r = with_in_process_dns(
-                sink,
-                causeway_scheduler::run::run(files.scheduler.clone(), None, shutdown.clone()),
-            )
-            .await
-            .context("scheduler");
+            let options = RunOptions {
+                lease: None,
+                dns: Some(sink),
+            };
+            let r =
+                causeway_scheduler::run::run(files.scheduler.clone(), options, shutdown.clone())
+                    .await
+                    .context("scheduler");
             stop_all(r, &shutdown)
         },
     );

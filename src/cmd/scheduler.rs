@@ -135,7 +135,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let shutdown = super::shutdown::shutdown_on_signal();
-    causeway_scheduler::run::run(args.config, args.lease.config(), shutdown).await?;
+    let options = causeway_scheduler::run::RunOptions {
+        lease: args.lease.config(),
+        dns: None,
+    };
+    causeway_scheduler::run::run(args.config, options, shutdown).await?;
     Ok(())
 }
 

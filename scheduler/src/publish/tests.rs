@@ -125,11 +125,9 @@ async fn sends_on_change_and_on_refresh_in_process() {
     let (_dir, c) = config();
     let sink = Arc::new(Recorder::default());
     let dyn_sink: Arc<dyn PlacementSink> = sink.clone();
-    let mut publisher = with_in_process_dns(dyn_sink, async {
-        Publisher::for_config(Some("http://127.0.0.1:9")).unwrap()
-    })
-    .await
-    .expect("a publisher");
+    let mut publisher = Publisher::for_config(Some("http://127.0.0.1:9"), Some(&dyn_sink))
+        .unwrap()
+        .expect("a publisher");
     publisher.refresh = Duration::from_millis(200); // 30 s in the scheduler
     assert!(matches!(publisher.destination(), Destination::InProcess(_)));
     let four = placements(&c, &plan(vec![decision("shop", "a", 4, Traffic::Serve)]));
@@ -150,14 +148,14 @@ async fn sends_on_change_and_on_refresh_in_process() {
 
 #[test]
 fn outside_the_hub_it_is_dns_api_or_nothing() {
-    let p = Publisher::for_config(Some("http://127.0.0.1:8053/")).unwrap();
+    let p = Publisher::for_config(Some("http://127.0.0.1:8053/"), None).unwrap();
     assert!(matches!(
         p.as_ref().map(Publisher::destination),
         Some(Destination::Http { url, authority }) if url == "http://127.0.0.1:8053" && authority == "127.0.0.1:8053"
     ));
-    assert!(Publisher::for_config(None).unwrap().is_none());
+    assert!(Publisher::for_config(None, None).unwrap().is_none());
     assert!(matches!(
-        Publisher::for_config(Some("https://x:1")),
+        Publisher::for_config(Some("https://x:1"), None),
         Err(PublishError::Url(_))
     ));
 }
