@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use causeway_tunnel::config::LeaseConfig;
+use causeway_election::LeaseConfig;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -61,7 +61,7 @@ pub enum RunError {
     },
     /// The Lease's hub cluster cannot be reached.
     #[error(transparent)]
-    Lease(#[from] causeway_tunnel::lease::LeaseError),
+    Lease(#[from] causeway_election::LeaseError),
     /// Metrics cannot be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -93,7 +93,7 @@ pub struct RunOptions {
 /// Runs the scheduler on `files` until `shutdown`.
 ///
 /// With `options.lease`, several replicas elect one leader with a `coordination.k8s.io/v1`
-/// Lease in a hub cluster (the stub's election, `causeway_tunnel::lease`): every replica
+/// Lease in a hub cluster (`causeway_election`, as the stubs do): every replica
 /// observes and plans (standbys serve `/v1/plan` and metrics), only the leader writes to
 /// members and publishes to dns, and leadership is checked again right before writing.
 pub async fn run(
@@ -105,10 +105,10 @@ pub async fn run(
     let leader = match options.lease {
         None => None,
         Some(cfg) => {
-            let api = causeway_tunnel::lease::client(&cfg).await?;
+            let api = causeway_election::client(&cfg).await?;
             let (tx, rx) = watch::channel(false);
             info!(lease = %cfg.name, namespace = %cfg.namespace, identity = %cfg.identity, "campaigning for the scheduler Lease");
-            tokio::spawn(causeway_tunnel::lease::run(api, cfg, tx, shutdown.clone()));
+            tokio::spawn(causeway_election::run(api, cfg, tx, shutdown.clone()));
             Some(rx)
         }
     };

@@ -69,13 +69,13 @@ struct LeaseArgs {
 }
 
 impl LeaseArgs {
-    fn config(&self) -> Option<causeway_tunnel::config::LeaseConfig> {
+    fn config(&self) -> Option<causeway_election::LeaseConfig> {
         let kubeconfig = self.lease_kubeconfig.clone()?;
         let identity = self.lease_identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
         });
-        Some(causeway_tunnel::config::LeaseConfig {
+        Some(causeway_election::LeaseConfig {
             kubeconfig,
             namespace: self.lease_namespace.clone(),
             name: self.lease_name.clone(),

@@ -140,20 +140,8 @@ pub struct AuditConfig {
     pub keep: usize,
 }
 
-/// The Lease that picks the active stub.
-#[derive(Clone, Debug)]
-pub struct LeaseConfig {
-    /// Kubeconfig of the hub cluster.
-    pub kubeconfig: PathBuf,
-    /// Namespace of the Lease.
-    pub namespace: String,
-    /// Name of the Lease.
-    pub name: String,
-    /// Lease duration; renewed every third of it.
-    pub duration: Duration,
-    /// This stub's holder identity.
-    pub identity: String,
-}
+/// The Lease that picks the active stub (the election is `causeway-election`).
+pub use causeway_election::LeaseConfig;
 
 /// A file that holds one document of one kind (a stub configuration, an access
 /// policy), read through the envelope: another kind, or a second document, is an error
