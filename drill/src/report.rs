@@ -36,6 +36,43 @@ pub struct Report {
     /// Why the drill stopped before its last step (sandbox failed, interrupted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<String>,
+    /// Samples of what was observed, for the timeline (may be empty). Only changes
+    /// are kept, plus the first sample of each series (see [`Report::sample`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<Sample>,
+    /// Fault intervals, for the timeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultBand>,
+}
+
+/// One observation of a series, for the timeline.
+///
+/// Series are named by what they observe, e.g. `dns app.svc.example. from singapore`
+/// (value: the answered clusters, sorted, comma-separated, `""` for no answer),
+/// `ready shop/web in aws-sg` (value: ready replicas) or `primary db` (value: the
+/// primary cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sample {
+    /// When it was observed, ms from the drill's start.
+    pub at_ms: u64,
+    /// What was observed.
+    pub series: String,
+    /// The value seen.
+    pub value: String,
+}
+
+/// A fault's interval, for the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultBand {
+    /// The fault (its step's name, or a description).
+    pub name: String,
+    /// When it was applied, ms from the drill's start.
+    pub from_ms: u64,
+    /// When it was reverted; absent: until the end of the drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ms: Option<u64>,
 }
 
 /// One wait, fault or expect step.
@@ -178,6 +215,48 @@ impl Report {
             steps: Vec::new(),
             measures: Vec::new(),
             aborted: None,
+            samples: Vec::new(),
+            faults: Vec::new(),
+        }
+    }
+
+    /// Records that `series` had `value` at `at_ms`. A sample equal to the last value
+    /// recorded for the same series is dropped, so only changes are kept (plus the
+    /// first sample of each series).
+    pub fn sample(&mut self, at_ms: u64, series: impl Into<String>, value: impl Into<String>) {
+        let series = series.into();
+        let value = value.into();
+        let last = self.samples.iter().rev().find(|s| s.series == series);
+        if last.is_some_and(|s| s.value == value) {
+            return;
+        }
+        self.samples.push(Sample {
+            at_ms,
+            series,
+            value,
+        });
+    }
+
+    /// Records that the fault `name` was applied at `at_ms` (open until
+    /// [`Report::fault_ended`]).
+    pub fn fault_started(&mut self, name: &str, at_ms: u64) {
+        self.faults.push(FaultBand {
+            name: name.to_string(),
+            from_ms: at_ms,
+            to_ms: None,
+        });
+    }
+
+    /// Records that the fault `name` was reverted at `at_ms`: closes its latest open
+    /// band. Without an open band of that name (it was never started), nothing changes.
+    pub fn fault_ended(&mut self, name: &str, at_ms: u64) {
+        if let Some(band) = self
+            .faults
+            .iter_mut()
+            .rev()
+            .find(|b| b.name == name && b.to_ms.is_none())
+        {
+            band.to_ms = Some(at_ms.max(band.from_ms));
         }
     }
 

@@ -214,3 +214,98 @@ drill r (r.yaml): PASSED in 17.6s
 ";
     assert_eq!(text, expected);
 }
+
+#[test]
+fn samples_keep_only_changes_per_series() {
+    let mut r = run(Ok(12_600));
+    let dns = "dns app.svc.example. from singapore";
+    let ready = "ready shop/web in aws-sg";
+    r.sample(0, dns, "idc-bj");
+    r.sample(0, ready, "0");
+    r.sample(1_000, dns, "idc-bj");
+    r.sample(1_000, ready, "0");
+    r.sample(2_000, ready, "2");
+    r.sample(3_000, dns, "aws-sg,idc-bj");
+    r.sample(4_000, ready, "2");
+    r.sample(5_000, dns, "idc-bj");
+    r.sample(6_000, dns, "");
+    r.sample(7_000, dns, "");
+    let seen: Vec<(u64, &str, &str)> = r
+        .samples
+        .iter()
+        .map(|s| (s.at_ms, s.series.as_str(), s.value.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (0, dns, "idc-bj"),
+            (0, ready, "0"),
+            (2_000, ready, "2"),
+            (3_000, dns, "aws-sg,idc-bj"),
+            (5_000, dns, "idc-bj"),
+            (6_000, dns, ""),
+        ]
+    );
+}
+
+#[test]
+fn fault_bands_open_and_close_by_name() {
+    let mut r = run(Ok(12_600));
+    r.fault_started("surge", 100);
+    r.fault_started("cut", 200);
+    r.fault_ended("surge", 5_000);
+    r.fault_ended("never-started", 6_000);
+    r.fault_started("surge", 7_000);
+    r.fault_ended("surge", 8_000);
+    let bands: Vec<(&str, u64, Option<u64>)> = r
+        .faults
+        .iter()
+        .map(|b| (b.name.as_str(), b.from_ms, b.to_ms))
+        .collect();
+    assert_eq!(
+        bands,
+        vec![
+            ("surge", 100, Some(5_000)),
+            ("cut", 200, None),
+            ("surge", 7_000, Some(8_000)),
+        ]
+    );
+    // Ending a band before it started cannot make it negative.
+    r.fault_started("late", 9_000);
+    r.fault_ended("late", 8_500);
+    assert_eq!(r.faults[3].to_ms, Some(9_000));
+}
+
+#[test]
+fn samples_and_faults_round_trip_and_are_absent_when_empty() {
+    let mut r = run(Ok(12_600));
+    let json = r.to_json();
+    assert!(
+        !json.contains("\"samples\"") && !json.contains("\"faults\""),
+        "empty timelines are not written: {json}"
+    );
+    // A report written before the timeline existed still reads.
+    assert_eq!(Report::from_json(&json).unwrap(), r);
+    r.sample(1_500, "primary db", "idc-bj");
+    r.fault_started("cut", 100);
+    r.fault_started("surge", 200);
+    r.fault_ended("surge", 900);
+    let json = r.to_json();
+    for key in [
+        "\"samples\"",
+        "\"atMs\": 1500",
+        "\"series\": \"primary db\"",
+        "\"value\": \"idc-bj\"",
+        "\"faults\"",
+        "\"fromMs\": 200",
+        "\"toMs\": 900",
+    ] {
+        assert!(json.contains(key), "{key} not in {json}");
+    }
+    assert_eq!(Report::from_json(&json).unwrap(), r);
+    let unknown = json.replacen("\"fromMs\": 200", "\"fromMs\": 200, \"extra\": 1", 1);
+    assert!(
+        Report::from_json(&unknown).is_err(),
+        "unknown fields stay errors"
+    );
+}
