@@ -169,15 +169,15 @@ pub struct ExternalDemand {
     pub home_max_replicas: u32,
 }
 
-/// Scale-up / scale-down stabilization, as in `autoscaling/v2` `behavior`.
+/// Scale-up / scale-down stabilization and rate limits, as in `autoscaling/v2`
+/// `behavior`. A direction left out, or a field of it left out, takes the HPA's default.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(from = "RawBehavior")]
 pub struct Behavior {
-    /// Scale-up rules (default: immediate).
-    #[serde(default = "ScalingRules::up")]
+    /// Scale-up rules (default: immediate, at most +100 % or +4 replicas per 15 s,
+    /// whichever is more).
     pub scale_up: ScalingRules,
-    /// Scale-down rules (default: 300 s stabilization).
-    #[serde(default = "ScalingRules::down")]
+    /// Scale-down rules (default: 300 s stabilization, at most -100 % per 15 s).
     pub scale_down: ScalingRules,
 }
 
@@ -190,26 +190,141 @@ impl Default for Behavior {
     }
 }
 
-/// One direction's rules.
-#[derive(Debug, Clone, Deserialize)]
+/// `behavior` as written, before the defaults of each direction are filled in.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawBehavior {
+    #[serde(default)]
+    scale_up: Option<RawScalingRules>,
+    #[serde(default)]
+    scale_down: Option<RawScalingRules>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawScalingRules {
+    #[serde(default)]
+    stabilization_window: Option<HumanDuration>,
+    #[serde(default)]
+    policies: Option<Vec<ScalingPolicy>>,
+    #[serde(default)]
+    select_policy: Option<SelectPolicy>,
+}
+
+impl RawScalingRules {
+    fn or(self, d: ScalingRules) -> ScalingRules {
+        ScalingRules {
+            stabilization_window: self.stabilization_window.unwrap_or(d.stabilization_window),
+            policies: self.policies.unwrap_or(d.policies),
+            select_policy: self.select_policy.unwrap_or(d.select_policy),
+        }
+    }
+}
+
+impl From<RawBehavior> for Behavior {
+    fn from(r: RawBehavior) -> Self {
+        let fill = |raw: Option<RawScalingRules>, d: ScalingRules| match raw {
+            Some(raw) => raw.or(d),
+            None => d,
+        };
+        Self {
+            scale_up: fill(r.scale_up, ScalingRules::up()),
+            scale_down: fill(r.scale_down, ScalingRules::down()),
+        }
+    }
+}
+
+/// One direction's rules (`HPAScalingRules`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScalingRules {
     /// Recommendations over this window are considered: scale-up takes their
     /// minimum, scale-down their maximum (the HPA's rule).
     pub stabilization_window: HumanDuration,
+    /// Rate limits: each allows a change relative to the replicas at the start of its
+    /// period; [`ScalingRules::select_policy`] picks among them.
+    pub policies: Vec<ScalingPolicy>,
+    /// Which policy's limit applies, or none (no change in this direction).
+    pub select_policy: SelectPolicy,
 }
 
 impl ScalingRules {
-    fn up() -> Self {
+    /// The HPA's scale-up default: no window; `Max` of +100 % and +4 pods per 15 s.
+    pub fn up() -> Self {
         Self {
             stabilization_window: HumanDuration(Duration::ZERO),
+            policies: vec![
+                ScalingPolicy {
+                    kind: ScalingPolicyType::Percent,
+                    value: 100,
+                    period_seconds: 15,
+                },
+                ScalingPolicy {
+                    kind: ScalingPolicyType::Pods,
+                    value: 4,
+                    period_seconds: 15,
+                },
+            ],
+            select_policy: SelectPolicy::Max,
         }
     }
-    fn down() -> Self {
+
+    /// The HPA's scale-down default: a 300 s window; -100 % per 15 s.
+    pub fn down() -> Self {
         Self {
             stabilization_window: HumanDuration(Duration::from_secs(300)),
+            policies: vec![ScalingPolicy {
+                kind: ScalingPolicyType::Percent,
+                value: 100,
+                period_seconds: 15,
+            }],
+            select_policy: SelectPolicy::Max,
         }
     }
+}
+
+/// One rate limit (`HPAScalingPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScalingPolicy {
+    /// `Pods` or `Percent`.
+    #[serde(rename = "type")]
+    pub kind: ScalingPolicyType,
+    /// Replicas (`Pods`) or percent of the replicas at the period's start (`Percent`);
+    /// at least 1.
+    pub value: u32,
+    /// The period the change is counted over, 1..=1800 s.
+    pub period_seconds: u32,
+}
+
+impl std::fmt::Display for ScalingPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            ScalingPolicyType::Pods => "Pods",
+            ScalingPolicyType::Percent => "Percent",
+        };
+        write!(f, "{kind} {}/{}s", self.value, self.period_seconds)
+    }
+}
+
+/// What a [`ScalingPolicy`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ScalingPolicyType {
+    /// A number of replicas.
+    Pods,
+    /// A percentage of the replicas at the start of the period.
+    Percent,
+}
+
+/// Which policy applies when there are several (`selectPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SelectPolicy {
+    /// The policy allowing the largest change.
+    #[default]
+    Max,
+    /// The policy allowing the smallest change.
+    Min,
+    /// No change in this direction.
+    Disabled,
 }
 
 /// The GSLB name of a workload.
@@ -844,6 +959,7 @@ fn check_burst(doc: &Document, spec: &BurstSpec) -> Result<(), ConfigError> {
         }
         check_registry(doc, &format!("spec.burst[{i}].overrides"), &b.overrides)?;
     }
+    check_behavior(doc, &spec.behavior)?;
     check_dns(doc, spec.dns.as_ref())?;
     check_workload(doc, &spec.workload)
 }
@@ -892,7 +1008,43 @@ fn check_spread(doc: &Document, spec: &SpreadSpec) -> Result<(), ConfigError> {
             format_args!("must be at least the sum of the clusters' minReplicas ({mins})"),
         ));
     }
+    check_behavior(doc, &spec.behavior)?;
     check_dns(doc, spec.dns.as_ref())
+}
+
+/// Most policies in one direction (as the HPA).
+const MAX_SCALING_POLICIES: usize = 10;
+/// Longest policy period in seconds (as the HPA).
+const MAX_PERIOD_SECONDS: u32 = 1800;
+
+fn check_behavior(doc: &Document, b: &Behavior) -> Result<(), ConfigError> {
+    for (dir, rules) in [("scaleUp", &b.scale_up), ("scaleDown", &b.scale_down)] {
+        let field = format!("spec.behavior.{dir}.policies");
+        if rules.policies.is_empty() {
+            return Err(doc.error(
+                &field,
+                "name at least one policy (selectPolicy: Disabled stops this direction)",
+            ));
+        }
+        if rules.policies.len() > MAX_SCALING_POLICIES {
+            return Err(doc.error(
+                &field,
+                format_args!("at most {MAX_SCALING_POLICIES} policies"),
+            ));
+        }
+        for (i, p) in rules.policies.iter().enumerate() {
+            if p.value < 1 {
+                return Err(doc.error(&format!("{field}[{i}].value"), "must be at least 1"));
+            }
+            if !(1..=MAX_PERIOD_SECONDS).contains(&p.period_seconds) {
+                return Err(doc.error(
+                    &format!("{field}[{i}].periodSeconds"),
+                    format_args!("must be 1 to {MAX_PERIOD_SECONDS}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_workload(doc: &Document, w: &WorkloadRef) -> Result<(), ConfigError> {

@@ -8,7 +8,8 @@ use super::*;
 use crate::observed::{ClusterState, HpaState, Observed, WorkloadState};
 use crate::policy::{
     Behavior, BurstPolicy, BurstSpec, BurstTarget, CapacityDemand, Demand, DnsBinding,
-    ExternalDemand, HpaDemand, ScalingRules, WorkloadRef,
+    ExternalDemand, HpaDemand, ScalingPolicy, ScalingPolicyType, ScalingRules, SelectPolicy,
+    WorkloadRef,
 };
 use crate::quantity::Resources;
 use causeway_config::HumanDuration;
@@ -49,9 +50,18 @@ fn policy(demand: Demand, down_window: u64, ttl: u64) -> BurstPolicy {
             behavior: Behavior {
                 scale_up: ScalingRules {
                     stabilization_window: HumanDuration(Duration::ZERO),
+                    // These tests burst by more than the HPA's default (+4 or +100 % per
+                    // 15 s) in one round; the rate limits have their own tests.
+                    policies: vec![ScalingPolicy {
+                        kind: ScalingPolicyType::Pods,
+                        value: 10_000,
+                        period_seconds: 15,
+                    }],
+                    select_policy: SelectPolicy::Max,
                 },
                 scale_down: ScalingRules {
                     stabilization_window: HumanDuration(Duration::from_secs(down_window)),
+                    ..ScalingRules::down()
                 },
             },
             dns: Some(DnsBinding {

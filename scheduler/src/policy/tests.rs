@@ -348,3 +348,124 @@ fn failover_errors_point_at_the_line_and_column() {
         "{e}"
     );
 }
+
+#[test]
+fn behavior_policies_default_as_the_hpa_and_load() {
+    // Left out: the HPA's defaults in both directions.
+    let c = load(&GOOD.replace(
+        "  behavior:\n    scaleDown: {stabilizationWindow: 20s}\n",
+        "",
+    ))
+    .unwrap();
+    let b = &c.burst[0].spec.behavior;
+    assert_eq!(b.scale_up, ScalingRules::up());
+    assert_eq!(b.scale_down, ScalingRules::down());
+    assert_eq!(b.scale_up.select_policy, SelectPolicy::Max);
+    assert_eq!(b.scale_up.policies.len(), 2);
+    // Only the window given: the direction's policies stay the defaults.
+    let c = load(GOOD).unwrap();
+    assert_eq!(
+        c.burst[0].spec.behavior.scale_down.policies,
+        ScalingRules::down().policies
+    );
+    // Policies given without a window: the window stays the default.
+    let c = load(&GOOD.replace(
+        "    scaleDown: {stabilizationWindow: 20s}",
+        "    scaleUp:\n      selectPolicy: Min\n      policies:\n        - {type: Pods, value: 2, periodSeconds: 60}\n        - {type: Percent, value: 10, periodSeconds: 30}\n    scaleDown: {selectPolicy: Disabled}",
+    ))
+    .unwrap();
+    let b = &c.burst[0].spec.behavior;
+    assert_eq!(b.scale_up.stabilization_window.0, Duration::ZERO);
+    assert_eq!(b.scale_up.select_policy, SelectPolicy::Min);
+    assert_eq!(
+        b.scale_up.policies,
+        vec![
+            ScalingPolicy {
+                kind: ScalingPolicyType::Pods,
+                value: 2,
+                period_seconds: 60
+            },
+            ScalingPolicy {
+                kind: ScalingPolicyType::Percent,
+                value: 10,
+                period_seconds: 30
+            },
+        ]
+    );
+    assert_eq!(b.scale_down.select_policy, SelectPolicy::Disabled);
+    assert_eq!(
+        b.scale_down.stabilization_window.0,
+        Duration::from_secs(300)
+    );
+    assert_eq!(b.scale_down.policies, ScalingRules::down().policies);
+    // SpreadPolicy: the same type, the same defaults.
+    let c = load(SPREAD).unwrap();
+    assert_eq!(c.spread[0].spec.behavior.scale_up, ScalingRules::up());
+}
+
+#[test]
+fn behavior_policy_errors_point_at_the_field() {
+    let with = |rules: &str| {
+        load(&GOOD.replace("    scaleDown: {stabilizationWindow: 20s}", rules))
+            .unwrap_err()
+            .to_string()
+    };
+    let cases = [
+        (
+            "    scaleUp:\n      policies:\n        - {type: Pods, value: 0, periodSeconds: 15}",
+            "s.yaml:25:31: BurstPolicy/web: spec.behavior.scaleUp.policies[0].value: must be at least 1",
+        ),
+        (
+            "    scaleDown:\n      policies:\n        - {type: Pods, value: 1, periodSeconds: 15}\n        - {type: Percent, value: 5, periodSeconds: 1801}",
+            "s.yaml:26:52: BurstPolicy/web: spec.behavior.scaleDown.policies[1].periodSeconds: must be 1 to 1800",
+        ),
+        (
+            "    scaleDown: {policies: [{type: Pods, value: 1, periodSeconds: 0}]}",
+            "s.yaml:23:66: BurstPolicy/web: spec.behavior.scaleDown.policies[0].periodSeconds: must be 1 to 1800",
+        ),
+        (
+            "    scaleUp: {policies: []}",
+            "s.yaml:23:15: BurstPolicy/web: spec.behavior.scaleUp.policies: name at least one policy",
+        ),
+        (
+            "    scaleUp: {selectPolicy: Biggest}",
+            "s.yaml:23:29: BurstPolicy/web: spec.behavior.scaleUp.selectPolicy: unknown variant",
+        ),
+        (
+            "    scaleUp: {policies: [{type: Replicas, value: 1, periodSeconds: 15}]}",
+            "s.yaml:23:33: BurstPolicy/web: spec.behavior.scaleUp.policies[0].type: unknown variant",
+        ),
+        (
+            "    scaleUp: {policies: [{type: Pods, value: 1, period: 15}]}",
+            "s.yaml:23:49: BurstPolicy/web: spec.behavior.scaleUp.policies[0].period: unknown field",
+        ),
+    ];
+    for (rules, want) in cases {
+        let e = with(rules);
+        assert!(e.starts_with(want), "{rules}\n got: {e}\nwant: {want}");
+    }
+    let eleven = (0..11)
+        .map(|_| "{type: Pods, value: 1, periodSeconds: 15}")
+        .collect::<Vec<_>>()
+        .join(", ");
+    let e = with(&format!("    scaleUp: {{policies: [{eleven}]}}"));
+    assert!(
+        e.starts_with(
+            "s.yaml:23:15: BurstPolicy/web: spec.behavior.scaleUp.policies: at most 10 policies"
+        ),
+        "{e}"
+    );
+    // The same check for a SpreadPolicy.
+    let e = load(&SPREAD.replace(
+        "{scaleDown: {stabilizationWindow: 30s}}",
+        "{scaleDown: {policies: [{type: Percent, value: 0, periodSeconds: 15}]}}",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(
+            "SpreadPolicy/shop: spec.behavior.scaleDown.policies[0].value: must be at least 1"
+        ),
+        "{e}"
+    );
+}

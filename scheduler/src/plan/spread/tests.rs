@@ -9,8 +9,8 @@ use super::{Claim, split};
 use crate::observed::{ClusterState, Observed, WorkloadState};
 use crate::plan::{Action, Memory, Plan, Role, Traffic, compute};
 use crate::policy::{
-    Behavior, DnsBinding, ScalingRules, SpreadBy, SpreadPolicy, SpreadSpec, SpreadTarget,
-    WorkloadRef,
+    Behavior, DnsBinding, ScalingPolicy, ScalingPolicyType, ScalingRules, SelectPolicy, SpreadBy,
+    SpreadPolicy, SpreadSpec, SpreadTarget, WorkloadRef,
 };
 use crate::quantity::Resources;
 
@@ -47,9 +47,18 @@ fn policy(replicas: u32, clusters: &[(&str, u32, u32)], down: u64, rebalance: u6
             behavior: Behavior {
                 scale_up: ScalingRules {
                     stabilization_window: HumanDuration(Duration::ZERO),
+                    // These tests burst by more than the HPA's default (+4 or +100 % per
+                    // 15 s) in one round; the rate limits have their own tests.
+                    policies: vec![ScalingPolicy {
+                        kind: ScalingPolicyType::Pods,
+                        value: 10_000,
+                        period_seconds: 15,
+                    }],
+                    select_policy: SelectPolicy::Max,
                 },
                 scale_down: ScalingRules {
                     stabilization_window: HumanDuration(S(down)),
+                    ..ScalingRules::down()
                 },
             },
             rebalance_after: HumanDuration(S(rebalance)),
