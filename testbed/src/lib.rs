@@ -35,6 +35,7 @@ mod pki;
 pub mod pod_log;
 mod process;
 pub mod quantity;
+pub mod relay;
 pub mod reserve;
 pub mod shared;
 pub mod simulate;
