@@ -258,13 +258,20 @@ fn post_placement(api: &Api, body: &[u8]) -> Resp {
             return bad(format!("body: {e}"));
         }
     };
-    accepted(api.inputs.placements_at(placements, |i| {
+    let r = api.inputs.placements_at(placements, |i| {
         if many {
             format!("placements[{i}]")
         } else {
             "placement".into()
         }
-    }))
+    });
+    match r {
+        Ok((n, ignored)) if !ignored.is_empty() => json(
+            StatusCode::OK,
+            &serde_json::json!({ "accepted": n, "ignored": ignored }),
+        ),
+        other => accepted(other.map(|(n, _)| n)),
+    }
 }
 
 /// `{"accepted": n}`, or the input's error: 400 naming the field, 503 when stopping.

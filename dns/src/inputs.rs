@@ -3,14 +3,17 @@
 //! in process through an [`Inputs`] handle (what `causeway hub` gives its scheduler).
 //!
 //! A valid input becomes one [`Event`] for the builder, which publishes a new snapshot at
-//! once. Validation reads the current snapshot: every service must be a GSLB name and
-//! every placement target one of its clusters. Counts are bounded ([`MAX_PLACEMENTS`],
+//! once. Validation reads the current snapshot: every service must be a GSLB name. A
+//! placement target that is not one of the name's clusters is *ignored* (dropped, counted
+//! as `result="ignored_target"`, logged once per name and cluster, and listed in the API's
+//! answer): a policy may place a workload in a cluster the name is not served from, and
+//! that must not hold back the other clusters' updates. Counts are bounded ([`MAX_PLACEMENTS`],
 //! [`MAX_PLACEMENT_TARGETS`], [`MAX_ADDRESSES`]); HTTP bodies also by
 //! [`crate::api::MAX_BODY`].
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use causeway_model::{HealthReport, Placement};
 use tokio::sync::mpsc;
@@ -80,6 +83,8 @@ impl InputError {
 pub struct Inputs {
     shared: Arc<ServerState>,
     events: mpsc::UnboundedSender<Event>,
+    /// (name, cluster) pairs already logged as ignored.
+    ignored_logged: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 impl std::fmt::Debug for Inputs {
@@ -91,33 +96,52 @@ impl std::fmt::Debug for Inputs {
 impl Inputs {
     /// A handle over `shared` that sends to the builder through `events`.
     pub fn new(shared: Arc<ServerState>, events: mpsc::UnboundedSender<Event>) -> Self {
-        Self { shared, events }
+        Self {
+            shared,
+            events,
+            ignored_logged: Arc::default(),
+        }
     }
 
     /// Applies `placements` (each replaces the last placement of its service; one with
-    /// no targets removes it). Returns how many were accepted: all or none.
+    /// no targets removes it). Returns how many were accepted: all or none. Targets that
+    /// are not clusters of their name are ignored (see the module docs).
     pub fn placements(&self, placements: Vec<Placement>) -> Result<usize, InputError> {
         self.placements_at(placements, |i| format!("placements[{i}]"))
+            .map(|(n, _)| n)
     }
 
-    /// [`Self::placements`], naming fields with `field(index)` in errors.
+    /// [`Self::placements`], naming fields with `field(index)` in errors; also returns
+    /// the ignored targets, each as `field: why`.
     pub(crate) fn placements_at(
         &self,
-        placements: Vec<Placement>,
+        mut placements: Vec<Placement>,
         field: impl Fn(usize) -> String,
-    ) -> Result<usize, InputError> {
-        let r = validate_placements(&self.shared, &placements, &field).and_then(|()| {
+    ) -> Result<(usize, Vec<String>), InputError> {
+        let r = validate_placements(&self.shared, &mut placements, &field).and_then(|ignored| {
             let n = placements.len();
             self.events
                 .send(Event::Placement(placements))
                 .map_err(|_| InputError::Stopped)?;
-            Ok(n)
+            Ok((n, ignored))
         });
         self.shared.metrics.placement_update(match &r {
             Ok(_) => "ok",
             Err(e) => e.reason(),
         });
-        r
+        if let Ok((_, ignored)) = &r {
+            for i in ignored {
+                self.shared.metrics.placement_update("ignored_target");
+                let mut logged = self
+                    .ignored_logged
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if logged.len() < 10_000 && logged.insert((i.service.clone(), i.cluster.clone())) {
+                    tracing::info!(service = %i.service, cluster = %i.cluster, "placement target ignored: the cluster is not a target of the name");
+                }
+            }
+        }
+        r.map(|(n, ignored)| (n, ignored.into_iter().map(|i| i.text).collect()))
     }
 
     /// Applies external health `reports` (`health: unknown` clears one). Returns how
@@ -153,11 +177,21 @@ fn cut(s: &str) -> String {
     s.chars().take(255).collect()
 }
 
+/// A placement target dropped because its cluster is not a target of the name.
+struct Ignored {
+    service: String,
+    cluster: String,
+    /// `field: why`.
+    text: String,
+}
+
+/// Checks `placements` and drops the targets that are not clusters of their name,
+/// returning those.
 fn validate_placements(
     shared: &ServerState,
-    placements: &[Placement],
+    placements: &mut [Placement],
     field: &impl Fn(usize) -> String,
-) -> Result<(), InputError> {
+) -> Result<Vec<Ignored>, InputError> {
     if placements.len() > MAX_PLACEMENTS {
         return Err(InputError::Invalid {
             field: "placements".into(),
@@ -169,7 +203,8 @@ fn validate_placements(
     }
     let snap = shared.state.load();
     let mut services = HashSet::new();
-    for (i, p) in placements.iter().enumerate() {
+    let mut ignored = Vec::new();
+    for (i, p) in placements.iter_mut().enumerate() {
         let at = field(i);
         let service = normalize_service(&p.service);
         let Some(id) = snap.zones.gslb_by_name(&service) else {
@@ -192,14 +227,22 @@ fn validate_placements(
         }
         let g = &snap.zones.gslb[id];
         let mut clusters = HashSet::new();
+        let mut unknown = Vec::new();
         for (j, t) in p.targets.iter().enumerate() {
             let at = format!("{at}.targets[{j}]");
             if !g.targets.iter().any(|z| z.cluster == t.cluster) {
-                return Err(InputError::UnknownCluster {
+                let e = InputError::UnknownCluster {
                     field: format!("{at}.cluster"),
                     cluster: t.cluster.to_string(),
                     service: g.fqdn.clone(),
+                };
+                ignored.push(Ignored {
+                    service: g.fqdn.clone(),
+                    cluster: t.cluster.to_string(),
+                    text: e.to_string(),
                 });
+                unknown.push(j);
+                continue;
             }
             if !clusters.insert(&t.cluster) {
                 return Err(InputError::Invalid {
@@ -222,8 +265,11 @@ fn validate_placements(
                 }
             }
         }
+        for j in unknown.into_iter().rev() {
+            p.targets.remove(j);
+        }
     }
-    Ok(())
+    Ok(ignored)
 }
 
 /// Not unspecified, multicast or broadcast.

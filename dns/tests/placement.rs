@@ -337,12 +337,6 @@ fn placement_weights_roles_and_addresses_reach_the_answers() {
             "placement.service: \"nope.svc.example.\" is not a GSLB name",
         ),
         (
-            "unknown cluster",
-            br#"{"placements":[{"service":"w.svc.example.","targets":[{"cluster":"a","weight":1},{"cluster":"zz","weight":9}]}]}"#.to_vec(),
-            400,
-            "placements[0].targets[1].cluster: cluster zz is not a target of w.svc.example.",
-        ),
-        (
             "duplicate cluster",
             br#"{"service":"w.svc.example.","targets":[{"cluster":"a"},{"cluster":"a"}]}"#.to_vec(),
             400,
@@ -350,7 +344,8 @@ fn placement_weights_roles_and_addresses_reach_the_answers() {
         ),
         (
             "unspecified address",
-            br#"{"service":"w.svc.example.","targets":[{"cluster":"a","addresses":["0.0.0.0"]}]}"#.to_vec(),
+            br#"{"service":"w.svc.example.","targets":[{"cluster":"a","addresses":["0.0.0.0"]}]}"#
+                .to_vec(),
             400,
             "targets[0].addresses[0]",
         ),
@@ -389,16 +384,6 @@ fn placement_weights_roles_and_addresses_reach_the_answers() {
         assert!(text.contains(says), "{what}: {text}");
     }
     assert_eq!(http(api, "GET", "/v1/placement", b"").0, 405);
-    let unknown = inputs
-        .placements(vec![Placement {
-            service: "w.svc.example.".into(),
-            targets: vec![target("d", 1, Role::Active, Health::Healthy)],
-        }])
-        .unwrap_err();
-    assert_eq!(
-        unknown.to_string(),
-        "placements[0].targets[0].cluster: cluster d is not a target of w.svc.example."
-    );
     assert_eq!(
         explain(api, "w.svc.example.")[0].1,
         3,
@@ -408,14 +393,6 @@ fn placement_weights_roles_and_addresses_reach_the_answers() {
         metric(api, "causeway_dns_placement_updates_total{result=\"ok\"}"),
         4.0
     );
-    assert_eq!(
-        metric(
-            api,
-            "causeway_dns_placement_updates_total{result=\"unknown_cluster\"}"
-        ),
-        2.0
-    );
-
     // A reload (TTL 30 → 7) keeps the last placement.
     std::fs::write(&file, config(7)).unwrap();
     wait("reloaded", Duration::from_secs(10), || {
@@ -444,6 +421,49 @@ fn placement_weights_roles_and_addresses_reach_the_answers() {
         let x = explain(api, "w.svc.example.");
         x.iter()
             .all(|c| c.1 == 100 && c.2 == "zone")
+            .then_some(())
+            .ok_or(format!("{x:?}"))
+    });
+
+    // A target that is not a cluster of the name is ignored, not a refusal: the other
+    // targets apply, and the answer says what was left out.
+    let (status, text) = http(
+        api,
+        "POST",
+        "/v1/placement",
+        br#"{"placements":[{"service":"w.svc.example.","targets":[{"cluster":"a","weight":3},{"cluster":"zz","weight":9}]}]}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["accepted"], 1, "{text}");
+    assert_eq!(
+        v["ignored"][0],
+        "placements[0].targets[1].cluster: cluster zz is not a target of w.svc.example.",
+        "{text}"
+    );
+    assert_eq!(
+        inputs
+            .placements(vec![Placement {
+                service: "w.svc.example.".into(),
+                targets: vec![
+                    target("a", 3, Role::Active, Health::Healthy),
+                    target("d", 1, Role::Active, Health::Healthy),
+                ],
+            }])
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        metric(
+            api,
+            "causeway_dns_placement_updates_total{result=\"ignored_target\"}"
+        ),
+        2.0
+    );
+    wait("the known target's weight", Duration::from_secs(5), || {
+        let x = explain(api, "w.svc.example.");
+        x.iter()
+            .any(|c| c.0 == "a" && c.1 == 3 && c.2 == "placement")
             .then_some(())
             .ok_or(format!("{x:?}"))
     });
