@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod crds;
 pub mod dns;
 pub mod drill;
 pub mod hub;

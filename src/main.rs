@@ -43,6 +43,8 @@ enum Command {
     Scheduler(cmd::scheduler::Args),
     /// Everything on the hub side (stub + dns + scheduler) in one process.
     Hub(cmd::hub::Args),
+    /// CustomResourceDefinitions of Causeway's kinds, from the Rust spec types.
+    Crds(cmd::crds::Args),
     /// Run a failover drill from a scenario file.
     Drill(cmd::drill::Args),
     /// Real Kubernetes control planes on loopback, for trying Causeway and for tests.
@@ -87,6 +89,7 @@ fn main() -> std::process::ExitCode {
             Command::User(args) => cmd::user::run(args).await,
             Command::Scheduler(args) => cmd::scheduler::run(args).await,
             Command::Hub(args) => cmd::hub::run(args).await,
+            Command::Crds(args) => cmd::crds::run(args).await,
             Command::Drill(args) => cmd::drill::run(args).await,
             Command::Testbed(args) => cmd::testbed::run(args).await,
         }

@@ -136,7 +136,7 @@ impl Default for LatencySettings {
 }
 
 /// `kind: Zone` spec.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ZoneSpec {
     /// The zone apex, e.g. `svc.example.` (a trailing dot is added if missing).
@@ -161,7 +161,7 @@ fn default_ttl() -> u32 {
 }
 
 /// SOA fields. `minimum` is the negative-caching TTL (RFC 2308).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SoaSpec {
     /// Primary name server. Default: the first `nameservers` entry.
@@ -206,7 +206,7 @@ fn default_minimum() -> u32 {
 }
 
 /// One apex name server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NameServerSpec {
     /// Its name (relative to the origin, or absolute with a trailing dot).
@@ -217,7 +217,7 @@ pub struct NameServerSpec {
 }
 
 /// Static record types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 #[allow(clippy::upper_case_acronyms)]
 pub enum StaticType {
     /// IPv4 address.
@@ -239,7 +239,7 @@ pub enum StaticType {
 }
 
 /// One static RRset.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RecordSpec {
     /// Owner name, relative to the origin (`www`, `@` for the apex) or absolute (trailing dot).
@@ -255,7 +255,9 @@ pub struct RecordSpec {
 }
 
 /// How a GSLB name picks its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyKind {
     /// The healthy target with the lowest RTT for the client network.
@@ -281,7 +283,7 @@ impl PolicyKind {
 }
 
 /// One GSLB name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GslbSpec {
     /// Owner name, relative to the origin or absolute.
@@ -302,6 +304,7 @@ pub struct GslbSpec {
     /// `latency`: order used when the latency map has no data for the client. Default:
     /// the targets' order.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub default_order: Vec<ClusterId>,
     /// One target per cluster.
     pub targets: Vec<TargetSpec>,
@@ -318,10 +321,11 @@ fn default_fail_open() -> bool {
 }
 
 /// One cluster behind a GSLB name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetSpec {
     /// The cluster.
+    #[schemars(with = "String")]
     pub cluster: ClusterId,
     /// Its addresses for this service (IPv4 → A, IPv6 → AAAA).
     pub addresses: Vec<IpAddr>,
@@ -342,7 +346,7 @@ fn default_weight() -> u32 {
 }
 
 /// Probe protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeProtocol {
     /// `GET path` over HTTP/1.1, expecting `expectStatus`.
@@ -354,7 +358,7 @@ pub enum ProbeProtocol {
 }
 
 /// Active health check of one target.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheckSpec {
     /// `http`, `https` or `tcp`.
@@ -376,9 +380,11 @@ pub struct HealthCheckSpec {
     pub expect_status: u16,
     /// Time between probes. Default `1s`.
     #[serde(default = "default_interval")]
+    #[schemars(with = "String")]
     pub interval: HumanDuration,
     /// Probe timeout. Default `500ms`.
     #[serde(default = "default_timeout")]
+    #[schemars(with = "String")]
     pub timeout: HumanDuration,
     /// Consecutive successes to become healthy. Default 2.
     #[serde(default = "default_rise")]
@@ -415,7 +421,7 @@ fn default_fall() -> u32 {
 }
 
 /// `kind: LatencyMap` spec.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LatencyMapSpec {
     /// Entries.
@@ -423,12 +429,14 @@ pub struct LatencyMapSpec {
 }
 
 /// One static latency entry: client prefix → RTT per cluster in milliseconds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LatencyEntrySpec {
     /// Client network, e.g. `198.51.100.0/24`.
+    #[schemars(with = "String")]
     pub prefix: IpNet,
     /// Cluster → RTT (ms).
+    #[schemars(with = "BTreeMap<String, f64>")]
     pub rtt_ms: BTreeMap<ClusterId, f64>,
 }
 

@@ -48,7 +48,7 @@ fn default_writes_per_second() -> u32 {
 }
 
 /// The workload a policy places: a Deployment in its home cluster.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadRef {
     /// Namespace.
@@ -64,12 +64,13 @@ impl std::fmt::Display for WorkloadRef {
 }
 
 /// `BurstPolicy.spec`: fill the home clusters first, burst the overflow.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BurstSpec {
     /// The workload; its source of truth is the Deployment in the first home cluster.
     pub workload: WorkloadRef,
     /// Home (IDC) clusters in fill order.
+    #[schemars(with = "Vec<String>")]
     pub home: Vec<ClusterId>,
     /// Burst (public) clusters in preference order.
     pub burst: Vec<BurstTarget>,
@@ -88,10 +89,11 @@ pub struct BurstSpec {
 }
 
 /// One burst cluster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BurstTarget {
     /// The cluster.
+    #[schemars(with = "String")]
     pub cluster: ClusterId,
     /// Most replicas placed there.
     pub max_replicas: u32,
@@ -104,7 +106,7 @@ pub struct BurstTarget {
 }
 
 /// Per-cluster changes to the copy of the home workload.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Overrides {
     /// Replace the registry (the part before the first `/`) of every container image.
@@ -123,7 +125,7 @@ impl Overrides {
 }
 
 /// The demand source: exactly one of the three.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Demand {
     /// Replicas fixed by the user on the home Deployment; what cannot run at home
@@ -140,12 +142,12 @@ pub struct Demand {
 }
 
 /// Capacity-driven demand (no settings yet; an empty mapping).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapacityDemand {}
 
 /// HPA-driven demand.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HpaDemand {
     /// The HorizontalPodAutoscaler's name in the workload's namespace.
@@ -160,7 +162,7 @@ fn default_tolerance() -> f64 {
 }
 
 /// Demand from an external metric.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExternalDemand {
     /// Metric value one replica handles.
@@ -171,8 +173,9 @@ pub struct ExternalDemand {
 
 /// Scale-up / scale-down stabilization and rate limits, as in `autoscaling/v2`
 /// `behavior`. A direction left out, or a field of it left out, takes the HPA's default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(from = "RawBehavior")]
+#[schemars(into = "RawBehavior")] // the schema of what is written, both ways
 pub struct Behavior {
     /// Scale-up rules (default: immediate, at most +100 % or +4 replicas per 15 s,
     /// whichever is more).
@@ -191,7 +194,7 @@ impl Default for Behavior {
 }
 
 /// `behavior` as written, before the defaults of each direction are filled in.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawBehavior {
     #[serde(default)]
@@ -200,10 +203,11 @@ struct RawBehavior {
     scale_down: Option<RawScalingRules>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawScalingRules {
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     stabilization_window: Option<HumanDuration>,
     #[serde(default)]
     policies: Option<Vec<ScalingPolicy>>,
@@ -283,7 +287,7 @@ impl ScalingRules {
 }
 
 /// One rate limit (`HPAScalingPolicy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScalingPolicy {
     /// `Pods` or `Percent`.
@@ -307,7 +311,7 @@ impl std::fmt::Display for ScalingPolicy {
 }
 
 /// What a [`ScalingPolicy`] counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum ScalingPolicyType {
     /// A number of replicas.
     Pods,
@@ -316,7 +320,7 @@ pub enum ScalingPolicyType {
 }
 
 /// Which policy applies when there are several (`selectPolicy`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum SelectPolicy {
     /// The policy allowing the largest change.
     #[default]
@@ -328,13 +332,14 @@ pub enum SelectPolicy {
 }
 
 /// The GSLB name of a workload.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DnsBinding {
     /// Fully qualified name (`app.svc.example.`).
     pub name: String,
     /// TTL of its records: how long a drained cluster keeps its replicas.
     #[serde(default = "default_dns_ttl")]
+    #[schemars(with = "String")]
     pub ttl: HumanDuration,
 }
 
@@ -383,7 +388,7 @@ impl BurstSpec {
 
 /// `SpreadPolicy.spec`: active-active, the replicas spread over clusters by weight or
 /// by free capacity, with a minimum per cluster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpreadSpec {
     /// The workload; its source of truth is the Deployment in the first cluster.
@@ -404,6 +409,7 @@ pub struct SpreadSpec {
     /// A cluster that was unreachable gets its share back only after it has been
     /// reachable again this long (it stays out of the split and out of DNS until then).
     #[serde(default = "default_rebalance_after")]
+    #[schemars(with = "String")]
     pub rebalance_after: HumanDuration,
     /// The GSLB name dns serves for this workload, and its TTL: a cluster going to 0
     /// leaves the answers one TTL before its replicas go.
@@ -416,10 +422,11 @@ fn default_rebalance_after() -> HumanDuration {
 }
 
 /// One cluster of a `SpreadPolicy`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpreadTarget {
     /// The cluster.
+    #[schemars(with = "String")]
     pub cluster: ClusterId,
     /// Relative share with `by: weight` (default 1; 0 = only its minimum). Not used
     /// with `by: freeCapacity`.
@@ -442,7 +449,7 @@ impl SpreadTarget {
 }
 
 /// What a `SpreadPolicy` splits its replicas by.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum SpreadBy {
     /// Each cluster's `weight`.

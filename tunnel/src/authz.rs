@@ -279,7 +279,7 @@ pub fn check_request_path(path: &str) -> Result<(), PathError> {
 pub const KIND: &str = "AccessPolicy";
 
 /// Whom a rule applies to.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Subjects {
     /// User names.
@@ -291,7 +291,7 @@ pub struct Subjects {
 }
 
 /// One rule: these subjects may reach these clusters (globs), optionally read-only.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Rule {
     /// Who.

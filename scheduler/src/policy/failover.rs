@@ -14,14 +14,16 @@ use serde::Deserialize;
 use super::{DnsBinding, WorkloadRef, check_dns, check_workload, is_dns_label};
 
 /// `FailoverPolicy.spec`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailoverSpec {
     /// The workload: a Deployment of this name runs in every cluster named here.
     pub workload: WorkloadRef,
     /// The preferred primary: the first holder of the role.
+    #[schemars(with = "String")]
     pub primary: ClusterId,
     /// Backups in promotion order.
+    #[schemars(with = "Vec<String>")]
     pub backups: Vec<ClusterId>,
     /// A promoted cluster runs at least this many replicas (a cold standby at 0 is
     /// scaled up when promoted).
@@ -40,13 +42,16 @@ pub struct FailoverSpec {
     /// A reachable primary with no ready replica this long is failed over (fenced by
     /// the scheduler first, confirmed, then the backup promoted).
     #[serde(default = "default_unhealthy_after")]
+    #[schemars(with = "String")]
     pub unhealthy_after: HumanDuration,
     /// Fail back to `primary` on its own once it has been a healthy `replica` this long
     /// (a planned switchover: fence, confirm, promote). Without it, failback is manual.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub failback_after: Option<HumanDuration>,
     /// The recovery time objective: the measured RTO is reported against it.
     #[serde(default = "default_rto")]
+    #[schemars(with = "String")]
     pub rto: HumanDuration,
     /// The GSLB name: only the serving primary is in its answers.
     #[serde(default)]
@@ -66,7 +71,7 @@ fn default_rto() -> HumanDuration {
 }
 
 /// How the old primary is fenced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum FenceMode {
     /// Role `fenced` and the Deployment scaled to 0.
@@ -88,15 +93,17 @@ impl FenceMode {
 
 /// The role lease: renewed through the stub while the primary is reachable; its agent
 /// fences the primary when it is not renewed for `duration`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeaseSpec {
     /// `leaseDurationSeconds` (whole seconds, at least 2 s).
     #[serde(default = "default_lease_duration")]
+    #[schemars(with = "String")]
     pub duration: HumanDuration,
     /// Added to the duration before a backup of an unreachable primary is promoted: the
     /// agent's poll interval, its writes and clock-rate drift must fit in it.
     #[serde(default = "default_lease_margin")]
+    #[schemars(with = "String")]
     pub margin: HumanDuration,
 }
 
