@@ -393,5 +393,7 @@ fn secs(ms: u64) -> String {
     format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
 }
 
+mod html;
+
 #[cfg(test)]
 mod tests;
