@@ -12,12 +12,12 @@
 //! Module map:
 //! * [`scenario`]: the `Scenario` document, its types and its checks.
 //! * [`report`]: the result of a run (JSON through serde) and its plain-text summary.
-//!
-//! Not built yet: the runner (sandbox start, faults and their revert, expectation
-//! polling) and the HTML report; see `docs/drills.md`.
+//! * [`run`]: running a scenario on a local sandbox (testbed clusters, stub, agents,
+//!   dns, scheduler), its faults and their revert, expectation polling, the report.
 #![warn(missing_docs)]
 
 pub mod report;
+pub mod run;
 pub mod scenario;
 
 pub use report::{MeasureReport, Report, StepReport};

@@ -1,11 +1,14 @@
 //! `causeway drill`: failover drills from scenario files (issue 11).
 //!
-//! Built so far: `--list` and `--validate` (the scenario through `causeway-drill`, its
-//! policy files through the scheduler's loader and its zone files through dns's).
-//! Running a scenario is not built yet and says so.
+//! `--list` and `--validate` (the scenario through `causeway-drill`, its policy files
+//! through the scheduler's loader and its zone files through dns's); `causeway drill
+//! FILE` runs the scenario on a local sandbox (`causeway_drill::run`) and writes its
+//! report.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+use std::io::IsTerminal as _;
 
 use anyhow::Context;
 use causeway_config::ConfigError;
@@ -14,19 +17,26 @@ use causeway_drill::report::detail;
 use causeway_drill::scenario::{Condition, StepAction};
 use causeway_model::ClusterId;
 
-/// Exit status of a scenario run while running is not built.
-const EXIT_NOT_BUILT: i32 = 2;
+/// Exit status of a drill that ran and failed (an expectation or a measure).
+const EXIT_FAILED: i32 = 1;
+/// Exit status of a drill stopped by SIGINT/SIGTERM.
+const EXIT_INTERRUPTED: i32 = 130;
 
 /// Options of `causeway drill`.
 #[derive(clap::Args, Debug)]
 #[command(
     long_about = "Runs a failover drill described in a scenario file (a sandbox topology, the \
     policy and zone files to install, and ordered steps: waits, faults, expectations with \
-    deadlines, measures) and writes a report.\n\n\
-    Built so far: --list and --validate. Running a scenario is NOT BUILT YET: it checks the \
-    file, says so and exits with status 2. Reference: docs/drills.md.",
+    deadlines, measures) on a local sandbox of real clusters, and writes a report \
+    (report.json, report.html).\n\n\
+    The sandbox (testbed clusters, stub, agents, dns, scheduler) is started from this \
+    binary and torn down at the end; every fault is reverted at the end, on failure and on \
+    Ctrl-C. Exit status: 0 passed, 1 an expectation or measure failed (or an error), 130 \
+    interrupted. Reference: docs/drills.md.",
     after_help = "Examples:\n  causeway drill --list\n  \
-    causeway drill scenarios/quickstart.yaml --validate"
+    causeway drill scenarios/quickstart.yaml --validate\n  \
+    causeway drill scenarios/quickstart.yaml\n  \
+    causeway drill scenarios/partition.yaml --report out/ --keep"
 )]
 pub struct Args {
     /// The scenario file.
@@ -41,6 +51,16 @@ pub struct Args {
     /// Where --list looks for scenarios (`*.yaml`).
     #[arg(long, value_name = "DIR", default_value = "scenarios")]
     dir: PathBuf,
+    /// Where report.json and report.html go (default: the work directory).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// The drill's work directory: configs, logs, the testbed (default: a new
+    /// causeway-drill-NAME-TIME directory in the temporary directory).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Leave the sandbox up after the drill, until Ctrl-C.
+    #[arg(long, conflicts_with = "validate")]
+    keep: bool,
 }
 
 /// Runs `causeway drill`.
@@ -56,14 +76,58 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", summary(&scenario));
         return Ok(());
     }
+    if let Some(why) = causeway_drill::run::unsupported(&scenario) {
+        anyhow::bail!("{}: {why}", file.display());
+    }
+    let work_dir = match args.work_dir {
+        Some(d) => d,
+        None => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            std::env::temp_dir().join(format!("causeway-drill-{}-{secs}", scenario.name))
+        }
+    };
+    let work_dir = absolute(&work_dir)?;
+    let report_dir = absolute(args.report.as_deref().unwrap_or(&work_dir))?;
+    let exe = std::env::current_exe().context("cannot find this binary to start the sandbox")?;
+    let tty = std::io::stderr().is_terminal();
     eprintln!(
-        "causeway: {}: valid, but not built yet: running scenarios (see issue 11); \
-         nothing was started. `causeway drill {} --validate` checks the file.",
-        file.display(),
-        file.display()
+        "drill {}: {}\n  work directory: {}",
+        scenario.name,
+        scenario.summary_line(),
+        work_dir.display()
     );
-    // The command's only non-error, non-success outcome; main maps errors to 1.
-    std::process::exit(EXIT_NOT_BUILT);
+    let opts = causeway_drill::run::RunOptions {
+        exe,
+        work_dir: work_dir.clone(),
+        report_dir,
+        keep: args.keep,
+        progress: causeway_drill::run::Progress::new(Box::new(std::io::stderr()), tty),
+    };
+    let outcome = causeway_drill::run::run(&scenario, opts).await?;
+    print!("{}", outcome.report.summary());
+    println!("report: {}", outcome.report_json.display());
+    if let Some(html) = &outcome.report_html {
+        println!("        {}", html.display());
+    }
+    println!("logs:   {}", work_dir.display());
+    if let Some(e) = &outcome.teardown_error {
+        eprintln!("causeway: warning: {e}");
+    }
+    if outcome.interrupted {
+        std::process::exit(EXIT_INTERRUPTED);
+    }
+    if !outcome.report.passed {
+        std::process::exit(EXIT_FAILED);
+    }
+    Ok(())
+}
+
+/// `p` made absolute against the current directory (children run elsewhere).
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("{}", p.display()))
 }
 
 /// `--list`: one line per scenario file; an invalid one is shown with its error and

@@ -1,116 +1,19 @@
 //! Support for `tests/scheduler_failover.rs`: three clusters whose agents run the fencer,
-//! the first one's agent reaching the stub through a [`Relay`] that can cut the network
-//! between them, the workload of a `FailoverPolicy` in every cluster, and dns.
+//! the first one's agent reaching the stub through a [`Relay`] (`causeway_testbed::relay`)
+//! that can cut the network between them, the workload of a `FailoverPolicy` in every
+//! cluster, and dns.
 #![allow(dead_code)]
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use causeway_testbed::relay::Relay;
 use causeway_testbed::testing::{Kubectl, Process, Spawn};
 use causeway_testbed::{ClusterInfo, Testbed};
 
 use super::scheduler_support::{ADDR, BIN, IDC};
 use super::tunnel_support::*;
-
-/// A TCP relay between an agent and the stub that can *cut* the path: while cut, bytes
-/// in either direction are read and dropped (the peers' kernels still ACK, as across a
-/// partition where the last hop swallows packets) and new connections are held without
-/// being joined to the stub. Nothing is closed or reset, so both sides find out only
-/// by their own keep-alive timeouts, as in a real partition.
-pub struct Relay {
-    /// Where the agent dials.
-    pub addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Relay {
-    /// Relays every connection to `target` until dropped.
-    pub fn start(target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (cut.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(down) = conn else { continue };
-                let (c, s) = (c.clone(), s.clone());
-                std::thread::spawn(move || join(down, target, c, s));
-            }
-        });
-        Relay { addr, cut, stop }
-    }
-
-    /// Cuts the path (bytes dropped from now on, new connections held).
-    pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-    }
-
-    /// Heals it: new connections pass again (the cut ones are broken and get redialled).
-    pub fn heal(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-fn join(down: TcpStream, target: SocketAddr, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
-    // A connection made while cut waits (bounded) for the heal.
-    for _ in 0..600 {
-        if !cut.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if cut.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
-        return;
-    }
-    let Ok(up) = TcpStream::connect(target) else {
-        return;
-    };
-    let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
-        return;
-    };
-    let (c, s) = (cut.clone(), stop.clone());
-    std::thread::spawn(move || pump(down2, up2, c, s));
-    pump(up, down, cut, stop);
-}
-
-/// Copies `from` → `to` until either ends; drops what it reads while cut.
-fn pump(mut from: TcpStream, mut to: TcpStream, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
-    let _ = from.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 16 * 1024];
-    while !stop.load(Ordering::SeqCst) {
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if cut.load(Ordering::SeqCst) {
-                    continue;
-                }
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => break,
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Both);
-    let _ = from.shutdown(std::net::Shutdown::Both);
-}
 
 /// Namespace `ns` with Deployment `web` (`replicas`, image per site). The role ConfigMap
 /// is the scheduler's to create.
@@ -155,7 +58,7 @@ impl FailoverBed {
         let (tb, dir) = super::scheduler_support::testbed(false).await;
         let state = dir.path().join("stub-state");
         let stub = start_stub(dir.path(), "stub", &state, None);
-        let relay = Relay::start(stub.agents);
+        let relay = Relay::start(stub.agents).expect("relay to the stub");
         let rbac = [
             "examples/scheduler/member-rbac.yaml",
             "examples/tunnel/fencer-rbac.yaml",

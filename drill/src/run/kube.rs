@@ -1,0 +1,90 @@
+//! Reaching a sandbox cluster as its admin: reads over HTTPS with the admin client
+//! certificate (cheap enough to poll every 250 ms), writes with the testbed's kubectl.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use causeway_testbed::ClusterInfo;
+use causeway_testbed::testing::{HttpClient, client_tls};
+
+/// How long one read may take (a stopped API server answers nothing).
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one kubectl command may take.
+const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One cluster's API server, as admin.
+#[derive(Clone)]
+pub(crate) struct Api {
+    client: HttpClient,
+}
+
+impl Api {
+    /// The admin client of `c`.
+    pub(crate) fn admin(c: &ClusterInfo) -> Result<Self, String> {
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let ca = read(&c.ca_cert)?;
+        let cert = read(&c.admin_cert)?;
+        let key = read(&c.admin_key)?;
+        let tls = client_tls(&ca, Some((&cert, &key)), &[]).map_err(|e| e.to_string())?;
+        let host = c
+            .server
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        let addr: SocketAddr = host
+            .parse()
+            .map_err(|e| format!("server {}: {e}", c.server))?;
+        Ok(Self {
+            client: HttpClient::https(addr, tls, &addr.ip().to_string()).timeout(READ_TIMEOUT),
+        })
+    }
+
+    /// GET `path` as JSON; `None` on 404.
+    pub(crate) async fn get(&self, path: &str) -> Result<Option<serde_json::Value>, String> {
+        let r = self
+            .client
+            .send(http::Method::GET, path, "")
+            .await
+            .map_err(|e| format!("unreachable ({e})"))?;
+        match r.status {
+            404 => Ok(None),
+            200 => serde_json::from_slice(&r.body)
+                .map(Some)
+                .map_err(|e| format!("GET {path}: {e}")),
+            s => Err(format!("GET {path}: HTTP {s}")),
+        }
+    }
+}
+
+/// Runs the testbed's kubectl as admin of `c` with `args`; its stdout, or why not.
+pub(crate) async fn kubectl(c: &ClusterInfo, args: &[&str]) -> Result<String, String> {
+    kubectl_with(c, &c.kubeconfig, args).await
+}
+
+/// Runs the testbed's kubectl with `kubeconfig` and `args`.
+pub(crate) async fn kubectl_with(
+    c: &ClusterInfo,
+    kubeconfig: &Path,
+    args: &[&str],
+) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new(&c.kubectl);
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(KUBECTL_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| format!("kubectl {} timed out", args.join(" ")))?
+        .map_err(|e| format!("kubectl: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "kubectl {} ({}): {}",
+            args.join(" "),
+            c.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

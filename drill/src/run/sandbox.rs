@@ -1,0 +1,652 @@
+//! The sandbox of a drill: testbed clusters, the stub, one agent per cluster (through a
+//! relay when a `networkCut` names the cluster), the scheduler's stub identity, member
+//! and fencer RBAC, dns and the scheduler — every child the same `causeway` binary,
+//! each logging to `<work>/<name>.log`, every PID appended to `<work>/pids`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use causeway_testbed::relay::Relay;
+use causeway_testbed::testing::{Listening, Process, Spawn};
+use causeway_testbed::{ClusterInfo, ClusterSpec, MetricsOptions, Testbed, TestbedOptions};
+
+use super::kube::{kubectl, kubectl_with};
+use super::progress::{Progress, secs};
+use crate::scenario::{Fault, LoadSurge, Scenario, StepAction};
+
+/// The agent's RBAC on its own cluster (impersonation only).
+const AGENT_RBAC: &str = include_str!("../../../examples/tunnel/agent-rbac.yaml");
+/// What the scheduler may do in a member cluster.
+const MEMBER_RBAC: &str = include_str!("../../../examples/scheduler/member-rbac.yaml");
+/// What the agent's fencer may do.
+const FENCER_RBAC: &str = include_str!("../../../examples/tunnel/fencer-rbac.yaml");
+
+/// How long a child may take to log its listeners or its first session.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the stub listens.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StubAddrs {
+    pub users: SocketAddr,
+    pub agents: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// Everything a drill started; [`Sandbox::teardown`] stops it all.
+pub(crate) struct Sandbox {
+    pub work: PathBuf,
+    exe: PathBuf,
+    pub testbed: Option<Testbed>,
+    pub stub: Option<Process>,
+    pub stub_addrs: Option<StubAddrs>,
+    pub relays: BTreeMap<String, Relay>,
+    /// Agents by cluster (`None`: stopped by a fault).
+    pub agents: BTreeMap<String, Vec<Option<Process>>>,
+    agent_tokens: BTreeMap<String, PathBuf>,
+    pub dns: Option<Process>,
+    pub dns_udp: Option<SocketAddr>,
+    pub dns_api: Option<SocketAddr>,
+    pub scheduler: Option<Process>,
+    pub scheduler_addr: Option<SocketAddr>,
+}
+
+impl Sandbox {
+    /// Nothing started yet; children are `exe`, files go to `work`.
+    pub(crate) fn new(exe: &Path, work: &Path) -> Self {
+        Self {
+            work: work.to_path_buf(),
+            exe: exe.to_path_buf(),
+            testbed: None,
+            stub: None,
+            stub_addrs: None,
+            relays: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            agent_tokens: BTreeMap::new(),
+            dns: None,
+            dns_udp: None,
+            dns_api: None,
+            scheduler: None,
+            scheduler_addr: None,
+        }
+    }
+
+    /// The sandbox's clusters (empty before the testbed is up).
+    pub(crate) fn clusters(&self) -> &[ClusterInfo] {
+        self.testbed.as_ref().map(|t| t.clusters()).unwrap_or(&[])
+    }
+
+    /// The cluster `name`.
+    pub(crate) fn cluster(&self, name: &str) -> Result<&ClusterInfo, String> {
+        self.clusters()
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| format!("no cluster {name} in the sandbox"))
+    }
+
+    /// Brings everything up for `scenario`, in order; progress lines on the way.
+    pub(crate) async fn bring_up(
+        &mut self,
+        scenario: &Scenario,
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        std::fs::create_dir_all(&self.work).map_err(|e| format!("{}: {e}", self.work.display()))?;
+        let t = Instant::now();
+        let specs: Vec<ClusterSpec> = scenario
+            .topology
+            .clusters
+            .iter()
+            .map(|c| {
+                let mut s = ClusterSpec::new(c.name.as_str());
+                s.nodes = c.nodes;
+                s.node_cpu = c.cpu.clone();
+                s
+            })
+            .collect();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        progress.line(&format!(
+            "sandbox: starting clusters {} (testbed in {})",
+            names.join(", "),
+            self.work.join("testbed").display()
+        ));
+        let mut opts = TestbedOptions::new(specs.clone(), self.work.join("testbed"));
+        opts.base_address = causeway_testbed::reserve_addresses(specs.len());
+        if uses_pod_cpu(scenario) {
+            opts.metrics = MetricsOptions::enabled();
+        }
+        let tb = Testbed::up(opts)
+            .await
+            .map_err(|e| format!("testbed: {e}"))?;
+        for p in tb.processes() {
+            self.record_pid(p.pid, &format!("{} {}", p.cluster, p.component));
+        }
+        self.testbed = Some(tb);
+        progress.line(&format!("sandbox: clusters up in {}", secs(t.elapsed())));
+
+        self.start_stub().await?;
+        let stub = self.stub_addrs.ok_or("the stub did not start")?;
+        for step in &scenario.steps {
+            if let StepAction::Fault(Fault::NetworkCut(c)) = &step.action
+                && !self.relays.contains_key(c.cluster.as_str())
+            {
+                let relay = Relay::start(stub.agents).map_err(|e| format!("relay: {e}"))?;
+                self.relays.insert(c.cluster.to_string(), relay);
+            }
+        }
+        self.prepare_members().await?;
+        for c in &scenario.topology.clusters {
+            self.enrol(c.name.as_str(), c.agents).await?;
+        }
+        let kubeconfig = self.scheduler_identity().await?;
+        progress.line(&format!(
+            "sandbox: stub, {} agent(s) with sessions, scheduler identity ({})",
+            self.agents.values().map(Vec::len).sum::<usize>(),
+            secs(t.elapsed())
+        ));
+        // dns needs a zone, the scheduler a policy: without them, neither runs.
+        if !scenario.install.zones.is_empty() {
+            self.start_dns(scenario).await?;
+        }
+        for w in &scenario.install.workloads {
+            let file = scenario.resolve(&w.file);
+            let file_s = file.to_string_lossy().into_owned();
+            for c in scenario.workload_clusters(w) {
+                let info = self.cluster(c.as_str())?.clone();
+                kubectl(&info, &["apply", "-f", &file_s]).await?;
+            }
+        }
+        if !scenario.install.policies.is_empty() {
+            self.start_scheduler(scenario, &kubeconfig).await?;
+        }
+        progress.line(&format!(
+            "sandbox: dns, workloads and scheduler started; ready in {}",
+            secs(t.elapsed())
+        ));
+        Ok(())
+    }
+
+    /// Appends `pid name` to `<work>/pids` (what the drill started, for a check after).
+    fn record_pid(&self, pid: u32, name: &str) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.join("pids"))
+        {
+            let _ = writeln!(f, "{pid} {name}");
+        }
+    }
+
+    /// Starts `causeway ARGS…` logging to `<work>/<name>.log`.
+    pub(crate) fn spawn(&self, name: &str, args: &[String]) -> Result<Process, String> {
+        let spawn = Spawn::causeway(&self.exe)
+            .args(args)
+            .name(name)
+            .log_file(self.work.join(format!("{name}.log")));
+        let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spawn.start()))
+            .map_err(|_| format!("cannot start {name} ({})", self.exe.display()))?;
+        self.record_pid(p.pid(), name);
+        Ok(p)
+    }
+
+    /// Runs `causeway ARGS…` to completion; its stdout.
+    async fn causeway(&self, args: &[&str]) -> Result<String, String> {
+        let out = tokio::process::Command::new(&self.exe)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("causeway {}: {e}", args.join(" ")))?;
+        if !out.status.success() {
+            return Err(format!(
+                "causeway {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    async fn start_stub(&mut self) -> Result<(), String> {
+        let state = self.work.join("stub-state");
+        let config = self.work.join("stub.yaml");
+        let yaml = format!(
+            "apiVersion: causeway.dev/v1alpha1
+kind: StubConfig
+metadata: {{name: drill}}
+spec:
+  stateDir: {}
+  listen: {{users: \"127.0.0.1:0\", agents: \"127.0.0.1:0\", metrics: \"127.0.0.1:0\"}}
+  audit: {{path: {}}}
+",
+            state.display(),
+            self.work.join("stub-audit.log").display()
+        );
+        write(&config, &yaml)?;
+        let p = self.spawn(
+            "stub",
+            &["stub".into(), "--config".into(), path_arg(&config)],
+        )?;
+        let l = wait_listening(&p, &["users", "agents", "metrics"]).await?;
+        self.stub_addrs = Some(StubAddrs {
+            users: l.addr("users"),
+            agents: l.addr("agents"),
+            metrics: l.addr("metrics"),
+        });
+        self.stub = Some(p);
+        Ok(())
+    }
+
+    /// Agent, member and fencer RBAC in every cluster, and a token for its agents.
+    async fn prepare_members(&mut self) -> Result<(), String> {
+        let rbac = self.work.join("member-rbac.yaml");
+        write(
+            &rbac,
+            &format!("{AGENT_RBAC}\n---\n{MEMBER_RBAC}\n---\n{FENCER_RBAC}\n"),
+        )?;
+        let rbac_s = path_arg(&rbac);
+        let clusters = self.clusters().to_vec();
+        let jobs = clusters.iter().map(|c| {
+            let rbac_s = rbac_s.clone();
+            async move {
+                kubectl(c, &["apply", "-f", &rbac_s]).await?;
+                let token = kubectl(
+                    c,
+                    &[
+                        "create",
+                        "token",
+                        "causeway-agent",
+                        "-n",
+                        "causeway-system",
+                        "--duration",
+                        "24h",
+                    ],
+                )
+                .await?;
+                Ok::<_, String>((c.name.clone(), token.trim().to_string()))
+            }
+        });
+        for r in futures::future::join_all(jobs).await {
+            let (name, token) = r?;
+            let file = self.work.join(format!("agent-{name}.token"));
+            write(&file, &token)?;
+            self.agent_tokens.insert(name, file);
+        }
+        Ok(())
+    }
+
+    /// Where `cluster`'s agents dial: its relay, or the stub.
+    fn agents_url(&self, cluster: &str) -> Result<String, String> {
+        match self.relays.get(cluster) {
+            Some(r) => Ok(format!("https://{}", r.addr)),
+            None => self
+                .stub_addrs
+                .map(|s| format!("https://{}", s.agents))
+                .ok_or_else(|| "no stub".to_string()),
+        }
+    }
+
+    /// `causeway cluster add`, then `count` agents, each waited for until its session.
+    async fn enrol(&mut self, cluster: &str, count: u32) -> Result<(), String> {
+        let url = self.agents_url(cluster)?;
+        let state = path_arg(&self.work.join("stub-state"));
+        let mut agents = Vec::new();
+        for i in 0..count {
+            // A join token is for one enrolment: one per agent.
+            let out = self
+                .causeway(&[
+                    "cluster",
+                    "add",
+                    cluster,
+                    "--state-dir",
+                    &state,
+                    "--stub-url",
+                    &url,
+                ])
+                .await?;
+            let field = |name: &str| {
+                out.lines()
+                    .find_map(|l| l.trim().strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+                    .ok_or_else(|| format!("causeway cluster add {cluster}: no {name} in {out}"))
+            };
+            let join = (field("token:")?, field("ca-hash:")?);
+            let p = self.spawn_agent(cluster, i as usize, Some(&join))?;
+            agents.push(Some(p));
+        }
+        for a in agents.iter().flatten() {
+            wait_line(a, "session established").await?;
+        }
+        self.agents.insert(cluster.to_string(), agents);
+        Ok(())
+    }
+
+    /// Starts agent `index` of `cluster` (enrolling with `join` the first time).
+    pub(crate) fn spawn_agent(
+        &self,
+        cluster: &str,
+        index: usize,
+        join: Option<&(String, String)>,
+    ) -> Result<Process, String> {
+        let c = self.cluster(cluster)?;
+        let token = self
+            .agent_tokens
+            .get(cluster)
+            .ok_or_else(|| format!("no agent token for {cluster}"))?;
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--stub".into(),
+            self.agents_url(cluster)?,
+            "--cluster".into(),
+            cluster.into(),
+            "--state-dir".into(),
+            path_arg(&self.work.join(format!("agent-{cluster}-{index}"))),
+            "--kubeconfig".into(),
+            path_arg(&c.kubeconfig),
+            "--token-file".into(),
+            path_arg(token),
+        ];
+        if let Some((t, h)) = join {
+            args.extend(["--token".into(), t.clone(), "--ca-hash".into(), h.clone()]);
+        }
+        self.spawn(&format!("agent-{cluster}-{index}"), &args)
+    }
+
+    /// The scheduler's stub user (`causeway:schedulers`, every cluster); waits until the
+    /// stub authenticates it for every cluster. Returns its kubeconfig.
+    async fn scheduler_identity(&self) -> Result<PathBuf, String> {
+        let stub = self.stub_addrs.ok_or("no stub")?;
+        let out = self.work.join("scheduler.kubeconfig");
+        self.causeway(&[
+            "user",
+            "add",
+            "causeway-scheduler",
+            "--group",
+            "causeway:schedulers",
+            "--clusters",
+            "*",
+            "--state-dir",
+            &path_arg(&self.work.join("stub-state")),
+            "--stub-url",
+            &format!("https://{}", stub.users),
+            "--out",
+            &path_arg(&out),
+        ])
+        .await?;
+        for c in self.clusters() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let r = kubectl_with(
+                    c,
+                    &out,
+                    &[
+                        "--context",
+                        &c.name,
+                        "--request-timeout",
+                        "5s",
+                        "auth",
+                        "whoami",
+                    ],
+                )
+                .await;
+                match r {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() >= deadline => {
+                        return Err(format!(
+                            "the scheduler's identity is not accepted for {} through the stub: {e}",
+                            c.name
+                        ));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn start_dns(&mut self, scenario: &Scenario) -> Result<(), String> {
+        let mut yaml = String::from(
+            "apiVersion: causeway.dev/v1alpha1
+kind: DnsServer
+metadata: {name: drill}
+spec:
+  listen: [\"127.0.0.1:0\"]
+  api: \"127.0.0.1:0\"
+",
+        );
+        for z in &scenario.install.zones {
+            let path = scenario.resolve(z);
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            for doc in documents_except(&text, "DnsServer") {
+                let _ = write!(yaml, "---\n{doc}\n");
+            }
+        }
+        if !scenario.topology.clients.is_empty() {
+            yaml.push_str(
+                "---\napiVersion: causeway.dev/v1alpha1\nkind: LatencyMap\n\
+                 metadata: {name: drill-clients}\nspec:\n  entries:\n",
+            );
+            for n in &scenario.topology.clients {
+                let rtt: Vec<String> = n
+                    .rtt_ms
+                    .iter()
+                    .map(|(c, ms)| format!("{c}: {ms}"))
+                    .collect();
+                let _ = writeln!(
+                    yaml,
+                    "    - {{prefix: {}, rttMs: {{{}}}}}",
+                    n.subnet,
+                    rtt.join(", ")
+                );
+            }
+        }
+        let config = self.work.join("dns.yaml");
+        write(&config, &yaml)?;
+        let p = self.spawn("dns", &["dns".into(), "--config".into(), path_arg(&config)])?;
+        let mut l = wait_listening(&p, &["dns", "api"]).await?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while l.all("dns", "udp").is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            l = Listening::parse(&p.logs());
+        }
+        let udp = l.all("dns", "udp");
+        self.dns_udp = Some(*udp.first().ok_or("dns logged no UDP listener")?);
+        self.dns_api = Some(l.addr("api"));
+        self.dns = Some(p);
+        Ok(())
+    }
+
+    async fn start_scheduler(
+        &mut self,
+        scenario: &Scenario,
+        kubeconfig: &Path,
+    ) -> Result<(), String> {
+        let dns_api = self
+            .dns_api
+            .map(|a| format!("  dnsApi: http://{a}\n"))
+            .unwrap_or_default();
+        let main = self.work.join("scheduler.yaml");
+        write(
+            &main,
+            &format!(
+                "apiVersion: causeway.dev/v1alpha1
+kind: Scheduler
+metadata: {{name: drill}}
+spec:
+  stubKubeconfig: {}
+{dns_api}  interval: 1s
+  listen: 127.0.0.1:0
+",
+                kubeconfig.display()
+            ),
+        )?;
+        let mut args: Vec<String> = vec!["scheduler".into(), "--config".into(), path_arg(&main)];
+        for (i, p) in scenario.install.policies.iter().enumerate() {
+            let path = scenario.resolve(p);
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let docs = documents_except(&text, "Scheduler");
+            if docs.is_empty() {
+                continue;
+            }
+            let copy = self.work.join(format!("policies-{i}.yaml"));
+            write(&copy, &docs.join("\n---\n"))?;
+            args.push(path_arg(&copy));
+        }
+        let p = self.spawn("scheduler", &args)?;
+        let l = wait_listening(&p, &["scheduler"]).await?;
+        self.scheduler_addr = Some(l.addr("scheduler"));
+        self.scheduler = Some(p);
+        Ok(())
+    }
+
+    /// Stops every child (SIGTERM, SIGKILL after 5 s), drops the relays and takes the
+    /// testbed down. Safe to call twice. Returns what could not be cleaned up.
+    pub(crate) async fn teardown(&mut self) -> Option<String> {
+        let mut procs: Vec<Process> = Vec::new();
+        procs.extend(self.scheduler.take());
+        procs.extend(self.dns.take());
+        for (_, list) in std::mem::take(&mut self.agents) {
+            procs.extend(list.into_iter().flatten());
+        }
+        procs.extend(self.stub.take());
+        for p in &procs {
+            p.signal(libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while procs.iter().any(Process::alive) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for p in &procs {
+            p.kill();
+        }
+        drop(procs);
+        self.relays.clear();
+        if let Some(tb) = self.testbed.take() {
+            // A stopped kube-apiserver would not see SIGTERM.
+            for p in tb.processes() {
+                signal_pid(p.pid, libc::SIGCONT);
+            }
+            if let Err(e) = tb.down().await {
+                return Some(format!("testbed down: {e}"));
+            }
+        }
+        None
+    }
+}
+
+/// Whether a step surges load by simulated pod CPU (the testbed then runs metrics-server).
+fn uses_pod_cpu(s: &Scenario) -> bool {
+    s.steps.iter().any(|st| {
+        matches!(
+            &st.action,
+            StepAction::Fault(Fault::LoadSurge(LoadSurge::PodCpu(_)))
+        )
+    })
+}
+
+/// Sends `signal` to `pid` (a process this drill started).
+pub(crate) fn signal_pid(pid: u32, signal: i32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with a PID of a process the drill started and still records.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn path_arg(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// The YAML documents of `text` (split at `---` lines), without those of kind `kind`.
+fn documents_except(text: &str, kind: &str) -> Vec<String> {
+    let mut docs = Vec::new();
+    let mut cur = String::new();
+    let mut flush = |cur: &mut String| {
+        let is_kind = cur.lines().any(|l| l.trim_end() == format!("kind: {kind}"));
+        let empty = cur
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+        if !is_kind && !empty {
+            docs.push(std::mem::take(cur));
+        }
+        cur.clear();
+    };
+    for line in text.lines() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            flush(&mut cur);
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+    }
+    flush(&mut cur);
+    docs
+}
+
+/// Waits until `p` logged a listener for each of `roles`.
+async fn wait_listening(p: &Process, roles: &[&str]) -> Result<Listening, String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let l = Listening::parse(&p.logs());
+        if roles.iter().all(|r| l.has(r)) {
+            return Ok(l);
+        }
+        if !p.alive() {
+            return Err(format!("{} exited\n{}", p.name(), p.log_tail(20)));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not listen on {roles:?} within {}\n{}",
+                p.name(),
+                secs(START_TIMEOUT),
+                p.log_tail(20)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `p` logged a line containing `needle`.
+pub(crate) async fn wait_line(p: &Process, needle: &str) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if p.logs().contains(needle) {
+            return Ok(());
+        }
+        if !p.alive() {
+            return Err(format!("{} exited\n{}", p.name(), p.log_tail(20)));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not log {needle:?} within {}\n{}",
+                p.name(),
+                secs(START_TIMEOUT),
+                p.log_tail(20)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_split_and_filtered_by_kind() {
+        let text = "# head\napiVersion: v1\nkind: Scheduler\nspec: {}\n---\nkind: BurstPolicy\nmetadata: {name: a}\n---\n# only a comment\n";
+        let docs = documents_except(text, "Scheduler");
+        assert_eq!(docs, vec!["kind: BurstPolicy\nmetadata: {name: a}\n"]);
+        assert_eq!(documents_except(text, "DnsServer").len(), 2);
+    }
+}

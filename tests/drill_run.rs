@@ -1,0 +1,337 @@
+//! `causeway drill FILE` for real: the built binary brings up a sandbox (testbed
+//! clusters, stub, agents, dns, scheduler), runs the scenario and writes report.json.
+//!
+//! * quickstart passes, with its measures and a timeline;
+//! * partition passes, and its report shows idc-bj fenced (by its agent) before ali-hz
+//!   was promoted, from the role ConfigMaps' `causeway.dev/role-changed-at`;
+//! * a scenario with an impossible deadline fails with an account of what was
+//!   observed, exit status 1;
+//! * SIGINT in the middle of a drill reverts its fault, stops everything and exits
+//!   non-zero; no process it started survives.
+//!
+//! Drills run one at a time (each starts three clusters).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use causeway_drill::Report;
+
+const BIN: &str = env!("CARGO_BIN_EXE_causeway");
+
+/// One drill at a time: each brings up its own clusters.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs `causeway drill FILE --work-dir WORK`; (exit code, stdout, stderr, report).
+fn drill(file: &Path, work: &Path) -> (Option<i32>, String, String, Report) {
+    let out = Command::new(BIN)
+        .arg("drill")
+        .arg(file)
+        .arg("--work-dir")
+        .arg(work)
+        .env("CAUSEWAY_LOG", "warn")
+        .output()
+        .expect("run causeway drill");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = std::fs::read_to_string(work.join("report.json"))
+        .unwrap_or_else(|e| panic!("no report.json ({e})\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    let report = Report::from_json(&json).expect("report.json parses");
+    (out.status.code(), stdout, stderr, report)
+}
+
+/// Every PID the drill recorded in `<work>/pids` is gone, and no process has the work
+/// directory in its command line or as its working directory.
+fn assert_nothing_left(work: &Path) {
+    let pids = std::fs::read_to_string(work.join("pids")).expect("pids file");
+    assert!(
+        pids.lines().count() >= 5,
+        "too few children recorded: {pids}"
+    );
+    let work_s = work.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut left: Vec<String> = Vec::new();
+        for line in pids.lines() {
+            let pid = line.split_whitespace().next().unwrap_or_default();
+            if running(pid) {
+                left.push(format!("{line} (recorded)"));
+            }
+        }
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) || !running(&pid) {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+            if cmdline.contains(&work_s) || cwd.starts_with(work) {
+                left.push(format!("{pid}: {cmdline}"));
+            }
+        }
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes of the drill survived:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether `pid` runs (a zombie does not count).
+fn running(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+}
+
+/// The last value of `series` in the report's samples.
+fn last_sample<'a>(r: &'a Report, series: &str) -> Option<&'a str> {
+    r.samples
+        .iter()
+        .rev()
+        .find(|s| s.series == series)
+        .map(|s| s.value.as_str())
+}
+
+/// `ROLE at TIME by WHO` → (ROLE, TIME, WHO).
+fn role_sample(v: &str) -> (String, SystemTime, String) {
+    let (role, rest) = v.split_once(" at ").unwrap_or_else(|| panic!("{v:?}"));
+    let (at, by) = rest.split_once(" by ").unwrap_or_else(|| panic!("{v:?}"));
+    let at = humantime::parse_rfc3339_weak(at.trim_end_matches('Z'))
+        .or_else(|_| humantime::parse_rfc3339(at))
+        .unwrap_or_else(|e| panic!("{at:?}: {e}"));
+    (role.to_string(), at, by.to_string())
+}
+
+#[test]
+fn quickstart_passes_with_its_measures_and_a_timeline() {
+    let _one = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let (code, stdout, stderr, r) = drill(&scenario("quickstart.yaml"), &work);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(r.passed && r.aborted.is_none(), "{}", r.summary());
+    assert!(stdout.contains("PASSED"), "{stdout}");
+    assert_eq!(r.steps.len(), 7);
+    assert!(r.steps.iter().all(|s| s.passed && s.at_ms.is_some()));
+    let burst = r
+        .measures
+        .iter()
+        .find(|m| m.name == "time-to-burst")
+        .unwrap();
+    assert!(burst.passed && burst.ms.unwrap() <= 30_000, "{burst:?}");
+    // The timeline: aws-sg went 0 → ≥1 → 0, DNS answered aws-sg at some point.
+    let aws: Vec<&str> = r
+        .samples
+        .iter()
+        .filter(|s| s.series == "ready shop/web in aws-sg")
+        .map(|s| s.value.as_str())
+        .collect();
+    assert!(aws.len() >= 2 && aws.last() == Some(&"0"), "{aws:?}");
+    assert!(
+        r.samples.iter().any(
+            |s| s.series == "dns app.svc.example. from singapore" && s.value.contains("aws-sg")
+        ),
+        "{:?}",
+        r.samples
+    );
+    assert!(
+        r.faults
+            .iter()
+            .any(|f| f.name == "surge" && f.to_ms.is_some())
+    );
+    println!("{}", r.summary());
+    assert_nothing_left(&work);
+}
+
+#[test]
+fn partition_fences_the_old_primary_before_the_backup_is_promoted() {
+    let _one = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let (code, stdout, stderr, r) = drill(&scenario("partition.yaml"), &work);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(r.passed, "{}", r.summary());
+    let idc = last_sample(&r, "role db in idc-bj").expect("idc-bj role samples");
+    let ali = last_sample(&r, "role db in ali-hz").expect("ali-hz role samples");
+    let (idc_role, fenced_at, fenced_by) = role_sample(idc);
+    let (ali_role, promoted_at, promoted_by) = role_sample(ali);
+    assert_eq!(
+        (idc_role.as_str(), fenced_by.as_str()),
+        ("fenced", "agent/idc-bj")
+    );
+    assert_eq!(
+        (ali_role.as_str(), promoted_by.as_str()),
+        ("primary", "scheduler")
+    );
+    assert!(
+        fenced_at < promoted_at,
+        "idc-bj fenced at {idc}, ali-hz promoted at {ali}"
+    );
+    // Never two primaries in any sample.
+    for s in r.samples.iter().filter(|s| s.series == "primary db") {
+        assert!(!s.value.contains(','), "two primaries: {s:?}");
+    }
+    let cut = r.faults.iter().find(|f| f.name == "cut").expect("cut band");
+    assert!(cut.to_ms.is_some(), "the cut was healed: {cut:?}");
+    println!(
+        "{}fenced {:.1}s before the promotion",
+        r.summary(),
+        promoted_at
+            .duration_since(fenced_at)
+            .unwrap_or_default()
+            .as_secs_f64()
+    );
+    assert_nothing_left(&work);
+}
+
+#[test]
+fn an_impossible_deadline_fails_with_what_was_observed() {
+    let _one = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let web = scenario("quickstart/web.yaml");
+    let file = dir.path().join("impossible.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: causeway.dev/v1alpha1
+kind: Scenario
+metadata: {{name: impossible}}
+spec:
+  description: Asks for more ready replicas than the cluster can hold, within 2 s.
+  topology:
+    clusters:
+      - {{name: idc-bj, role: idc, nodes: 1, cpu: \"32\"}}
+  install:
+    workloads:
+      - {{file: {}}}
+  steps:
+    - name: too-many
+      expect:
+        replicasReady: {{cluster: idc-bj, workload: {{namespace: shop, deployment: web}}, op: \">=\", value: 5}}
+        within: 2s
+    - {{name: after, wait: 1s}}
+",
+            web.display()
+        ),
+    )
+    .unwrap();
+    let work = dir.path().join("work");
+    let (code, stdout, stderr, r) = drill(&file, &work);
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(!r.passed && r.aborted.is_none(), "{}", r.summary());
+    let step = &r.steps[0];
+    assert!(!step.passed && !step.skipped);
+    assert!(step.took_ms >= 2_000 && step.took_ms < 10_000, "{step:?}");
+    let observed = step.observed.as_deref().expect("observed");
+    assert!(
+        observed.contains("not within 2.0s") && observed.contains("ready in idc-bj"),
+        "{observed}"
+    );
+    assert!(
+        observed.contains("ready shop/web: idc-bj"),
+        "the account lists replicas per cluster: {observed}"
+    );
+    assert!(r.steps[1].skipped, "{:?}", r.steps[1]);
+    assert!(
+        stdout.contains("FAILED") && stdout.contains("observed:"),
+        "{stdout}"
+    );
+    assert_nothing_left(&work);
+}
+
+#[test]
+fn sigint_mid_drill_reverts_the_fault_and_leaves_no_process() {
+    let _one = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let mut child = Command::new(BIN)
+        .arg("drill")
+        .arg(scenario("partition.yaml"))
+        .arg("--work-dir")
+        .arg(&work)
+        .env("CAUSEWAY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start causeway drill");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Interrupt once the network cut is applied.
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !seen.lines().any(|l| l.starts_with("ok   cut")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                seen.push_str(&l);
+                seen.push('\n');
+            }
+            Err(e) => panic!("no `ok cut` line ({e}):\n{seen}"),
+        }
+    }
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the drill did not exit within 60 s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    reader.join().unwrap();
+    seen.extend(rx.try_iter().map(|l| l + "\n"));
+    assert_eq!(status.code(), Some(130), "{status:?}\n{seen}");
+    assert!(seen.contains("drill: reverted cut"), "{seen}");
+    let report = Report::from_json(&std::fs::read_to_string(work.join("report.json")).unwrap())
+        .expect("report.json");
+    assert!(
+        report
+            .aborted
+            .as_deref()
+            .is_some_and(|a| a.contains("SIGINT")),
+        "{report:?}"
+    );
+    assert!(!report.passed);
+    assert!(
+        report.faults.iter().all(|f| f.to_ms.is_some()),
+        "{:?}",
+        report.faults
+    );
+    assert_nothing_left(&work);
+}
