@@ -200,7 +200,15 @@ async fn the_api_server_takes_the_crds_and_the_examples_as_custom_resources() {
         mutate(&mut d);
         d
     };
-    let cases: [(&str, serde_json::Value, &str); 4] = [
+    let cases: [(&str, serde_json::Value, &str); 5] = [
+        (
+            "two demand sources (a CEL rule, as the loader's check)",
+            bad(&|d| {
+                d["spec"]["demand"]["external"] =
+                    serde_json::json!({"targetPerReplica": 10, "homeMaxReplicas": 4})
+            }),
+            "set exactly one of capacity, hpa or external",
+        ),
         (
             "unknown field in spec",
             bad(&|d| d["spec"]["homes"] = serde_json::json!(["idc-bj"])),

@@ -127,6 +127,10 @@ impl Overrides {
 /// The demand source: exactly one of the three.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.capacity), has(self.hpa), has(self.external)].filter(x, x).size() == 1",
+    "message": "set exactly one of capacity, hpa or external"
+}]))]
 pub struct Demand {
     /// Replicas fixed by the user on the home Deployment; what cannot run at home
     /// (Pending `Unschedulable`, or more than allocatable minus requests allows) overflows.
