@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # bench/scheduler/run.sh: the planner's time per round and an observe round's memory.
 #
-# Usage: bench/scheduler/run.sh [--no-build] [--rounds R] [--steady]
+# Usage: bench/scheduler/run.sh [--no-build] [--rounds R] [--steady] [--observe]
 #   --no-build  use target/release/examples/plan_bench as it is
 #   --rounds R  timed rounds per plan run (default 10)
 #   --steady    also 160 rounds at 1,000 x 10,000, so the 300 s scale-down windows
 #               fill (150 rounds of 2 s) and Memory reaches its steady size
+#   --observe   also observe's watches (scheduler/tests/watch.rs, ignored tests): the
+#               heap of the watch tables per pod and node, and the requests and bytes a
+#               round costs at a real stub, listing vs watching (a testbed, ~2 min)
 #
 # Runs scheduler/examples/plan_bench pinned to core 0 (taskset -c 0): the planner at
 # 100 clusters x 1,000 policies and at 1,000 x 10,000 (the target: <= 1 s a round), then
@@ -16,13 +19,14 @@
 set -euo pipefail
 
 ARGS="$*"
-BUILD=1 ROUNDS=10 STEADY=0
+BUILD=1 ROUNDS=10 STEADY=0 OBSERVE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) BUILD=0 ;;
     --rounds) shift; ROUNDS=${1:?--rounds needs a value} ;;
     --steady) STEADY=1 ;;
-    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+    --observe) OBSERVE=1 ;;
+    -h|--help) sed -n 2,19p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -70,6 +74,13 @@ fi
 run 300 --mode lists --nodes 10 --pods 100 --target-clusters 100
 run 300 --mode lists --nodes 100 --pods 1000 --target-clusters 100
 run 300 --mode lists --nodes 1000 --pods 10000 --target-clusters 100
+if [ "$OBSERVE" = 1 ]; then
+  # Debug test build (the tables' sizes do not depend on optimisation); one thread, so the
+  # counting allocator sees one test at a time.
+  echo "## cargo test --test watch -- --ignored (load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$LOG"
+  (cd "$ROOT" && timeout 1200 cargo test -j2 -p causeway-scheduler --test watch -- \
+    --ignored --test-threads 1 --nocapture 2>&1) | tee -a "$LOG"
+fi
 
 # field KEY: the value of KEY=... in the current RESULT line (awk helper).
 AWK_FIELD='function f(k,  i, kv) { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) return kv[2] } return "" }'
@@ -118,6 +129,15 @@ AWK_FIELD='function f(k,  i, kv) { for (i = 2; i <= NF; i++) { split($i, kv, "="
     printf "* %s clusters x %s nodes x %s pods, %s types, paged by %s and folded per page: %.1f MiB a cluster in flight, %.2f GiB in all\n",
       f("target_clusters"), f("nodes_per_cluster"), f("pods_per_cluster"), f("types"), f("page"),
       f("per_cluster_bytes") / 1048576, f("total_bytes") / 1073741824 }'
+  if [ "$OBSERVE" = 1 ]; then
+    echo
+    echo "## Observe by watches (scheduler/tests/watch.rs)"
+    echo
+    grep -o 'RESULT kind=watch-tables .*' "$LOG" | awk "$AWK_FIELD"' {
+      printf "* tables: %s pods in %s groups, %.0f B a pod; %s nodes, %.0f B a node; 100 clusters x (10,000 pods + 1,000 nodes): %.0f MiB\n",
+        f("pods"), f("groups"), f("per_pod_bytes"), f("nodes"), f("per_node_bytes"), f("fleet_100_clusters_mib") }'
+    grep -o 'RESULT kind=round-requests .*' "$LOG" | sed 's/^RESULT kind=round-requests /* a round at the stub: /'
+  fi
 } >"$REPORT"
 
 cat "$REPORT"

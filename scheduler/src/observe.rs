@@ -1,17 +1,22 @@
 //! Observe: every member cluster through the tunnel's stub, as the scheduler's own
 //! stub identity (a kubeconfig from `causeway user add causeway-scheduler`).
 //!
-//! Each round lists nodes and pods and reads the policies' Deployments, HPAs and pod
+//! Each round reads the policies' Deployments, HPAs, role ConfigMaps and Leases and pod
 //! metrics (`metrics.k8s.io`) in every cluster, concurrently, each cluster bounded by a
-//! timeout. A cluster whose agent has no session at the stub (503), or whose API server
-//! does not answer, is observed as unreachable with the reason. Nodes and pods are read a
-//! page at a time into slim types and folded into totals ([`lists`]); at most
-//! [`CONCURRENT_CLUSTERS`] clusters are read at once, which bounds memory.
+//! timeout; those reads decide reachability: a cluster whose agent has no session at the
+//! stub (503), or whose API server does not answer, is observed as unreachable with the
+//! reason. Nodes and pods come from per-cluster watches ([`watch`], with
+//! [`Clusters::with_watches`]) folded into small tables; a cluster whose watch is not
+//! synced (initial list not done, or failed since) is listed that round instead: a page at a
+//! time into slim types folded into totals ([`lists`]). At most [`CONCURRENT_CLUSTERS`]
+//! clusters are read at once, which bounds the memory of those lists.
 
 pub mod lists;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_model::ClusterId;
@@ -67,6 +72,12 @@ pub enum ClientsError {
 #[derive(Clone)]
 pub struct Clusters {
     clients: BTreeMap<ClusterId, kube::Client>,
+    /// The same, without the read timeout: a watch may be quiet for minutes (the
+    /// watcher has its own idle timeout).
+    watch_clients: BTreeMap<ClusterId, kube::Client>,
+    /// Watches of nodes and pods ([`Clusters::with_watches`]); stopped when the last
+    /// clone of these clients is dropped.
+    watches: Option<Arc<watch::Watches>>,
 }
 
 impl Clusters {
@@ -97,6 +108,7 @@ impl Clusters {
             }
         };
         let mut clients = BTreeMap::new();
+        let mut watch_clients = BTreeMap::new();
         for id in clusters {
             let mut cfg = base.clone();
             cfg.cluster_url =
@@ -113,13 +125,36 @@ impl Clusters {
             // until the round's timeout, holding up every cluster's round. The next
             // round asks again.
             cfg.default_retry = false;
-            let client = kube::Client::try_from(cfg).map_err(|source| ClientsError::Client {
-                cluster: id.clone(),
-                source,
-            })?;
-            clients.insert(id.clone(), client);
+            let build = |cfg: kube::Config| {
+                kube::Client::try_from(cfg).map_err(|source| ClientsError::Client {
+                    cluster: id.clone(),
+                    source,
+                })
+            };
+            let mut watch_cfg = cfg.clone();
+            watch_cfg.read_timeout = None;
+            clients.insert(id.clone(), build(cfg)?);
+            watch_clients.insert(id.clone(), build(watch_cfg)?);
         }
-        Ok(Self { clients })
+        Ok(Self {
+            clients,
+            watch_clients,
+            watches: None,
+        })
+    }
+
+    /// These clients, with [`observe`] reading nodes and pods from watches: each
+    /// cluster's are started by the first `observe` that names it and stopped by the
+    /// first that does not, or when the last clone of the returned value is dropped
+    /// (the scheduler's loop; `scheduler plan` observes once and lists).
+    pub fn with_watches(mut self) -> Self {
+        self.watches = Some(Arc::default());
+        self
+    }
+
+    /// Where the watches of `cluster` are, when it is watched.
+    pub fn watch_status(&self, cluster: &ClusterId) -> Option<watch::WatchStatus> {
+        Some(self.watches.as_ref()?.get(cluster)?.status())
     }
 
     /// The client of `cluster`.
@@ -206,13 +241,23 @@ pub async fn observe<'a>(
                 .role = Some((p.spec.role_config_map(), p.lease_name()));
         }
     }
+    if let Some(watches) = &clusters.watches {
+        watches.retain(&wants.keys().collect());
+    }
     let tasks = wants.into_iter().map(|(id, w)| {
         let client = clusters.get(&id).cloned();
+        let watch = clusters.watches.as_ref().and_then(|ws| {
+            let client = clusters.watch_clients.get(&id)?;
+            Some(ws.ensure(&id, client))
+        });
         async move {
             let state = match client {
                 None => unreachable_state("no client for this cluster".into()),
-                Some(client) => match tokio::time::timeout(timeout, observe_cluster(client, &w))
-                    .await
+                Some(client) => match tokio::time::timeout(
+                    timeout,
+                    observe_cluster(client, &w, watch.as_deref()),
+                )
+                .await
                 {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => unreachable_state(short_error(&e)),
@@ -254,7 +299,11 @@ fn short_error(e: &kube::Error) -> String {
     }
 }
 
-async fn observe_cluster(client: kube::Client, wants: &Wants) -> Result<ClusterState, kube::Error> {
+async fn observe_cluster(
+    client: kube::Client,
+    wants: &Wants,
+    watch: Option<&watch::ClusterWatch>,
+) -> Result<ClusterState, kube::Error> {
     // 1. The workloads: Deployments (their selectors decide which pods count) and HPAs.
     let mut found = Vec::new();
     for (w, ww) in &wants.workloads {
@@ -273,37 +322,59 @@ async fn observe_cluster(client: kube::Client, wants: &Wants) -> Result<ClusterS
         let selector = match_labels(&d);
         found.push((w, ww, ws, selector, BTreeSet::<String>::new()));
     }
-    // 2. Nodes and 3. pods, a page at a time, folded into totals.
+    // 2. Nodes and 3. pods: from the watches' tables when synced, else a page at a time,
+    // folded into totals.
+    let allocatable = match watch.and_then(|w| w.allocatable()) {
+        Some(a) => a,
+        None => {
+            watch.inspect(|w| w.count_list());
+            lists::allocatable(&client).await?
+        }
+    };
     let mut state = ClusterState {
         reachable: true,
-        allocatable: lists::allocatable(&client).await?,
+        allocatable,
         ..Default::default()
     };
-    lists::for_each_live_pod(&client, |p| {
-        if p.bound() {
-            state.requested = state.requested.plus(p.requests());
-        }
-        if p.metadata.deletion_timestamp.is_some() {
-            return;
-        }
-        for (w, ww, ws, selector, names) in &mut found {
-            let Some(sel) = selector else { continue };
-            let ours = p.metadata.namespace == w.namespace
-                && sel.iter().all(|(k, v)| p.metadata.labels.get(k) == Some(v));
-            if !ours {
-                continue;
+    let read = watch.and_then(|w| {
+        w.pods(|t| {
+            state.requested = t.requested();
+            for (w, ww, ws, selector, names) in &mut found {
+                let Some(sel) = selector else { continue };
+                let c = t.count(&w.namespace, sel, ww.metrics.then_some(names));
+                ws.scheduled = c.scheduled;
+                ws.unschedulable = c.unschedulable;
             }
+        })
+    });
+    if read.is_none() {
+        watch.inspect(|w| w.count_list());
+        lists::for_each_live_pod(&client, |p| {
             if p.bound() {
-                ws.scheduled += 1;
-            } else if p.unschedulable() {
-                ws.unschedulable += 1;
+                state.requested = state.requested.plus(p.requests());
             }
-            if ww.metrics {
-                names.insert(p.metadata.name.clone());
+            if p.metadata.deletion_timestamp.is_some() {
+                return;
             }
-        }
-    })
-    .await?;
+            for (w, ww, ws, selector, names) in &mut found {
+                let Some(sel) = selector else { continue };
+                let ours = p.metadata.namespace == w.namespace
+                    && sel.iter().all(|(k, v)| p.metadata.labels.get(k) == Some(v));
+                if !ours {
+                    continue;
+                }
+                if p.bound() {
+                    ws.scheduled += 1;
+                } else if p.unschedulable() {
+                    ws.unschedulable += 1;
+                }
+                if ww.metrics {
+                    names.insert(p.metadata.name.clone());
+                }
+            }
+        })
+        .await?;
+    }
     // 4. The workloads' pod metrics.
     for (w, ww, mut ws, _, names) in found {
         if ww.metrics

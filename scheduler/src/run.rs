@@ -134,7 +134,8 @@ pub async fn run(
     }
     let mut clusters =
         Clusters::from_stub_kubeconfig(&config.scheduler.stub_kubeconfig, &config.clusters())
-            .await?;
+            .await?
+            .with_watches();
     let mut publisher =
         Publisher::for_config(config.scheduler.dns_api.as_deref(), options.dns.as_ref())?;
     let mut applier = Applier::new(config.scheduler.writes_per_second);
@@ -165,7 +166,7 @@ pub async fn run(
                         )
                         .await
                         {
-                            Ok(c) => clusters = c,
+                            Ok(c) => clusters = c.with_watches(),
                             Err(e) => {
                                 warn!(error = %e, "reload: cannot build member clients; keeping the last good configuration")
                             }

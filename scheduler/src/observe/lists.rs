@@ -49,6 +49,10 @@ pub struct SlimMeta {
     pub name: String,
     /// `namespace`.
     pub namespace: String,
+    /// `uid` (the watches key their tables by it).
+    pub uid: String,
+    /// `resourceVersion` (the watches resume from it).
+    pub resource_version: Option<String>,
     /// `labels`.
     pub labels: BTreeMap<String, String>,
     /// Set while the object is being deleted.
@@ -106,9 +110,12 @@ pub struct SlimCondition {
     pub reason: Option<String>,
 }
 
+/// The parts of a Node the scheduler reads.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct SlimNode {
+pub struct SlimNode {
+    /// `metadata` (only `uid` and `resourceVersion` are used).
+    pub metadata: SlimMeta,
     spec: SlimNodeSpec,
     status: SlimStatus,
 }
@@ -117,6 +124,32 @@ struct SlimNode {
 #[serde(default)]
 struct SlimNodeSpec {
     unschedulable: Option<bool>,
+}
+
+impl SlimNode {
+    /// Its allocatable when Ready and schedulable, else nothing.
+    pub fn schedulable_allocatable(&self) -> Resources {
+        let ready = self
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if !ready || self.spec.unschedulable.unwrap_or(false) {
+            return Resources::default();
+        }
+        let get = |k: &str, scale: u64| {
+            self.status
+                .allocatable
+                .get(k)
+                .and_then(|q| quantity::parse(q, scale).ok())
+                .unwrap_or(0)
+        };
+        Resources {
+            cpu_millis: get("cpu", 1000),
+            memory_bytes: get("memory", 1),
+            pods: get("pods", 1),
+        }
+    }
 }
 
 impl SlimPod {
@@ -209,29 +242,14 @@ async fn for_each<T: serde::de::DeserializeOwned>(
 pub async fn allocatable(client: &kube::Client) -> Result<Resources, kube::Error> {
     let mut total = Resources::default();
     for_each(client, "/api/v1/nodes", &[], PAGE, |n: SlimNode| {
-        let ready = n
-            .status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if ready && !n.spec.unschedulable.unwrap_or(false) {
-            let get = |k: &str, scale: u64| {
-                n.status
-                    .allocatable
-                    .get(k)
-                    .and_then(|q| quantity::parse(q, scale).ok())
-                    .unwrap_or(0)
-            };
-            total = total.plus(Resources {
-                cpu_millis: get("cpu", 1000),
-                memory_bytes: get("memory", 1),
-                pods: get("pods", 1),
-            });
-        }
+        total = total.plus(n.schedulable_allocatable());
     })
     .await?;
     Ok(total)
 }
+
+/// The field selector of live pods (not Succeeded or Failed), for lists and watches.
+pub const LIVE_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
 
 /// Calls `each` for every pod not Succeeded or Failed, [`PAGE`] at a time.
 pub async fn for_each_live_pod(
@@ -247,10 +265,7 @@ pub async fn for_each_live_pod_paged(
     page: usize,
     each: impl FnMut(SlimPod),
 ) -> Result<(), kube::Error> {
-    let live = [(
-        "fieldSelector",
-        "status.phase!=Succeeded,status.phase!=Failed",
-    )];
+    let live = [("fieldSelector", LIVE_PODS)];
     for_each(client, "/api/v1/pods", &live, page, each).await
 }
 
