@@ -126,6 +126,30 @@ fn the_agent_chart_refuses_system_masters_and_the_optional_objects_render() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("system:masters is never allowed"), "{err}");
 
+    // With an enrolled identity shared by the replicas: no join token, the Secret mounted
+    // read-only as the state directory.
+    let text = run_ok(helm(home.path()).args([
+        "template",
+        "a",
+        AGENT,
+        "--set",
+        "cluster=idc-bj,stubUrls={https://stub.example:7443},identity.existingSecret=agent-id",
+    ]));
+    let docs = documents(&text);
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "Secret"),
+        "a token Secret"
+    );
+    let pod = &docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment")["spec"]["template"]["spec"];
+    assert!(!pod.to_string().contains("CAUSEWAY_JOIN_TOKEN"), "{pod}");
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"], "agent-id",
+        "{pod}"
+    );
+
     // The ServiceMonitors need the Prometheus Operator's CRDs (not in the testbed): rendered
     // and checked for shape here only.
     let text = run_ok(helm(home.path()).args([
@@ -153,7 +177,8 @@ async fn rendered_charts_are_accepted_by_the_api_server_and_the_binaries() {
     std::fs::write(&values, hub_values().to_string()).expect("write values");
 
     let tb = causeway_testbed::shared().await;
-    let k = Kubectl::admin(tb.cluster("tb-a").expect("cluster tb-a"));
+    let c = tb.cluster("tb-a").expect("cluster tb-a");
+    let k = Kubectl::admin(c);
     // The hub's CRDs first, as `helm install` does.
     let crds = root().join(HUB).join("crds");
     k.run(&[
@@ -238,6 +263,50 @@ async fn rendered_charts_are_accepted_by_the_api_server_and_the_binaries() {
             validate_hub_configs(&docs, work.path());
         } else {
             check_agent(&docs);
+        }
+
+        // A real install: every object created, the pods Running on kwok's nodes (they do not
+        // run our image: the binaries are tested with these configs above). No storage
+        // provisioner in the testbed: the stub's state on an emptyDir.
+        let out = run_ok(
+            helm(home.path())
+                .args([
+                    "install",
+                    release,
+                    chart,
+                    "-n",
+                    ns,
+                    "--wait",
+                    "--timeout",
+                    "120s",
+                ])
+                .args(["--set", "stub.persistence.enabled=false", "-f"])
+                .arg(values)
+                .arg("--kubeconfig")
+                .arg(&c.kubeconfig),
+        );
+        assert!(
+            out.contains("STATUS: deployed") && out.contains("NOTES:"),
+            "{out}"
+        );
+        let selector = format!("app.kubernetes.io/instance={release}");
+        let pods = k
+            .json(&["get", "pods", "-n", ns, "-l", &selector])
+            .expect("pods");
+        let pods = pods["items"].as_array().expect("items");
+        let want = if chart == HUB { 5 } else { 2 };
+        assert_eq!(pods.len(), want, "{chart}: pods");
+        let mut nodes = Vec::new();
+        for p in pods {
+            assert_eq!(
+                p["status"]["phase"], "Running",
+                "{chart}: {}",
+                p["metadata"]["name"]
+            );
+            nodes.push(p["spec"]["nodeName"].as_str().expect("a node").to_owned());
+        }
+        if chart == AGENT {
+            assert_ne!(nodes[0], nodes[1], "agents on one node");
         }
     }
 }
