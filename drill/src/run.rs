@@ -8,7 +8,9 @@
 //! (and `report.html`), and stops everything it started.
 //!
 //! Steps: a wait sleeps; a fault is applied ([`faults`]); an expectation is checked
-//! every 250 ms until `within`, then must keep holding for `for` ([`expect`]). The
+//! every 250 ms until `within`, then must keep holding for `for` ([`expect`]); the
+//! instant of an observation is when it was asked (a cluster whose API server is stopped
+//! answers after a 1 s timeout, which delays the result, not the instant). The
 //! first failing step ends the drill (the later ones are reported skipped). Every
 //! second the drill also samples the DNS answers, ready replicas and roles the
 //! scenario talks about, for the report's timeline; role samples carry the
@@ -294,8 +296,9 @@ impl Sampler {
             return;
         }
         self.last = Some(Instant::now());
-        let snap = observer.snapshot().await;
+        // Observed when asked: a cluster that does not answer only delays the result.
         let at = clock.ms();
+        let snap = observer.snapshot().await;
         for (series, value) in snap.samples() {
             report.sample(at, series, value);
         }
@@ -319,15 +322,20 @@ async fn await_expect(
     let deadline = start + e.within;
     let mut held_since: Option<(Instant, u64)> = None;
     loop {
-        let seen = observer.check(&e.condition).await;
+        // The instant of an observation is when it was asked (the answers reflect that
+        // moment; a stopped API server only makes the reply late). The timeline is
+        // sampled at the same time, so a slow cluster does not slow the polling twice.
         let now = Instant::now();
+        let at = clock.ms();
+        let (seen, ()) = tokio::join!(
+            observer.check(&e.condition),
+            sampler.tick(observer, report, clock)
+        );
         if let Some((series, value)) = &seen.sample {
-            report.sample(clock.ms(), series.clone(), value.clone());
+            report.sample(at, series.clone(), value.clone());
         }
-        sampler.tick(observer, report, clock).await;
         match (seen.holds, held_since) {
             (true, None) => {
-                let at = clock.ms();
                 held_since = Some((now, at));
                 if e.hold.is_none() {
                     return Ok(at);

@@ -9,7 +9,7 @@ use causeway_testbed::ClusterInfo;
 use causeway_testbed::testing::{HttpClient, client_tls};
 
 /// How long one read may take (a stopped API server answers nothing).
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one kubectl command may take.
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
 
