@@ -161,8 +161,16 @@ impl Sandbox {
         if !scenario.install.policies.is_empty() {
             self.start_scheduler(scenario, &kubeconfig).await?;
         }
+        let mut started = vec!["workloads applied"];
+        if self.dns.is_some() {
+            started.push("dns");
+        }
+        if self.scheduler.is_some() {
+            started.push("scheduler");
+        }
         progress.line(&format!(
-            "sandbox: dns, workloads and scheduler started; ready in {}",
+            "sandbox: {}; ready in {}",
+            started.join(", "),
             secs(t.elapsed())
         ));
         Ok(())
@@ -533,6 +541,11 @@ spec:
                 signal_pid(p.pid, libc::SIGCONT);
             }
             if let Err(e) = tb.down().await {
+                return Some(format!("testbed down: {e}"));
+            }
+        } else if self.work.join("testbed").join("state.json").exists() {
+            // Interrupted while the testbed came up: stop what its state file records.
+            if let Err(e) = causeway_testbed::down_state_dir(&self.work.join("testbed")).await {
                 return Some(format!("testbed down: {e}"));
             }
         }
