@@ -140,10 +140,22 @@ pub async fn run(scenario: &Scenario, mut opts: RunOptions) -> Result<RunOutcome
     let report_html = write_html(&report, &opts.report_dir);
     if opts.keep && !interrupted && sb.testbed.is_some() {
         progress.line(&format!(
-            "sandbox kept up (--keep): clusters in {}, logs in {}; Ctrl-C to stop it",
-            opts.work_dir.join("testbed").display(),
+            "sandbox kept up (--keep), faults reverted; logs in {}; Ctrl-C to stop it",
             opts.work_dir.display()
         ));
+        for c in sb.clusters() {
+            progress.line(&format!(
+                "  {}: kubectl --kubeconfig {}",
+                c.name,
+                c.kubeconfig.display()
+            ));
+        }
+        if let Some(dns) = sb.dns_udp {
+            progress.line(&format!("  dns: dig @{} -p {} NAME", dns.ip(), dns.port()));
+        }
+        if let Some(s) = sb.scheduler_addr {
+            progress.line(&format!("  scheduler: curl {s}/v1/plan"));
+        }
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
