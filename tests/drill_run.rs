@@ -209,6 +209,33 @@ fn partition_fences_the_old_primary_before_the_backup_is_promoted() {
 }
 
 #[test]
+fn idc_outage_promotes_the_backup_within_its_rto() {
+    let _one = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let (code, stdout, stderr, r) = drill(&scenario("idc-outage.yaml"), &work);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(r.passed && r.aborted.is_none(), "{}", r.summary());
+    assert!(r.steps.iter().all(|s| s.passed && s.at_ms.is_some()));
+    let rto = r.measures.iter().find(|m| m.name == "rto").expect("rto");
+    assert!(rto.passed && rto.ms.unwrap() <= 30_000, "{rto:?}");
+    // Never two primaries in any sample, and ali-hz ends primary.
+    for s in r.samples.iter().filter(|s| s.series == "primary db") {
+        assert!(!s.value.contains(','), "two primaries: {s:?}");
+    }
+    assert_eq!(
+        last_sample(&r, "primary db"),
+        Some("ali-hz"),
+        "{:?}",
+        r.samples
+    );
+    // Every fault band was closed (reverted at the end).
+    assert!(r.faults.iter().all(|f| f.to_ms.is_some()), "{:?}", r.faults);
+    println!("{}", r.summary());
+    assert_nothing_left(&work);
+}
+
+#[test]
 fn an_impossible_deadline_fails_with_what_was_observed() {
     let _one = lock();
     let dir = tempfile::tempdir().unwrap();
