@@ -89,6 +89,42 @@ pub struct Topology {
     /// The stub (hub side of the tunnel).
     #[serde(default)]
     pub stub: Stub,
+    /// Stub users the runner adds (`causeway user add`), for `expect.kubectl`.
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+/// `topology.users[i]`: a user of the stub, with a kubeconfig for the clusters its
+/// glob matches, and (with `rbac: view`) the built-in `view` ClusterRole bound to its
+/// group in every cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct User {
+    /// User name (`alice`); its kubeconfig is `<work>/<name>.kubeconfig`.
+    pub name: String,
+    /// The group the stub asserts for it (the member clusters' RBAC binds groups).
+    pub group: String,
+    /// The clusters it may reach through the stub, a glob (`"idc-*"`; default `"*"`).
+    #[serde(default = "default_user_clusters")]
+    pub clusters: String,
+    /// The member RBAC the runner creates for its group (default `view`).
+    #[serde(default)]
+    pub rbac: UserRbac,
+}
+
+fn default_user_clusters() -> String {
+    "*".into()
+}
+
+/// The member RBAC of a drill user's group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UserRbac {
+    /// A ClusterRoleBinding of the group to the built-in `view` ClusterRole, in every cluster.
+    #[default]
+    View,
+    /// Nothing: the member clusters refuse it everything.
+    None,
 }
 
 /// One cluster of the sandbox.
@@ -393,6 +429,8 @@ pub enum Condition {
     Primary(PrimaryExpect),
     /// A Prometheus metric of a Causeway part.
     Metric(MetricExpect),
+    /// kubectl as a drill user, through the stub.
+    Kubectl(KubectlExpect),
 }
 
 impl fmt::Display for Condition {
@@ -426,6 +464,14 @@ impl fmt::Display for Condition {
                 }
                 write!(f, " {} {}", m.op, m.value)
             }
+            Condition::Kubectl(k) => write!(
+                f,
+                "kubectl {} as {} in {} {}",
+                k.args.join(" "),
+                k.user,
+                k.cluster,
+                if k.succeeds { "succeeds" } else { "is refused" }
+            ),
         }
     }
 }
@@ -450,6 +496,26 @@ pub enum DnsMatch {
     Contains(Vec<ClusterId>),
     /// None of these clusters.
     Excludes(Vec<ClusterId>),
+}
+
+/// `expect.kubectl`: the testbed's kubectl with a drill user's kubeconfig and the
+/// context of a cluster, through the stub.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubectlExpect {
+    /// A user from `topology.users`.
+    pub user: String,
+    /// The cluster (the kubeconfig's context of that name).
+    pub cluster: ClusterId,
+    /// kubectl's arguments (`[get, pods, -n, shop]`).
+    pub args: Vec<String>,
+    /// `true`: it must exit 0; `false`: it must fail (refused or unavailable).
+    #[serde(default = "default_succeeds")]
+    pub succeeds: bool,
+}
+
+fn default_succeeds() -> bool {
+    true
 }
 
 /// `expect.replicasReady`.
@@ -681,6 +747,8 @@ struct RawExpect {
     primary: Option<PrimaryExpect>,
     #[serde(default)]
     metric: Option<MetricExpect>,
+    #[serde(default)]
+    kubectl: Option<KubectlExpect>,
     within: HumanDuration,
     #[serde(default, rename = "for")]
     hold: Option<HumanDuration>,
@@ -891,6 +959,12 @@ fn check(doc: &Document) -> Result<Scenario, ConfigError> {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
+    let users: BTreeSet<&str> = spec
+        .topology
+        .users
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
     let mut steps: Vec<Step> = Vec::with_capacity(spec.steps.len());
     for (i, raw) in spec.steps.into_iter().enumerate() {
         let at = |field: &str| {
@@ -945,7 +1019,7 @@ fn check(doc: &Document) -> Result<Scenario, ConfigError> {
             check_fault(doc, &fault, &spec.topology, &at, &known)?;
             StepAction::Fault(fault)
         } else if let Some(e) = raw.expect {
-            StepAction::Expect(check_expect(doc, e, &clients, &at, &known)?)
+            StepAction::Expect(check_expect(doc, e, &clients, &users, &at, &known)?)
         } else if let Some(m) = raw.measure {
             check_measure(doc, &m, &steps, &at)?;
             StepAction::Measure(m)
@@ -1024,6 +1098,32 @@ fn check_topology(doc: &Document, t: &Topology) -> Result<(), ConfigError> {
                     ),
                 ));
             }
+        }
+    }
+    let mut user_names = BTreeSet::new();
+    for (i, u) in t.users.iter().enumerate() {
+        let at = |f: &str| format!("spec.topology.users[{i}].{f}");
+        let plain = u
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if u.name.is_empty() || u.name.len() > 63 || !plain || u.name.starts_with('.') {
+            return Err(doc.error(
+                &at("name"),
+                "1 to 63 letters, digits, '-', '_' or '.' (it names <work>/<name>.kubeconfig)",
+            ));
+        }
+        if !user_names.insert(u.name.as_str()) {
+            return Err(doc.error(
+                &at("name"),
+                format_args!("user {:?} is listed twice", u.name),
+            ));
+        }
+        if u.group.trim().is_empty() {
+            return Err(doc.error(&at("group"), "must not be empty"));
+        }
+        if u.clusters.trim().is_empty() {
+            return Err(doc.error(&at("clusters"), "a glob (\"*\", \"idc-*\")"));
         }
     }
     if !(1..=2).contains(&t.stub.replicas) {
@@ -1129,6 +1229,7 @@ fn check_expect(
     doc: &Document,
     e: RawExpect,
     clients: &BTreeSet<&str>,
+    users: &BTreeSet<&str>,
     at: &dyn Fn(&str) -> String,
     known: &dyn Fn(&ClusterId, &str) -> Result<(), ConfigError>,
 ) -> Result<Expect, ConfigError> {
@@ -1141,11 +1242,12 @@ fn check_expect(
         e.replicas_ready.is_some(),
         e.primary.is_some(),
         e.metric.is_some(),
+        e.kubectl.is_some(),
     ];
     if given.iter().filter(|g| **g).count() != 1 {
         return Err(doc.error(
             &at("expect"),
-            "exactly one of dns, replicasReady, primary or metric (with within and optional for)",
+            "exactly one of dns, replicasReady, primary, metric or kubectl (with within and optional for)",
         ));
     }
     let condition = if let Some(d) = e.dns {
@@ -1215,6 +1317,30 @@ fn check_expect(
             return Err(doc.error(&at("expect.metric.value"), "must be a finite number"));
         }
         Condition::Metric(m)
+    } else if let Some(k) = e.kubectl {
+        if !users.contains(k.user.as_str()) {
+            let list: Vec<&str> = users.iter().copied().collect();
+            return Err(doc.error(
+                &at("expect.kubectl.user"),
+                format_args!(
+                    "unknown user {:?}; topology.users has {}",
+                    k.user,
+                    if list.is_empty() {
+                        "none".to_string()
+                    } else {
+                        list.join(", ")
+                    }
+                ),
+            ));
+        }
+        known(&k.cluster, "expect.kubectl.cluster")?;
+        if k.args.is_empty() || k.args.iter().any(|a| a.is_empty()) {
+            return Err(doc.error(
+                &at("expect.kubectl.args"),
+                "kubectl's arguments, none empty (e.g. [get, pods, -n, shop])",
+            ));
+        }
+        Condition::Kubectl(k)
     } else {
         return Err(doc.error(&at("expect"), "no condition"));
     };

@@ -7,17 +7,17 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use causeway_testbed::testing::HttpClient;
 use serde::Deserialize;
 
-use super::kube::Api;
+use super::kube::{Api, kubectl_with};
 use super::sandbox::Sandbox;
 use crate::scenario::{
-    Component, Condition, DnsExpect, DnsMatch, Fault, LoadSurge, MetricExpect, Scenario,
-    StepAction, WorkloadRef,
+    Component, Condition, DnsExpect, DnsMatch, Fault, KubectlExpect, LoadSurge, MetricExpect,
+    Scenario, StepAction, WorkloadRef,
 };
 
 /// One role ConfigMap: `data.role` and its `causeway.dev/role-changed-at/-by`.
@@ -45,6 +45,10 @@ pub(crate) struct Seen {
 /// Reads the sandbox for the scenario's conditions.
 pub(crate) struct Observer {
     apis: Vec<(String, Api)>,
+    /// The sandbox's clusters (their kubectl).
+    clusters: Vec<causeway_testbed::ClusterInfo>,
+    /// Drill users' kubeconfigs, by name.
+    users: BTreeMap<String, PathBuf>,
     dns: Option<SocketAddr>,
     dns_api: Option<SocketAddr>,
     scheduler: Option<SocketAddr>,
@@ -162,6 +166,8 @@ impl Observer {
         }
         Ok(Self {
             apis,
+            clusters: sb.clusters().to_vec(),
+            users: sb.users.clone(),
             dns: sb.dns_udp,
             dns_api: sb.dns_api,
             scheduler: sb.scheduler_addr,
@@ -214,6 +220,49 @@ impl Observer {
                 }
             }
             Condition::Metric(m) => self.check_metric(m).await,
+            Condition::Kubectl(k) => self.check_kubectl(k).await,
+        }
+    }
+
+    /// Runs kubectl as `k.user` with the context of `k.cluster` (through the stub); a
+    /// refusal and an unavailable cluster are both a failure of the command.
+    async fn check_kubectl(&self, k: &KubectlExpect) -> Seen {
+        let series = format!(
+            "kubectl {} as {} in {}",
+            k.args.join(" "),
+            k.user,
+            k.cluster
+        );
+        let Some(kubeconfig) = self.users.get(&k.user) else {
+            return Seen {
+                holds: false,
+                text: format!("no kubeconfig for user {}", k.user),
+                sample: None,
+            };
+        };
+        let Some(c) = self.clusters.iter().find(|c| c.name == k.cluster.as_str()) else {
+            return Seen {
+                holds: false,
+                text: format!("no cluster {}", k.cluster),
+                sample: None,
+            };
+        };
+        let mut args: Vec<&str> = vec!["--context", k.cluster.as_str(), "--request-timeout", "3s"];
+        args.extend(k.args.iter().map(String::as_str));
+        let r = kubectl_with(c, kubeconfig, &args).await;
+        let (value, text) = match &r {
+            Ok(_) => ("ok".to_string(), format!("{series}: ok")),
+            Err(e) => {
+                // kubectl_with's error is `kubectl ARGS (cluster): STDERR`.
+                let why = e.split_once("): ").map_or(e.as_str(), |(_, w)| w);
+                let why = why.lines().last().unwrap_or(why).trim();
+                ("refused".to_string(), format!("{series}: {why}"))
+            }
+        };
+        Seen {
+            holds: r.is_ok() == k.succeeds,
+            text,
+            sample: Some((series, value)),
         }
     }
 

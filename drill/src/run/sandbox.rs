@@ -16,7 +16,7 @@ use causeway_testbed::{ClusterInfo, ClusterSpec, MetricsOptions, Testbed, Testbe
 
 use super::kube::{kubectl, kubectl_with};
 use super::progress::{Progress, secs};
-use crate::scenario::{Fault, LoadSurge, Scenario, StepAction};
+use crate::scenario::{Fault, LoadSurge, Scenario, StepAction, UserRbac};
 
 /// The agent's RBAC on its own cluster (impersonation only).
 const AGENT_RBAC: &str = include_str!("../../../examples/tunnel/agent-rbac.yaml");
@@ -52,6 +52,8 @@ pub(crate) struct Sandbox {
     pub dns_api: Option<SocketAddr>,
     pub scheduler: Option<Process>,
     pub scheduler_addr: Option<SocketAddr>,
+    /// Kubeconfigs of `topology.users`, by name.
+    pub users: BTreeMap<String, PathBuf>,
 }
 
 impl Sandbox {
@@ -71,6 +73,7 @@ impl Sandbox {
             dns_api: None,
             scheduler: None,
             scheduler_addr: None,
+            users: BTreeMap::new(),
         }
     }
 
@@ -141,6 +144,7 @@ impl Sandbox {
             self.enrol(c.name.as_str(), c.agents).await?;
         }
         let kubeconfig = self.scheduler_identity().await?;
+        self.add_users(scenario).await?;
         progress.line(&format!(
             "sandbox: stub, {} agent(s) with sessions, scheduler identity ({})",
             self.agents.values().map(Vec::len).sum::<usize>(),
@@ -414,6 +418,51 @@ spec:
             }
         }
         Ok(out)
+    }
+
+    /// `topology.users`: `causeway user add` each (`<work>/<name>.kubeconfig`), and for
+    /// `rbac: view` a ClusterRoleBinding of its group to `view` in every cluster.
+    async fn add_users(&mut self, scenario: &Scenario) -> Result<(), String> {
+        let stub = self.stub_addrs.ok_or("no stub")?;
+        let state = path_arg(&self.work.join("stub-state"));
+        let users_url = format!("https://{}", stub.users);
+        for u in &scenario.topology.users {
+            let out = self.work.join(format!("{}.kubeconfig", u.name));
+            self.causeway(&[
+                "user",
+                "add",
+                &u.name,
+                "--group",
+                &u.group,
+                "--clusters",
+                &u.clusters,
+                "--state-dir",
+                &state,
+                "--stub-url",
+                &users_url,
+                "--out",
+                &path_arg(&out),
+            ])
+            .await?;
+            if u.rbac == UserRbac::View {
+                let binding = format!("causeway-drill-{}-view", u.name.to_ascii_lowercase());
+                for c in self.clusters() {
+                    kubectl(
+                        c,
+                        &[
+                            "create",
+                            "clusterrolebinding",
+                            &binding,
+                            "--clusterrole=view",
+                            &format!("--group={}", u.group),
+                        ],
+                    )
+                    .await?;
+                }
+            }
+            self.users.insert(u.name.clone(), out);
+        }
+        Ok(())
     }
 
     async fn start_dns(&mut self, scenario: &Scenario) -> Result<(), String> {

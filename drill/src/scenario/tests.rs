@@ -550,3 +550,150 @@ fn the_shipped_scenarios_load() {
         assert!(names.iter().any(|n| n == want), "{names:?}");
     }
 }
+
+const KUBECTL: &str = "\
+apiVersion: causeway.dev/v1alpha1
+kind: Scenario
+metadata: {name: t}
+spec:
+  description: kubectl through the stub
+  topology:
+    clusters:
+      - {name: idc-bj, role: idc, agents: 2}
+      - {name: aws-sg, role: cloud}
+    users:
+      - {name: alice, group: dev}
+      - {name: bob, group: guests, clusters: \"idc-*\", rbac: none}
+  steps:
+    - name: reads
+      expect:
+        kubectl: {user: alice, cluster: idc-bj, args: [get, pods, -n, shop]}
+        within: 10s
+        for: 5s
+    - name: refused
+      expect:
+        kubectl: {user: bob, cluster: idc-bj, args: [get, pods], succeeds: false}
+        within: 5s
+";
+
+/// `KUBECTL` with `from` replaced by `to` (which must occur exactly once).
+fn kubectl_with(from: &str, to: &str) -> String {
+    assert_eq!(KUBECTL.matches(from).count(), 1, "{from:?} once in KUBECTL");
+    KUBECTL.replace(from, to)
+}
+
+#[test]
+fn users_and_kubectl_expectations_are_read() {
+    let s = parse(KUBECTL).unwrap();
+    let u = &s.topology.users;
+    assert_eq!(u.len(), 2);
+    assert_eq!(
+        (
+            u[0].name.as_str(),
+            u[0].group.as_str(),
+            u[0].clusters.as_str()
+        ),
+        ("alice", "dev", "*")
+    );
+    assert_eq!(u[0].rbac, UserRbac::View, "view is the default");
+    assert_eq!(
+        (u[1].clusters.as_str(), u[1].rbac),
+        ("idc-*", UserRbac::None)
+    );
+    let StepAction::Expect(e) = &s.steps[0].action else {
+        panic!("{:?}", s.steps[0])
+    };
+    assert_eq!(e.hold, Some(Duration::from_secs(5)));
+    let Condition::Kubectl(k) = &e.condition else {
+        panic!("{e:?}")
+    };
+    assert_eq!((k.user.as_str(), k.cluster.as_str()), ("alice", "idc-bj"));
+    assert_eq!(k.args, ["get", "pods", "-n", "shop"]);
+    assert!(k.succeeds, "succeeds defaults to true");
+    assert_eq!(
+        e.condition.to_string(),
+        "kubectl get pods -n shop as alice in idc-bj succeeds"
+    );
+    let StepAction::Expect(e) = &s.steps[1].action else {
+        panic!("{:?}", s.steps[1])
+    };
+    assert!(matches!(&e.condition, Condition::Kubectl(k) if !k.succeeds));
+    assert!(
+        e.condition
+            .to_string()
+            .ends_with("as bob in idc-bj is refused")
+    );
+    // No users: an empty list.
+    assert!(parse(GOOD).unwrap().topology.users.is_empty());
+}
+
+#[test]
+fn kubectl_names_a_known_user_and_cluster_and_some_arguments() {
+    let t = kubectl_with(
+        "{user: bob, cluster: idc-bj",
+        "{user: carol, cluster: idc-bj",
+    );
+    fails(
+        &t,
+        "user: carol",
+        "spec.steps[1].expect.kubectl.user",
+        "unknown user \"carol\"; topology.users has alice, bob",
+    );
+    let t = kubectl_with("{user: bob, cluster: idc-bj", "{user: bob, cluster: ali-hz");
+    fails(
+        &t,
+        "cluster: ali-hz",
+        "spec.steps[1].expect.kubectl.cluster",
+        "unknown cluster \"ali-hz\"",
+    );
+    let t = kubectl_with("args: [get, pods], succeeds", "args: [], succeeds");
+    fails(
+        &t,
+        "args: []",
+        "spec.steps[1].expect.kubectl.args",
+        "kubectl's arguments",
+    );
+    let t = kubectl_with("args: [get, pods], succeeds", "args: [get, \"\"], succeeds");
+    fails(
+        &t,
+        "args: [get, \"\"]",
+        "spec.steps[1].expect.kubectl.args",
+        "none empty",
+    );
+    let t = kubectl_with("succeeds: false}", "succeeds: false, as: root}");
+    fails(&t, "as: root", "spec.steps[1].expect.kubectl.as", "");
+}
+
+#[test]
+fn users_are_checked() {
+    let t = kubectl_with("{name: bob, group: guests", "{name: alice, group: guests");
+    fails(
+        &t,
+        "{name: alice, group: guests",
+        "spec.topology.users[1].name",
+        "listed twice",
+    );
+    let t = kubectl_with("{name: bob, group: guests", "{name: ../bob, group: guests");
+    fails(
+        &t,
+        "{name: ../bob",
+        "spec.topology.users[1].name",
+        "<work>/<name>.kubeconfig",
+    );
+    let t = kubectl_with("{name: alice, group: dev}", "{name: alice, group: \" \"}");
+    fails(
+        &t,
+        "{name: alice, group:",
+        "spec.topology.users[0].group",
+        "must not be empty",
+    );
+    let t = kubectl_with("rbac: none", "rbac: admin");
+    fails(&t, "rbac: admin", "spec.topology.users[1].rbac", "");
+    let t = kubectl_with("clusters: \"idc-*\"", "clusters: \"\"");
+    fails(
+        &t,
+        "clusters: \"\"",
+        "spec.topology.users[1].clusters",
+        "a glob",
+    );
+}
