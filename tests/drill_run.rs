@@ -362,3 +362,99 @@ fn sigint_mid_drill_reverts_the_fault_and_leaves_no_process() {
     );
     assert_nothing_left(&work);
 }
+
+/// The values of `series` in the report's samples, in order.
+fn series_values<'a>(r: &'a Report, series: &str) -> Vec<&'a str> {
+    r.samples
+        .iter()
+        .filter(|s| s.series == series)
+        .map(|s| s.value.as_str())
+        .collect()
+}
+
+/// The instant of the step named `name`.
+fn step_at(r: &Report, name: &str) -> u64 {
+    r.steps
+        .iter()
+        .find(|s| s.name == name)
+        .and_then(|s| s.at_ms)
+        .unwrap_or_else(|| panic!("no instant for {name}: {}", r.summary()))
+}
+
+#[test]
+fn active_active_moves_a_lost_share_and_rejoins_after_rebalance() {
+    let _one = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let (code, stdout, stderr, r) = drill(&scenario("active-active.yaml"), &work);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(r.passed && r.aborted.is_none(), "{}", r.summary());
+    assert_eq!(r.steps.len(), 12);
+    assert!(r.steps.iter().all(|s| s.passed && s.at_ms.is_some()));
+    let moved = r
+        .measures
+        .iter()
+        .find(|m| m.name == "time-to-move")
+        .unwrap();
+    assert!(moved.passed && moved.ms.unwrap() <= 15_000, "{moved:?}");
+    // aws-sg is held out of DNS for rebalanceAfter (8 s) once it is back.
+    let rejoin = r
+        .measures
+        .iter()
+        .find(|m| m.name == "time-to-rejoin")
+        .unwrap();
+    let ms = rejoin.ms.unwrap();
+    assert!(
+        rejoin.passed && (8_000..=30_000).contains(&ms),
+        "{rejoin:?}"
+    );
+    // The timeline: 4/2/2, then 5/3 without aws-sg, then 4/2 again.
+    let idc = series_values(&r, "ready shop/cart in idc-bj");
+    assert!(
+        idc.contains(&"4") && idc.contains(&"5") && idc.last() == Some(&"4"),
+        "{idc:?}"
+    );
+    let ali = series_values(&r, "ready shop/cart in ali-hz");
+    assert!(ali.contains(&"3") && ali.last() == Some(&"2"), "{ali:?}");
+    let dns = series_values(&r, "dns cart.svc.example.");
+    let all = dns.iter().position(|v| *v == "ali-hz,aws-sg,idc-bj");
+    let without = dns.iter().rposition(|v| *v == "ali-hz,idc-bj");
+    assert!(
+        all.is_some() && all < without && dns.last() == Some(&"ali-hz,aws-sg,idc-bj"),
+        "{dns:?}"
+    );
+    // The fault was reverted by its restore step, not at the end.
+    let loss = r
+        .faults
+        .iter()
+        .find(|f| f.name == "loss")
+        .expect("loss band");
+    assert_eq!(loss.to_ms, Some(step_at(&r, "return")), "{loss:?}");
+    println!("{}", r.summary());
+    assert_nothing_left(&work);
+}
+
+#[test]
+fn latency_shift_switches_the_clients_answer_and_back() {
+    let _one = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let (code, stdout, stderr, r) = drill(&scenario("latency-shift.yaml"), &work);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(r.passed && r.aborted.is_none(), "{}", r.summary());
+    assert_eq!(r.steps.len(), 7);
+    assert!(r.steps.iter().all(|s| s.passed && s.at_ms.is_some()));
+    for name in ["time-to-switch", "time-to-switch-back"] {
+        let m = r.measures.iter().find(|m| m.name == name).unwrap();
+        assert!(m.passed && m.ms.unwrap() <= 5_000, "{m:?}");
+    }
+    // singapore: aws-sg → ali-hz → aws-sg; beijing: idc-bj throughout.
+    let sg = series_values(&r, "dns api.svc.example. from singapore");
+    assert_eq!(sg, ["aws-sg", "ali-hz", "aws-sg"], "{:?}", r.samples);
+    let bj = series_values(&r, "dns api.svc.example. from beijing");
+    assert_eq!(bj, ["idc-bj"], "{:?}", r.samples);
+    let shift = r.faults.iter().find(|f| f.name == "shift").expect("band");
+    assert_eq!(shift.to_ms, Some(step_at(&r, "shift-back")), "{shift:?}");
+    println!("{}", r.summary());
+    assert_nothing_left(&work);
+}

@@ -386,6 +386,7 @@ pub fn detail(action: &StepAction) -> String {
             Some(max) => format!("{} → {}, at most {max}", m.from, m.to),
             None => format!("{} → {}", m.from, m.to),
         },
+        StepAction::Restore(step) => format!("fault {step} reverted"),
     }
 }
 

@@ -239,7 +239,7 @@ async fn drive(
                 }
                 Ok(clock.ms())
             }
-            StepAction::Fault(f) => match faults::apply(sb, f).await {
+            StepAction::Fault(f) => match faults::apply(sb, scenario, f).await {
                 Ok(a) => {
                     let at = clock.ms();
                     report.fault_started(&step.name, at);
@@ -247,6 +247,18 @@ async fn drive(
                     Ok(at)
                 }
                 Err(e) => Err(format!("could not apply: {e}")),
+            },
+            StepAction::Restore(name) => match applied.iter().rposition(|(n, _)| n == name) {
+                Some(i) => {
+                    let (_, a) = applied.remove(i);
+                    let result = faults::revert(sb, &a).await;
+                    let at = clock.ms();
+                    report.fault_ended(name, at);
+                    result
+                        .map(|()| at)
+                        .map_err(|e| format!("could not revert {name}: {e}"))
+                }
+                None => Err(format!("fault {name} is not applied")),
             },
             StepAction::Expect(e) => {
                 await_expect(

@@ -246,6 +246,8 @@ pub enum StepAction {
     Expect(Expect),
     /// Name the time between two earlier steps.
     Measure(Measure),
+    /// Revert the fault of an earlier step now (`restore: STEP`) rather than at the end.
+    Restore(String),
 }
 
 impl StepAction {
@@ -256,6 +258,7 @@ impl StepAction {
             StepAction::Fault(_) => "fault",
             StepAction::Expect(_) => "expect",
             StepAction::Measure(_) => "measure",
+            StepAction::Restore(_) => "restore",
         }
     }
 }
@@ -276,6 +279,9 @@ pub enum Fault {
     StubKilled(NoFields),
     /// More load than the home cluster can take.
     LoadSurge(LoadSurge),
+    /// New round-trip times from a client network to clusters, posted to dns's
+    /// `/v1/latency` (reverted by posting the RTTs of `topology.clients`).
+    LatencyChange(LatencyChange),
 }
 
 impl Fault {
@@ -288,6 +294,7 @@ impl Fault {
             | Fault::NetworkCut(c) => Some(&c.cluster),
             Fault::StubKilled(_) => None,
             Fault::LoadSurge(s) => s.cluster(),
+            Fault::LatencyChange(_) => None,
         }
     }
 }
@@ -319,6 +326,14 @@ impl fmt::Display for Fault {
                     s.value, s.policy
                 )
             }
+            Fault::LatencyChange(l) => {
+                let rtt: Vec<String> = l
+                    .rtt_ms
+                    .iter()
+                    .map(|(c, ms)| format!("{c} {ms} ms"))
+                    .collect();
+                write!(f, "latency from {} now {}", l.client, rtt.join(", "))
+            }
         }
     }
 }
@@ -329,6 +344,17 @@ impl fmt::Display for Fault {
 pub struct ClusterFault {
     /// The cluster.
     pub cluster: ClusterId,
+}
+
+/// `fault.latencyChange`: a client network's round-trip times change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LatencyChange {
+    /// A client network of `topology.clients`.
+    pub client: String,
+    /// The new RTT to each of these clusters, in milliseconds; each must have an RTT from
+    /// this client in `topology.clients` (what the fault is reverted to).
+    pub rtt_ms: BTreeMap<ClusterId, u32>,
 }
 
 /// An empty mapping (`stubKilled: {}`).
@@ -659,6 +685,8 @@ struct RawStep {
     expect: Option<RawExpect>,
     #[serde(default)]
     measure: Option<Measure>,
+    #[serde(default)]
+    restore: Option<String>,
 }
 
 /// `fault`: exactly one of these (serde_yaml_ng reads externally tagged enums only
@@ -678,6 +706,8 @@ struct RawFault {
     stub_killed: Option<NoFields>,
     #[serde(default)]
     load_surge: Option<RawLoadSurge>,
+    #[serde(default)]
+    latency_change: Option<LatencyChange>,
 }
 
 #[derive(Deserialize)]
@@ -693,7 +723,7 @@ struct RawLoadSurge {
 
 impl RawFault {
     fn into_fault(self) -> Result<Fault, (&'static str, &'static str)> {
-        const ONE: &str = "exactly one of agentKilled, agentsStopped, apiServerStopped, networkCut, stubKilled or loadSurge";
+        const ONE: &str = "exactly one of agentKilled, agentsStopped, apiServerStopped, networkCut, stubKilled, loadSurge or latencyChange";
         let mut found = Vec::new();
         if let Some(c) = self.agent_killed {
             found.push(Fault::AgentKilled(c));
@@ -709,6 +739,9 @@ impl RawFault {
         }
         if let Some(n) = self.stub_killed {
             found.push(Fault::StubKilled(n));
+        }
+        if let Some(l) = self.latency_change {
+            found.push(Fault::LatencyChange(l));
         }
         if let Some(l) = self.load_surge {
             let mut surges = Vec::new();
@@ -1002,11 +1035,12 @@ fn check(doc: &Document) -> Result<Scenario, ConfigError> {
             raw.fault.is_some(),
             raw.expect.is_some(),
             raw.measure.is_some(),
+            raw.restore.is_some(),
         ];
         if given.iter().filter(|g| **g).count() != 1 {
             return Err(doc.error(
                 &at(""),
-                "a step has a name and exactly one of wait, fault, expect or measure",
+                "a step has a name and exactly one of wait, fault, restore, expect or measure",
             ));
         }
         let action = if let Some(w) = raw.wait {
@@ -1023,6 +1057,9 @@ fn check(doc: &Document) -> Result<Scenario, ConfigError> {
         } else if let Some(m) = raw.measure {
             check_measure(doc, &m, &steps, &at)?;
             StepAction::Measure(m)
+        } else if let Some(r) = raw.restore {
+            check_restore(&r, &steps).map_err(|reason| doc.error(&at("restore"), reason))?;
+            StepAction::Restore(r)
         } else {
             // Counted above: exactly one is set.
             return Err(doc.error(&at(""), "empty step"));
@@ -1210,6 +1247,7 @@ fn check_fault(
             known(&s.cluster, "fault.loadSurge.podCpu.cluster")?;
             check_quantity(&s.cpu).map_err(|r| doc.error(&at("fault.loadSurge.podCpu.cpu"), r))
         }
+        Fault::LatencyChange(l) => check_latency_change(doc, l, topology, at, known),
         Fault::LoadSurge(LoadSurge::External(e)) => {
             if !e.value.is_finite() || e.value < 0.0 {
                 return Err(doc.error(
@@ -1223,6 +1261,88 @@ fn check_fault(
             Ok(())
         }
     }
+}
+
+fn check_latency_change(
+    doc: &Document,
+    l: &LatencyChange,
+    topology: &Topology,
+    at: &dyn Fn(&str) -> String,
+    known: &dyn Fn(&ClusterId, &str) -> Result<(), ConfigError>,
+) -> Result<(), ConfigError> {
+    let Some(client) = topology.clients.iter().find(|c| c.name == l.client) else {
+        let list: Vec<&str> = topology.clients.iter().map(|c| c.name.as_str()).collect();
+        return Err(doc.error(
+            &at("fault.latencyChange.client"),
+            format_args!(
+                "unknown client network {:?}; topology.clients has {}",
+                l.client,
+                if list.is_empty() {
+                    "none".to_string()
+                } else {
+                    list.join(", ")
+                }
+            ),
+        ));
+    };
+    if l.rtt_ms.is_empty() {
+        return Err(doc.error(
+            &at("fault.latencyChange.rttMs"),
+            "name at least one cluster and its new RTT",
+        ));
+    }
+    for c in l.rtt_ms.keys() {
+        let field = format!("fault.latencyChange.rttMs.{c}");
+        known(c, &field)?;
+        if !client.rtt_ms.contains_key(c) {
+            return Err(doc.error(
+                &at(&field),
+                format_args!(
+                    "client network {:?} has no RTT to {c} in topology.clients (the fault is \
+                     reverted to it)",
+                    l.client
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `restore: STEP`: an earlier fault step, not restored already.
+fn check_restore(name: &str, earlier: &[Step]) -> Result<(), String> {
+    match earlier.iter().find(|s| s.name == name) {
+        Some(s) if matches!(s.action, StepAction::Fault(_)) => {}
+        Some(s) => {
+            return Err(format!(
+                "step {name:?} is a {}; restore names an earlier fault step",
+                s.action.kind()
+            ));
+        }
+        None => {
+            let faults: Vec<&str> = earlier
+                .iter()
+                .filter(|s| matches!(s.action, StepAction::Fault(_)))
+                .map(|s| s.name.as_str())
+                .collect();
+            return Err(format!(
+                "no earlier fault step named {name:?} ({})",
+                if faults.is_empty() {
+                    "none".to_string()
+                } else {
+                    faults.join(", ")
+                }
+            ));
+        }
+    }
+    if earlier
+        .iter()
+        .any(|s| matches!(&s.action, StepAction::Restore(r) if r == name))
+    {
+        return Err(format!(
+            "fault {name:?} is restored by an earlier step already"
+        ));
+    }
+    Ok(())
 }
 
 fn check_expect(

@@ -7,7 +7,7 @@ use causeway_testbed::testing::HttpClient;
 
 use super::kube::kubectl;
 use super::sandbox::{Sandbox, signal_pid};
-use crate::scenario::{Fault, LoadSurge, WorkloadRef};
+use crate::scenario::{Fault, LatencyChange, LoadSurge, Scenario, WorkloadRef};
 
 /// A fault as applied, with what its revert needs.
 pub(crate) enum Applied {
@@ -31,11 +31,22 @@ pub(crate) enum Applied {
     },
     /// A value was posted to the scheduler (nothing to revert).
     External,
+    /// RTTs from `subnet` were posted to dns; `before` (from `topology.clients`) is
+    /// posted on revert.
+    Latency {
+        subnet: String,
+        before: Vec<(String, u32)>,
+    },
 }
 
 /// Applies `fault` to the sandbox.
-pub(crate) async fn apply(sb: &mut Sandbox, fault: &Fault) -> Result<Applied, String> {
+pub(crate) async fn apply(
+    sb: &mut Sandbox,
+    scenario: &Scenario,
+    fault: &Fault,
+) -> Result<Applied, String> {
     match fault {
+        Fault::LatencyChange(l) => latency_change(sb, scenario, l).await,
         Fault::AgentKilled(c) => {
             let cluster = c.cluster.to_string();
             let agents = sb
@@ -230,7 +241,63 @@ pub(crate) async fn revert(sb: &mut Sandbox, applied: &Applied) -> Result<(), St
             kubectl(&c, &args).await.map(|_| ())
         }
         Applied::External => Ok(()),
+        Applied::Latency { subnet, before } => post_latency(sb, subnet, before).await,
     }
+}
+
+async fn latency_change(
+    sb: &Sandbox,
+    scenario: &Scenario,
+    l: &LatencyChange,
+) -> Result<Applied, String> {
+    let client = scenario
+        .topology
+        .clients
+        .iter()
+        .find(|c| c.name == l.client)
+        .ok_or_else(|| format!("no client network {}", l.client))?;
+    let subnet = client.subnet.trunc().to_string();
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for (cluster, ms) in &l.rtt_ms {
+        let was = client
+            .rtt_ms
+            .get(cluster)
+            .ok_or_else(|| format!("{} has no RTT to {cluster}", l.client))?;
+        before.push((cluster.to_string(), *was));
+        after.push((cluster.to_string(), *ms));
+    }
+    post_latency(sb, &subnet, &after).await?;
+    Ok(Applied::Latency { subnet, before })
+}
+
+/// `POST /v1/latency` to the drill's dns: these RTTs from `subnet`.
+async fn post_latency(sb: &Sandbox, subnet: &str, rtts: &[(String, u32)]) -> Result<(), String> {
+    let addr = sb
+        .dns_api
+        .ok_or("no dns (the scenario installs no zones)")?;
+    let body = latency_body(subnet, rtts);
+    let r = HttpClient::new(addr)
+        .timeout(Duration::from_secs(5))
+        .send(http::Method::POST, "/v1/latency", body)
+        .await
+        .map_err(|e| format!("POST /v1/latency: {e}"))?;
+    if !(200..300).contains(&r.status) {
+        return Err(format!(
+            "POST /v1/latency: HTTP {}: {}",
+            r.status,
+            r.text().trim()
+        ));
+    }
+    Ok(())
+}
+
+fn latency_body(subnet: &str, rtts: &[(String, u32)]) -> String {
+    let measurements: Vec<serde_json::Value> = rtts
+        .iter()
+        .map(|(cluster, ms)| serde_json::json!({"prefix": subnet, "cluster": cluster, "rttMs": ms}))
+        .collect();
+    serde_json::json!({ "measurements": measurements }).to_string()
 }
 
 async fn scale(
@@ -277,5 +344,17 @@ mod tests {
         assert_eq!(millicores("1.5").ok(), Some(1500));
         assert_eq!(millicores("2").ok(), Some(2000));
         assert!(millicores("x").is_err());
+    }
+
+    #[test]
+    fn latency_is_posted_as_dns_measurements() {
+        let body = latency_body("203.0.113.0/24", &[("aws-sg".into(), 120)]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"measurements": [
+                {"prefix": "203.0.113.0/24", "cluster": "aws-sg", "rttMs": 120}
+            ]})
+        );
     }
 }

@@ -245,7 +245,7 @@ fn a_step_has_exactly_one_action() {
         ),
         "name: settle",
         "spec.steps[0]",
-        "exactly one of wait, fault, expect or measure",
+        "exactly one of wait, fault, restore, expect or measure",
     );
     fails(
         &with("    - {name: settle, wait: 2s}", "    - {name: settle}"),
@@ -549,6 +549,117 @@ fn the_shipped_scenarios_load() {
     for want in ["idc-outage", "partition", "quickstart"] {
         assert!(names.iter().any(|n| n == want), "{names:?}");
     }
+}
+
+#[test]
+fn latency_change_names_a_client_and_its_clusters() {
+    let text = with(
+        "fault: {networkCut: {cluster: idc-bj}}",
+        "fault: {latencyChange: {client: sg, rttMs: {aws-sg: 120}}}",
+    );
+    let s = parse(&text).unwrap();
+    let StepAction::Fault(Fault::LatencyChange(l)) = &s.steps[4].action else {
+        panic!("{:?}", s.steps[4].action);
+    };
+    assert_eq!(l.client, "sg");
+    assert_eq!(l.rtt_ms.get(&ClusterId::new("aws-sg").unwrap()), Some(&120));
+    assert_eq!(s.steps[4].action.kind(), "fault");
+    assert_eq!(
+        crate::report::detail(&s.steps[4].action),
+        "latency from sg now aws-sg 120 ms"
+    );
+    fails(
+        &with(
+            "fault: {networkCut: {cluster: idc-bj}}",
+            "fault: {latencyChange: {client: eu, rttMs: {aws-sg: 120}}}",
+        ),
+        "latencyChange",
+        "spec.steps[4].fault.latencyChange.client",
+        "unknown client network \"eu\"; topology.clients has sg",
+    );
+    fails(
+        &with(
+            "fault: {networkCut: {cluster: idc-bj}}",
+            "fault: {latencyChange: {client: sg, rttMs: {ali-hz: 120}}}",
+        ),
+        "latencyChange",
+        "spec.steps[4].fault.latencyChange.rttMs.ali-hz",
+        "unknown cluster \"ali-hz\"",
+    );
+    fails(
+        &with(
+            "fault: {networkCut: {cluster: idc-bj}}",
+            "fault: {latencyChange: {client: sg, rttMs: {}}}",
+        ),
+        "latencyChange",
+        "spec.steps[4].fault.latencyChange.rttMs",
+        "at least one cluster",
+    );
+    // A cluster the client has no RTT to: nothing to revert to.
+    fails(
+        &with(
+            "fault: {networkCut: {cluster: idc-bj}}",
+            "fault: {latencyChange: {client: sg, rttMs: {idc-bj: 3}}}",
+        )
+        .replace("rttMs: {idc-bj: 70, aws-sg: 8}", "rttMs: {aws-sg: 8}"),
+        "latencyChange",
+        "spec.steps[4].fault.latencyChange.rttMs.idc-bj",
+        "has no RTT to idc-bj",
+    );
+    fails(
+        &with(
+            "fault: {networkCut: {cluster: idc-bj}}",
+            "fault: {latencyChange: {client: sg, rttMs: {aws-sg: x}}}",
+        ),
+        "latencyChange",
+        "spec.steps[4].fault.latencyChange.rttMs.aws-sg",
+        "",
+    );
+}
+
+#[test]
+fn restore_names_an_earlier_fault_step_once() {
+    let text = with(
+        "    - name: rto\n",
+        "    - {name: healed, restore: cut}\n    - name: rto\n",
+    );
+    let s = parse(&text).unwrap();
+    assert_eq!(s.steps[6].action, StepAction::Restore("cut".into()));
+    assert_eq!(s.steps[6].action.kind(), "restore");
+    assert_eq!(
+        crate::report::detail(&s.steps[6].action),
+        "fault cut reverted"
+    );
+    // A measure may name it.
+    let m = text.replace("to: primary, atMost", "to: healed, atMost");
+    assert!(parse(&m).is_ok());
+    fails(
+        &text.replace("restore: cut", "restore: settle"),
+        "restore: settle",
+        "spec.steps[6].restore",
+        "step \"settle\" is a wait; restore names an earlier fault step",
+    );
+    fails(
+        &text.replace("restore: cut", "restore: later"),
+        "restore: later",
+        "spec.steps[6].restore",
+        "no earlier fault step named \"later\" (surge, cut)",
+    );
+    fails(
+        &text.replace(
+            "    - {name: healed, restore: cut}\n",
+            "    - {name: healed, restore: cut}\n    - {name: again, restore: cut}\n",
+        ),
+        "name: again",
+        "spec.steps[7].restore",
+        "restored by an earlier step already",
+    );
+    fails(
+        &text.replace("restore: cut}", "restore: cut, wait: 1s}"),
+        "name: healed",
+        "spec.steps[6]",
+        "exactly one of wait, fault, restore, expect or measure",
+    );
 }
 
 const KUBECTL: &str = "\
