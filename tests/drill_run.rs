@@ -363,6 +363,58 @@ fn sigint_mid_drill_reverts_the_fault_and_leaves_no_process() {
     assert_nothing_left(&work);
 }
 
+#[test]
+fn tunnel_ha_keeps_kubectl_working() {
+    let _one = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let (code, stdout, stderr, r) = drill(&scenario("tunnel-ha.yaml"), &work);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(r.passed && r.aborted.is_none(), "{}", r.summary());
+    assert!(r.steps.iter().all(|s| s.passed && s.at_ms.is_some()));
+    // The kubectl series went ok (2 agents) → ok after one was killed (held 5 s) →
+    // refused (none left) → ok (one restored).
+    let series = "kubectl get pods -n shop as alice in idc-bj";
+    let seen: Vec<(u64, &str)> = r
+        .samples
+        .iter()
+        .filter(|s| s.series == series)
+        .map(|s| (s.at_ms, s.value.as_str()))
+        .collect();
+    let values: Vec<&str> = seen.iter().map(|(_, v)| *v).collect();
+    assert!(
+        values.ends_with(&["ok", "refused", "ok"]),
+        "{series}: {seen:?}"
+    );
+    let at = |name: &str| {
+        r.steps
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.at_ms)
+            .unwrap_or_else(|| panic!("no instant for {name}"))
+    };
+    let (kill_one, kill_other) = (at("kill-one"), at("kill-other"));
+    assert!(
+        seen.iter()
+            .all(|(t, v)| *v == "ok" || *t < kill_one || *t >= kill_other),
+        "refused between the two kills: {seen:?}"
+    );
+    assert!(kill_other >= kill_one + 5_000, "still-works held 5 s");
+    // The member RBAC refused bob (no binding) and alice's write (view only).
+    for s in ["bob-refused", "alice-cannot-write"] {
+        assert!(r.steps.iter().any(|x| x.name == s && x.passed), "{s}");
+    }
+    assert!(
+        std::fs::read_to_string(work.join("stub-audit.log"))
+            .expect("stub audit log")
+            .contains("\"code\":403"),
+        "the stub's audit log records the member's refusals"
+    );
+    assert!(r.faults.iter().all(|f| f.to_ms.is_some()), "{:?}", r.faults);
+    println!("{}", r.summary());
+    assert_nothing_left(&work);
+}
+
 /// The values of `series` in the report's samples, in order.
 fn series_values<'a>(r: &'a Report, series: &str) -> Vec<&'a str> {
     r.samples
