@@ -6,7 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_causeway");
-const SHIPPED: [&str; 3] = ["idc-outage", "partition", "quickstart"];
+const SHIPPED: [&str; 6] = [
+    "active-active",
+    "idc-outage",
+    "latency-shift",
+    "partition",
+    "quickstart",
+    "tunnel-ha",
+];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
