@@ -309,3 +309,21 @@ fn samples_and_faults_round_trip_and_are_absent_when_empty() {
         "unknown fields stay errors"
     );
 }
+
+#[test]
+fn restore_and_latency_change_steps_are_described() {
+    use crate::scenario::{Fault, LatencyChange, StepAction};
+    assert_eq!(
+        detail(&StepAction::Restore("cut".into())),
+        "fault cut reverted"
+    );
+    let change = StepAction::Fault(Fault::LatencyChange(LatencyChange {
+        client: "sg".into(),
+        rtt_ms: [(
+            causeway_model::ClusterId::new("aws-sg").expect("an ID"),
+            120,
+        )]
+        .into(),
+    }));
+    assert_eq!(detail(&change), "latency from sg now aws-sg 120 ms");
+}
