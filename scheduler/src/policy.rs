@@ -736,10 +736,9 @@ impl SchedulerConfig {
         // Checked against the Scheduler's interval once every file is read.
         let mut failover_docs: Vec<Document> = Vec::new();
         // Workload → the failover policy moving its role: nothing else may place it.
-        let mut failover_workloads: BTreeMap<WorkloadRef, String> = BTreeMap::new();
         let mut names = BTreeSet::new();
-        // Workload → the spread policy placing it: nothing else may place it too.
-        let mut spread_workloads: BTreeMap<WorkloadRef, String> = BTreeMap::new();
+        // Workload → the first policy placing it (`Kind/name`): only BurstPolicies may share one.
+        let mut placers: BTreeMap<WorkloadRef, String> = BTreeMap::new();
         for file in files {
             for doc in causeway_config::read_file(file)? {
                 match doc.kind.as_str() {
@@ -760,26 +759,7 @@ impl SchedulerConfig {
                     "BurstPolicy" => {
                         let spec: BurstSpec = doc.spec()?;
                         check_burst(&doc, &spec)?;
-                        let other = spread_workloads
-                            .get(&spec.workload)
-                            .map(|s| format!("SpreadPolicy/{s}"))
-                            .or_else(|| {
-                                failover_workloads
-                                    .get(&spec.workload)
-                                    .map(|f| format!("FailoverPolicy/{f}"))
-                            });
-                        if let Some(other) = other {
-                            return Err(doc.error(
-                                "spec.workload",
-                                format_args!("{} is already placed by {other}", spec.workload),
-                            ));
-                        }
-                        if !names.insert(doc.name().to_string()) {
-                            return Err(doc.error(
-                                "metadata.name",
-                                "a policy of this name is already defined",
-                            ));
-                        }
+                        claim(&doc, &spec.workload, &mut names, &mut placers)?;
                         burst.push(BurstPolicy {
                             name: doc.name().to_string(),
                             spec,
@@ -788,33 +768,7 @@ impl SchedulerConfig {
                     "SpreadPolicy" => {
                         let spec: SpreadSpec = doc.spec()?;
                         check_spread(&doc, &spec)?;
-                        if !names.insert(doc.name().to_string()) {
-                            return Err(doc.error(
-                                "metadata.name",
-                                "a policy of this name is already defined",
-                            ));
-                        }
-                        let other = burst
-                            .iter()
-                            .find(|b| b.spec.workload == spec.workload)
-                            .map(|b| format!("BurstPolicy/{}", b.name))
-                            .or_else(|| {
-                                spread_workloads
-                                    .get(&spec.workload)
-                                    .map(|s| format!("SpreadPolicy/{s}"))
-                            })
-                            .or_else(|| {
-                                failover_workloads
-                                    .get(&spec.workload)
-                                    .map(|f| format!("FailoverPolicy/{f}"))
-                            });
-                        if let Some(other) = other {
-                            return Err(doc.error(
-                                "spec.workload",
-                                format_args!("{} is already placed by {other}", spec.workload),
-                            ));
-                        }
-                        spread_workloads.insert(spec.workload.clone(), doc.name().to_string());
+                        claim(&doc, &spec.workload, &mut names, &mut placers)?;
                         spread.push(SpreadPolicy {
                             name: doc.name().to_string(),
                             spec,
@@ -823,33 +777,7 @@ impl SchedulerConfig {
                     "FailoverPolicy" => {
                         let spec: FailoverSpec = doc.spec()?;
                         failover::check_failover(&doc, &spec)?;
-                        if !names.insert(doc.name().to_string()) {
-                            return Err(doc.error(
-                                "metadata.name",
-                                "a policy of this name is already defined",
-                            ));
-                        }
-                        let other = burst
-                            .iter()
-                            .find(|b| b.spec.workload == spec.workload)
-                            .map(|b| format!("BurstPolicy/{}", b.name))
-                            .or_else(|| {
-                                spread_workloads
-                                    .get(&spec.workload)
-                                    .map(|s| format!("SpreadPolicy/{s}"))
-                            })
-                            .or_else(|| {
-                                failover_workloads
-                                    .get(&spec.workload)
-                                    .map(|f| format!("FailoverPolicy/{f}"))
-                            });
-                        if let Some(other) = other {
-                            return Err(doc.error(
-                                "spec.workload",
-                                format_args!("{} is already placed by {other}", spec.workload),
-                            ));
-                        }
-                        failover_workloads.insert(spec.workload.clone(), doc.name().to_string());
+                        claim(&doc, &spec.workload, &mut names, &mut placers)?;
                         failover.push(FailoverPolicy {
                             name: doc.name().to_string(),
                             spec,
@@ -900,6 +828,33 @@ impl SchedulerConfig {
     /// Every policy, of every kind.
     pub fn policies(&self) -> Policies<'_> {
         Policies::from(self)
+    }
+}
+
+/// Registers policy `doc` (a unique name) as the placer of `workload`. A workload has one
+/// placer, except that several BurstPolicies may share one.
+fn claim(
+    doc: &Document,
+    workload: &WorkloadRef,
+    names: &mut BTreeSet<String>,
+    placers: &mut BTreeMap<WorkloadRef, String>,
+) -> Result<(), ConfigError> {
+    if !names.insert(doc.name().to_string()) {
+        return Err(doc.error("metadata.name", "a policy of this name is already defined"));
+    }
+    let me = format!("{}/{}", doc.kind, doc.name());
+    match placers.get(workload) {
+        Some(other) if !(doc.kind == "BurstPolicy" && other.starts_with("BurstPolicy/")) => {
+            Err(doc.error(
+                "spec.workload",
+                format_args!("{workload} is already placed by {other}"),
+            ))
+        }
+        Some(_) => Ok(()),
+        None => {
+            placers.insert(workload.clone(), me);
+            Ok(())
+        }
     }
 }
 

@@ -12,7 +12,7 @@ pub use causeway_testbed::relay::Relay;
 use causeway_testbed::testing::{Kubectl, Process, Spawn};
 use causeway_testbed::{ClusterInfo, Testbed};
 
-use super::scheduler_support::{ADDR, BIN, IDC};
+use super::scheduler_support::{BIN, IDC, dig_name, gslb_config};
 use super::tunnel_support::*;
 
 /// Namespace `ns` with Deployment `web` (`replicas`, image per site). The role ConfigMap
@@ -187,59 +187,10 @@ impl FailoverBed {
 /// dns for `web.svc.example.`: every cluster a target, `all-healthy`, and no fail-open:
 /// with no primary serving, the name answers nothing rather than every site.
 pub fn failover_dns_config(dir: &Path) -> PathBuf {
-    let targets: String = ADDR
-        .iter()
-        .map(|(c, a)| format!("        - {{cluster: {c}, addresses: [{a}]}}\n"))
-        .collect();
-    let yaml = format!(
-        "apiVersion: causeway.dev/v1alpha1
-kind: DnsServer
-metadata: {{name: t}}
-spec:
-  listen: [\"127.0.0.1:0\"]
-  api: \"127.0.0.1:0\"
----
-apiVersion: causeway.dev/v1alpha1
-kind: Zone
-metadata: {{name: z}}
-spec:
-  origin: svc.example.
-  soa: {{rname: hostmaster.svc.example.}}
-  nameservers: [{{name: ns1, addresses: [127.0.0.53]}}]
-  gslb:
-    - name: web
-      ttl: 1
-      policy: all-healthy
-      failOpen: false
-      maxAnswers: 8
-      targets:
-{targets}"
-    );
-    let path = dir.join("dns.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
+    gslb_config(dir, "127.0.0.1:0", "web", "      failOpen: false\n")
 }
 
 /// The addresses dig gets for web.svc.example.
 pub fn dig_web(dns: SocketAddr) -> Vec<String> {
-    let out = std::process::Command::new("dig")
-        .args([
-            &format!("@{}", dns.ip()),
-            "-p",
-            &dns.port().to_string(),
-            "web.svc.example.",
-            "A",
-            "+short",
-            "+time=2",
-            "+tries=1",
-        ])
-        .output()
-        .expect("dig (Debian package dnsutils) must be installed");
-    let mut a: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
-    a.sort();
-    a
+    dig_name(dns, "web.svc.example.")
 }

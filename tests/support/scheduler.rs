@@ -240,6 +240,13 @@ pub fn dns_config(dir: &Path) -> std::path::PathBuf {
 
 /// [`dns_config`] with its HTTP API on `api`.
 pub fn dns_config_at(dir: &Path, api: &str) -> std::path::PathBuf {
+    gslb_config(dir, api, "app", "")
+}
+
+/// A dns configuration in `dir/dns.yaml`: its API on `api`, and one `all-healthy` GSLB
+/// name `NAME.svc.example.` (TTL 1, a target per cluster of [`ADDR`]) with `extra` lines
+/// (indented by 6) under it.
+pub fn gslb_config(dir: &Path, api: &str, name: &str, extra: &str) -> std::path::PathBuf {
     let targets: String = ADDR
         .iter()
         .map(|(c, a)| format!("        - {{cluster: {c}, addresses: [{a}]}}\n"))
@@ -260,10 +267,10 @@ spec:
   soa: {{rname: hostmaster.svc.example.}}
   nameservers: [{{name: ns1, addresses: [127.0.0.53]}}]
   gslb:
-    - name: app
+    - name: {name}
       ttl: 1
       policy: all-healthy
-      maxAnswers: 8
+{extra}      maxAnswers: 8
       targets:
 {targets}"
     );
@@ -274,12 +281,17 @@ spec:
 
 /// The addresses dig gets for app.svc.example.
 pub fn dig(dns: SocketAddr) -> Vec<String> {
+    dig_name(dns, "app.svc.example.")
+}
+
+/// The A records dig gets for `name`, sorted.
+pub fn dig_name(dns: SocketAddr, name: &str) -> Vec<String> {
     let out = Command::new("dig")
         .args([
             &format!("@{}", dns.ip()),
             "-p",
             &dns.port().to_string(),
-            "app.svc.example.",
+            name,
             "A",
             "+short",
             "+time=2",
