@@ -8,13 +8,16 @@
 //! NODATA with the SOA in the authority section at the RFC 2308 negative TTL; CNAME
 //! chains inside the zone (RFC 6604: the rcode is that of the last name); REFUSED
 //! outside our zones; minimal ANY (RFC 8482: one RRset); referrals with glue for
-//! delegated children.
+//! delegated children; A/AAAA of in-zone MX and SRV targets in the additional section
+//! (as Knot, NSD and BIND add them); CHAOS-class identity (`id.server.`,
+//! `hostname.bind.`, `version.bind.`, `version.server.`) when configured, else REFUSED.
 
 use hickory_proto::op::{Message, OpCode, Query as HQuery, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use prometheus::IntCounter;
 
+use crate::config::IdentitySpec;
 use crate::metrics::{Metrics, qtype_label};
 use crate::policy::{self, Client, Family};
 use crate::state::Snapshot;
@@ -85,10 +88,17 @@ struct Builder<'a> {
     counters: Vec<IntCounter>,
 }
 
-/// Prepares the reply to (`qname` lower-case wire, `qtype`, `qclass`) for `client`.
+/// Class IN.
+const CLASS_IN: u16 = 1;
+/// Class CH (CHAOS).
+const CLASS_CH: u16 = 3;
+
+/// Prepares the reply to (`qname` lower-case wire, `qtype`, `qclass`) for `client`;
+/// `identity` answers CHAOS-class queries.
 pub fn prepare(
     snap: &Snapshot,
     metrics: &Metrics,
+    identity: &IdentitySpec,
     qname: &[u8],
     qtype: u16,
     qclass: u16,
@@ -105,8 +115,13 @@ pub fn prepare(
         counters: Vec::new(),
     };
     let name = name_from_wire(qname).unwrap_or_else(Name::root);
-    b.msg.add_query(HQuery::query(name.clone(), rtype));
-    let (zone_label, rcode, aa) = if qclass != 1 {
+    let mut question = HQuery::query(name.clone(), rtype);
+    // Echo the query's class: a reply whose question differs is dropped by resolvers.
+    question.set_query_class(DNSClass::from(qclass));
+    b.msg.add_query(question);
+    let (zone_label, rcode, aa) = if qclass == CLASS_CH {
+        b.chaos(identity, qname, name, rtype)
+    } else if qclass != CLASS_IN {
         ("-".to_string(), Rcode::Refused, false)
     } else if matches!(qtype, 251 | 252) {
         // IXFR/AXFR: no zone transfers.
@@ -139,6 +154,31 @@ pub fn prepare(
 }
 
 impl Builder<'_> {
+    /// A CHAOS-class query: the configured identity or version as TXT (TTL 0, not
+    /// authoritative, as Knot answers), anything else REFUSED.
+    fn chaos(
+        &mut self,
+        identity: &IdentitySpec,
+        qname: &[u8],
+        name: Name,
+        rtype: RecordType,
+    ) -> (String, Rcode, bool) {
+        let text = match qname {
+            b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => identity.id.as_deref(),
+            b"\x07version\x04bind\x00" | b"\x07version\x06server\x00" => identity.version(),
+            _ => None,
+        };
+        match text {
+            Some(t) if rtype == RecordType::TXT => {
+                let mut r = Record::from_rdata(name, 0, RData::TXT(TXT::new(vec![t.to_string()])));
+                r.dns_class = DNSClass::CH;
+                self.msg.answers.push(r);
+                ("-".into(), Rcode::NoError, false)
+            }
+            _ => ("-".into(), Rcode::Refused, false),
+        }
+    }
+
     /// Fills the message; returns (zone label, rcode, AA).
     fn resolve(&mut self, qname: &[u8], name: Name, rtype: RecordType) -> (String, Rcode, bool) {
         let zones: &Zones = &self.snap.zones;
@@ -211,6 +251,9 @@ impl Builder<'_> {
                 if rtype == RecordType::NS && name == zone.origin {
                     self.add_glue(zones, zone, rs);
                 }
+                if matches!(rtype, RecordType::MX | RecordType::SRV) {
+                    self.add_target_addresses(zones, zone, rs);
+                }
                 return Rcode::NoError;
             }
             if let Some(cname) = node.rrset(RecordType::CNAME) {
@@ -270,6 +313,37 @@ impl Builder<'_> {
             }
         }
         !choice.targets.is_empty()
+    }
+
+    /// Additional section of an MX or SRV answer: the A/AAAA RRsets of each target
+    /// that has static addresses in this zone (RFC 1035 §3.3.9, RFC 2782), once each.
+    /// A GSLB target is left out: its addresses depend on the client, and resolvers
+    /// ask for them anyway; a target below a delegation is left out too (not ours).
+    fn add_target_addresses(&mut self, zones: &Zones, zone: &Zone, rs: &[Record]) {
+        let mut seen: Vec<&Name> = Vec::new();
+        for r in rs {
+            let target = match &r.data {
+                RData::MX(mx) => &mx.exchange,
+                RData::SRV(srv) => &srv.target,
+                _ => continue,
+            };
+            if seen.contains(&target) || !zone.origin.zone_of(target) {
+                continue;
+            }
+            seen.push(target);
+            let wire = crate::zone::wire_name(target);
+            let Found::Node(z, node) = zones.find(&wire, RecordType::A) else {
+                continue;
+            };
+            if !std::ptr::eq(z, zone) || node.gslb.is_some() {
+                continue;
+            }
+            for t in [RecordType::A, RecordType::AAAA] {
+                if let Some(addrs) = node.rrset(t) {
+                    self.msg.additionals.extend(addrs.iter().cloned());
+                }
+            }
+        }
     }
 
     /// Glue: A/AAAA of in-zone name servers.

@@ -171,7 +171,11 @@ impl Builder {
         b
     }
 
+    /// The rate limiter and the identity of `config` (before its snapshot is published).
     fn set_limiter(&self, config: &Config) {
+        self.shared
+            .identity
+            .store(Arc::new(config.server.identity.clone()));
         self.shared.limiter.store(
             config
                 .server

@@ -47,6 +47,34 @@ pub struct ServerSpec {
     pub latency: LatencySettings,
     /// Watch the config file and reload on change (SIGHUP always reloads). Default true.
     pub watch: bool,
+    /// What the server says about itself: CHAOS TXT `id.server.`/`hostname.bind.`,
+    /// `version.bind.`/`version.server.`, and NSID (RFC 5001). Default: nothing (REFUSED).
+    pub identity: IdentitySpec,
+}
+
+/// The server's identity, as answered to CHAOS-class queries and in NSID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct IdentitySpec {
+    /// Answered as TXT to `id.server.` and `hostname.bind.` (class CH); none = REFUSED.
+    pub id: Option<String>,
+    /// Answered as TXT to `version.bind.` and `version.server.`; `hide` (the default)
+    /// = REFUSED.
+    pub version: Option<String>,
+    /// Send `id` as NSID (RFC 5001) to queries that carry the NSID option. Default false.
+    pub nsid: bool,
+}
+
+impl IdentitySpec {
+    /// The version string to answer, unless hidden.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref().filter(|v| *v != "hide")
+    }
+
+    /// The NSID payload, when configured.
+    pub fn nsid(&self) -> Option<&[u8]> {
+        self.id.as_deref().filter(|_| self.nsid).map(str::as_bytes)
+    }
 }
 
 impl Default for ServerSpec {
@@ -59,6 +87,7 @@ impl Default for ServerSpec {
             rate_limit: None,
             latency: LatencySettings::default(),
             watch: true,
+            identity: IdentitySpec::default(),
         }
     }
 }
@@ -547,6 +576,25 @@ fn validate_server(doc: &Document, s: &ServerSpec) -> Result<(), ConfigError> {
     }
     if s.latency.max_age.0.is_zero() {
         return Err(doc.error("spec.latency.maxAge", "must be positive"));
+    }
+    for (field, v) in [
+        ("id", s.identity.id.as_deref()),
+        ("version", s.identity.version.as_deref()),
+    ] {
+        if let Some(v) = v
+            && (v.is_empty() || v.len() > 255)
+        {
+            return Err(doc.error(
+                &format!("spec.identity.{field}"),
+                "must be 1 to 255 bytes (one TXT string)",
+            ));
+        }
+    }
+    if s.identity.nsid && s.identity.id.is_none() {
+        return Err(doc.error(
+            "spec.identity.nsid",
+            "needs spec.identity.id (the NSID sent)",
+        ));
     }
     Ok(())
 }

@@ -9,7 +9,8 @@
 //!    generation changes, so it never serves stale health or latency.
 //! 5. On a miss, [`answer::prepare`] builds and encodes the reply once.
 //! 6. Copy the prepared bytes, patch ID, flags and the client's spelling of QNAME,
-//!    append OPT (with the ECS scope) when the query had EDNS, truncate if too big.
+//!    append OPT (the query's DO bit, the ECS scope, NSID when asked and configured)
+//!    when the query had EDNS, truncate if too big.
 //!
 //! No lock and no IO on this path: the snapshot is one `ArcSwap::load`.
 
@@ -130,7 +131,8 @@ impl Handler {
                     Reject::Drop => self.counters.dropped.inc(),
                     _ => self.counters.formerr.inc(),
                 }
-                return wire::write_reject(packet, reject, out);
+                let identity = self.shared.identity.load();
+                return wire::write_reject(packet, reject, identity.nsid(), out);
             }
         };
         let src = src.to_canonical();
@@ -187,6 +189,7 @@ impl Handler {
                 let p = answer::prepare(
                     &snap,
                     &self.shared.metrics,
+                    &self.shared.identity.load(),
                     &self.lower,
                     q.qtype,
                     q.qclass,
@@ -226,11 +229,16 @@ impl Handler {
 
         // Assemble: prepared bytes + per-query patches + OPT.
         let ecs = q.edns.and_then(|e| e.ecs);
+        let identity = q
+            .edns
+            .is_some_and(|e| e.nsid)
+            .then(|| self.shared.identity.load_full());
+        let nsid = identity.as_deref().and_then(|i| i.nsid());
         let opt_len = match (&q.edns, &ecs) {
             (None, _) => 0,
             (Some(_), None) => 11,
             (Some(_), Some(e)) => 11 + 8 + usize::from(e.source_len.div_ceil(8)),
-        };
+        } + nsid.map_or(0, |n| 4 + n.len());
         let limit = match transport {
             Transport::Udp => q.udp_limit(),
             Transport::Tcp => usize::from(u16::MAX),
@@ -259,9 +267,17 @@ impl Handler {
         let flags = wire::reply_flags(q.flags, prepared.aa, truncate, prepared.rcode as u8);
         out[2..4].copy_from_slice(&flags.to_be_bytes());
         out[wire::HEADER_LEN..wire::HEADER_LEN + q.qname.len()].copy_from_slice(q.qname);
-        if q.edns.is_some() {
+        if let Some(edns) = q.edns {
             let scope = prepared.scope;
-            wire::write_opt(out, 0, ecs.as_ref().map(|e| (e, scope)));
+            wire::write_opt(
+                out,
+                wire::OptReply {
+                    ext_rcode: 0,
+                    dnssec_ok: edns.dnssec_ok,
+                    ecs: ecs.as_ref().map(|e| (e, scope)),
+                    nsid,
+                },
+            );
             let ar = u16::from_be_bytes([out[10], out[11]]).saturating_add(1);
             out[10..12].copy_from_slice(&ar.to_be_bytes());
         }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use causeway_model::{Health, Role};
 
+use crate::config::IdentitySpec;
 use crate::latency::LatencyTable;
 use crate::load::LoadedConfig;
 use crate::metrics::Metrics;
@@ -263,6 +264,9 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// Response rate limiter, if configured.
     pub limiter: ArcSwapOption<ResponseLimiter>,
+    /// CHAOS identity and NSID (`spec.identity`); replaced before the snapshot of a
+    /// reload is published, so cached CHAOS replies never outlive it.
+    pub identity: ArcSwap<IdentitySpec>,
     /// Set once every socket is bound and the first snapshot is published.
     pub ready: AtomicBool,
 }
@@ -279,6 +283,7 @@ impl ServerState {
             )),
             metrics: Metrics::new(),
             limiter: ArcSwapOption::empty(),
+            identity: ArcSwap::from_pointee(IdentitySpec::default()),
             ready: AtomicBool::new(false),
         }
     }
@@ -307,6 +312,7 @@ impl ServerState {
                     .as_ref()
                     .map(|s| Arc::new(ResponseLimiter::new(s))),
             ),
+            identity: ArcSwap::from_pointee(loaded.config.server.identity.clone()),
             ready: AtomicBool::new(true),
         }
     }

@@ -58,6 +58,10 @@ pub struct Edns {
     pub version: u8,
     /// ECS option, if any.
     pub ecs: Option<ClientSubnet>,
+    /// The DO bit (RFC 3225); copied into the reply's OPT.
+    pub dnssec_ok: bool,
+    /// The query carried an NSID option (RFC 5001).
+    pub nsid: bool,
 }
 
 /// A parsed query, borrowing the packet.
@@ -108,6 +112,10 @@ pub enum Reject {
     BadVers {
         /// Length of the QNAME + 4 when the question is echoed.
         question_len: usize,
+        /// The query's DO bit, copied into the reply (RFC 3225).
+        dnssec_ok: bool,
+        /// The query asked for NSID.
+        nsid: bool,
     },
 }
 
@@ -205,11 +213,14 @@ pub fn parse<'a>(p: &'a [u8], lower: &mut Vec<u8>) -> Result<Query<'a>, Reject> 
             }
             let udp_size = u16_at(p, name_start + 3).ok_or(form(question_len))?;
             let version = *p.get(name_start + 6).ok_or(form(question_len))?;
-            let ecs = parse_options(rdata).map_err(|_| form(question_len))?;
+            let flags = *p.get(name_start + 7).ok_or(form(question_len))?;
+            let (ecs, nsid) = parse_options(rdata).map_err(|_| form(question_len))?;
             edns = Some(Edns {
                 udp_size: udp_size.max(512),
                 version,
                 ecs,
+                dnssec_ok: flags & 0x80 != 0,
+                nsid,
             });
         }
         pos = end;
@@ -219,6 +230,8 @@ pub fn parse<'a>(p: &'a [u8], lower: &mut Vec<u8>) -> Result<Query<'a>, Reject> 
     {
         return Err(Reject::BadVers {
             question_len: qname.len() + 4,
+            dnssec_ok: e.dnssec_ok,
+            nsid: e.nsid,
         });
     }
     Ok(Query {
@@ -241,8 +254,13 @@ fn skip_rr(p: &[u8], pos: usize) -> Option<(usize, u16, &[u8])> {
     Some((start + rdlen, rtype, rdata))
 }
 
-fn parse_options(mut rdata: &[u8]) -> Result<Option<ClientSubnet>, EcsError> {
+/// Option code of NSID (RFC 5001).
+const OPTION_NSID: u16 = 3;
+
+/// The options of an OPT record: (ECS, whether NSID was asked for).
+fn parse_options(mut rdata: &[u8]) -> Result<(Option<ClientSubnet>, bool), EcsError> {
     let mut ecs = None;
+    let mut nsid = false;
     while !rdata.is_empty() {
         let [c0, c1, l0, l1, rest @ ..] = rdata else {
             return Err(EcsError::Short);
@@ -255,22 +273,45 @@ fn parse_options(mut rdata: &[u8]) -> Result<Option<ClientSubnet>, EcsError> {
                 return Err(EcsError::Short);
             }
             ecs = Some(ClientSubnet::parse(data)?);
+        } else if code == OPTION_NSID {
+            nsid = true; // a query's NSID option is empty (RFC 5001 §2.1); ignore any data
         }
         rdata = &rest[len..];
     }
-    Ok(ecs)
+    Ok((ecs, nsid))
 }
 
-/// Appends an OPT record (our UDP size, `ext_rcode`, ECS reply if the query had it).
-pub fn write_opt(out: &mut Vec<u8>, ext_rcode: u8, ecs: Option<(&ClientSubnet, u8)>) {
+/// What goes into a reply's OPT record besides our UDP size.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptReply<'a> {
+    /// Upper 8 bits of the extended rcode (1 = BADVERS).
+    pub ext_rcode: u8,
+    /// The DO bit, copied from the query (RFC 3225 §3).
+    pub dnssec_ok: bool,
+    /// ECS reply: the query's option and the scope.
+    pub ecs: Option<(&'a ClientSubnet, u8)>,
+    /// NSID payload, when the query asked and the server has one (RFC 5001).
+    pub nsid: Option<&'a [u8]>,
+}
+
+/// Appends an OPT record (our UDP size, extended rcode, DO, ECS and NSID as given).
+pub fn write_opt(out: &mut Vec<u8>, opt: OptReply<'_>) {
     out.push(0); // root
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
     out.extend_from_slice(&EDNS_UDP_SIZE.to_be_bytes());
-    out.extend_from_slice(&[ext_rcode, 0, 0, 0]); // ext rcode, version 0, no flags
+    // ext rcode, version 0, flags (DO is the top bit), Z
+    out.extend_from_slice(&[opt.ext_rcode, 0, u8::from(opt.dnssec_ok) << 7, 0]);
     let len_at = out.len();
     out.extend_from_slice(&[0, 0]);
-    if let Some((e, scope)) = ecs {
+    if let Some((e, scope)) = opt.ecs {
         e.write_reply(scope, out);
+    }
+    if let Some(id) = opt.nsid {
+        // `config` keeps it at most 255 bytes.
+        let len = u16::try_from(id.len()).unwrap_or(0);
+        out.extend_from_slice(&OPTION_NSID.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&id[..usize::from(len)]);
     }
     let rdlen = (out.len() - len_at - 2) as u16;
     out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
@@ -297,17 +338,31 @@ pub fn reply_flags(query_flags: u16, aa: bool, tc: bool, rcode: u8) -> u16 {
     f | u16::from(rcode & 0x0f)
 }
 
-/// Writes an error reply for a rejected packet into `out` (cleared first).
+/// Writes an error reply for a rejected packet into `out` (cleared first); `nsid` is
+/// the server's NSID, sent in a BADVERS reply when the query asked for it.
 /// Returns false when nothing should be sent.
-pub fn write_reject(p: &[u8], reject: Reject, out: &mut Vec<u8>) -> bool {
+pub fn write_reject(p: &[u8], reject: Reject, nsid: Option<&[u8]>, out: &mut Vec<u8>) -> bool {
     out.clear();
     let (rcode, question_len, badvers) = match reject {
         Reject::Drop => return false,
         Reject::Error {
             rcode,
             question_len,
-        } => (rcode as u8, question_len, false),
-        Reject::BadVers { question_len } => (0, Some(question_len), true),
+        } => (rcode as u8, question_len, None),
+        Reject::BadVers {
+            question_len,
+            dnssec_ok,
+            nsid: asked,
+        } => (
+            0,
+            Some(question_len),
+            Some(OptReply {
+                ext_rcode: 1,
+                dnssec_ok,
+                ecs: None,
+                nsid: nsid.filter(|_| asked),
+            }),
+        ),
     };
     let flags = u16_at(p, 2).unwrap_or(0);
     out.extend_from_slice(&p[..2]);
@@ -320,9 +375,9 @@ pub fn write_reject(p: &[u8], reject: Reject, out: &mut Vec<u8>) -> bool {
         }
         None => 0,
     };
-    let ar = if badvers {
+    let ar = if let Some(opt) = badvers {
         // BADVERS = 16: upper 8 bits (1) in the OPT TTL, lower 4 bits (0) in the header.
-        write_opt(out, 1, None);
+        write_opt(out, opt);
         1
     } else {
         0
@@ -379,6 +434,13 @@ mod tests {
         let e = q.edns.unwrap();
         assert_eq!(e.udp_size, 4096);
         assert_eq!(e.ecs.unwrap().source_len, 24);
+        assert!(!e.dnssec_ok && !e.nsid);
+        // DO set (top bit of the OPT flags) and an empty NSID option.
+        let mut p = query(b"\x01a\x00", 1, Some(&[0, 3, 0, 0]));
+        let n = p.len();
+        p[n - 4 - 4] = 0x80;
+        let e = parse(&p, &mut lower).unwrap().edns.unwrap();
+        assert!(e.dnssec_ok && e.nsid && e.ecs.is_none());
         assert_eq!(q.udp_limit(), 1232);
     }
 
@@ -412,10 +474,22 @@ mod tests {
         let mut out = Vec::new();
         assert!(write_reject(
             &p,
-            Reject::BadVers { question_len: 7 },
+            Reject::BadVers {
+                question_len: 7,
+                dnssec_ok: true,
+                nsid: true
+            },
+            Some(b"ns-a"),
             &mut out
         ));
         assert_eq!(out[3] & 0x0f, 0);
+        // OPT: root, type, size, ext rcode 1, version 0, DO, Z, rdlen 8, NSID "ns-a".
+        assert_eq!(
+            &out[out.len() - 19..],
+            &[
+                0, 0, 41, 0x04, 0xd0, 1, 0, 0x80, 0, 0, 8, 0, 3, 0, 4, b'n', b's', b'-', b'a'
+            ]
+        );
     }
 
     #[test]
