@@ -36,6 +36,7 @@ struct Source {
 }
 
 /// One document of a file: its envelope checked, its `spec` not yet read.
+#[derive(Clone)]
 pub struct Document {
     /// `kind`.
     pub kind: String,

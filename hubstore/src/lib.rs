@@ -20,10 +20,12 @@
 
 mod hub;
 mod kind;
+mod load;
 pub mod secret;
 pub mod status;
 mod watch;
 
 pub use hub::{Hub, HubError, MANAGED_BY, placement_name};
 pub use kind::{GROUP, Kind, VERSION};
+pub use load::{LastGood, Loaded, Verdict};
 pub use watch::{HubObject, Snapshot, object_of};
