@@ -6,6 +6,7 @@ pub mod crds;
 pub mod dns;
 pub mod drill;
 pub mod hub;
+pub mod hub_args;
 pub mod scheduler;
 pub mod shutdown;
 pub mod stub;
