@@ -98,8 +98,16 @@ impl Default for ServerSpec {
 pub struct TcpSpec {
     /// Close a connection idle this long. Default `10s`.
     pub idle_timeout: HumanDuration,
-    /// At most this many open TCP connections in total. Default 1024.
+    /// At most this many open TCP connections in total; a new one over the cap closes
+    /// the connection idle longest. Default 1024.
     pub max_connections: usize,
+    /// At most this many from one client network; a new one over the cap closes that
+    /// network's connection idle longest. Default 64.
+    pub max_connections_per_prefix: usize,
+    /// IPv4 client network length for `maxConnectionsPerPrefix`. Default 24.
+    pub ipv4_prefix_length: u8,
+    /// IPv6 client network length for `maxConnectionsPerPrefix`. Default 56.
+    pub ipv6_prefix_length: u8,
 }
 
 impl Default for TcpSpec {
@@ -107,6 +115,9 @@ impl Default for TcpSpec {
         Self {
             idle_timeout: HumanDuration(Duration::from_secs(10)),
             max_connections: 1024,
+            max_connections_per_prefix: 64,
+            ipv4_prefix_length: 24,
+            ipv6_prefix_length: 56,
         }
     }
 }
@@ -559,6 +570,15 @@ fn validate_server(doc: &Document, s: &ServerSpec) -> Result<(), ConfigError> {
     }
     if s.tcp.max_connections == 0 {
         return Err(doc.error("spec.tcp.maxConnections", "must be at least 1"));
+    }
+    if s.tcp.max_connections_per_prefix == 0 {
+        return Err(doc.error("spec.tcp.maxConnectionsPerPrefix", "must be at least 1"));
+    }
+    if s.tcp.ipv4_prefix_length > 32 {
+        return Err(doc.error("spec.tcp.ipv4PrefixLength", "must be 0 to 32"));
+    }
+    if s.tcp.ipv6_prefix_length > 128 {
+        return Err(doc.error("spec.tcp.ipv6PrefixLength", "must be 0 to 128"));
     }
     if s.tcp.idle_timeout.0.is_zero() {
         return Err(doc.error("spec.tcp.idleTimeout", "must be positive"));

@@ -4,10 +4,11 @@
 //!   kernel spreads queries over them), each served by its own OS thread doing
 //!   blocking, batched `recvmmsg`/`sendmmsg` ([`udp`]) with its own [`Handler`] and
 //!   cache. No async machinery sits between the socket and the handler.
-//! * TCP (RFC 7766): tokio tasks; queries on a connection are read and answered as
-//!   they come (pipelining), replies are flushed when no more queries are buffered;
-//!   idle connections close after `tcp.idleTimeout`; at most `tcp.maxConnections`
-//!   are open, further ones are closed at once.
+//! * TCP (RFC 7766): tokio tasks ([`tcp`]); queries on a connection are read and
+//!   answered as they come (pipelining), replies are flushed when no more queries are
+//!   buffered; idle connections close after `tcp.idleTimeout`; at most
+//!   `tcp.maxConnectionsPerPrefix` per client network and `tcp.maxConnections` in all
+//!   are open, and a new connection over a cap closes the one idle longest.
 //!
 //! The caller binds ([`bind`]) and then serves ([`serve`]), so tests can use port 0
 //! and read the bound addresses; every bound socket is logged as
@@ -20,16 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
+pub mod tcp;
 mod udp;
 
 use crate::config::TcpSpec;
-use crate::handler::{Handler, Transport};
 use crate::state::ServerState;
 
 /// Kernel receive buffer asked for on UDP sockets (absorbs bursts).
@@ -154,7 +152,7 @@ pub fn serve(
 ) -> io::Result<Servers> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    let conns = Arc::new(Semaphore::new(tcp.max_connections));
+    let conns = tcp::ConnTable::new(tcp, shared.clone());
     for b in bound {
         for (i, sock) in b.udp.into_iter().enumerate() {
             sock.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -168,7 +166,7 @@ pub fn serve(
         info!("listening on dns udp://{}", b.addr);
         let listener = tokio::net::TcpListener::from_std(b.tcp)?;
         info!("listening on dns tcp://{}", b.addr);
-        tokio::spawn(tcp_accept(
+        tokio::spawn(tcp::accept(
             listener,
             shared.clone(),
             conns.clone(),
@@ -177,93 +175,4 @@ pub fn serve(
         ));
     }
     Ok(Servers { stop, threads })
-}
-
-async fn tcp_accept(
-    listener: tokio::net::TcpListener,
-    shared: Arc<ServerState>,
-    conns: Arc<Semaphore>,
-    idle: Duration,
-    shutdown: CancellationToken,
-) {
-    let refused = shared.metrics.dropped("tcp_connection_limit");
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, peer)) => match conns.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let shared = shared.clone();
-                    let shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        shared.metrics.tcp_connections.inc();
-                        tcp_conn(stream, peer, &shared, idle, shutdown).await;
-                        shared.metrics.tcp_connections.dec();
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    refused.inc();
-                    drop(stream);
-                }
-            },
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, "tcp accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn tcp_conn(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Arc<ServerState>,
-    idle: Duration,
-    shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let mut w = BufWriter::new(w);
-    let mut handler = Handler::new(shared.clone());
-    let mut msg = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let len = tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(idle, r.read_u16()) => match r {
-                Ok(Ok(len)) => usize::from(len),
-                _ => break, // idle, closed or reset
-            },
-        };
-        if len == 0 {
-            break;
-        }
-        match tokio::time::timeout(idle, r.read_exact(&mut msg[..len])).await {
-            Ok(Ok(_)) => {}
-            _ => break,
-        }
-        handler.maybe_flush_metrics();
-        if handler.handle(&msg[..len], peer.ip(), Transport::Tcp, &mut out) {
-            let Ok(n) = u16::try_from(out.len()) else {
-                break;
-            };
-            if w.write_all(&n.to_be_bytes()).await.is_err() || w.write_all(&out).await.is_err() {
-                break;
-            }
-        }
-        // Pipelining: answer everything already received, then flush once.
-        if r.buffer().is_empty()
-            && tokio::time::timeout(idle, w.flush())
-                .await
-                .map_or(true, |r| r.is_err())
-        {
-            break;
-        }
-    }
-    let _ = w.flush().await;
 }
