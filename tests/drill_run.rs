@@ -372,8 +372,17 @@ fn tunnel_ha_keeps_kubectl_working() {
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(r.passed && r.aborted.is_none(), "{}", r.summary());
     assert!(r.steps.iter().all(|s| s.passed && s.at_ms.is_some()));
-    // The kubectl series went ok (2 agents) → ok after one was killed (held 5 s) →
-    // refused (none left) → ok (one restored).
+    let at = |name: &str| {
+        r.steps
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.at_ms)
+            .unwrap_or_else(|| panic!("no instant for {name}"))
+    };
+    // The kubectl series: ok (2 agents) → ok after one was killed (held 5 s) →
+    // unavailable (none left: 503) → ok (one restored) → unavailable (the active stub
+    // killed) → ok (the standby took over). Never "refused" once alice could read:
+    // an unavailable cluster is told from a refusal.
     let series = "kubectl get pods -n shop as alice in idc-bj";
     let seen: Vec<(u64, &str)> = r
         .samples
@@ -383,33 +392,52 @@ fn tunnel_ha_keeps_kubectl_working() {
         .collect();
     let values: Vec<&str> = seen.iter().map(|(_, v)| *v).collect();
     assert!(
-        values.ends_with(&["ok", "refused", "ok"]),
+        values.ends_with(&["ok", "unavailable", "ok", "unavailable", "ok"]),
         "{series}: {seen:?}"
     );
-    let at = |name: &str| {
-        r.steps
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.at_ms)
-            .unwrap_or_else(|| panic!("no instant for {name}"))
-    };
     let (kill_one, kill_other) = (at("kill-one"), at("kill-other"));
     assert!(
         seen.iter()
             .all(|(t, v)| *v == "ok" || *t < kill_one || *t >= kill_other),
-        "refused between the two kills: {seen:?}"
+        "failed between the two kills: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|(t, v)| *v != "refused" || *t < at("alice-reads")),
+        "alice refused after she could read: {seen:?}"
     );
     assert!(kill_other >= kill_one + 5_000, "still-works held 5 s");
-    // The member RBAC refused bob (no binding) and alice's write (view only).
-    for s in ["bob-refused", "alice-cannot-write"] {
+    // The member RBAC refused bob (no binding) and alice's write (view only), as 403s.
+    for (s, series) in [
+        ("bob-refused", "kubectl get pods -n shop as bob in idc-bj"),
+        (
+            "alice-cannot-write",
+            "kubectl scale deployment web -n shop --replicas=3 --dry-run=server as alice in idc-bj",
+        ),
+    ] {
         assert!(r.steps.iter().any(|x| x.name == s && x.passed), "{s}");
+        assert_eq!(last_sample(&r, series), Some("refused"), "{series}");
+    }
+    let mut audit = String::new();
+    for name in ["stub-0-audit.log", "stub-1-audit.log"] {
+        audit.push_str(&std::fs::read_to_string(work.join(name)).unwrap_or_default());
     }
     assert!(
-        std::fs::read_to_string(work.join("stub-audit.log"))
-            .expect("stub audit log")
-            .contains("\"code\":403"),
-        "the stub's audit log records the member's refusals"
+        audit.contains("\"code\":403"),
+        "the stubs' audit logs record the member's refusals"
     );
+    // Stub failover: the active stub SIGKILLed, the standby served within 15 s (its
+    // 4 s Lease had to expire first), and kubectl was unavailable in between.
+    let takeover = r.measures.iter().find(|m| m.name == "takeover").unwrap();
+    let ms = takeover.ms.expect("takeover measured");
+    assert!(takeover.passed && ms <= 15_000, "{takeover:?}");
+    assert!(
+        seen.iter().any(|(t, v)| *v == "unavailable"
+            && *t >= at("stub-down")
+            && *t < at("standby-serves")),
+        "no failure seen after the stub was killed: {seen:?}"
+    );
+    println!("stub takeover: {ms} ms");
     assert!(r.faults.iter().all(|f| f.to_ms.is_some()), "{:?}", r.faults);
     println!("{}", r.summary());
     assert_nothing_left(&work);

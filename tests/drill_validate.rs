@@ -87,20 +87,20 @@ fn every_shipped_scenario_validates() {
 
 #[test]
 fn a_scenario_the_runner_cannot_run_is_refused_before_anything_starts() {
-    // Running a scenario is tested in tests/drill_run.rs; a stubKilled fault is not
-    // supported by the runner yet and must be refused up front, not half-run.
+    // Running a scenario is tested in tests/drill_run.rs; a networkCut with two stubs is
+    // not supported by the runner and must be refused up front, not half-run.
     let (dir, file) = broken_copy("quickstart.yaml", |s| {
         s.replace("  install:\n", "    stub: {replicas: 2}\n  install:\n")
             .replace(
                 "  steps:\n",
-                "  steps:\n    - {name: kill, fault: {stubKilled: {}}}\n",
+                "  steps:\n    - {name: cut, fault: {networkCut: {cluster: idc-bj}}}\n",
             )
     });
     let out = drill(&[file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("stubKilled is not supported by the runner yet"),
+        stderr.contains("step cut: networkCut with topology.stub.replicas: 2 is not supported"),
         "{stderr}"
     );
     assert!(out.stdout.is_empty());

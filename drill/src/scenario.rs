@@ -496,7 +496,12 @@ impl fmt::Display for Condition {
                 k.args.join(" "),
                 k.user,
                 k.cluster,
-                if k.succeeds { "succeeds" } else { "is refused" }
+                match k.wanted() {
+                    Some(KubectlOutcome::Ok) => "succeeds",
+                    Some(KubectlOutcome::Refused) => "is refused (401/403)",
+                    Some(KubectlOutcome::Unavailable) => "is unavailable",
+                    None => "fails",
+                }
             ),
         }
     }
@@ -535,13 +540,50 @@ pub struct KubectlExpect {
     pub cluster: ClusterId,
     /// kubectl's arguments (`[get, pods, -n, shop]`).
     pub args: Vec<String>,
-    /// `true`: it must exit 0; `false`: it must fail (refused or unavailable).
-    #[serde(default = "default_succeeds")]
-    pub succeeds: bool,
+    /// `true` (the default): it must exit 0; `false`: it must fail, however
+    /// (refused, unavailable or another error). Not with `outcome`.
+    #[serde(default)]
+    pub succeeds: Option<bool>,
+    /// Exactly how it must end (`ok`, `refused`, `unavailable`). Not with `succeeds`.
+    #[serde(default)]
+    pub outcome: Option<KubectlOutcome>,
 }
 
-fn default_succeeds() -> bool {
-    true
+impl KubectlExpect {
+    /// The outcome asked for: `outcome`, else `ok` for `succeeds: true` (the default),
+    /// `None` (any failure) for `succeeds: false`.
+    pub fn wanted(&self) -> Option<KubectlOutcome> {
+        match (self.outcome, self.succeeds) {
+            (Some(o), _) => Some(o),
+            (None, Some(false)) => None,
+            (None, _) => Some(KubectlOutcome::Ok),
+        }
+    }
+}
+
+/// How a kubectl command through the stub ended, decided from the HTTP status of the
+/// last response kubectl logged (`-v=6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum KubectlOutcome {
+    /// Exit status 0.
+    Ok,
+    /// Refused: the last response was HTTP 401 or 403 (the stub's policy, or the member
+    /// cluster's RBAC through impersonation).
+    Refused,
+    /// Not served: the last response was a 5xx (e.g. 503: no live agent, or a standby
+    /// stub), or there was none (connection refused or reset, timeout).
+    Unavailable,
+}
+
+impl fmt::Display for KubectlOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KubectlOutcome::Ok => "ok",
+            KubectlOutcome::Refused => "refused",
+            KubectlOutcome::Unavailable => "unavailable",
+        })
+    }
 }
 
 /// `expect.replicasReady`.
@@ -1454,6 +1496,12 @@ fn check_expect(
             ));
         }
         known(&k.cluster, "expect.kubectl.cluster")?;
+        if k.succeeds.is_some() && k.outcome.is_some() {
+            return Err(doc.error(
+                &at("expect.kubectl.outcome"),
+                "either succeeds or outcome, not both",
+            ));
+        }
         if k.args.is_empty() || k.args.iter().any(|a| a.is_empty()) {
             return Err(doc.error(
                 &at("expect.kubectl.args"),

@@ -6,15 +6,22 @@
 //!
 //! Used between an agent and the stub by the failover tests and by `causeway drill`'s
 //! `networkCut` fault.
+//!
+//! [`Relay::follow_ready`] is what a Kubernetes Service with a readiness probe does in
+//! front of the stub's replicas: new connections go to the backend whose `/readyz`
+//! answers 200 (polled every 100 ms); `causeway drill` puts it in front of the users'
+//! port of its two stubs.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How long a connection made while cut waits for the heal before it is dropped.
 const HOLD_WHILE_CUT: Duration = Duration::from_secs(60);
+/// How often [`Relay::follow_ready`] asks each backend's `/readyz`.
+const READY_POLL: Duration = Duration::from_millis(100);
 
 /// A relay on `127.0.0.1:<free port>` to one target; stops accepting when dropped.
 pub struct Relay {
@@ -22,6 +29,17 @@ pub struct Relay {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    target: Arc<Mutex<SocketAddr>>,
+}
+
+/// A backend of [`Relay::follow_ready`]: where connections go, and its plain-HTTP
+/// readiness endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct Backend {
+    /// Where connections are relayed to while this backend is ready.
+    pub target: SocketAddr,
+    /// Its plain-HTTP listener answering `GET /readyz` (200 = ready).
+    pub readyz: SocketAddr,
 }
 
 impl Relay {
@@ -31,7 +49,8 @@ impl Relay {
         let addr = listener.local_addr()?;
         let cut = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (cut.clone(), stop.clone());
+        let target = Arc::new(Mutex::new(target));
+        let (c, s, t) = (cut.clone(), stop.clone(), target.clone());
         std::thread::Builder::new()
             .name("relay-accept".into())
             .spawn(move || {
@@ -40,11 +59,54 @@ impl Relay {
                         return;
                     }
                     let Ok(down) = conn else { continue };
+                    let to = *t.lock().unwrap_or_else(PoisonError::into_inner);
                     let (c, s) = (c.clone(), s.clone());
-                    std::thread::spawn(move || join(down, target, c, s));
+                    std::thread::spawn(move || join(down, to, c, s));
                 }
             })?;
-        Ok(Relay { addr, cut, stop })
+        Ok(Relay {
+            addr,
+            cut,
+            stop,
+            target,
+        })
+    }
+
+    /// A relay that stands in for a Service with a readiness probe: every 100 ms it asks
+    /// each backend's `/readyz`, and new connections go to the first ready one (while none
+    /// is ready, to the last that was). Established connections stay where they are (a
+    /// backend that dies ends them). `backends` must not be empty.
+    pub fn follow_ready(backends: Vec<Backend>) -> std::io::Result<Relay> {
+        let first = backends
+            .first()
+            .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "no backend"))?;
+        let relay = Relay::start(first.target)?;
+        let (stop, target) = (relay.stop.clone(), relay.target.clone());
+        std::thread::Builder::new()
+            .name("relay-readiness".into())
+            .spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let current = *target.lock().unwrap_or_else(PoisonError::into_inner);
+                    let current_ready = backends
+                        .iter()
+                        .find(|b| b.target == current)
+                        .is_some_and(|b| ready(b.readyz));
+                    if !current_ready
+                        && let Some(b) = backends
+                            .iter()
+                            .find(|b| b.target != current && ready(b.readyz))
+                    {
+                        *target.lock().unwrap_or_else(PoisonError::into_inner) = b.target;
+                    }
+                    std::thread::sleep(READY_POLL);
+                }
+            })?;
+        Ok(relay)
+    }
+
+    /// Where new connections go now.
+    pub fn target(&self) -> SocketAddr {
+        *self.target.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Cuts the path (bytes dropped from now on, new connections held).
@@ -69,6 +131,30 @@ impl Drop for Relay {
         // Wakes the accept loop so it sees `stop`.
         let _ = TcpStream::connect(self.addr);
     }
+}
+
+/// `GET /readyz` on a plain-HTTP listener answered 200 within 300 ms.
+fn ready(addr: SocketAddr) -> bool {
+    let timeout = Duration::from_millis(300);
+    let Ok(mut c) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(timeout));
+    let _ = c.set_write_timeout(Some(timeout));
+    let req = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if c.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    let mut n = 0;
+    while n < head.len() {
+        match c.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.starts_with("HTTP/1.") && line.get(9..12) == Some("200")
 }
 
 fn join(down: TcpStream, target: SocketAddr, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
@@ -167,5 +253,61 @@ mod tests {
         d.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         assert_eq!(round_trip(&mut d, b"three").expect("echo"), b"three");
+    }
+
+    /// A plain-HTTP server answering every request with `status`, switchable.
+    fn readyz(status: Arc<Mutex<u16>>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                let code = *status.lock().unwrap_or_else(PoisonError::into_inner);
+                let _ = c.write_all(
+                    format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                );
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn follows_the_ready_backend() {
+        let (a_status, b_status) = (Arc::new(Mutex::new(200)), Arc::new(Mutex::new(503)));
+        let a = Backend {
+            target: echo(),
+            readyz: readyz(a_status.clone()),
+        };
+        let b = Backend {
+            target: echo(),
+            readyz: readyz(b_status.clone()),
+        };
+        let relay = Relay::follow_ready(vec![a, b]).expect("relay");
+        std::thread::sleep(READY_POLL * 3);
+        assert_eq!(relay.target(), a.target);
+        *a_status.lock().unwrap() = 503;
+        std::thread::sleep(READY_POLL * 3);
+        // Neither ready: stays where it was.
+        assert_eq!(relay.target(), a.target);
+        *b_status.lock().unwrap() = 200;
+        let mut switched = false;
+        for _ in 0..50 {
+            if relay.target() == b.target {
+                switched = true;
+                break;
+            }
+            std::thread::sleep(READY_POLL);
+        }
+        assert!(switched, "the relay did not follow the ready backend");
+        let mut c = TcpStream::connect(relay.addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        assert_eq!(round_trip(&mut c, b"hi").expect("echo"), b"hi");
+        // a ready again does not take it back while b stays ready.
+        *a_status.lock().unwrap() = 200;
+        std::thread::sleep(READY_POLL * 3);
+        assert_eq!(relay.target(), b.target);
     }
 }

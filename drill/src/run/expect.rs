@@ -16,8 +16,8 @@ use serde::Deserialize;
 use super::kube::{Api, kubectl_with};
 use super::sandbox::Sandbox;
 use crate::scenario::{
-    Component, Condition, DnsExpect, DnsMatch, Fault, KubectlExpect, LoadSurge, MetricExpect,
-    Scenario, StepAction, WorkloadRef,
+    Component, Condition, DnsExpect, DnsMatch, Fault, KubectlExpect, KubectlOutcome, LoadSurge,
+    MetricExpect, Scenario, StepAction, WorkloadRef,
 };
 
 /// One role ConfigMap: `data.role` and its `causeway.dev/role-changed-at/-by`.
@@ -52,7 +52,8 @@ pub(crate) struct Observer {
     dns: Option<SocketAddr>,
     dns_api: Option<SocketAddr>,
     scheduler: Option<SocketAddr>,
-    stub_metrics: Option<SocketAddr>,
+    /// Every stub's metrics listener (the ready one is scraped).
+    stub_metrics: Vec<SocketAddr>,
     /// Address → cluster, from the zones' GSLB targets.
     addresses: BTreeMap<String, String>,
     failover: BTreeMap<String, Failover>,
@@ -171,7 +172,7 @@ impl Observer {
             dns: sb.dns_udp,
             dns_api: sb.dns_api,
             scheduler: sb.scheduler_addr,
-            stub_metrics: sb.stub_addrs.map(|s| s.metrics),
+            stub_metrics: sb.stub_metrics(),
             addresses,
             failover,
             clients: scenario
@@ -224,8 +225,9 @@ impl Observer {
         }
     }
 
-    /// Runs kubectl as `k.user` with the context of `k.cluster` (through the stub); a
-    /// refusal and an unavailable cluster are both a failure of the command.
+    /// Runs kubectl as `k.user` with the context of `k.cluster` (through the stub, `-v=6`
+    /// so the HTTP status of each response is logged) and classifies how it ended
+    /// ([`classify_kubectl`]).
     async fn check_kubectl(&self, k: &KubectlExpect) -> Seen {
         let series = format!(
             "kubectl {} as {} in {}",
@@ -247,22 +249,40 @@ impl Observer {
                 sample: None,
             };
         };
-        let mut args: Vec<&str> = vec!["--context", k.cluster.as_str(), "--request-timeout", "3s"];
+        let mut args: Vec<&str> = vec![
+            "--context",
+            k.cluster.as_str(),
+            "--request-timeout",
+            "3s",
+            "-v=6",
+        ];
         args.extend(k.args.iter().map(String::as_str));
         let r = kubectl_with(c, kubeconfig, &args).await;
-        let (value, text) = match &r {
-            Ok(_) => ("ok".to_string(), format!("{series}: ok")),
+        let (got, text) = match &r {
+            Ok(_) => (Got::Ok, format!("{series}: ok")),
             Err(e) => {
                 // kubectl_with's error is `kubectl ARGS (cluster): STDERR`.
-                let why = e.split_once("): ").map_or(e.as_str(), |(_, w)| w);
-                let why = why.lines().last().unwrap_or(why).trim();
-                ("refused".to_string(), format!("{series}: {why}"))
+                let stderr = e.split_once("): ").map_or(e.as_str(), |(_, w)| w);
+                let got = classify_kubectl(stderr);
+                let why = stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !is_klog(l) && !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim();
+                (got, format!("{series}: {got} ({why})"))
             }
         };
+        let holds = match k.wanted() {
+            Some(KubectlOutcome::Ok) => got == Got::Ok,
+            Some(KubectlOutcome::Refused) => got == Got::Refused,
+            Some(KubectlOutcome::Unavailable) => got == Got::Unavailable,
+            None => got != Got::Ok,
+        };
         Seen {
-            holds: r.is_ok() == k.succeeds,
+            holds,
             text,
-            sample: Some((series, value)),
+            sample: Some((series, got.to_string())),
         }
     }
 
@@ -416,7 +436,7 @@ impl Observer {
         let addr = match m.component {
             Component::Scheduler => self.scheduler,
             Component::Dns => self.dns_api,
-            Component::Stub => self.stub_metrics,
+            Component::Stub => self.active_stub().await,
         }
         .ok_or_else(|| format!("no {} to scrape", m.component))?;
         let r = HttpClient::new(addr)
@@ -428,6 +448,19 @@ impl Observer {
             return Err(format!("GET /metrics: HTTP {}", r.status));
         }
         Ok(sum_series(&r.text(), &m.name, &m.labels))
+    }
+
+    /// The metrics listener of the active stub (the only one with one stub).
+    async fn active_stub(&self) -> Option<SocketAddr> {
+        if let [one] = self.stub_metrics.as_slice() {
+            return Some(*one);
+        }
+        for m in &self.stub_metrics {
+            if super::sandbox::stub_ready(*m).await {
+                return Some(*m);
+            }
+        }
+        None
     }
 
     /// Everything the scenario talks about, now.
@@ -642,9 +675,130 @@ fn sum_series(page: &str, name: &str, labels: &BTreeMap<String, String>) -> f64 
     sum
 }
 
+/// How a kubectl command ended (the timeline's value of a `kubectl …` series).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Got {
+    /// Exit 0.
+    Ok,
+    /// The last response was 401 or 403.
+    Refused,
+    /// The last response was a 5xx, or there was none.
+    Unavailable,
+    /// Another failure (e.g. 404 for a missing object).
+    Failed,
+}
+
+impl std::fmt::Display for Got {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Got::Ok => "ok",
+            Got::Refused => "refused",
+            Got::Unavailable => "unavailable",
+            Got::Failed => "failed",
+        })
+    }
+}
+
+/// A klog line (`I1127 21:32:27.637365   28775 file.go:632] …`).
+fn is_klog(line: &str) -> bool {
+    let mut b = line.bytes();
+    matches!(b.next(), Some(b'I' | b'W' | b'E' | b'F'))
+        && line.len() > 5
+        && line.as_bytes()[1..5].iter().all(u8::is_ascii_digit)
+}
+
+/// Classifies a failed kubectl (`-v=6`) by the HTTP status of the last response it
+/// logged — `status="403 Forbidden"` (klog's structured form) or `URL 403 Forbidden in
+/// N milliseconds` (older kubectl) —, or by its `Error from server (Reason)` line when
+/// it logged none. No response at all (refused, reset, timeout) is unavailable.
+pub(crate) fn classify_kubectl(stderr: &str) -> Got {
+    let mut last: Option<u16> = None;
+    for line in stderr.lines() {
+        if let Some(rest) = line.split_once("status=\"").map(|(_, r)| r) {
+            last = rest.get(..3).and_then(|c| c.parse().ok()).or(last);
+        } else if line.contains("round_trippers") && line.ends_with("milliseconds") {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(i) = words.iter().position(|w| w.starts_with("http")) {
+                last = words
+                    .get(i + 1)
+                    .and_then(|c| c.parse::<u16>().ok())
+                    .filter(|c| (100..600).contains(c))
+                    .or(last);
+            }
+        }
+    }
+    match last {
+        Some(401 | 403) => Got::Refused,
+        Some(500..=599) => Got::Unavailable,
+        Some(_) => Got::Failed,
+        None if stderr.contains("Error from server (Forbidden)")
+            || stderr.contains("Error from server (Unauthorized)") =>
+        {
+            Got::Refused
+        }
+        None if stderr.contains("Error from server (") => Got::Failed,
+        None => Got::Unavailable,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubectl_failures_are_classified_by_the_last_status() {
+        let resp = |code: &str| {
+            format!(
+                "I1127 21:32:27.637365   28775 round_trippers.go:632] \"Response\" verb=\"GET\" url=\"https://127.0.0.1:1/api\" status=\"{code}\" milliseconds=1\n"
+            )
+        };
+        let forbidden = format!(
+            "{}{}Error from server (Forbidden): pods is forbidden: User \"bob\" cannot list",
+            resp("200 OK"),
+            resp("403 Forbidden")
+        );
+        assert_eq!(classify_kubectl(&forbidden), Got::Refused);
+        assert_eq!(
+            classify_kubectl(&format!(
+                "{}error: You must be logged in",
+                resp("401 Unauthorized")
+            )),
+            Got::Refused
+        );
+        let no_agent = format!(
+            "{}Error from server (ServiceUnavailable): no live agent",
+            resp("503 Service Unavailable")
+        );
+        assert_eq!(classify_kubectl(&no_agent), Got::Unavailable);
+        // A 503 earlier, then a 403: the last answer decides.
+        assert_eq!(
+            classify_kubectl(&format!(
+                "{}{}",
+                resp("503 Service Unavailable"),
+                resp("403 Forbidden")
+            )),
+            Got::Refused
+        );
+        assert_eq!(
+            classify_kubectl(&format!(
+                "{}Error from server (NotFound)",
+                resp("404 Not Found")
+            )),
+            Got::Failed
+        );
+        // No response at all.
+        let refused = "E1127 21:32:19.372608   28457 memcache.go:265] \"Unhandled Error\" err=\"dial tcp 127.0.0.1:1: connect: connection refused\"\nThe connection to the server 127.0.0.1:1 was refused";
+        assert_eq!(classify_kubectl(refused), Got::Unavailable);
+        // Older kubectl's format, and no -v lines at all.
+        let old = "I0101 00:00:00.000000 1 round_trippers.go:553] GET https://127.0.0.1:1/api/v1/pods 403 Forbidden in 3 milliseconds\n";
+        assert_eq!(classify_kubectl(old), Got::Refused);
+        assert_eq!(
+            classify_kubectl("Error from server (Forbidden): nope"),
+            Got::Refused
+        );
+        assert!(is_klog("I1127 21:32:27.6 x"));
+        assert!(!is_klog("Error from server"));
+    }
 
     #[test]
     fn metric_series_are_summed_by_labels() {

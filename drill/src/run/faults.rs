@@ -6,7 +6,7 @@ use std::time::Duration;
 use causeway_testbed::testing::HttpClient;
 
 use super::kube::kubectl;
-use super::sandbox::{Sandbox, signal_pid};
+use super::sandbox::{Sandbox, signal_pid, stub_ready};
 use crate::scenario::{Fault, LatencyChange, LoadSurge, Scenario, WorkloadRef};
 
 /// A fault as applied, with what its revert needs.
@@ -15,6 +15,9 @@ pub(crate) enum Applied {
     AgentsDown { cluster: String, agents: Vec<usize> },
     /// The kube-apiserver got SIGSTOP; SIGCONT on revert.
     ApiServerStopped { pid: u32 },
+    /// The active stub (index in `Sandbox::stubs`) was SIGKILLed; started again (on its
+    /// ports, as a standby now) on revert.
+    StubKilled { index: usize },
     /// The cluster's relay is cut; healed on revert.
     NetworkCut { cluster: String },
     /// The Deployment was scaled from `before`.
@@ -115,7 +118,23 @@ pub(crate) async fn apply(
                 cluster: c.cluster.to_string(),
             })
         }
-        Fault::StubKilled(_) => Err("stubKilled is not supported by the runner yet".into()),
+        Fault::StubKilled(_) => {
+            if sb.stubs.len() < 2 {
+                return Err("stubKilled needs two stubs (topology.stub.replicas: 2)".into());
+            }
+            let mut active = None;
+            for (i, s) in sb.stubs.iter().enumerate() {
+                if s.proc.is_some() && stub_ready(s.addrs.metrics).await {
+                    active = Some(i);
+                    break;
+                }
+            }
+            let index = active.ok_or("no stub is active (ready) to kill")?;
+            if let Some(p) = sb.stubs[index].proc.take() {
+                p.kill();
+            }
+            Ok(Applied::StubKilled { index })
+        }
         Fault::LoadSurge(LoadSurge::Scale(s)) => {
             let c = sb.cluster(s.cluster.as_str())?.clone();
             let before = kubectl(
@@ -205,6 +224,7 @@ pub(crate) async fn revert(sb: &mut Sandbox, applied: &Applied) -> Result<(), St
             signal_pid(*pid, libc::SIGCONT);
             Ok(())
         }
+        Applied::StubKilled { index } => sb.restart_stub(*index).await,
         Applied::NetworkCut { cluster } => {
             if let Some(r) = sb.relays.get(cluster) {
                 r.heal();

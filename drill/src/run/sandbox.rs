@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use causeway_testbed::relay::Relay;
-use causeway_testbed::testing::{Listening, Process, Spawn};
+use causeway_testbed::relay::{Backend, Relay};
+use causeway_testbed::testing::{HttpClient, Listening, Process, Spawn};
 use causeway_testbed::{ClusterInfo, ClusterSpec, MetricsOptions, Testbed, TestbedOptions};
 
 use super::kube::{kubectl, kubectl_with};
@@ -28,6 +28,11 @@ const FENCER_RBAC: &str = include_str!("../../../examples/tunnel/fencer-rbac.yam
 /// How long a child may take to log its listeners or its first session.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The testbed cluster holding the stubs' Lease (only with `topology.stub.replicas: 2`).
+pub(crate) const HUB: &str = "drill-hub";
+/// The stubs' Lease duration: a SIGKILLed active stub is replaced after at most this.
+pub(crate) const STUB_LEASE_SECONDS: u64 = 4;
+
 /// Where the stub listens.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StubAddrs {
@@ -36,13 +41,30 @@ pub(crate) struct StubAddrs {
     pub metrics: SocketAddr,
 }
 
+/// One stub of the sandbox (two, active and standby, with `topology.stub.replicas: 2`).
+pub(crate) struct StubSlot {
+    /// `stub`, or `stub-0`/`stub-1` (also its Lease identity and log name).
+    pub name: String,
+    /// `None` while killed by a `stubKilled` fault.
+    pub proc: Option<Process>,
+    /// Its listeners (a restarted stub listens on the same ports).
+    pub addrs: StubAddrs,
+    config: PathBuf,
+}
+
 /// Everything a drill started; [`Sandbox::teardown`] stops it all.
 pub(crate) struct Sandbox {
     pub work: PathBuf,
     exe: PathBuf,
     pub testbed: Option<Testbed>,
-    pub stub: Option<Process>,
-    pub stub_addrs: Option<StubAddrs>,
+    /// The scenario's clusters (the testbed's, without [`HUB`]).
+    members: Vec<ClusterInfo>,
+    /// The stubs: one, or an active and a standby sharing the state directory.
+    pub stubs: Vec<StubSlot>,
+    /// With two stubs: what a Service with a readiness probe does in production — users
+    /// (and the scheduler) dial this relay, which forwards to the stub whose `/readyz`
+    /// says ready.
+    pub users_service: Option<Relay>,
     pub relays: BTreeMap<String, Relay>,
     /// Agents by cluster (`None`: stopped by a fault).
     pub agents: BTreeMap<String, Vec<Option<Process>>>,
@@ -63,8 +85,9 @@ impl Sandbox {
             work: work.to_path_buf(),
             exe: exe.to_path_buf(),
             testbed: None,
-            stub: None,
-            stub_addrs: None,
+            members: Vec::new(),
+            stubs: Vec::new(),
+            users_service: None,
             relays: BTreeMap::new(),
             agents: BTreeMap::new(),
             agent_tokens: BTreeMap::new(),
@@ -79,7 +102,22 @@ impl Sandbox {
 
     /// The sandbox's clusters (empty before the testbed is up).
     pub(crate) fn clusters(&self) -> &[ClusterInfo] {
-        self.testbed.as_ref().map(|t| t.clusters()).unwrap_or(&[])
+        &self.members
+    }
+
+    /// Where users and the scheduler reach the stub: the stand-in Service with two
+    /// stubs, else the stub's users listener.
+    pub(crate) fn users_addr(&self) -> Result<SocketAddr, String> {
+        match (&self.users_service, self.stubs.first()) {
+            (Some(r), _) => Ok(r.addr),
+            (None, Some(s)) => Ok(s.addrs.users),
+            (None, None) => Err("no stub".into()),
+        }
+    }
+
+    /// The metrics listeners of every stub.
+    pub(crate) fn stub_metrics(&self) -> Vec<SocketAddr> {
+        self.stubs.iter().map(|s| s.addrs.metrics).collect()
     }
 
     /// The cluster `name`.
@@ -98,7 +136,7 @@ impl Sandbox {
     ) -> Result<(), String> {
         std::fs::create_dir_all(&self.work).map_err(|e| format!("{}: {e}", self.work.display()))?;
         let t = Instant::now();
-        let specs: Vec<ClusterSpec> = scenario
+        let mut specs: Vec<ClusterSpec> = scenario
             .topology
             .clusters
             .iter()
@@ -109,6 +147,17 @@ impl Sandbox {
                 s
             })
             .collect();
+        let ha = scenario.topology.stub.replicas > 1;
+        if ha {
+            if specs.iter().any(|s| s.name == HUB) {
+                return Err(format!(
+                    "a cluster is named {HUB}, the drill's hub cluster for the stubs' Lease"
+                ));
+            }
+            let mut hub = ClusterSpec::new(HUB);
+            hub.nodes = 1;
+            specs.push(hub);
+        }
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         progress.line(&format!(
             "sandbox: starting clusters {} (testbed in {})",
@@ -126,11 +175,24 @@ impl Sandbox {
         for p in tb.processes() {
             self.record_pid(p.pid, &format!("{} {}", p.cluster, p.component));
         }
+        self.members = tb
+            .clusters()
+            .iter()
+            .filter(|c| c.name != HUB)
+            .cloned()
+            .collect();
+        let hub = tb.clusters().iter().find(|c| c.name == HUB).cloned();
         self.testbed = Some(tb);
         progress.line(&format!("sandbox: clusters up in {}", secs(t.elapsed())));
 
-        self.start_stub().await?;
-        let stub = self.stub_addrs.ok_or("the stub did not start")?;
+        match hub {
+            Some(hub) => self.start_stub_pair(&hub).await?,
+            None => {
+                let s = self.start_stub("stub", None, &[]).await?;
+                self.stubs.push(s);
+            }
+        }
+        let stub = self.stubs.first().map(|s| s.addrs).ok_or("no stub")?;
         for step in &scenario.steps {
             if let StepAction::Fault(Fault::NetworkCut(c)) = &step.action
                 && !self.relays.contains_key(c.cluster.as_str())
@@ -143,10 +205,18 @@ impl Sandbox {
         for c in &scenario.topology.clusters {
             self.enrol(c.name.as_str(), c.agents).await?;
         }
+        if ha {
+            self.wait_standby_sessions(scenario).await?;
+        }
         let kubeconfig = self.scheduler_identity().await?;
         self.add_users(scenario).await?;
         progress.line(&format!(
-            "sandbox: stub, {} agent(s) with sessions, scheduler identity ({})",
+            "sandbox: {}, {} agent(s) with sessions, scheduler identity ({})",
+            if ha {
+                "2 stubs (active, standby; Lease in drill-hub) behind a ready-following relay"
+            } else {
+                "stub"
+            },
             self.agents.values().map(Vec::len).sum::<usize>(),
             secs(t.elapsed())
         ));
@@ -223,10 +293,18 @@ impl Sandbox {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    async fn start_stub(&mut self) -> Result<(), String> {
+    /// Starts stub `name` (with `lease`, a `spec.lease` block) and waits for its
+    /// listeners; `extra` are command-line flags (a restart's fixed ports).
+    async fn start_stub(
+        &self,
+        name: &str,
+        lease: Option<&str>,
+        extra: &[String],
+    ) -> Result<StubSlot, String> {
         let state = self.work.join("stub-state");
-        let config = self.work.join("stub.yaml");
-        let yaml = format!(
+        let config = self.work.join(format!("{name}.yaml"));
+        let audit = self.work.join(format!("{name}-audit.log"));
+        let mut yaml = format!(
             "apiVersion: causeway.dev/v1alpha1
 kind: StubConfig
 metadata: {{name: drill}}
@@ -236,20 +314,122 @@ spec:
   audit: {{path: {}}}
 ",
             state.display(),
-            self.work.join("stub-audit.log").display()
+            audit.display()
         );
+        if let Some(l) = lease {
+            yaml.push_str(l);
+        }
         write(&config, &yaml)?;
-        let p = self.spawn(
-            "stub",
-            &["stub".into(), "--config".into(), path_arg(&config)],
-        )?;
+        let slot = StubSlot {
+            name: name.to_string(),
+            proc: None,
+            addrs: StubAddrs {
+                users: ([127, 0, 0, 1], 0).into(),
+                agents: ([127, 0, 0, 1], 0).into(),
+                metrics: ([127, 0, 0, 1], 0).into(),
+            },
+            config,
+        };
+        self.run_stub(slot, extra).await
+    }
+
+    /// Starts the stub of `slot` from its config (plus `extra` flags); its listeners.
+    async fn run_stub(&self, mut slot: StubSlot, extra: &[String]) -> Result<StubSlot, String> {
+        let mut args = vec!["stub".into(), "--config".into(), path_arg(&slot.config)];
+        args.extend(extra.iter().cloned());
+        let log = if extra.is_empty() {
+            slot.name.clone()
+        } else {
+            format!("{}-restarted", slot.name)
+        };
+        let p = self.spawn(&log, &args)?;
         let l = wait_listening(&p, &["users", "agents", "metrics"]).await?;
-        self.stub_addrs = Some(StubAddrs {
+        slot.addrs = StubAddrs {
             users: l.addr("users"),
             agents: l.addr("agents"),
             metrics: l.addr("metrics"),
-        });
-        self.stub = Some(p);
+        };
+        slot.proc = Some(p);
+        Ok(slot)
+    }
+
+    /// Starts stub `index` again on its old ports (after a `stubKilled`).
+    pub(crate) async fn restart_stub(&mut self, index: usize) -> Result<(), String> {
+        let slot = self.stubs.get_mut(index).ok_or("no such stub")?;
+        let a = slot.addrs;
+        let taken = StubSlot {
+            name: slot.name.clone(),
+            proc: None,
+            addrs: a,
+            config: slot.config.clone(),
+        };
+        let extra: Vec<String> = [
+            ("--listen-users", a.users),
+            ("--listen-agents", a.agents),
+            ("--listen-metrics", a.metrics),
+        ]
+        .iter()
+        .flat_map(|(flag, addr)| [flag.to_string(), addr.to_string()])
+        .collect();
+        let started = self.run_stub(taken, &extra).await?;
+        self.stubs[index] = started;
+        Ok(())
+    }
+
+    /// Two stubs sharing the state directory, one Lease in the hub cluster: `stub-0`
+    /// waited for until active, then `stub-1` (standby); the ready-following relay in
+    /// front of their users' ports.
+    async fn start_stub_pair(&mut self, hub: &ClusterInfo) -> Result<(), String> {
+        for name in ["stub-0", "stub-1"] {
+            let lease = format!(
+                "  lease:\n    kubeconfig: {}\n    namespace: default\n    name: causeway-drill-stub\n    durationSeconds: {STUB_LEASE_SECONDS}\n    identity: {name}\n",
+                hub.kubeconfig.display()
+            );
+            let slot = self.start_stub(name, Some(&lease), &[]).await?;
+            if name == "stub-0" {
+                let deadline = Instant::now() + START_TIMEOUT;
+                while !stub_ready(slot.addrs.metrics).await {
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "stub-0 did not become active within {}",
+                            secs(START_TIMEOUT)
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            self.stubs.push(slot);
+        }
+        let backends = self
+            .stubs
+            .iter()
+            .map(|s| Backend {
+                target: s.addrs.users,
+                readyz: s.addrs.metrics,
+            })
+            .collect();
+        self.users_service =
+            Some(Relay::follow_ready(backends).map_err(|e| format!("users relay: {e}"))?);
+        Ok(())
+    }
+
+    /// With two stubs: waits until every cluster has a session on each, so the standby
+    /// has its agents before it takes over.
+    async fn wait_standby_sessions(&self, scenario: &Scenario) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for s in &self.stubs {
+            for c in &scenario.topology.clusters {
+                while stub_sessions(s.addrs.metrics, c.name.as_str()).await < 1 {
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "{} has no session of {}'s agents after 30s",
+                            s.name, c.name
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -292,14 +472,20 @@ spec:
     }
 
     /// Where `cluster`'s agents dial: its relay, or the stub.
+    /// (Every stub's URL, comma-separated, with two stubs: agents hold sessions to both.)
     fn agents_url(&self, cluster: &str) -> Result<String, String> {
-        match self.relays.get(cluster) {
-            Some(r) => Ok(format!("https://{}", r.addr)),
-            None => self
-                .stub_addrs
-                .map(|s| format!("https://{}", s.agents))
-                .ok_or_else(|| "no stub".to_string()),
+        if let Some(r) = self.relays.get(cluster) {
+            return Ok(format!("https://{}", r.addr));
         }
+        if self.stubs.is_empty() {
+            return Err("no stub".into());
+        }
+        Ok(self
+            .stubs
+            .iter()
+            .map(|s| format!("https://{}", s.addrs.agents))
+            .collect::<Vec<_>>()
+            .join(","))
     }
 
     /// `causeway cluster add`, then `count` agents, each waited for until its session.
@@ -371,7 +557,7 @@ spec:
     /// The scheduler's stub user (`causeway:schedulers`, every cluster); waits until the
     /// stub authenticates it for every cluster. Returns its kubeconfig.
     async fn scheduler_identity(&self) -> Result<PathBuf, String> {
-        let stub = self.stub_addrs.ok_or("no stub")?;
+        let users = self.users_addr()?;
         let out = self.work.join("scheduler.kubeconfig");
         self.causeway(&[
             "user",
@@ -384,7 +570,7 @@ spec:
             "--state-dir",
             &path_arg(&self.work.join("stub-state")),
             "--stub-url",
-            &format!("https://{}", stub.users),
+            &format!("https://{users}"),
             "--out",
             &path_arg(&out),
         ])
@@ -423,9 +609,8 @@ spec:
     /// `topology.users`: `causeway user add` each (`<work>/<name>.kubeconfig`), and for
     /// `rbac: view` a ClusterRoleBinding of its group to `view` in every cluster.
     async fn add_users(&mut self, scenario: &Scenario) -> Result<(), String> {
-        let stub = self.stub_addrs.ok_or("no stub")?;
         let state = path_arg(&self.work.join("stub-state"));
-        let users_url = format!("https://{}", stub.users);
+        let users_url = format!("https://{}", self.users_addr()?);
         for u in &scenario.topology.users {
             let out = self.work.join(format!("{}.kubeconfig", u.name));
             self.causeway(&[
@@ -571,7 +756,9 @@ spec:
         for (_, list) in std::mem::take(&mut self.agents) {
             procs.extend(list.into_iter().flatten());
         }
-        procs.extend(self.stub.take());
+        for s in &mut self.stubs {
+            procs.extend(s.proc.take());
+        }
         for p in &procs {
             p.signal(libc::SIGTERM);
         }
@@ -584,6 +771,7 @@ spec:
         }
         drop(procs);
         self.relays.clear();
+        self.users_service = None;
         if let Some(tb) = self.testbed.take() {
             // A stopped kube-apiserver would not see SIGTERM.
             for p in tb.processes() {
@@ -610,6 +798,30 @@ fn uses_pod_cpu(s: &Scenario) -> bool {
             StepAction::Fault(Fault::LoadSurge(LoadSurge::PodCpu(_)))
         )
     })
+}
+
+/// `GET /readyz` on a stub's metrics listener says ready (the active stub).
+pub(crate) async fn stub_ready(metrics: SocketAddr) -> bool {
+    HttpClient::new(metrics)
+        .timeout(Duration::from_millis(500))
+        .send(http::Method::GET, "/readyz", "")
+        .await
+        .is_ok_and(|r| r.status == 200)
+}
+
+/// Sessions of `cluster`'s agents on a stub (its `/sessions`), 0 when unknown.
+async fn stub_sessions(metrics: SocketAddr, cluster: &str) -> u64 {
+    let Ok(r) = HttpClient::new(metrics)
+        .timeout(Duration::from_millis(500))
+        .send(http::Method::GET, "/sessions", "")
+        .await
+    else {
+        return 0;
+    };
+    serde_json::from_slice::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v[cluster].as_u64())
+        .unwrap_or(0)
 }
 
 /// Sends `signal` to `pid` (a process this drill started).

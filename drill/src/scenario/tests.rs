@@ -712,7 +712,11 @@ fn users_and_kubectl_expectations_are_read() {
     };
     assert_eq!((k.user.as_str(), k.cluster.as_str()), ("alice", "idc-bj"));
     assert_eq!(k.args, ["get", "pods", "-n", "shop"]);
-    assert!(k.succeeds, "succeeds defaults to true");
+    assert_eq!(
+        k.wanted(),
+        Some(KubectlOutcome::Ok),
+        "succeeds defaults to true"
+    );
     assert_eq!(
         e.condition.to_string(),
         "kubectl get pods -n shop as alice in idc-bj succeeds"
@@ -720,12 +724,8 @@ fn users_and_kubectl_expectations_are_read() {
     let StepAction::Expect(e) = &s.steps[1].action else {
         panic!("{:?}", s.steps[1])
     };
-    assert!(matches!(&e.condition, Condition::Kubectl(k) if !k.succeeds));
-    assert!(
-        e.condition
-            .to_string()
-            .ends_with("as bob in idc-bj is refused")
-    );
+    assert!(matches!(&e.condition, Condition::Kubectl(k) if k.wanted().is_none()));
+    assert!(e.condition.to_string().ends_with("as bob in idc-bj fails"));
     // No users: an empty list.
     assert!(parse(GOOD).unwrap().topology.users.is_empty());
 }
@@ -765,6 +765,44 @@ fn kubectl_names_a_known_user_and_cluster_and_some_arguments() {
     );
     let t = kubectl_with("succeeds: false}", "succeeds: false, as: root}");
     fails(&t, "as: root", "spec.steps[1].expect.kubectl.as", "");
+}
+
+#[test]
+fn kubectl_outcomes_are_read_and_checked() {
+    for (word, want) in [
+        ("ok", KubectlOutcome::Ok),
+        ("refused", KubectlOutcome::Refused),
+        ("unavailable", KubectlOutcome::Unavailable),
+    ] {
+        let t = kubectl_with("succeeds: false}", &format!("outcome: {word}}}"));
+        let s = parse(&t).unwrap();
+        let StepAction::Expect(e) = &s.steps[1].action else {
+            panic!("{:?}", s.steps[1])
+        };
+        let Condition::Kubectl(k) = &e.condition else {
+            panic!("{e:?}")
+        };
+        assert_eq!(k.wanted(), Some(want));
+    }
+    let t = kubectl_with("succeeds: false}", "outcome: refused}");
+    let s = parse(&t).unwrap();
+    let StepAction::Expect(e) = &s.steps[1].action else {
+        panic!()
+    };
+    assert!(
+        e.condition
+            .to_string()
+            .ends_with("as bob in idc-bj is refused (401/403)")
+    );
+    let t = kubectl_with("succeeds: false}", "succeeds: false, outcome: refused}");
+    fails(
+        &t,
+        "succeeds: false, outcome",
+        "spec.steps[1].expect.kubectl.outcome",
+        "either succeeds or outcome, not both",
+    );
+    let t = kubectl_with("succeeds: false}", "outcome: forbidden}");
+    fails(&t, "forbidden", "spec.steps[1].expect.kubectl.outcome", "");
 }
 
 #[test]
