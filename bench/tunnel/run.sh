@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# Tunnel benchmark, in one run (see bench/tunnel/README.md):
-#  1. kube-apiserver direct vs through stub+agent: p50/p99 of a small GET at 1, 32, 128
-#     concurrent; throughput of ~10 MiB list responses; RSS per idle watch with 1,000 watches.
-#  2. plain HTTP (nginx, 1 KiB and 1 MiB, wrk -t2 -c32, and -c1) direct vs through
-#     stub+agent vs through rathole with TLS (the peer), for the ratio to direct.
+# Tunnel benchmark, in one run (see bench/tunnel/README.md): Causeway (stub + agent) against
+# the L7 tunnels users pick — a remotedialer hub built as Rancher's cluster proxy and frp's
+# HTTP vhost — against rathole (L4) and against direct, on the same machine, same load
+# generator, same minutes:
+#  1. kube-apiserver (testbed cluster `bench`): small GET at c=1 and c=32 (p50/p99, req/s),
+#     ~10 MiB lists at c=4, 1,000 idle watches (RSS per watch of the tunnel's processes),
+#     exec and port-forward byte throughput through kubectl;
+#  2. plain HTTP (nginx, 1 KiB and 1 MiB, wrk -t2 -c32, and -t1 -c1).
+# Every row: CPU µs per request of all the path's tunnel processes (/proc/<pid>/stat before
+# and after) and the machine's load during the row (/proc/stat busy %, the share of it
+# outside this benchmark's processes, loadavg). One table side by side at the end.
 #
 #   bench/tunnel/run.sh [--quick] [--no-build] [--part api|plain|all] [--perf]
 #     --quick: 3 s runs instead of 10-15 s; --part: only one half (default all);
-#     --perf: record `perf record -g` profiles of the stub and agents during the
-#     tunnel's c=32 runs (perf-*.data beside the report).
+#     --perf: flat `perf record` profiles of the stub and agent during Causeway's rows
+#     (perf-*.data and their top entries perf-*.txt beside the report).
 #   (CAUSEWAY_BIN / TUNNEL_BENCH_GEN override the release binaries used)
 #
-# Needs: nginx, wrk, openssl, curl (Debian packages), the testbed binaries in .cache/bin,
-# and rathole (`cargo install rathole --root .cache/rathole`; skipped with a note if absent).
-# Everything listens on 127.0.0.1 only; every load run is bounded by -d/--duration and timeout.
+# Needs: nginx, wrk, openssl, curl, python3, Go (the peers and the load generator are built
+# from Go modules into .cache/, once per pinned version), the testbed binaries in
+# .cache/bin, and rathole (`cargo install rathole --root .cache/rathole`; skipped with a
+# note if absent). Everything listens on 127.0.0.1 only; every load run is bounded by its
+# duration or count and by an outer timeout.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
+here=$root/bench/tunnel
 quick=0; build=1; part=all; perf=0
 while [ $# -gt 0 ]; do
   case $1 in
@@ -25,10 +34,11 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac; shift
 done
-d_lat=10; d_wrk=15; d_big=10; [ $quick = 1 ] && { d_lat=3; d_wrk=3; d_big=3; }
+d_lat=10; d_wrk=15; d_big=10; hold=8; [ $quick = 1 ] && { d_lat=3; d_wrk=3; d_big=3; hold=4; }
 out=$root/bench/out/tunnel-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 report=$out/report.md
+results=$out/results.jsonl
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -36,8 +46,8 @@ cleanup() {
   "$bin" testbed down --state-dir "$out/testbed" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-for t in nginx wrk openssl curl; do
-  command -v $t >/dev/null || { echo "missing $t: apt-get install -y nginx wrk openssl curl" >&2; exit 1; }
+for t in nginx wrk openssl curl python3 go; do
+  command -v $t >/dev/null || { echo "missing $t: apt-get install -y nginx wrk openssl curl python3 (and Go)" >&2; exit 1; }
 done
 
 if [ $build = 1 ]; then
@@ -45,9 +55,66 @@ if [ $build = 1 ]; then
   (cd "$root" && cargo build --release -j2 --bin causeway && cargo build --release -j2 -p causeway-tunnel --example tunnel_bench) >"$out/build.log" 2>&1
 fi
 bin=${CAUSEWAY_BIN:-$root/target/release/causeway}
-gen=${TUNNEL_BENCH_GEN:-$root/target/release/examples/tunnel_bench}
-echo "binaries: $bin, $gen" >"$out/binaries.txt"
 kubectl=$root/.cache/bin/kubectl
+
+# The peers and the load generator, from Go modules, cached in .cache/ like the testbed's
+# binaries: built only when the binary for the pinned version (and our source's hash) is
+# missing. remotedialer v0.6.2's go.mod says `go 1.27.3`: GOTOOLCHAIN=go1.27.3 has the go
+# command fetch that toolchain through the module proxy (it is served as a module).
+rd_version=v0.6.2; frp_version=v0.61.1
+srchash() { cat "$@" | sha256sum | cut -c1-10; }
+hubsrc=$here/peers/remotedialer-hub
+hubbin=$root/.cache/remotedialer-hub-$rd_version-$(srchash "$hubsrc"/go.mod "$hubsrc"/go.sum "$hubsrc"/main.go)/remotedialer-hub
+if [ ! -x "$hubbin" ]; then
+  echo "==> building remotedialer-hub (remotedialer $rd_version, Go 1.27.3)"
+  (cd "$hubsrc" && GOTOOLCHAIN=go1.27.3 GOFLAGS=-mod=readonly go build -trimpath -o "$hubbin" .) >"$out/build-hub.log" 2>&1
+fi
+lgsrc=$here/peers/loadgen
+loadgen=$root/.cache/loadgen-$(srchash "$lgsrc"/go.mod "$lgsrc"/main.go)/loadgen
+if [ ! -x "$loadgen" ]; then
+  echo "==> building loadgen"
+  (cd "$lgsrc" && go build -trimpath -o "$loadgen" .) >"$out/build-loadgen.log" 2>&1
+fi
+frpdir=$root/.cache/frp-$frp_version/bin
+if [ ! -x "$frpdir/frps" ] || [ ! -x "$frpdir/frpc" ]; then
+  # `go install …/frps@v0.61.1` asks the proxy for frp's version list (deprecation check),
+  # which it refuses here (403); the module itself downloads, so build inside its
+  # module-cache copy with its own go.sum.
+  echo "==> building frp $frp_version"
+  (frpmod=$(cd "$(mktemp -d)" && go mod download -json "github.com/fatedier/frp@$frp_version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+   cd "$frpmod" && go build -trimpath -o "$frpdir/" ./cmd/frps ./cmd/frpc) >"$out/build-frp.log" 2>&1
+fi
+echo "binaries: $bin; $hubbin; $frpdir/{frps,frpc}; $loadgen" >"$out/binaries.txt"
+
+# Load accounting: sample before and after each row (table.py sample/rec).
+tp=$here/table.py
+sample() { python3 "$tp" sample "$out" "$@"; }
+# gen PATH TEST MODE CONC DUR PROCS -- loadgen args: one loadgen run, recorded in results.jsonl.
+gen() {
+  local path=$1 test=$2 mode=$3 c=$4 d=$5 procs=$6; shift 7
+  local s0 s1 j
+  s0=$(sample $procs)
+  j=$(timeout $((d + 60)) "$loadgen" "$mode" -c "$c" -d "$d" "$@") || j='{"requests":0,"errors":-1}'
+  s1=$(sample $procs)
+  python3 "$tp" rec "$results" "$path" "$test" "$j" "$s0" "$s1"
+  echo "   $path $test: $j"
+}
+# perf_start NAME PIDS: a flat profile (no call graph: our release binaries have no frame
+# pointers) of the given processes for D seconds; perf_stop waits and writes the top entries.
+perf_pid=
+perf_start() {
+  [ $perf = 1 ] || return 0
+  perf record -F 999 -p "$2" -o "$out/perf-$1.data" -- sleep "$3" >/dev/null 2>&1 & perf_pid=$!; perf_name=$1
+}
+perf_stop() {
+  [ -n "$perf_pid" ] || return 0
+  wait "$perf_pid" || true; perf_pid=
+  perf report -i "$out/perf-$perf_name.data" --no-children --sort comm,dso,symbol --percent-limit 0.7 --stdio 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -40 >"$out/perf-$perf_name.txt" || true
+}
+
+# hsum URL METRIC: "sum count" of a histogram summed over its labels.
+hsum() { curl -s "$1/metrics" | awk -v m="$2" '$1 ~ "^"m"_sum" {s+=$2} $1 ~ "^"m"_count" {c+=$2} END {print s+0, c+0}'; }
 
 echo "==> stub"
 mkdir -p "$out/stub"
@@ -83,19 +150,6 @@ getb64() { awk -v k="$1:" '$1==k{print $2; exit}' "$out/alice.kubeconfig" | base
 getb64 client-certificate-data >"$out/alice.crt"; getb64 client-key-data >"$out/alice.key"; getb64 certificate-authority-data >"$out/stub-ca.crt"
 
 tunnel=(--ca "$out/stub-ca.crt" --cert "$out/alice.crt" --key "$out/alice.key")
-small=/api/v1/namespaces/default/configmaps?limit=1
-big=/api/v1/namespaces/bench/configmaps
-j() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(d['$1'])"; }
-
-{
-echo "# Tunnel benchmark $(date -u +%FT%TZ)"
-echo
-echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); client, servers, stub and agent share them."
-echo
-echo "Binaries: \`$bin\`, \`$gen\`."
-echo
-} >"$report"
-
 rathole=$root/.cache/rathole/bin/rathole
 have_rathole=0
 if [ -x "$rathole" ]; then
@@ -140,121 +194,73 @@ TOML
   "$rathole" -c "$out/rh-$1-client.toml" >"$out/rh-$1-client.log" 2>&1 & pids+=($!); rh_client_pid=$!
 }
 
-if [ $part != plain ]; then
-echo "==> testbed"
-NO_COLOR=1 timeout 300 "$bin" testbed up --clusters bench --nodes 1 --state-dir "$out/testbed" >"$out/testbed.log" 2>&1
-tbkc=$out/testbed/bench/kubeconfig
-tbdir=$out/testbed/bench
-api=$(awk '/server:/{print $2; exit}' "$tbkc")
-K="$kubectl --kubeconfig $tbkc"
-$K apply -f "$root/examples/tunnel/agent-rbac.yaml" >/dev/null
-$K create clusterrolebinding bench-dev --clusterrole=cluster-admin --group=dev >/dev/null
-$K -n causeway-system create token causeway-agent --duration 2h >"$out/sa.token"
-$K create namespace bench >/dev/null
-# ~10 MiB list: 12 ConfigMaps of ~880 KiB each.
-head -c 675000 /dev/urandom | base64 -w0 >"$out/blob"
-for i in $(seq 1 12); do
-  $K -n bench create configmap "big-$i" --from-file=blob="$out/blob" >/dev/null
-done
-# the direct client: the testbed admin certificate
-ca_direct=$(ls "$tbdir"/pki/ca.crt); cert_direct=$(ls "$tbdir"/pki/admin.crt); key_direct=$(ls "$tbdir"/pki/admin.key)
-direct=(--ca "$ca_direct" --cert "$cert_direct" --key "$key_direct")
+# The remotedialer hub's PKI (its own CA: server certificate, alice's client certificate
+# CN=alice O=dev), the agents' registration token, frp's passwords.
+mkdir -p "$out/hub"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=hub-ca -keyout "$out/hub/ca.key" -out "$out/hub/ca.crt" 2>/dev/null
+hubleaf() { # NAME SUBJECT EXT
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$2" -keyout "$out/hub/$1.key" -out "$out/hub/$1.csr" 2>/dev/null
+  printf '%s\nbasicConstraints=CA:FALSE\n' "$3" >"$out/hub/$1.cnf"
+  openssl x509 -req -in "$out/hub/$1.csr" -CA "$out/hub/ca.crt" -CAkey "$out/hub/ca.key" -CAcreateserial -days 2 \
+    -extfile "$out/hub/$1.cnf" -out "$out/hub/$1.crt" 2>/dev/null
+}
+hubleaf server /CN=hub subjectAltName=IP:127.0.0.1
+hubleaf alice "/CN=alice/O=dev" extendedKeyUsage=clientAuth
+hub_agent_token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+"$hubbin" hub -listen 127.0.0.1:0 -cert "$out/hub/server.crt" -key "$out/hub/server.key" -client-ca "$out/hub/ca.crt" \
+  -tokens "$out/tokens.csv" -agent-token "$hub_agent_token" -allow 'dev=*' -audit "$out/hub-audit.log" 2>"$out/hub.log" & pids+=($!); hub_pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$out/hub.log" && break; sleep 0.1; done
+hub=$(grep -o 'listening on https://[0-9.:]*' "$out/hub.log" | awk '{print $3}')
+# start_hub_agent CLUSTER SERVER CA TOKEN-FILE: a remotedialer agent for one cluster; sets hub_agent_pid.
+start_hub_agent() {
+  "$hubbin" agent -hub "wss://${hub#https://}/v3/connect" -hub-ca "$out/hub/ca.crt" -cluster "$1" -agent-token "$hub_agent_token" \
+    -apiserver "$2" ${3:+-apiserver-ca "$3"} -token-file "$4" 2>"$out/hub-agent-$1.log" & pids+=($!); hub_agent_pid=$!
+}
+# frp: frps with an HTTP vhost port; one frpc per target (TLS to frps, the default, with yamux).
+frps_port=27100; frp_vhost=27180; frp_pass=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+frp_token=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+cat >"$out/frps.toml" <<TOML
+bindAddr = "127.0.0.1"
+bindPort = $frps_port
+proxyBindAddr = "127.0.0.1"
+vhostHTTPPort = $frp_vhost
+auth.token = "$frp_token"
+log.to = "$out/frps.log"
+log.level = "warn"
+TOML
+"$frpdir/frps" -c "$out/frps.toml" >/dev/null 2>&1 & pids+=($!); frps_pid=$!
+# start_frpc NAME DOMAIN PROXY-TOML-LINES: one frpc whose `type = "http"` proxy answers DOMAIN
+# with basic auth alice:$frp_pass; sets frpc_pid.
+start_frpc() {
+  cat >"$out/frpc-$1.toml" <<TOML
+serverAddr = "127.0.0.1"
+serverPort = $frps_port
+auth.token = "$frp_token"
+loginFailExit = false
+log.to = "$out/frpc-$1.log"
+log.level = "warn"
 
-echo "==> agent for the testbed cluster"
-NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster bench --token "$tok" --ca-hash "$hash" \
-  --state-dir "$out/agent" --kubeconfig "$tbkc" --token-file "$out/sa.token" --metrics-listen 127.0.0.1:19445 \
-  2>"$out/agent.log" & pids+=($!); agent_pid=$!
-stub_metrics=$(grep -o 'listening on metrics http://[0-9.:]*' "$out/stub.log" | awk '{print $4}')
-# hsum URL METRIC: "sum count" of a histogram summed over its labels.
-hsum() { curl -s "$1/metrics" | awk -v m="$2" '$1 ~ "^"m"_sum" {s+=$2} $1 ~ "^"m"_count" {c+=$2} END {print s+0, c+0}'; }
-for _ in $(seq 100); do $kubectl --kubeconfig "$out/alice.kubeconfig" get ns >/dev/null 2>&1 && break; sleep 0.2; done
-# The peer in front of the same API server: rathole (L4, TLS between its halves) forwards
-# the client's own TLS connection, so its row is what an extra L4 hop alone adds.
-api_hostport=${api#https://}; api_host=${api_hostport%:*}
-rh_api=
-if [ $have_rathole = 1 ]; then
-  start_rathole api 127.0.0.1:2336 "$api_host:16443" "$api_hostport"
-  for _ in $(seq 50); do
-    curl -s -o /dev/null --cacert "$ca_direct" --cert "$cert_direct" --key "$key_direct" "https://$api_host:16443/version" && { rh_api=https://$api_host:16443; break; }
-    sleep 0.2
-  done
-fi
-{
-echo "## kube-apiserver: direct vs through stub+agent (HTTP/2, mTLS, ${d_lat} s per run)"
-echo
-echo "Direct = the testbed admin certificate (system:masters). Impersonated = direct with the"
-echo "agent's own request: its ServiceAccount token plus Impersonate-User/Group for alice, so"
-echo "the API server does the same authentication and impersonation checks as behind the"
-echo "tunnel; tunnel − impersonated is what the stub and agent add. rathole = direct through"
-echo "rathole with TLS (an L4 hop: the client's own TLS to the API server passes through it);"
-echo "rathole − direct is what the peer's extra hop alone adds on this machine, in the same run."
-echo
-echo "| test | direct | impersonated | through tunnel | tunnel − direct | tunnel − impersonated | rathole | rathole − direct |"
-echo "|---|---|---|---|---|---|---|---|"
-} >>"$report"
+[[proxies]]
+name = "$1"
+type = "http"
+customDomains = ["$2"]
+httpUser = "alice"
+httpPassword = "$frp_pass"
+$3
+TOML
+  "$frpdir/frpc" -c "$out/frpc-$1.toml" >/dev/null 2>&1 & pids+=($!); frpc_pid=$!
+}
+basic="Authorization: Basic $(printf 'alice:%s' "$frp_pass" | base64 -w0)"
+bearer="Authorization: Bearer bench-token-0123456789abcdef0123456789"
+# wait_ok URL CURL-ARGS...: up to 20 s for a 2xx.
+wait_ok() { local u=$1; shift; for _ in $(seq 100); do curl -sf -o /dev/null "$@" "$u" && return 0; sleep 0.2; done; echo "not ready: $u" >&2; return 1; }
+rss() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/"$p"/status))); done; echo $t; }
 
-imp=(--ca "$ca_direct" --token-file "$out/sa.token" --header "Impersonate-User: alice"
-     --header "Impersonate-Group: dev" --header "Impersonate-Group: system:authenticated")
-diff() { python3 -c "print(f'{$2-$1:+.0f}' if '$3'!='rps' else f'{$2/$1:.2f}x')"; }
-declare -A split
-for c in 1 32 128; do
-  dj=$(timeout 120 "$gen" latency --url "$api$small" "${direct[@]}" --concurrency $c --duration $d_lat)
-  ij=$(timeout 120 "$gen" latency --url "$api$small" "${imp[@]}" --concurrency $c --duration $d_lat)
-  read -r ss0 sc0 < <(hsum "$stub_metrics" causeway_tunnel_response_headers_seconds)
-  read -r as0 ac0 < <(hsum http://127.0.0.1:19445 causeway_agent_response_headers_seconds)
-  tj=$(timeout 120 "$gen" latency --url "$users/clusters/bench$small" "${tunnel[@]}" --concurrency $c --duration $d_lat)
-  read -r ss1 sc1 < <(hsum "$stub_metrics" causeway_tunnel_response_headers_seconds)
-  read -r as1 ac1 < <(hsum http://127.0.0.1:19445 causeway_agent_response_headers_seconds)
-  split[$c]=$(python3 -c "print(f'stub {($ss1-$ss0)/max($sc1-$sc0,1)*1e6:.0f} µs, agent {($as1-$as0)/max($ac1-$ac0,1)*1e6:.0f} µs')")
-  rj=; [ -z "$rh_api" ] || rj=$(timeout 120 "$gen" latency --url "$rh_api$small" "${direct[@]}" --concurrency $c --duration $d_lat)
-  echo "$dj" >>"$out/raw.jsonl"; echo "$ij" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"; [ -z "$rj" ] || echo "$rj" >>"$out/raw.jsonl"
-  for f in p50_us p99_us rps; do
-    dv=$(echo "$dj" | j $f); iv=$(echo "$ij" | j $f); tv=$(echo "$tj" | j $f)
-    rv=–; rd=–; [ -z "$rj" ] || { rv=$(echo "$rj" | j $f); rd=$(diff $dv $rv $f); }
-    echo "| small GET c=$c $f | $dv | $iv | $tv | $(diff $dv $tv $f) | $(diff $iv $tv $f) | $rv | $rd |" >>"$report"
-  done
-  echo "   c=$c p50/p99 us: direct $(echo "$dj" | j p50_us)/$(echo "$dj" | j p99_us), impersonated $(echo "$ij" | j p50_us)/$(echo "$ij" | j p99_us), tunnel $(echo "$tj" | j p50_us)/$(echo "$tj" | j p99_us)${rj:+, rathole $(echo "$rj" | j p50_us)/$(echo "$rj" | j p99_us)}"
-done
-for c in 1 32 128; do
-  echo "| small GET c=$c: mean time to response headers, stub (request in → headers out) / agent (request in → the API server's headers) | | | ${split[$c]} | | | | |" >>"$report"
-done
-dj=$(timeout 120 "$gen" throughput --url "$api$big" "${direct[@]}" --concurrency 4 --duration $d_big)
-tj=$(timeout 120 "$gen" throughput --url "$users/clusters/bench$big" "${tunnel[@]}" --concurrency 4 --duration $d_big)
-rj=; [ -z "$rh_api" ] || rj=$(timeout 120 "$gen" throughput --url "$rh_api$big" "${direct[@]}" --concurrency 4 --duration $d_big)
-echo "$dj" >>"$out/raw.jsonl"; echo "$tj" >>"$out/raw.jsonl"; [ -z "$rj" ] || echo "$rj" >>"$out/raw.jsonl"
-ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
-dm=$(echo "$dj" | j mib_per_s); tm=$(echo "$tj" | j mib_per_s); rm_=–; rr=–
-[ -z "$rj" ] || { rm_=$(echo "$rj" | j mib_per_s); rr=$(ratio "$rm_" "$dm"); }
-echo "| ~10 MiB list, c=4, MiB/s | $dm | | $tm | $(ratio "$tm" "$dm") | | $rm_ | $rr |" >>"$report"
-
-rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
-api_pid=$(pgrep -f "kube-apiserver.*$tbdir" | head -1 || true)
-watch='/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=600'
-s0=$(rss $stub_pid); a0=$(rss $agent_pid); p0=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
-# Measure once all 1,000 are open (the generator prints its line then) and have settled.
-wait_open() { for _ in $(seq 600); do [ -s "$1" ] && break; sleep 0.1; done; sleep 3; }
-timeout 180 "$gen" watches --url "$users/clusters/bench$watch" "${tunnel[@]}" --count 1000 --conns 20 --hold 8 >"$out/watches.json" &
-wpid=$!; wait_open "$out/watches.json"
-s1=$(rss $stub_pid); a1=$(rss $agent_pid); p1=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
-wait $wpid || true
-sleep 2
-pd0=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
-timeout 180 "$gen" watches --url "$api$watch" "${direct[@]}" --count 1000 --conns 20 --hold 8 >"$out/watches-direct.json" &
-wpid=$!; wait_open "$out/watches-direct.json"
-pd1=$( [ -n "$api_pid" ] && rss $api_pid || echo 0)
-wait $wpid || true
-{
-echo "| 1,000 idle watches: KiB per watch | apiserver $(( (pd1-pd0) )) KiB total, $(( (pd1-pd0)/1000 )) KiB each | stub $(( (s1-s0)/1000 )) KiB, agent $(( (a1-a0)/1000 )) KiB each (apiserver $(( (p1-p0)/1000 ))) | $(cat "$out/watches.json") |"
-echo
-} >>"$report"
-
-fi
-
-if [ $part != api ]; then
-echo "==> nginx, wrk, rathole"
+# nginx (the plain HTTP target, and port-forward's target in the API part).
 mkdir -p "$out/nginx/www" "$out/nginx/tmp"
 head -c 1024 /dev/urandom >"$out/nginx/www/1k.bin"; head -c 1048576 /dev/urandom >"$out/nginx/www/1m.bin"
-# A throwaway CA and a leaf for nginx (rustls refuses a CA certificate as the server's).
+pf_mib=64; [ $quick = 1 ] && pf_mib=32
+head -c $((pf_mib << 20)) /dev/urandom >"$out/nginx/www/big.bin"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout "$out/nginx/ca.key" -out "$out/nginx/ca.crt" 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$out/nginx/tls.key" -out "$out/nginx/tls.csr" 2>/dev/null
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$out/nginx/ext.cnf"
@@ -275,7 +281,193 @@ http {
 NGINX
 nginx -c "$nginx_conf" & pids+=($!)
 sleep 0.5
-# nginx stands in for an API server behind two more agents: "web" reaches it over plain
+
+if [ $part != plain ]; then
+echo "==> testbed"
+NO_COLOR=1 timeout 300 "$bin" testbed up --clusters bench --nodes 1 --state-dir "$out/testbed" >"$out/testbed.log" 2>&1
+tbkc=$out/testbed/bench/kubeconfig
+tbdir=$out/testbed/bench
+api=$(awk '/server:/{print $2; exit}' "$tbkc")
+K="$kubectl --kubeconfig $tbkc"
+$K apply -f "$root/examples/tunnel/agent-rbac.yaml" >/dev/null
+$K create clusterrolebinding bench-dev --clusterrole=cluster-admin --group=dev >/dev/null
+$K -n causeway-system create token causeway-agent --duration 2h >"$out/sa.token"
+$K create namespace bench >/dev/null
+# ~10 MiB list: 12 ConfigMaps of ~880 KiB each.
+head -c 675000 /dev/urandom | base64 -w0 >"$out/blob"
+for i in $(seq 1 12); do
+  $K -n bench create configmap "big-$i" --from-file=blob="$out/blob" >/dev/null
+done
+# A running pod (kwok) for exec and port-forward; its port 80 forwards to nginx.
+$K -n bench create deployment web --image=registry.invalid/web:1 >/dev/null
+ca_direct=$tbdir/pki/ca.crt; cert_direct=$tbdir/pki/admin.crt; key_direct=$tbdir/pki/admin.key
+
+echo "==> agents for the testbed cluster: causeway, remotedialer, frpc, rathole"
+NO_COLOR=1 CAUSEWAY_LOG=warn "$bin" agent --stub "$agents" --cluster bench --token "$tok" --ca-hash "$hash" \
+  --state-dir "$out/agent" --kubeconfig "$tbkc" --token-file "$out/sa.token" --metrics-listen 127.0.0.1:19445 \
+  2>"$out/agent.log" & pids+=($!); agent_pid=$!
+stub_metrics=$(grep -o 'listening on metrics http://[0-9.:]*' "$out/stub.log" | awk '{print $4}')
+start_hub_agent bench "$api" "$ca_direct" "$out/sa.token"; hub_agent_api_pid=$hub_agent_pid
+# frp: the http2https plugin re-issues the request to the API server over TLS with the
+# agent's token and alice's impersonation headers (frp has no per-user identity: one
+# httpUser per proxy). Header names are TOML keys.
+start_frpc api api.bench "[proxies.plugin]
+type = \"http2https\"
+localAddr = \"${api#https://}\"
+hostHeaderRewrite = \"${api#https://}\"
+requestHeaders.set.Authorization = \"Bearer $(cat "$out/sa.token")\"
+requestHeaders.set.Impersonate-User = \"alice\"
+requestHeaders.set.Impersonate-Group = \"dev\"
+
+# kubectl (client-go) no longer sends basic auth: exec and port-forward through frp use
+# this second proxy of the same frpc, the same plugin without httpUser.
+[[proxies]]
+name = \"api-kubectl\"
+type = \"http\"
+customDomains = [\"127.0.0.1\"]
+[proxies.plugin]
+type = \"http2https\"
+localAddr = \"${api#https://}\"
+hostHeaderRewrite = \"${api#https://}\"
+requestHeaders.set.Authorization = \"Bearer $(cat "$out/sa.token")\"
+requestHeaders.set.Impersonate-User = \"alice\"
+requestHeaders.set.Impersonate-Group = \"dev\""; frpc_api_pid=$frpc_pid
+api_hostport=${api#https://}; api_host=${api_hostport%:*}
+rh_api=
+if [ $have_rathole = 1 ]; then
+  start_rathole api 127.0.0.1:2336 "$api_host:16443" "$api_hostport"; rh_api_pids="$rh_server_pid $rh_client_pid"
+  wait_ok "https://$api_host:16443/version" --cacert "$ca_direct" --cert "$cert_direct" --key "$key_direct" && rh_api=https://$api_host:16443
+fi
+wait_ok "$users/clusters/bench/version" --cacert "$out/stub-ca.crt" --cert "$out/alice.crt" --key "$out/alice.key"
+wait_ok "$hub/k8s/clusters/bench/version" --cacert "$out/hub/ca.crt" --cert "$out/hub/alice.crt" --key "$out/hub/alice.key"
+wait_ok "http://127.0.0.1:$frp_vhost/api/v1/namespaces/default/configmaps?limit=1" -H "$basic" -H "Host: api.bench"
+
+small=/api/v1/namespaces/default/configmaps?limit=1
+big=/api/v1/namespaces/bench/configmaps
+watch='/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=600'
+api_paths="direct impersonated causeway remotedialer-hub remotedialer-hub-h2 frp"; [ -n "$rh_api" ] && api_paths="$api_paths rathole"
+# setp PATH URL-PATH: A = the loadgen's arguments for that path, P = its tunnel processes.
+setp() {
+  case $1 in
+    direct) A=(-url "$api$2" -ca "$ca_direct" -cert "$cert_direct" -key "$key_direct"); P=;;
+    impersonated) A=(-url "$api$2" -ca "$ca_direct" -token-file "$out/sa.token" -header "Impersonate-User: alice"
+                     -header "Impersonate-Group: dev" -header "Impersonate-Group: system:authenticated"); P=;;
+    causeway) A=(-url "$users/clusters/bench$2" -ca "$out/stub-ca.crt" -cert "$out/alice.crt" -key "$out/alice.key"); P="$stub_pid $agent_pid";;
+    remotedialer-hub) A=(-url "$hub/k8s/clusters/bench$2" -ca "$out/hub/ca.crt" -cert "$out/hub/alice.crt" -key "$out/hub/alice.key"); P="$hub_pid $hub_agent_api_pid";;
+    remotedialer-hub-h2) A=(-url "$hub/k8s/clusters-h2/bench$2" -ca "$out/hub/ca.crt" -cert "$out/hub/alice.crt" -key "$out/hub/alice.key"); P="$hub_pid $hub_agent_api_pid";;
+    frp) A=(-url "http://127.0.0.1:$frp_vhost$2" -host api.bench -h1 -basic "alice:$frp_pass"); P="$frps_pid $frpc_api_pid";;
+    rathole) A=(-url "$rh_api$2" -ca "$ca_direct" -cert "$cert_direct" -key "$key_direct"); P="$rh_api_pids";;
+  esac
+}
+echo "==> kube-apiserver: small GET, lists"
+declare -A split
+for c in 1 32; do
+  for p in $api_paths; do
+    setp $p "$small"
+    if [ $p = causeway ]; then
+      read -r ss0 sc0 < <(hsum "$stub_metrics" causeway_tunnel_response_headers_seconds)
+      read -r as0 ac0 < <(hsum http://127.0.0.1:19445 causeway_agent_response_headers_seconds)
+      perf_start "api-get-c$c" "${P// /,}" "$d_lat"
+    fi
+    gen $p "GET c=$c" latency $c $d_lat "$P" -- "${A[@]}"
+    if [ $p = causeway ]; then
+      perf_stop
+      read -r ss1 sc1 < <(hsum "$stub_metrics" causeway_tunnel_response_headers_seconds)
+      read -r as1 ac1 < <(hsum http://127.0.0.1:19445 causeway_agent_response_headers_seconds)
+      split[$c]=$(python3 -c "print(f'stub {($ss1-$ss0)/max($sc1-$sc0,1)*1e6:.0f} µs, agent {($as1-$as0)/max($ac1-$ac0,1)*1e6:.0f} µs')")
+    fi
+  done
+done
+for p in $api_paths; do
+  setp $p "$big"
+  [ $p = causeway ] && perf_start api-list "${P// /,}" "$d_big"
+  gen $p "list 10 MiB c=4" throughput 4 $d_big "$P" -- "${A[@]}"
+  [ $p = causeway ] && perf_stop
+done
+
+echo "==> 1,000 idle watches"
+for p in $api_paths; do
+  [ $p = direct ] || [ $p = impersonated ] && continue
+  setp $p "$watch"
+  sleep 2
+  r0=$(rss $P)
+  timeout 180 "$loadgen" watches -count 1000 -conns 20 -hold $hold "${A[@]}" >"$out/watches-$p.json" &
+  wpid=$!
+  for _ in $(seq 900); do [ -s "$out/watches-$p.json" ] && break; sleep 0.1; done; sleep 2
+  r1=$(rss $P)
+  wait $wpid || true
+  python3 -c "import json,sys; a=sys.argv; d=json.load(open(a[1])); r0,r1=int(a[3]),int(a[4]); d.update(path=a[2], test='1,000 idle watches', kib_per_watch=round((r1-r0)/1000,1), rss_before_kib=r0, rss_after_kib=r1); open(a[5],'a').write(json.dumps(d)+'\\n')" \
+    "$out/watches-$p.json" $p "$r0" "$r1" "$results"
+  echo "   $p watches: $(cat "$out/watches-$p.json"), RSS $r0 → $r1 KiB"
+done
+
+echo "==> exec and port-forward through kubectl"
+# mkkc PATH: a kubeconfig for kubectl on that path.
+mkkc() {
+  local f=$out/kc-$1 server ca= user
+  case $1 in
+    direct) server=$api; ca=$ca_direct; user="client-certificate: $cert_direct
+    client-key: $key_direct";;
+    causeway) server=$users/clusters/bench; ca=$out/stub-ca.crt; user="client-certificate: $out/alice.crt
+    client-key: $out/alice.key";;
+    remotedialer-hub) server=$hub/k8s/clusters/bench; ca=$out/hub/ca.crt; user="client-certificate: $out/hub/alice.crt
+    client-key: $out/hub/alice.key";;
+    frp) server=http://127.0.0.1:$frp_vhost; user="token: unused";;
+    rathole) server=$rh_api; ca=$ca_direct; user="client-certificate: $cert_direct
+    client-key: $key_direct";;
+  esac
+  cat >"$f" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster:
+    server: $server
+${ca:+    certificate-authority: $ca}
+users:
+- name: u
+  user:
+    $user
+contexts:
+- name: c
+  context: {cluster: c, user: u, namespace: bench}
+current-context: c
+KC
+  echo "$f"
+}
+$K -n bench wait --for=condition=Available deployment/web --timeout=60s >/dev/null
+pod=$($K -n bench get pods -l app=web -o jsonpath='{.items[0].metadata.name}')
+printf '{"apiVersion":"kwok.x-k8s.io/v1alpha1","kind":"PortForward","metadata":{"name":"%s","namespace":"bench"},"spec":{"forwards":[{"ports":[80],"target":{"address":"127.0.0.1","port":18080}}]}}' "$pod" | $K apply -f - >/dev/null
+sleep 2
+exec_mib=$((pf_mib * 2))
+for p in direct causeway remotedialer-hub frp rathole; do
+  [ $p = rathole ] && [ -z "$rh_api" ] && continue
+  kc=$(mkkc $p); setp $p x
+  # exec: the pod's stdout is $exec_mib MiB of zeros (kwok runs the command on this machine).
+  s0=$(sample $P); t0=$(date +%s.%N)
+  n=$(timeout 120 $kubectl --kubeconfig "$kc" exec "$pod" -- head -c $((exec_mib << 20)) /dev/zero 2>"$out/exec-$p.err" | wc -c) || true
+  t1=$(date +%s.%N); s1=$(sample $P)
+  python3 "$tp" rec "$results" $p "exec stdout" "{\"requests\": $((n >> 20)), \"bytes\": $n, \"mib_per_s\": $(python3 -c "print(round($n/1048576/($t1-$t0),1))"), \"errors\": $([ "$n" = $((exec_mib << 20)) ] && echo 0 || echo 1)}" "$s0" "$s1"
+  # port-forward: kubectl port-forward to the pod's port 80 (nginx), $pf_mib MiB downloaded twice.
+  timeout 120 $kubectl --kubeconfig "$kc" port-forward "pod/$pod" 0:80 >"$out/pf-$p.log" 2>&1 & pfpid=$!
+  for _ in $(seq 100); do grep -q 'Forwarding from 127.0.0.1' "$out/pf-$p.log" && break; sleep 0.1; done
+  lport=$(grep -o 'Forwarding from 127.0.0.1:[0-9]*' "$out/pf-$p.log" | head -1 | awk -F: '{print $2}')
+  n=0
+  if [ -n "$lport" ]; then
+    curl -s -o /dev/null "http://127.0.0.1:$lport/1k.bin" || true
+    s0=$(sample $P); t0=$(date +%s.%N)
+    for _ in 1 2; do n=$((n + $(timeout 60 curl -s "http://127.0.0.1:$lport/big.bin" | wc -c))); done
+    t1=$(date +%s.%N); s1=$(sample $P)
+  fi
+  kill $pfpid 2>/dev/null || true; wait $pfpid 2>/dev/null || true
+  [ -n "$lport" ] && python3 "$tp" rec "$results" $p "port-forward download" "{\"requests\": $((n >> 20)), \"bytes\": $n, \"mib_per_s\": $(python3 -c "print(round($n/1048576/($t1-$t0),1))"), \"errors\": $([ "$n" = $((pf_mib << 21)) ] && echo 0 || echo 1)}" "$s0" "$s1"
+  echo "   $p: exec and port-forward done ($(tail -c 300 "$out/pf-$p.log" | tr '\n' ' '))"
+done
+fi
+
+if [ $part != api ]; then
+echo "==> plain HTTP: nginx through every path (wrk)"
+# nginx stands in for an API server behind more agents: "web" reaches it over plain
 # HTTP/1.1 on loopback (as rathole's client does), "webtls" over TLS + HTTP/2 (as an
 # agent reaches a real kube-apiserver).
 echo unused >"$out/web.token"
@@ -296,87 +488,76 @@ KC
 }
 start_web_agent web http://127.0.0.1:18080; agent_web_pid=$!
 start_web_agent webtls https://127.0.0.1:18443; agent_webtls_pid=$!
-start_web_agent webstreams http://127.0.0.1:18080 --data-connections 0; agent_webstreams_pid=$!
-bearer="Authorization: Bearer bench-token-0123456789abcdef0123456789"
-for c in web webtls webstreams; do
-  for _ in $(seq 100); do curl -sfk -o /dev/null -H "$bearer" "$users/clusters/$c/1k.bin" && break; sleep 0.2; done
+start_hub_agent web http://127.0.0.1:18080 "" "$out/web.token"; hub_agent_web_pid=$hub_agent_pid
+start_frpc web web.bench "localIP = \"127.0.0.1\"
+localPort = 18080"; frpc_web_pid=$frpc_pid
+for c in web webtls; do
+  wait_ok "$users/clusters/$c/1k.bin" --cacert "$out/stub-ca.crt" -H "$bearer"
   curl -sf --cacert "$out/stub-ca.crt" -H "$bearer" "$users/clusters/$c/1m.bin" | cmp - "$out/nginx/www/1m.bin"
 done
-
+wait_ok "$hub/k8s/clusters/web/1k.bin" --cacert "$out/hub/ca.crt" -H "$bearer"
+curl -sf --cacert "$out/hub/ca.crt" -H "$bearer" "$hub/k8s/clusters/web/1m.bin" | cmp - "$out/nginx/www/1m.bin"
+wait_ok "http://127.0.0.1:$frp_vhost/1k.bin" -H "$basic" -H "Host: web.bench"
+curl -sf -H "$basic" -H "Host: web.bench" "http://127.0.0.1:$frp_vhost/1m.bin" | cmp - "$out/nginx/www/1m.bin"
 if [ $have_rathole = 1 ]; then
-  start_rathole web 127.0.0.1:2335 127.0.0.1:18094 127.0.0.1:18080
-  for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18094/1k.bin && break; sleep 0.2; done
+  start_rathole web 127.0.0.1:2335 127.0.0.1:18094 127.0.0.1:18080; rh_web_pids="$rh_server_pid $rh_client_pid"
+  wait_ok http://127.0.0.1:18094/1k.bin
 fi
 
-wrk_rps() { awk '/Requests\/sec/{print $2}'; }
-wrk_lat() { awk -v q="$1" '$1==q{print $2}'; }
-cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/"$p"/stat))); done; echo $t; }
-declare -A CPU
-run_wrk() { # name url conns size extra-header; CPU[name-size-c] = µs of the tunnel's processes per request
-  local name=$1 url=$2 c=$3 size=$4; shift 4
-  local procs=()
-  case $name in
-    tunnel) procs=("$stub_pid" "$agent_web_pid");; tunnel-tls) procs=("$stub_pid" "$agent_webtls_pid");;
-    tunnel-streams) procs=("$stub_pid" "$agent_webstreams_pid");;
-    rathole) procs=("$rh_server_pid" "$rh_client_pid");;
-  esac
-  timeout 10 wrk -t2 -c"$c" -d3s "$@" "$url/$size" >/dev/null 2>&1 || true
-  local prof=
-  if [ $perf = 1 ] && [ "$name" = tunnel ] && [ "$c" != 1 ]; then
-    perf record -F 499 --call-graph dwarf,32768 -p "$stub_pid,$agent_web_pid" -o "$out/perf-$name-$size.data" -- sleep "$d_wrk" >/dev/null 2>&1 &
-    prof=$!
-  fi
-  local t0=0; [ ${#procs[@]} = 0 ] || t0=$(cpu_ticks "${procs[@]}")
-  timeout $((d_wrk + 25)) wrk -t$([ "$c" = 1 ] && echo 1 || echo 2) -c"$c" -d${d_wrk}s --latency "$@" "$url/$size" >"$out/wrk-$name-$size-c$c.txt" 2>&1
-  if [ ${#procs[@]} != 0 ]; then
-    local n; n=$(awk '/requests in/{print $1}' "$out/wrk-$name-$size-c$c.txt")
-    CPU[$name-$size-c$c]=$(( ($(cpu_ticks "${procs[@]}") - t0) * 1000000 / $(getconf CLK_TCK) / n ))
-  else
-    CPU[$name-$size-c$c]="–"
-  fi
-  [ -z "$prof" ] || wait "$prof" || true
-}
-{
-echo "## Plain HTTP (nginx), wrk, ${d_wrk} s per run"
-echo
-echo "direct-tls = wrk → nginx over TLS (HTTP/1.1): what TLS alone costs on this machine; the"
-echo "stub must terminate users' TLS, while the direct and rathole paths are plaintext for wrk."
-echo "tunnel = wrk → stub (TLS, bearer token, audit on) → agent → nginx over plain HTTP/1.1 on"
-echo "loopback (short requests over the agent's HTTP/1.1 data connections when idle);"
-echo "tunnel-streams = the same with --data-connections 0 (every request a stream of the"
-echo "HTTP/2 session); tunnel-tls = agent → nginx over TLS + HTTP/2; rathole = wrk →"
-echo "rathole server → (TLS) → rathole client → nginx. CPU = utime+stime of the two tunnel"
-echo "processes per request (/proc), in µs."
-echo
-echo "| path | 1 KiB c=32 req/s | ratio | CPU | 1 MiB c=32 req/s | ratio | CPU | 1 KiB c=1 p50 / p99 | added p50 |"
-echo "|---|---|---|---|---|---|---|---|---|"
-} >>"$report"
-declare -A R
-paths="direct direct-tls tunnel tunnel-streams tunnel-tls"; [ $have_rathole = 1 ] && paths="$paths rathole"
-for p in $paths; do
+# run_wrk PATH URL CONNS SIZE [wrk args]: one wrk run recorded in results.jsonl.
+run_wrk() {
+  local p=$1 url=$2 c=$3 size=$4; shift 4
+  local procs=
   case $p in
-    direct) url=http://127.0.0.1:18080; hdr=();;
-    direct-tls) url=https://127.0.0.1:18443; hdr=();;
-    tunnel) url=$users/clusters/web; hdr=(-H "$bearer");;
-    tunnel-tls) url=$users/clusters/webtls; hdr=(-H "$bearer");;
-    tunnel-streams) url=$users/clusters/webstreams; hdr=(-H "$bearer");;
-    rathole) url=http://127.0.0.1:18094; hdr=();;
+    causeway) procs="$stub_pid $agent_web_pid";; causeway-tls) procs="$stub_pid $agent_webtls_pid";;
+    remotedialer-hub) procs="$hub_pid $hub_agent_web_pid";; frp) procs="$frps_pid $frpc_web_pid";;
+    rathole) procs="$rh_web_pids";;
   esac
-  for size in 1k.bin 1m.bin; do run_wrk $p "$url" 32 $size "${hdr[@]}"; done
-  run_wrk $p "$url" 1 1k.bin "${hdr[@]}"
-  R[$p-1k]=$(wrk_rps <"$out/wrk-$p-1k.bin-c32.txt"); R[$p-1m]=$(wrk_rps <"$out/wrk-$p-1m.bin-c32.txt")
-  R[$p-p50]=$(wrk_lat 50% <"$out/wrk-$p-1k.bin-c1.txt"); R[$p-p99]=$(wrk_lat 99% <"$out/wrk-$p-1k.bin-c1.txt")
-  echo "   $p: 1k ${R[$p-1k]} req/s, 1m ${R[$p-1m]} req/s, c=1 p50 ${R[$p-p50]}"
+  timeout 10 wrk -t2 -c"$c" -d2s "$@" "$url/$size" >/dev/null 2>&1 || true
+  local test="nginx ${size%.bin} c=$c" tag=$p-${size%.bin}-c$c
+  [ $p = causeway ] && perf_start "plain-${size%.bin}-c$c" "${procs// /,}" "$d_wrk"
+  local s0 s1; s0=$(sample $procs)
+  { time timeout $((d_wrk + 25)) wrk -t$([ "$c" = 1 ] && echo 1 || echo 2) -c"$c" -d${d_wrk}s --latency "$@" "$url/$size" >"$out/wrk-$tag.txt" 2>&1; } 2>"$out/time-$tag.txt" || true
+  s1=$(sample $procs)
+  [ $p = causeway ] && perf_stop
+  python3 "$tp" rec "$results" "$p" "$test" "$(python3 "$tp" wrk "$out/wrk-$tag.txt" "$out/time-$tag.txt")" "$s0" "$s1"
+  echo "   $p $test: $(grep -E 'Requests/sec' "$out/wrk-$tag.txt" | xargs)"
+}
+TIMEFORMAT='%3U %3S'
+plain_paths="direct direct-tls causeway causeway-tls remotedialer-hub frp"; [ $have_rathole = 1 ] && plain_paths="$plain_paths rathole"
+for size_c in "1k.bin 32" "1m.bin 32" "1k.bin 1"; do
+  set -- $size_c
+  for p in $plain_paths; do
+    case $p in
+      direct) run_wrk $p http://127.0.0.1:18080 $2 $1;;
+      direct-tls) run_wrk $p https://127.0.0.1:18443 $2 $1;;
+      causeway) run_wrk $p "$users/clusters/web" $2 $1 -H "$bearer";;
+      causeway-tls) run_wrk $p "$users/clusters/webtls" $2 $1 -H "$bearer";;
+      remotedialer-hub) run_wrk $p "$hub/k8s/clusters/web" $2 $1 -H "$bearer";;
+      frp) run_wrk $p "http://127.0.0.1:$frp_vhost" $2 $1 -H "$basic" -H "Host: web.bench";;
+      rathole) run_wrk $p http://127.0.0.1:18094 $2 $1;;
+    esac
+  done
 done
-us() { python3 -c "s='$1'; print(float(s[:-2])*1000 if s.endswith('ms') else float(s[:-2]) if s.endswith('us') else float(s[:-1])*1e6)"; }
-for p in $paths; do
-  r1=$(python3 -c "print(f'{${R[$p-1k]}/${R[direct-1k]}:.2f}')"); r2=$(python3 -c "print(f'{${R[$p-1m]}/${R[direct-1m]}:.2f}')")
-  add=$(python3 -c "print(f'{$(us ${R[$p-p50]})-$(us ${R[direct-p50]}):+.0f} us')")
-  echo "| $p | ${R[$p-1k]} | $r1 | ${CPU[$p-1k.bin-c32]} | ${R[$p-1m]} | $r2 | ${CPU[$p-1m.bin-c32]} | ${R[$p-p50]} / ${R[$p-p99]} | $add |" >>"$report"
-done
-[ $have_rathole = 1 ] || echo "rathole was not found at $rathole: run \`cargo install rathole --root .cache/rathole\` for the peer row." >>"$report"
-echo >>"$report"
-echo "Raw: $out (wrk-*.txt, raw.jsonl, watches*.json)" >>"$report"
+fi
+
+{
+echo "# Tunnel benchmark $(date -u +%FT%TZ)"
+echo
+echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); load generator, servers and all tunnels share them."
+echo "Causeway commit: $(cd "$root" && git rev-parse --short HEAD)$(cd "$root" && git diff --quiet HEAD -- tunnel src || echo ' + uncommitted changes in tunnel/ or src/')."
+echo "Binaries: $(cat "$out/binaries.txt")."
+echo
+python3 "$tp" render "$results"
+echo
+if [ -n "${split[1]:-}" ]; then
+  echo "Causeway, mean time to response headers: c=1 ${split[1]}; c=32 ${split[32]} (stub: request in → headers out; agent: request in → the API server's headers)."
+  echo
+fi
+[ $have_rathole = 1 ] || echo "rathole was not found at $rathole: run \`cargo install rathole --root .cache/rathole\` for its rows."
+echo "Raw: $out (results.jsonl, wrk-*.txt, watches-*.json, perf-*.txt)"
+} >"$report"
 echo
 cat "$report"
-fi
+for f in "$out"/perf-*.txt; do [ -e "$f" ] && { echo "== $f"; head -25 "$f"; }; done
+exit 0

@@ -1,0 +1,3 @@
+module causeway.dev/bench/loadgen
+
+go 1.26
