@@ -40,6 +40,9 @@ pub struct Prepared {
     pub scope: u8,
     /// Whether the reply depends on the client network.
     pub per_client: bool,
+    /// Extended DNS Error (RFC 8914) info code sent in the OPT, when the query has EDNS:
+    /// 20 (Not Authoritative) for a name outside our zones, as Knot sends.
+    pub ede: Option<u16>,
     /// Counter of this (zone, qtype, rcode).
     pub query_counter: IntCounter,
     /// Counters of answered (cluster, policy), and fail-open.
@@ -86,7 +89,11 @@ struct Builder<'a> {
     scope: u8,
     per_client: bool,
     counters: Vec<IntCounter>,
+    ede: Option<u16>,
 }
+
+/// EDE info code 20, Not Authoritative (RFC 8914 §4.21).
+const EDE_NOT_AUTHORITATIVE: u16 = 20;
 
 /// Class IN.
 const CLASS_IN: u16 = 1;
@@ -112,6 +119,7 @@ pub fn prepare(
         msg: Message::response(0, OpCode::Query),
         scope: 0,
         per_client: false,
+        ede: None,
         counters: Vec::new(),
     };
     let name = name_from_wire(qname).unwrap_or_else(Name::root);
@@ -147,6 +155,7 @@ pub fn prepare(
         rcode,
         scope: b.scope,
         per_client: b.per_client,
+        ede: b.ede,
         query_counter: metrics.queries(&zone_label, qtype_label(qtype), rcode.as_str()),
         answer_counters: b.counters.into_boxed_slice(),
         pending: std::cell::Cell::new(0),
@@ -183,7 +192,10 @@ impl Builder<'_> {
     fn resolve(&mut self, qname: &[u8], name: Name, rtype: RecordType) -> (String, Rcode, bool) {
         let zones: &Zones = &self.snap.zones;
         match zones.find(qname, rtype) {
-            Found::Refused => ("-".into(), Rcode::Refused, false),
+            Found::Refused => {
+                self.ede = Some(EDE_NOT_AUTHORITATIVE);
+                ("-".into(), Rcode::Refused, false)
+            }
             Found::Referral(zone, node) => {
                 let ns = node.rrset(RecordType::NS).unwrap_or_default();
                 self.msg.authorities.extend(ns.iter().cloned());

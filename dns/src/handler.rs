@@ -238,7 +238,8 @@ impl Handler {
             (None, _) => 0,
             (Some(_), None) => 11,
             (Some(_), Some(e)) => 11 + 8 + usize::from(e.source_len.div_ceil(8)),
-        } + nsid.map_or(0, |n| 4 + n.len());
+        } + nsid.map_or(0, |n| 4 + n.len())
+            + prepared.ede.map_or(0, |_| 6);
         let limit = match transport {
             Transport::Udp => q.udp_limit(),
             Transport::Tcp => usize::from(u16::MAX),
@@ -276,6 +277,7 @@ impl Handler {
                     dnssec_ok: edns.dnssec_ok,
                     ecs: ecs.as_ref().map(|e| (e, scope)),
                     nsid,
+                    ede: prepared.ede,
                 },
             );
             let ar = u16::from_be_bytes([out[10], out[11]]).saturating_add(1);

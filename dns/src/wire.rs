@@ -256,6 +256,8 @@ fn skip_rr(p: &[u8], pos: usize) -> Option<(usize, u16, &[u8])> {
 
 /// Option code of NSID (RFC 5001).
 const OPTION_NSID: u16 = 3;
+/// Option code of Extended DNS Errors (RFC 8914).
+const OPTION_EDE: u16 = 15;
 
 /// The options of an OPT record: (ECS, whether NSID was asked for).
 fn parse_options(mut rdata: &[u8]) -> Result<(Option<ClientSubnet>, bool), EcsError> {
@@ -292,6 +294,8 @@ pub struct OptReply<'a> {
     pub ecs: Option<(&'a ClientSubnet, u8)>,
     /// NSID payload, when the query asked and the server has one (RFC 5001).
     pub nsid: Option<&'a [u8]>,
+    /// Extended DNS Error info code, no extra text (RFC 8914).
+    pub ede: Option<u16>,
 }
 
 /// Appends an OPT record (our UDP size, extended rcode, DO, ECS and NSID as given).
@@ -312,6 +316,11 @@ pub fn write_opt(out: &mut Vec<u8>, opt: OptReply<'_>) {
         out.extend_from_slice(&OPTION_NSID.to_be_bytes());
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&id[..usize::from(len)]);
+    }
+    if let Some(code) = opt.ede {
+        out.extend_from_slice(&OPTION_EDE.to_be_bytes());
+        out.extend_from_slice(&2u16.to_be_bytes());
+        out.extend_from_slice(&code.to_be_bytes());
     }
     let rdlen = (out.len() - len_at - 2) as u16;
     out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
@@ -361,6 +370,7 @@ pub fn write_reject(p: &[u8], reject: Reject, nsid: Option<&[u8]>, out: &mut Vec
                 dnssec_ok,
                 ecs: None,
                 nsid: nsid.filter(|_| asked),
+                ede: None,
             }),
         ),
     };
