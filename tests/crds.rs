@@ -3,39 +3,16 @@
 //! binaries load are accepted as custom resources, while what the loaders refuse (an unknown
 //! field, a wrong type, a missing required field) is refused by the API server too.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use causeway_testbed::testing::{Kubectl, run, run_ok, run_with_stdin};
+use causeway_testbed::testing::{Kubectl, run_ok, run_with_stdin};
 
-const CRD_DIR: &str = "charts/causeway-hub/crds";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "support/crds.rs"]
+mod crds_support;
+use crds_support::{CRD_DIR, apply_crds, create_namespace, files, root};
 
 fn causeway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_causeway"))
-}
-
-/// Every file of a directory: name → content.
-fn files(dir: &Path) -> BTreeMap<String, String> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| {
-            let path = e.expect("directory entry").path();
-            let name = path
-                .file_name()
-                .expect("a file name")
-                .to_string_lossy()
-                .into_owned();
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-            (name, text)
-        })
-        .collect()
 }
 
 #[test]
@@ -58,7 +35,7 @@ fn committed_crds_match_the_rust_types() {
     }
     assert_eq!(
         generated.len(),
-        6,
+        7,
         "one CRD per kind: {:?}",
         generated.keys()
     );
@@ -111,30 +88,9 @@ async fn the_api_server_takes_the_crds_and_the_examples_as_custom_resources() {
     let tb = causeway_testbed::shared().await;
     let c = tb.cluster("tb-a").expect("cluster tb-a");
     let k = Kubectl::admin(c);
-    let crds = root().join(CRD_DIR);
-    k.run(&[
-        "apply".as_ref(),
-        "--server-side".as_ref(),
-        "-f".as_ref(),
-        crds.as_os_str(),
-    ]);
-    let names: Vec<String> = files(&crds)
-        .keys()
-        .map(|f| format!("crd/{}", f.trim_end_matches(".yaml")))
-        .collect();
-    let mut wait = vec!["--for=condition=Established".to_owned()];
-    wait.extend(names.iter().cloned());
-    k.wait(
-        &wait.iter().map(String::as_str).collect::<Vec<_>>(),
-        Duration::from_secs(60),
-    );
+    apply_crds(&k);
     let ns = "crds-examples";
-    let out = run(k.cmd().args(["create", "namespace", ns]));
-    assert!(
-        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("AlreadyExists"),
-        "create namespace: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create_namespace(&k, ns);
 
     // Every example document of a Causeway kind, as the binaries load it.
     let kinds = [
@@ -163,6 +119,25 @@ async fn the_api_server_takes_the_crds_and_the_examples_as_custom_resources() {
         kinds.len(),
         "an example of every kind: {seen:?}"
     );
+    // A Placement as the scheduler's leader writes it (no example file: it is never
+    // written by hand).
+    let placement = serde_json::json!({
+        "apiVersion": "causeway.dev/v1alpha1",
+        "kind": "Placement",
+        "metadata": {"name": "app.svc.example"},
+        "spec": {
+            "service": "app.svc.example.",
+            "targets": [
+                {"cluster": "idc-bj", "weight": 3, "role": "active", "health": "healthy",
+                 "addresses": ["192.0.2.11", "2001:db8::11"]},
+                {"cluster": "aws-sg", "weight": 1, "role": "draining", "health": "unknown"},
+            ],
+        },
+    });
+    serde_json::from_value::<causeway_model::Placement>(placement["spec"].clone())
+        .expect("the example is a causeway_model::Placement");
+    let mut docs = docs;
+    docs.push(placement.clone());
     for doc in &docs {
         if let Err(e) = apply(&k, ns, doc) {
             panic!("{} {} refused: {e}", doc["kind"], doc["metadata"]["name"]);
@@ -174,6 +149,22 @@ async fn the_api_server_takes_the_crds_and_the_examples_as_custom_resources() {
         let name = doc["metadata"]["name"].as_str().expect("a name");
         assert!(listed.contains(name), "{name} not listed:\n{listed}");
     }
+    let pl = k.run(&["get", "placements", "-n", ns]);
+    assert!(
+        pl.contains("SERVICE") && pl.contains("app.svc.example.") && pl.contains("idc-bj"),
+        "printer columns:\n{pl}"
+    );
+    // Defaults of the model (weight 100, role active, health unknown) are the schema's.
+    let stored = k.run(&[
+        "get",
+        "placement",
+        "app.svc.example",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.spec.targets[1].weight}",
+    ]);
+    assert_eq!(stored.trim(), "1");
     let bp = k.run(&["get", "burstpolicies", "-n", ns]);
     assert!(
         bp.contains("DEPLOYMENT") && bp.contains("web"),
@@ -238,6 +229,36 @@ async fn the_api_server_takes_the_crds_and_the_examples_as_custom_resources() {
             Err(e) => assert!(
                 e.contains(expect),
                 "{what}: refused, but not for {expect:?}: {e}"
+            ),
+        }
+    }
+    // A Placement's cluster is a cluster ID; roles and health are the model's enums.
+    for (what, mutate, expect) in [
+        (
+            "cluster that is not a DNS label",
+            (|d: &mut serde_json::Value| d["spec"]["targets"][0]["cluster"] = "IDC_BJ".into())
+                as fn(&mut serde_json::Value),
+            "should match",
+        ),
+        (
+            "unknown role",
+            |d| d["spec"]["targets"][0]["role"] = "primary".into(),
+            "Unsupported value",
+        ),
+        (
+            "unknown field",
+            |d| d["spec"]["targets"][0]["zone"] = "x".into(),
+            "field not declared in schema",
+        ),
+    ] {
+        let mut d = placement.clone();
+        d["metadata"]["name"] = "bad".into();
+        mutate(&mut d);
+        match apply(&k, ns, &d) {
+            Ok(out) => panic!("Placement, {what}: accepted: {out}"),
+            Err(e) => assert!(
+                e.contains(expect),
+                "Placement, {what}: refused, but not for {expect:?}: {e}"
             ),
         }
     }

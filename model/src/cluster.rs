@@ -54,6 +54,24 @@ impl fmt::Display for ClusterId {
     }
 }
 
+/// A string of 1–63 characters, lower-case letters, digits and `-` (the rules of
+/// [`ClusterId::new`]), so the API server refuses what the loaders refuse.
+impl schemars::JsonSchema for ClusterId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ClusterId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A cluster ID: a DNS label (lower-case letters, digits and '-').",
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 63,
+            "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        })
+    }
+}
+
 impl TryFrom<String> for ClusterId {
     type Error = ClusterIdError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
@@ -100,6 +118,13 @@ mod tests {
         ] {
             assert!(ClusterId::new(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_schema_pattern_matches_the_rules() {
+        let schema = schemars::schema_for!(ClusterId);
+        assert_eq!(schema.get("maxLength"), Some(&63.into()));
+        assert!(schema.get("pattern").is_some());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::ClusterId;
 
 /// Whether a cluster can take traffic for a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Serving.

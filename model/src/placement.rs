@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::{ClusterId, Health};
 
 /// The role a cluster plays for a service.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Takes traffic (active-active, or the DR primary).
@@ -25,7 +27,7 @@ pub enum Role {
 }
 
 /// One cluster serving a service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlacementTarget {
     /// The cluster.
@@ -54,7 +56,7 @@ fn default_health() -> Health {
 }
 
 /// Which clusters serve one service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Placement {
     /// The service's DNS name, fully qualified (`app.svc.example.`).

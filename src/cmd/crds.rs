@@ -4,7 +4,7 @@
 //! definition.
 //!
 //! Group `causeway.dev`, version `v1alpha1`, namespaced, with a `status` subresource (written
-//! by production mode, not built yet) and the category `causeway` (`kubectl get causeway`).
+//! in production mode) and the category `causeway` (`kubectl get causeway`).
 //! The schemas are structural (kube's `StructuralSchemaRewriter`): `deny_unknown_fields`
 //! becomes pruning, which `kubectl apply` (strict field validation) turns into an error on an
 //! unknown field, as the loaders do.
@@ -121,6 +121,17 @@ fn kinds() -> Vec<Kind> {
             columns: &[],
         },
         Kind {
+            kind: "Placement",
+            plural: "placements",
+            short_names: &[],
+            description: "Which clusters serve a GSLB name, with weights, roles, health and addresses: written by the scheduler's leader, applied by every dns replica (docs/dns.md).",
+            spec: spec_schema::<causeway_model::Placement>(),
+            columns: &[
+                ("Service", ".spec.service", "string"),
+                ("Targets", ".spec.targets[*].cluster", "string"),
+            ],
+        },
+        Kind {
             kind: "AccessPolicy",
             plural: "accesspolicies",
             short_names: &[],
@@ -181,7 +192,7 @@ fn crd(k: &Kind) -> anyhow::Result<CustomResourceDefinition> {
         "properties": {
             "spec": k.spec,
             "status": {
-                "description": "Written by Causeway in production mode (not built yet).",
+                "description": "Written by Causeway in production mode: an Accepted condition for the generation read, and what the part adds (dns: health of GSLB names).",
                 "type": "object",
                 "x-kubernetes-preserve-unknown-fields": true,
             },
