@@ -818,4 +818,38 @@ spec:
         assert_eq!(e.field, "spec.origin");
         assert!(e.reason.contains("defined twice"), "{e}");
     }
+
+    #[test]
+    fn identity_and_tcp_limits() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.server.identity, IdentitySpec::default());
+        assert_eq!(c.server.identity.version(), None);
+        assert_eq!(c.server.tcp.max_connections_per_prefix, 64);
+        let with = |extra: &str| {
+            GOOD.replacen(
+                "  listen: [\"127.0.0.1:0\"]",
+                &format!("  listen: [\"127.0.0.1:0\"]\n{extra}"),
+                1,
+            )
+        };
+        let c = parse(&with(
+            "  identity: {id: ns-a, version: \"1.2\", nsid: true}",
+        ))
+        .unwrap();
+        assert_eq!(c.server.identity.version(), Some("1.2"));
+        assert_eq!(c.server.identity.nsid(), Some(&b"ns-a"[..]));
+        let c = parse(&with("  identity: {id: ns-a, version: hide}")).unwrap();
+        assert_eq!(
+            (c.server.identity.version(), c.server.identity.nsid()),
+            (None, None)
+        );
+        let e = parse(&with("  identity: {nsid: true}")).unwrap_err();
+        assert_eq!(e.field, "spec.identity.nsid");
+        let e = parse(&with(&format!("  identity: {{id: {}}}", "x".repeat(256)))).unwrap_err();
+        assert_eq!(e.field, "spec.identity.id");
+        let e = parse(&with("  tcp: {maxConnectionsPerPrefix: 0}")).unwrap_err();
+        assert_eq!(e.field, "spec.tcp.maxConnectionsPerPrefix");
+        let e = parse(&with("  tcp: {ipv6PrefixLength: 129}")).unwrap_err();
+        assert_eq!(e.field, "spec.tcp.ipv6PrefixLength");
+    }
 }
