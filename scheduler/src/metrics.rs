@@ -29,6 +29,9 @@ pub struct Metrics {
     pub failover_rto_seconds: GaugeVec,
     /// 1 for the cluster holding each failover policy's primary role.
     pub primary: IntGaugeVec,
+    /// Production mode: `status` writes to the hub's policy objects, by what was written
+    /// (`verdict`: Accepted or not; `decision`: the plan) and result (`ok`, `error`).
+    pub status_writes: IntCounterVec,
 }
 
 impl Metrics {
@@ -108,6 +111,14 @@ impl Metrics {
         registry.register(Box::new(failovers.clone()))?;
         registry.register(Box::new(failover_rto_seconds.clone()))?;
         registry.register(Box::new(primary.clone()))?;
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "causeway_scheduler_status_writes_total",
+                "Status writes to the hub's policy objects (production mode).",
+            ),
+            &["what", "result"],
+        )?;
+        registry.register(Box::new(status_writes.clone()))?;
         Ok(Self {
             registry,
             rounds,
@@ -120,6 +131,7 @@ impl Metrics {
             failovers,
             failover_rto_seconds,
             primary,
+            status_writes,
         })
     }
 

@@ -532,6 +532,15 @@ impl<'a> Policies<'a> {
 }
 
 impl<'a> PolicyRef<'a> {
+    /// Its `kind` (`BurstPolicy`, `SpreadPolicy`, `FailoverPolicy`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            PolicyRef::Burst(_) => "BurstPolicy",
+            PolicyRef::Spread(_) => "SpreadPolicy",
+            PolicyRef::Failover(_) => "FailoverPolicy",
+        }
+    }
+
     /// `metadata.name`.
     pub fn name(self) -> &'a str {
         match self {
@@ -729,77 +738,103 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     /// Reads and checks `files` (one `Scheduler` document in all, any number of policies).
     pub fn load(files: &[PathBuf]) -> Result<Self, ConfigError> {
-        let mut scheduler: Option<(SchedulerSpec, PathBuf)> = None;
-        let mut burst: Vec<BurstPolicy> = Vec::new();
-        let mut spread: Vec<SpreadPolicy> = Vec::new();
-        let mut failover: Vec<FailoverPolicy> = Vec::new();
-        // Checked against the Scheduler's interval once every file is read.
-        let mut failover_docs: Vec<Document> = Vec::new();
-        // Workload → the failover policy moving its role: nothing else may place it.
-        let mut names = BTreeSet::new();
-        // Workload → the first policy placing it (`Kind/name`): only BurstPolicies may share one.
-        let mut placers: BTreeMap<WorkloadRef, String> = BTreeMap::new();
+        let mut docs = Vec::new();
         for file in files {
-            for doc in causeway_config::read_file(file)? {
-                match doc.kind.as_str() {
-                    "Scheduler" => {
-                        if scheduler.is_some() {
-                            return Err(doc.error("kind", "only one Scheduler document is allowed"));
-                        }
-                        let mut spec: SchedulerSpec = doc.spec()?;
-                        spec.stub_kubeconfig = relative_to(file, &spec.stub_kubeconfig);
-                        if spec.interval.0 < Duration::from_millis(100) {
-                            return Err(doc.error("spec.interval", "must be at least 100ms"));
-                        }
-                        if spec.writes_per_second == 0 {
-                            return Err(doc.error("spec.writesPerSecond", "must be at least 1"));
-                        }
-                        scheduler = Some((spec, file.clone()));
-                    }
-                    "BurstPolicy" => {
-                        let spec: BurstSpec = doc.spec()?;
-                        check_burst(&doc, &spec)?;
-                        claim(&doc, &spec.workload, &mut names, &mut placers)?;
-                        burst.push(BurstPolicy {
-                            name: doc.name().to_string(),
-                            spec,
-                        });
-                    }
-                    "SpreadPolicy" => {
-                        let spec: SpreadSpec = doc.spec()?;
-                        check_spread(&doc, &spec)?;
-                        claim(&doc, &spec.workload, &mut names, &mut placers)?;
-                        spread.push(SpreadPolicy {
-                            name: doc.name().to_string(),
-                            spec,
-                        });
-                    }
-                    "FailoverPolicy" => {
-                        let spec: FailoverSpec = doc.spec()?;
-                        failover::check_failover(&doc, &spec)?;
-                        claim(&doc, &spec.workload, &mut names, &mut placers)?;
-                        failover.push(FailoverPolicy {
-                            name: doc.name().to_string(),
-                            spec,
-                        });
-                        failover_docs.push(doc);
-                    }
-                    _ => {
-                        return Err(doc.unknown_kind(&[
-                            "Scheduler",
-                            "BurstPolicy",
-                            "SpreadPolicy",
-                            "FailoverPolicy",
-                        ]));
-                    }
-                }
-            }
+            docs.extend(causeway_config::read_file(file)?);
         }
         let first = files
             .first()
             .map(PathBuf::as_path)
             .unwrap_or(Path::new("(no file)"));
-        let Some((scheduler, _)) = scheduler else {
+        let mut config = Self::checked(&docs, first)?;
+        config.files = files.to_vec();
+        Ok(config)
+    }
+
+    /// Checks `docs` (one `Scheduler` document in all, any number of policies), as
+    /// [`Self::load`] does once it has read its files. Production mode calls it on the
+    /// file's documents followed by the hub's objects (`causeway_hubstore::LastGood`);
+    /// each error names the document's file (or `hub:` object). [`Self::files`] lists the
+    /// documents' distinct files in order.
+    pub fn from_documents(docs: &[Document]) -> Result<Self, ConfigError> {
+        let first = docs
+            .first()
+            .map(Document::file)
+            .unwrap_or(Path::new("(no file)"));
+        Self::checked(docs, first)
+    }
+
+    fn checked(docs: &[Document], first: &Path) -> Result<Self, ConfigError> {
+        let mut scheduler: Option<SchedulerSpec> = None;
+        let mut files: Vec<PathBuf> = Vec::new();
+        let mut burst: Vec<BurstPolicy> = Vec::new();
+        let mut spread: Vec<SpreadPolicy> = Vec::new();
+        let mut failover: Vec<FailoverPolicy> = Vec::new();
+        // Checked against the Scheduler's interval once every document is read.
+        let mut failover_docs: Vec<&Document> = Vec::new();
+        // Workload → the failover policy moving its role: nothing else may place it.
+        let mut names = BTreeSet::new();
+        // Workload → the first policy placing it (`Kind/name`): only BurstPolicies may share one.
+        let mut placers: BTreeMap<WorkloadRef, String> = BTreeMap::new();
+        for doc in docs {
+            let file = doc.file();
+            if !files.iter().any(|f| f == file) {
+                files.push(file.to_path_buf());
+            }
+            match doc.kind.as_str() {
+                "Scheduler" => {
+                    if scheduler.is_some() {
+                        return Err(doc.error("kind", "only one Scheduler document is allowed"));
+                    }
+                    let mut spec: SchedulerSpec = doc.spec()?;
+                    spec.stub_kubeconfig = relative_to(file, &spec.stub_kubeconfig);
+                    if spec.interval.0 < Duration::from_millis(100) {
+                        return Err(doc.error("spec.interval", "must be at least 100ms"));
+                    }
+                    if spec.writes_per_second == 0 {
+                        return Err(doc.error("spec.writesPerSecond", "must be at least 1"));
+                    }
+                    scheduler = Some(spec);
+                }
+                "BurstPolicy" => {
+                    let spec: BurstSpec = doc.spec()?;
+                    check_burst(doc, &spec)?;
+                    claim(doc, &spec.workload, &mut names, &mut placers)?;
+                    burst.push(BurstPolicy {
+                        name: doc.name().to_string(),
+                        spec,
+                    });
+                }
+                "SpreadPolicy" => {
+                    let spec: SpreadSpec = doc.spec()?;
+                    check_spread(doc, &spec)?;
+                    claim(doc, &spec.workload, &mut names, &mut placers)?;
+                    spread.push(SpreadPolicy {
+                        name: doc.name().to_string(),
+                        spec,
+                    });
+                }
+                "FailoverPolicy" => {
+                    let spec: FailoverSpec = doc.spec()?;
+                    failover::check_failover(doc, &spec)?;
+                    claim(doc, &spec.workload, &mut names, &mut placers)?;
+                    failover.push(FailoverPolicy {
+                        name: doc.name().to_string(),
+                        spec,
+                    });
+                    failover_docs.push(doc);
+                }
+                _ => {
+                    return Err(doc.unknown_kind(&[
+                        "Scheduler",
+                        "BurstPolicy",
+                        "SpreadPolicy",
+                        "FailoverPolicy",
+                    ]));
+                }
+            }
+        }
+        let Some(scheduler) = scheduler else {
             return Err(ConfigError::file(
                 first,
                 "no Scheduler document in any file given",
@@ -809,7 +844,7 @@ impl SchedulerConfig {
             failover::check_interval(doc, &p.spec, scheduler.interval.0)?;
         }
         Ok(Self {
-            files: files.to_vec(),
+            files,
             scheduler,
             burst,
             spread,

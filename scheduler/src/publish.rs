@@ -14,15 +14,18 @@
 //! A draining cluster thus leaves the answers one TTL before its replicas go.
 //! Placements are sent when they change, and every 30 s again so that a restarted dns
 //! learns them. Where they go is a [`Destination`]: dns's HTTP API
-//! (`POST /v1/placement` at `dnsApi`), or a [`PlacementSink`] in the same process —
+//! (`POST /v1/placement` at `dnsApi`), a [`PlacementSink`] in the same process —
 //! `causeway hub` passes its dns as `RunOptions::dns` and [`Publisher::for_config`] then
-//! picks that sink whatever `dnsApi` says.
+//! picks that sink whatever `dnsApi` says — or, in production mode, `Placement` objects
+//! in the hub cluster that every dns replica watches ([`Publisher::to_hub`]; the ones it
+//! wrote earlier for names no longer placed are deleted).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use causeway_hubstore::Hub;
 use causeway_model::{Health, Placement, PlacementTarget, Role};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -48,6 +51,9 @@ pub enum PublishError {
     /// The in-process dns refused them.
     #[error("dns (in process): {0}")]
     InProcess(String),
+    /// The hub cluster did not take a `Placement` object.
+    #[error(transparent)]
+    Hub(#[from] causeway_hubstore::HubError),
 }
 
 /// A dns in the same process that takes placements (the hub adapts
@@ -121,6 +127,13 @@ pub enum Destination {
     },
     /// A dns in the same process.
     InProcess(Arc<dyn PlacementSink>),
+    /// `Placement` objects in the hub cluster (production mode), written by `manager`.
+    Hub {
+        /// The hub namespace.
+        hub: Hub,
+        /// The field manager and `app.kubernetes.io/managed-by` label of the objects.
+        manager: String,
+    },
 }
 
 impl std::fmt::Debug for Destination {
@@ -128,6 +141,7 @@ impl std::fmt::Debug for Destination {
         match self {
             Self::Http { url, .. } => write!(f, "Http({url})"),
             Self::InProcess(_) => f.write_str("InProcess"),
+            Self::Hub { hub, manager } => write!(f, "Hub({}, {manager})", hub.namespace()),
         }
     }
 }
@@ -166,6 +180,21 @@ impl Publisher {
         }
     }
 
+    /// `Placement` objects in `hub`, written (and deleted) as `manager`.
+    pub fn to_hub(hub: Hub, manager: &str) -> Self {
+        Self::to(Destination::Hub {
+            hub,
+            manager: manager.to_string(),
+        })
+    }
+
+    /// Forgets what was sent: the next [`Self::publish`] sends everything (a replica
+    /// that just became the leader does not know what the last one wrote).
+    pub fn forget(&mut self) {
+        self.last.clear();
+        self.last_sent = None;
+    }
+
     /// The scheduler's publisher: the in-process dns `in_process` when given (`dns_api`
     /// is then not used), else dns's API at `dns_api`, else none.
     pub fn for_config(
@@ -198,11 +227,38 @@ impl Publisher {
                 let body = serde_json::json!({ "placements": placements }).to_string();
                 post(url, authority, "/v1/placement", body).await?;
             }
+            Destination::Hub { hub, manager } => {
+                apply_in_hub(hub, manager, placements).await?;
+            }
         }
         self.last = placements.to_vec();
         self.last_sent = Some(Instant::now());
         Ok(true)
     }
+}
+
+/// Applies every placement as its `Placement` object and deletes the objects `manager`
+/// wrote before whose name is not among them. Unchanged objects are not rewritten
+/// (server-side apply of the same content is a no-op in the API server).
+async fn apply_in_hub(
+    hub: &Hub,
+    manager: &str,
+    placements: &[Placement],
+) -> Result<(), PublishError> {
+    for p in placements {
+        hub.apply_placement(p, manager).await?;
+    }
+    let keep: BTreeSet<String> = placements
+        .iter()
+        .map(|p| causeway_hubstore::placement_name(&p.service))
+        .collect();
+    for name in hub.placement_names(manager).await? {
+        if !keep.contains(&name) {
+            hub.delete_placement(&name).await?;
+            tracing::info!(placement = %name, "deleted: no policy places this name any more");
+        }
+    }
+    Ok(())
 }
 
 async fn post(url: &str, authority: &str, path: &str, body: String) -> Result<(), PublishError> {

@@ -12,6 +12,10 @@
 //! The policy files are read again when one changes; a file that does not load is
 //! logged with its `file:line:column` error and counted, and the last good policies
 //! keep running.
+//!
+//! In production mode ([`RunOptions::hub`], `production.rs`) the hub's policy objects
+//! are added to the files' documents, the leader writes their `status`, and placements
+//! also go to the hub as `Placement` objects.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -21,10 +25,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use causeway_election::LeaseConfig;
+use causeway_hubstore::Hub;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::coordination::v1::Lease;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -37,6 +43,10 @@ use crate::observe::{self, Clusters};
 use crate::plan::{self, Decision, Memory, Plan, Role};
 use crate::policy::SchedulerConfig;
 use crate::publish::{self, PlacementSink, Publisher};
+
+mod production;
+
+pub use production::{KINDS, MANAGER};
 
 /// Why the scheduler cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +98,13 @@ pub struct RunOptions {
     /// A dns in the same process (`causeway hub`): placements go there and `dnsApi` is
     /// not used.
     pub dns: Option<Arc<dyn PlacementSink>>,
+    /// The client of `lease` (production mode: the hub connection's); without it one is
+    /// made from `lease.kubeconfig`.
+    pub lease_api: Option<kube::Api<Lease>>,
+    /// Production mode: the hub's policy objects are added to the files' documents, the
+    /// leader writes their status and publishes placements as `Placement` objects there
+    /// (as well as to `dnsApi`, when set).
+    pub hub: Option<Hub>,
 }
 
 /// Runs the scheduler on `files` until `shutdown`.
@@ -101,11 +118,26 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let mut config = SchedulerConfig::load(&files)?;
+    let mut production = options
+        .hub
+        .clone()
+        .map(|hub| production::Production::new(hub, shutdown.clone()));
+    let mut config = match production.as_mut() {
+        None => SchedulerConfig::load(&files)?,
+        Some(p) => {
+            if !p.listed(&shutdown).await {
+                return Ok(());
+            }
+            p.load(&files)?
+        }
+    };
     let leader = match options.lease {
         None => None,
         Some(cfg) => {
-            let api = causeway_election::client(&cfg).await?;
+            let api = match options.lease_api {
+                Some(api) => api,
+                None => causeway_election::client(&cfg).await?,
+            };
             let (tx, rx) = watch::channel(false);
             info!(lease = %cfg.name, namespace = %cfg.namespace, identity = %cfg.identity, "campaigning for the scheduler Lease");
             tokio::spawn(causeway_election::run(api, cfg, tx, shutdown.clone()));
@@ -138,6 +170,10 @@ pub async fn run(
             .with_watches();
     let mut publisher =
         Publisher::for_config(config.scheduler.dns_api.as_deref(), options.dns.as_ref())?;
+    let mut hub_publisher = options
+        .hub
+        .clone()
+        .map(|hub| Publisher::to_hub(hub, MANAGER));
     let mut applier = Applier::new(config.scheduler.writes_per_second);
     let mut memory = Memory::default();
     let mut last: BTreeMap<(String, String), (u32, String)> = BTreeMap::new();
@@ -153,9 +189,14 @@ pub async fn run(
         let round = Instant::now();
         // Reload changed files; keep the last good configuration on error.
         let now_stamps = mtimes(&files);
-        if now_stamps != stamps {
+        let hub_changed = production.as_ref().is_some_and(|p| p.changed());
+        if now_stamps != stamps || hub_changed {
             stamps = now_stamps;
-            match SchedulerConfig::load(&files) {
+            let loaded = match production.as_mut() {
+                None => SchedulerConfig::load(&files),
+                Some(p) => p.load(&files),
+            };
+            match loaded {
                 Ok(new) => {
                     if new.clusters() != config.clusters()
                         || new.scheduler.stub_kubeconfig != config.scheduler.stub_kubeconfig
@@ -215,6 +256,12 @@ pub async fn run(
         if was_leader != Some(leading) {
             if leading {
                 info!("leader: applying and publishing");
+                if let Some(p) = production.as_mut() {
+                    p.forget_writes();
+                }
+                if let Some(p) = hub_publisher.as_mut() {
+                    p.forget();
+                }
             } else {
                 info!("standby: observing and planning only");
             }
@@ -258,6 +305,24 @@ pub async fn run(
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "cannot publish to dns"),
             }
+        }
+        if let Some(p) = hub_publisher.as_mut().filter(|_| is_leader()) {
+            let placements = publish::placements(&config, &plan);
+            match p.publish(&placements).await {
+                Ok(true) => info!(
+                    placements = placements.len(),
+                    "published Placement objects to the hub"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    // Sent again next round.
+                    p.forget();
+                    warn!(error = %e, "cannot publish Placement objects to the hub");
+                }
+            }
+        }
+        if let Some(p) = production.as_mut().filter(|_| is_leader()) {
+            p.write_status(&config, &plan, &metrics).await;
         }
         {
             let mut s = lock(&status);

@@ -184,6 +184,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let options = RunOptions {
                 lease: None,
                 dns: Some(sink),
+                ..Default::default()
             };
             let r =
                 causeway_scheduler::run::run(files.scheduler.clone(), options, shutdown.clone())

@@ -9,6 +9,8 @@ use causeway_scheduler::plan::{self, Memory};
 use causeway_scheduler::policy::SchedulerConfig;
 use causeway_scheduler::whatif::WhatIf;
 
+use super::hub_args::HubArgs;
+
 /// Options of `causeway scheduler`.
 #[derive(clap::Args, Debug)]
 #[command(
@@ -29,9 +31,16 @@ use causeway_scheduler::whatif::WhatIf;
     docs/scheduler.md.\n\n\
     Several replicas: give each --lease-kubeconfig (a hub cluster) and they elect one leader \
     with a coordination.k8s.io/v1 Lease; standbys observe and plan (GET /v1/plan, metrics) but \
-    never write.",
+    never write.\n\n\
+    Production mode (--hub-kubeconfig FILE or --hub-in-cluster): the BurstPolicy, \
+    SpreadPolicy and FailoverPolicy objects of the hub namespace are added to the files' \
+    documents (a refused object keeps its last good version, the others apply); the Lease is \
+    taken in the hub namespace through the same connection (unless --lease-kubeconfig is \
+    given); the leader writes each object's status (Accepted, and the decision) and publishes \
+    placements as Placement objects, which every dns replica watches.",
     after_help = "Examples:\n  causeway scheduler --config examples/scheduler/scheduler.yaml\n  \
     causeway scheduler --config examples/scheduler/scheduler.yaml --validate\n  \
+    causeway scheduler --config scheduler.yaml --hub-kubeconfig hub.kubeconfig --hub-namespace causeway-system\n  \
     causeway scheduler plan --config examples/scheduler/scheduler.yaml --what-if 'load x3'"
 )]
 pub struct Args {
@@ -45,6 +54,8 @@ pub struct Args {
     validate: bool,
     #[command(flatten)]
     lease: LeaseArgs,
+    #[command(flatten)]
+    hub: HubArgs,
 }
 
 /// Leader election between scheduler replicas.
@@ -54,9 +65,10 @@ struct LeaseArgs {
     /// alone and always writes; with it, only the Lease holder writes and publishes.
     #[arg(long, value_name = "FILE")]
     lease_kubeconfig: Option<PathBuf>,
-    /// Namespace of the Lease.
-    #[arg(long, value_name = "NS", default_value = "causeway-system")]
-    lease_namespace: String,
+    /// Namespace of the Lease [default: causeway-system; in production mode without
+    /// --lease-kubeconfig, the hub namespace].
+    #[arg(long, value_name = "NS")]
+    lease_namespace: Option<String>,
     /// Name of the Lease.
     #[arg(long, value_name = "NAME", default_value = "causeway-scheduler")]
     lease_name: String,
@@ -69,19 +81,49 @@ struct LeaseArgs {
 }
 
 impl LeaseArgs {
+    /// The Lease of `--lease-kubeconfig`, if given.
     fn config(&self) -> Option<causeway_election::LeaseConfig> {
         let kubeconfig = self.lease_kubeconfig.clone()?;
+        let namespace = self
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| "causeway-system".into());
+        Some(self.with(kubeconfig, namespace))
+    }
+
+    /// The Lease in the hub namespace, taken through the hub connection (production mode).
+    fn in_hub(
+        &self,
+        hub: &causeway_hubstore::Hub,
+        args: &HubArgs,
+    ) -> (
+        causeway_election::LeaseConfig,
+        kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+    ) {
+        let namespace = self
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| hub.namespace().to_string());
+        let source = args
+            .hub_kubeconfig
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("in-cluster"));
+        let api = kube::Api::namespaced(hub.client(), &namespace);
+        (self.with(source, namespace), api)
+    }
+
+    fn with(&self, kubeconfig: PathBuf, namespace: String) -> causeway_election::LeaseConfig {
         let identity = self.lease_identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
         });
-        Some(causeway_election::LeaseConfig {
+        causeway_election::LeaseConfig {
             kubeconfig,
-            namespace: self.lease_namespace.clone(),
+            namespace,
             name: self.lease_name.clone(),
             duration: self.lease_duration,
             identity,
-        })
+        }
     }
 }
 
@@ -134,11 +176,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let hub = args.hub.connect().await?;
     let shutdown = super::shutdown::shutdown_on_signal();
-    let options = causeway_scheduler::run::RunOptions {
+    let mut options = causeway_scheduler::run::RunOptions {
         lease: args.lease.config(),
-        dns: None,
+        hub: hub.clone(),
+        ..Default::default()
     };
+    if let (Some(hub), None) = (&hub, &options.lease) {
+        let (lease, api) = args.lease.in_hub(hub, &args.hub);
+        options.lease = Some(lease);
+        options.lease_api = Some(api);
+    }
     causeway_scheduler::run::run(args.config, options, shutdown).await?;
     Ok(())
 }
