@@ -209,6 +209,7 @@ spec:
 /// flooding one. The idle timeout (60 s) is far longer than the test.
 #[test]
 fn tcp_query_answered_during_idle_flood() {
+    causeway_testbed::testing::require_tools(&[("dig", "dnsutils")]);
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&write_config(dir.path(), "f.yaml", FLOOD_CONFIG));
     let rt = tokio::runtime::Builder::new_current_thread()
