@@ -4,10 +4,18 @@
 //! server's own schemas, no internet) and by the binaries (`--validate` of the config files
 //! the chart's ConfigMaps carry, with the example policies, zones and access policy as values).
 //!
-//! helm is built from its pinned Go module (testbed/go/tools) into .cache/bin by
-//! `testbed/build-bins.sh --with-chart-tools` (scripts/setup runs it).
+//! `kubeconform -strict` takes the same renderings (the hub's CRDs included) and the example
+//! custom resources, with JSON schemas converted from that kube-apiserver's own OpenAPI v3
+//! documents after the CRDs are in them (support/openapi_schemas.rs), and refuses unknown
+//! fields, in a built-in kind and in a custom resource.
+//!
+//! helm and kubeconform are built from their pinned Go modules (testbed/go/tools) into
+//! .cache/bin by `testbed/build-bins.sh --with-chart-tools` (scripts/setup runs it).
 
-use std::collections::BTreeMap;
+#[path = "support/openapi_schemas.rs"]
+mod openapi_schemas;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -23,11 +31,11 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// helm from .cache/bin, with its caches in `home` (nothing from the user's).
-fn helm(home: &Path) -> Command {
+/// A chart tool (helm, kubeconform) from .cache/bin, run in the repository's root.
+fn tool(name: &str) -> Command {
     let dir =
         causeway_testbed::bin_dir().unwrap_or_else(|e| panic!("testbed binaries missing: {e}"));
-    let bin = dir.join("helm");
+    let bin = dir.join(name);
     assert!(
         bin.is_file(),
         "{} missing: run `testbed/build-bins.sh --with-chart-tools` (scripts/setup does)",
@@ -35,6 +43,12 @@ fn helm(home: &Path) -> Command {
     );
     let mut cmd = Command::new(bin);
     cmd.current_dir(root());
+    cmd
+}
+
+/// helm from .cache/bin, with its caches in `home` (nothing from the user's).
+fn helm(home: &Path) -> Command {
+    let mut cmd = tool("helm");
     for (var, sub) in [
         ("HELM_CACHE_HOME", "cache"),
         ("HELM_CONFIG_HOME", "config"),
@@ -180,22 +194,7 @@ async fn rendered_charts_are_accepted_by_the_api_server_and_the_binaries() {
     let c = tb.cluster("tb-a").expect("cluster tb-a");
     let k = Kubectl::admin(c);
     // The hub's CRDs first, as `helm install` does.
-    let crds = root().join(HUB).join("crds");
-    k.run(&[
-        "apply".as_ref(),
-        "--server-side".as_ref(),
-        "-f".as_ref(),
-        crds.as_os_str(),
-    ]);
-    k.wait(
-        &[
-            "--for=condition=Established",
-            "crd",
-            "-l",
-            "app.kubernetes.io/part-of=causeway",
-        ],
-        Duration::from_secs(60),
-    );
+    apply_crds(&k);
 
     for (ns, release, chart, values) in [
         ("causeway-system", "hub", HUB, values.as_path()),
@@ -309,6 +308,227 @@ async fn rendered_charts_are_accepted_by_the_api_server_and_the_binaries() {
             assert_ne!(nodes[0], nodes[1], "agents on one node");
         }
     }
+}
+
+/// Applies the hub's CRDs and waits until they are Established.
+fn apply_crds(k: &Kubectl) {
+    let crds = root().join(HUB).join("crds");
+    k.run(&[
+        "apply".as_ref(),
+        "--server-side".as_ref(),
+        "-f".as_ref(),
+        crds.as_os_str(),
+    ]);
+    k.wait(
+        &[
+            "--for=condition=Established",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=causeway",
+        ],
+        Duration::from_secs(60),
+    );
+}
+
+/// The kinds of the hub's CRDs (charts/causeway-hub/crds/).
+fn crd_kinds() -> Vec<String> {
+    let dir = root().join(HUB).join("crds");
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("the crds directory") {
+        let text = std::fs::read_to_string(entry.expect("an entry").path()).expect("a CRD");
+        for d in documents(&text) {
+            kinds.push(
+                d["spec"]["names"]["kind"]
+                    .as_str()
+                    .expect("a kind")
+                    .to_owned(),
+            );
+        }
+    }
+    kinds.sort();
+    kinds
+}
+
+/// The kinds of the example custom resources, and the example files that hold them.
+const KINDS: [&str; 6] = [
+    "BurstPolicy",
+    "SpreadPolicy",
+    "FailoverPolicy",
+    "Zone",
+    "LatencyMap",
+    "AccessPolicy",
+];
+const EXAMPLES: [&str; 5] = [
+    "examples/scheduler/scheduler.yaml",
+    "examples/scheduler/spread.yaml",
+    "examples/scheduler/failover.yaml",
+    "examples/dns/causeway-dns.yaml",
+    "examples/tunnel/access-policy.yaml",
+];
+
+/// `kubeconform -strict -summary` with the schemas in `schemas` on `files`: (passed, output).
+fn kubeconform(schemas: &Path, files: &[PathBuf]) -> (bool, String) {
+    let location = format!(
+        "{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
+        schemas.display()
+    );
+    let out = run(tool("kubeconform")
+        .args(["-strict", "-summary", "-schema-location", &location])
+        .args(files));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubeconform_strict_passes_with_the_api_servers_own_schemas() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let work = tempfile::tempdir().expect("temp dir");
+
+    // Both charts as the other test renders them, the hub with its CRDs; and the example
+    // custom resources; `versions`: their apiVersions, whose schemas are fetched.
+    let values = work.path().join("hub-values.json");
+    std::fs::write(&values, hub_values().to_string()).expect("write values");
+    let mut versions: BTreeSet<String> = BTreeSet::new();
+    let mut files = Vec::new();
+    let mut count = 0;
+    for (name, chart, values, extra) in [
+        ("hub", HUB, values.as_path(), &["--include-crds"][..]),
+        ("agent", AGENT, &root().join(AGENT_VALUES), &[][..]),
+    ] {
+        let text = run_ok(
+            helm(home.path())
+                .args(["template", name, chart, "-n", "causeway-system"])
+                .args(extra)
+                .arg("-f")
+                .arg(values),
+        );
+        let docs = documents(&text);
+        count += docs.len();
+        versions.extend(docs.iter().map(api_version));
+        if chart == HUB {
+            let crds = docs
+                .iter()
+                .filter(|d| d["kind"] == "CustomResourceDefinition")
+                .count();
+            assert_eq!(crds, crd_kinds().len(), "the hub's CRDs rendered");
+        }
+        let file = work.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, text).expect("write rendered");
+        files.push(file);
+    }
+    let text = EXAMPLES
+        .iter()
+        .map(|f| std::fs::read_to_string(root().join(f)).expect("an example"))
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let crs: Vec<Value> = documents(&text)
+        .into_iter()
+        .filter(|d| KINDS.iter().any(|kind| d["kind"] == *kind))
+        .collect();
+    assert!(crs.len() >= KINDS.len(), "{} example resources", crs.len());
+    count += crs.len();
+    versions.extend(crs.iter().map(api_version));
+    let file = work.path().join("examples.yaml");
+    std::fs::write(&file, yaml_stream(&crs)).expect("write examples");
+    files.push(file);
+
+    // The API server's OpenAPI v3 document of each API version used, once the CRDs are in
+    // it (the API server publishes a CRD's schema shortly after it is Established).
+    let tb = causeway_testbed::shared().await;
+    let k = Kubectl::admin(tb.cluster("tb-a").expect("cluster tb-a"));
+    apply_crds(&k);
+    let mut docs = Vec::new();
+    causeway_testbed::testing::wait_for(
+        "every API version and the CRDs in /openapi/v3",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let index: Value = serde_json::from_str(&k.run(&["get", "--raw", "/openapi/v3"]))
+                .map_err(|e| format!("index not JSON: {e}"))?;
+            docs.clear();
+            for v in &versions {
+                let path = if v.contains('/') {
+                    format!("apis/{v}")
+                } else {
+                    format!("api/{v}")
+                };
+                let url = index["paths"][&path]["serverRelativeURL"]
+                    .as_str()
+                    .ok_or(format!("no {path} in the index"))?;
+                let doc: Value = serde_json::from_str(&k.run(&["get", "--raw", url]))
+                    .map_err(|e| format!("{url} not JSON: {e}"))?;
+                docs.push(doc);
+            }
+            let all = docs.iter().any(|d| {
+                crd_kinds().iter().all(|kind| {
+                    !d["components"]["schemas"][format!("dev.causeway.v1alpha1.{kind}")].is_null()
+                })
+            });
+            all.then_some(())
+                .ok_or_else(|| "the CRDs not published yet".to_owned())
+        },
+    );
+    let defs = openapi_schemas::merge_v3(&docs).expect("OpenAPI v3 documents");
+    let schemas = work.path().join("schemas");
+    let written = openapi_schemas::write_schemas(&defs, &schemas).expect("schemas");
+    for f in [
+        "deployment-apps-v1.json",
+        "customresourcedefinition-apiextensions-v1.json",
+        "burstpolicy-causeway-v1alpha1.json",
+    ] {
+        assert!(written.contains(f), "no {f} in {written:?}");
+    }
+
+    let (ok, out) = kubeconform(&schemas, &files);
+    assert!(ok, "kubeconform refused:\n{out}");
+    let summary = format!("Valid: {count}, Invalid: 0, Errors: 0, Skipped: 0");
+    assert!(out.contains(&summary), "want {summary}:\n{out}");
+
+    // An unknown field, deep in a built-in kind and in a custom resource (below a nullable
+    // field), is refused.
+    let rendered = std::fs::read_to_string(&files[0]).expect("hub.yaml");
+    let mut deployment = documents(&rendered)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always".into();
+    let mut policy = crs
+        .iter()
+        .find(|d| d["kind"] == "BurstPolicy")
+        .expect("a BurstPolicy")
+        .clone();
+    policy["spec"]["demand"] = json!({"hpa": {"name": "web", "tolerence": 0.2}});
+    let broken = work.path().join("broken.yaml");
+    std::fs::write(&broken, yaml_stream(&[deployment, policy])).expect("write broken");
+    let (ok, out) = kubeconform(&schemas, &[broken]);
+    assert!(!ok, "kubeconform took unknown fields:\n{out}");
+    for field in ["imagePullPolcy", "tolerence"] {
+        assert!(
+            out.contains(&format!("'{field}'")),
+            "{field} not named:\n{out}"
+        );
+    }
+    assert!(out.contains("Valid: 0, Invalid: 2"), "both refused:\n{out}");
+}
+
+/// A document's apiVersion.
+fn api_version(d: &Value) -> String {
+    d["apiVersion"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no apiVersion: {d}"))
+        .to_owned()
+}
+
+/// Documents as one YAML stream.
+fn yaml_stream(docs: &[Value]) -> String {
+    docs.iter()
+        .map(|d| serde_yaml_ng::to_string(d).expect("YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 /// The config files in the hub's ConfigMaps, checked by the binary that reads them.
