@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use causeway_model::ClusterId;
-use causeway_tunnel::{enrol, pki::Ca, state};
+use causeway_tunnel::{enrol, pki::Ca};
 
 use super::stub_state::StateDirArgs;
 
@@ -44,38 +44,44 @@ pub enum Command {
 
 /// Runs `causeway cluster`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let StateDirArgs { state_dir, command } = args;
-    match command {
+    let store = args.open().await?;
+    match args.command {
         Command::Add { id, ttl, stub_url } => {
-            let state = state::StateDir::open(&state_dir)?;
-            let ca = Ca::load_or_create(&state_dir)?;
-            let token = enrol::create_join_token(&state, &id, ttl)
-                .with_context(|| format!("creating a join token for cluster {id}"))?;
+            let (token, pin) = store
+                .update(|state| {
+                    let ca = Ca::load_or_create(state.path())?;
+                    let token = enrol::create_join_token(state, &id, ttl)
+                        .with_context(|| format!("creating a join token for cluster {id}"))?;
+                    Ok((token, ca.pin()))
+                })
+                .await?;
             let expires = humantime::format_rfc3339_seconds(token.expires);
             println!("cluster:  {id}");
             println!("token:    {}", token.token.expose());
-            println!("ca-hash:  {}", ca.pin());
+            println!("ca-hash:  {pin}");
             println!("expires:  {expires} (works once)");
             println!();
             println!("Run inside cluster {id}:");
             println!(
-                "  causeway agent --stub {stub_url} --cluster {id} --token {} --ca-hash {}",
+                "  causeway agent --stub {stub_url} --cluster {id} --token {} --ca-hash {pin}",
                 token.token.expose(),
-                ca.pin()
             );
             Ok(())
         }
         Command::Remove { id } => {
-            let state = state::StateDir::open(&state_dir)?;
-            if !enrol::remove_cluster(&state, &id)? {
-                anyhow::bail!("no cluster {id} in {}", state_dir.display());
+            let removed = store
+                .update(|state| Ok(enrol::remove_cluster(state, &id)?))
+                .await?;
+            if !removed {
+                anyhow::bail!("no cluster {id} in {}", store.shown());
             }
             println!("removed cluster {id}; its agents are refused from their next session");
             Ok(())
         }
         Command::List => {
-            let state = state::StateDir::open(&state_dir)?;
-            let clusters = enrol::known_clusters(&state)?;
+            let clusters = store
+                .read(|state| Ok(enrol::known_clusters(state)?))
+                .await?;
             println!("{:<24} {:<22} AGENT CERTS", "CLUSTER", "ADDED");
             for c in clusters {
                 println!("{:<24} {:<22} {}", c.id, c.added_at, c.agent_serials.len());

@@ -4,7 +4,6 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use causeway_model::ClusterId;
@@ -249,17 +248,9 @@ fn ensure_scheduler_identity(stub: &StubConfig, sched: &SchedulerConfig) -> anyh
     let state = state::StateDir::open(&stub.state_dir)?;
     let ca = Ca::load_or_create(&stub.state_dir)?;
     let clusters: Vec<ClusterId> = sched.clusters().into_iter().collect();
-    let new = users::NewUser {
-        name: "causeway-scheduler".into(),
-        groups: vec!["causeway:schedulers".into()],
-        clusters: vec!["*".into()],
-        read_only: false,
-        ttl: Duration::from_secs(365 * 24 * 3600),
-    };
-    let added = users::add_user(&state, &ca, &new, &clusters)
-        .context("creating the scheduler's stub identity")?;
     let url = format!("https://{}", stub.listen_users);
-    let yaml = users::kubeconfig_yaml(&url, &ca.cert_pem(), &new.name, &added.cert, &clusters)?;
+    let yaml = users::scheduler_identity(&state, &ca, &url, &clusters)
+        .context("creating the scheduler's stub identity")?;
     state::write_atomic(out, yaml.as_bytes(), 0o600)?;
     tracing::info!(kubeconfig = %out.display(), "created the scheduler's stub identity causeway-scheduler");
     Ok(())

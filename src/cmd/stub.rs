@@ -41,6 +41,16 @@ pub struct Args {
     /// Validate the configuration and exit.
     #[arg(long)]
     validate: bool,
+    /// Production mode: the state (CA, users, clusters, join tokens) lives in the Secret
+    /// causeway-stub-state of the hub namespace (spec.stateDir is then this replica's
+    /// private copy), AccessPolicy objects add to spec.accessPolicy, and the active stub
+    /// makes the Secret causeway-scheduler-identity.
+    #[command(flatten)]
+    hub: super::hub_args::HubArgs,
+    /// Production mode: the users' listener as the scheduler reaches it, for the
+    /// kubeconfig in causeway-scheduler-identity [default: https://<first spec.serverNames>:<users port>].
+    #[arg(long, value_name = "URL")]
+    users_url: Option<String>,
 }
 
 /// Runs `causeway stub`.
@@ -62,8 +72,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}: ok", args.config.display());
         return Ok(());
     }
+    let hub = match args.hub.connect().await? {
+        Some(hub) => {
+            let users_url = args.users_url.or_else(|| default_users_url(&config));
+            if users_url.is_none() {
+                tracing::warn!(
+                    "no --users-url and the users' listener has no fixed port: the scheduler's identity Secret is not made"
+                );
+            }
+            Some(causeway_tunnel::stub::HubMode { hub, users_url })
+        }
+        None => None,
+    };
     let shutdown = super::shutdown::shutdown_on_signal();
-    causeway_tunnel::stub::run(config, shutdown)
+    causeway_tunnel::stub::run_with_hub(config, hub, shutdown)
         .await
         .with_context(|| format!("stub {}", args.config.display()))
+}
+
+/// `https://<first server name>:<users port>`, when the port is fixed.
+fn default_users_url(config: &StubConfig) -> Option<String> {
+    let port = config.listen_users.port();
+    let host = config.server_names.first()?;
+    if port == 0 {
+        return None;
+    }
+    let host = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{host}]"),
+        Err(_) => host.clone(),
+    };
+    Some(format!("https://{host}:{port}"))
 }

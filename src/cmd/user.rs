@@ -60,8 +60,8 @@ pub enum Command {
 
 /// Runs `causeway user`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let StateDirArgs { state_dir, command } = args;
-    match command {
+    let store = args.open().await?;
+    match args.command {
         Command::Add {
             name,
             groups,
@@ -77,12 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     "warning: group {g:?} is a Kubernetes system group; the agent impersonates it on every cluster this user may reach"
                 );
             }
-            let state = state::StateDir::open(&state_dir)?;
-            let ca = Ca::load_or_create(&state_dir)?;
-            let known: Vec<ClusterId> = enrol::known_clusters(&state)?
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
+            users::kubeconfig::check_stub_url(&stub_url)?;
             let new = users::NewUser {
                 name: name.clone(),
                 groups,
@@ -90,15 +85,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 read_only,
                 ttl,
             };
-            let added = users::add_user(&state, &ca, &new, &known)
-                .with_context(|| format!("adding user {name:?}"))?;
-            let yaml = users::kubeconfig_yaml(
-                &stub_url,
-                &ca.cert_pem(),
-                &name,
-                &added.cert,
-                &added.contexts,
-            )?;
+            // One change of the state: the user, and the token if asked.
+            let (added, ca_pem, bearer) = store
+                .update(|state| {
+                    let ca = Ca::load_or_create(state.path())?;
+                    let known: Vec<ClusterId> = enrol::known_clusters(state)?
+                        .into_iter()
+                        .map(|c| c.id)
+                        .collect();
+                    let added = users::add_user(state, &ca, &new, &known)
+                        .with_context(|| format!("adding user {name:?}"))?;
+                    let bearer = if token {
+                        Some(users::issue_user_token(state, &name)?)
+                    } else {
+                        None
+                    };
+                    Ok((added, ca.cert_pem(), bearer))
+                })
+                .await?;
+            let yaml =
+                users::kubeconfig_yaml(&stub_url, &ca_pem, &name, &added.cert, &added.contexts)?;
             state::write_atomic(&out, yaml.as_bytes(), 0o600)?;
             let verb = if added.updated { "updated" } else { "added" };
             println!(
@@ -106,8 +112,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 added.cert.serial,
                 out.display()
             );
-            if token {
-                let t = users::issue_user_token(&state, &name)?;
+            if let Some(t) = bearer {
                 println!("bearer token (shown once): {}", t.expose());
             }
             if added.contexts.is_empty() {
@@ -122,12 +127,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::List => {
-            let state = state::StateDir::open(&state_dir)?;
+            let list = store.read(|state| Ok(users::list_users(state)?)).await?;
             println!(
                 "{:<20} {:<24} {:<24} {:<9} CERTS",
                 "USER", "GROUPS", "CLUSTERS", "READONLY"
             );
-            for u in users::list_users(&state)? {
+            for u in list {
                 println!(
                     "{:<20} {:<24} {:<24} {:<9} {}",
                     u.name,
@@ -140,8 +145,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Remove { name } => {
-            let state = state::StateDir::open(&state_dir)?;
-            let serials = users::remove_user(&state, &name)?;
+            let serials = store
+                .update(|state| Ok(users::remove_user(state, &name)?))
+                .await?;
             println!(
                 "removed user {name}; revoked {} certificate(s); a running stub refuses them once it reloads (a few seconds)",
                 serials.len()

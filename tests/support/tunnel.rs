@@ -170,8 +170,15 @@ impl Stub {
 /// Writes a stub config `dir/NAME.yaml` and starts the stub. `lease` is an optional
 /// `lease:` YAML block (already indented by 2).
 pub fn start_stub(dir: &Path, name: &str, state: &Path, lease: Option<&str>) -> Stub {
+    let config = stub_config(dir, name, state, lease.unwrap_or(""));
+    Stub::start(&config, state, &[], &dir.join(format!("{name}.log")))
+}
+
+/// Writes the config of stub `name` as `dir/NAME.yaml` (listeners on port 0, an audit
+/// log in `dir`) with `extra` appended to its spec (YAML indented by 2); its path.
+pub fn stub_config(dir: &Path, name: &str, state: &Path, extra: &str) -> PathBuf {
     let config = dir.join(format!("{name}.yaml"));
-    let mut yaml = format!(
+    let yaml = format!(
         "apiVersion: causeway.dev/v1alpha1
 kind: StubConfig
 metadata: {{name: {name}}}
@@ -179,15 +186,12 @@ spec:
   stateDir: {}
   listen: {{users: \"127.0.0.1:0\", agents: \"127.0.0.1:0\", metrics: \"127.0.0.1:0\"}}
   audit: {{path: {}}}
-",
+{extra}",
         state.display(),
         dir.join(format!("{name}-audit.log")).display()
     );
-    if let Some(l) = lease {
-        yaml.push_str(l);
-    }
     std::fs::write(&config, yaml).unwrap();
-    Stub::start(&config, state, &[], &dir.join(format!("{name}.log")))
+    config
 }
 
 /// A plain-HTTP GET (the metrics listener): (status, body).
@@ -269,12 +273,23 @@ impl TunnelBed {
 
 /// `causeway cluster add`: returns (token, ca-hash).
 pub fn cluster_add(state: &Path, cluster: &str, stub_url: &str) -> (String, String) {
-    let out = run_ok(causeway().args(["cluster", "add", cluster]).args([
-        "--state-dir".as_ref(),
-        state.as_os_str(),
-        "--stub-url".as_ref(),
-        stub_url.as_ref(),
-    ]));
+    cluster_add_in(&state_dir_args(state), cluster, stub_url)
+}
+
+/// `--state-dir STATE`: where `causeway cluster|user` edit the state in the embedded mode.
+pub fn state_dir_args(state: &Path) -> Vec<String> {
+    vec!["--state-dir".into(), state.display().to_string()]
+}
+
+/// `causeway cluster add` with the state named by `store` (`--state-dir DIR`, or the
+/// hub's `--hub-kubeconfig FILE --hub-namespace NS`): returns (token, ca-hash).
+pub fn cluster_add_in(store: &[String], cluster: &str, stub_url: &str) -> (String, String) {
+    let out = run_ok(
+        causeway()
+            .args(["cluster", "add", cluster])
+            .args(store)
+            .args(["--stub-url", stub_url]),
+    );
     let field = |name: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -335,6 +350,19 @@ pub fn user_add(
     clusters: &str,
     stub_url: &str,
 ) -> PathBuf {
+    user_add_in(&state_dir_args(state), dir, user, group, clusters, stub_url)
+}
+
+/// `causeway user add` with the state named by `store` (see [`cluster_add_in`]): writes
+/// `dir/USER.kubeconfig`, returns its path.
+pub fn user_add_in(
+    store: &[String],
+    dir: &Path,
+    user: &str,
+    group: &str,
+    clusters: &str,
+    stub_url: &str,
+) -> PathBuf {
     let out = dir.join(format!("{user}.kubeconfig"));
     run_ok(
         causeway()
@@ -347,8 +375,7 @@ pub fn user_add(
                 "--clusters",
                 clusters,
             ])
-            .arg("--state-dir")
-            .arg(state)
+            .args(store)
             .args(["--stub-url", stub_url])
             .arg("--out")
             .arg(&out),

@@ -373,6 +373,19 @@ impl OneDocumentFile for AccessPolicy {
 }
 
 impl AccessPolicy {
+    /// One policy from several `AccessPolicy` documents (a file's, and in production mode
+    /// the hub's objects): their rules, in order. An error names the document and field.
+    pub fn from_all(docs: &[Document]) -> Result<Self, ConfigError> {
+        let mut rules = Vec::new();
+        for doc in docs {
+            if doc.kind != KIND {
+                return Err(doc.unknown_kind(&[KIND]));
+            }
+            rules.extend(Self::from_document(doc)?.rules);
+        }
+        Ok(AccessPolicy { rules })
+    }
+
     /// A policy from rules (checked like a file's).
     pub fn from_rules(rules: Vec<Rule>) -> Result<Self, RuleError> {
         let policy = AccessPolicy { rules };

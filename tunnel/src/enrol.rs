@@ -104,6 +104,9 @@ pub enum EnrolError {
     /// The state directory.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The state Secret in the hub (production mode).
+    #[error(transparent)]
+    Hub(#[from] crate::state::hub::SecretStateError),
 }
 
 impl EnrolError {
@@ -312,9 +315,11 @@ pub struct EnrolResponse {
 }
 
 /// The stub's enrolment handler. Serialises enrolments in this process so a token is
-/// consumed once.
+/// consumed once; across processes the state directory's lock does, and in production
+/// mode the state Secret's compare-and-swap ([`crate::state::hub::SecretState::update`]).
 pub struct Enroller {
     state: StateDir,
+    hub: Option<Arc<crate::state::hub::SecretState>>,
     ca: Arc<Ca>,
     cert_ttl: Duration,
     lock: tokio::sync::Mutex<()>,
@@ -325,10 +330,17 @@ impl Enroller {
     pub fn new(state: StateDir, ca: Arc<Ca>, cert_ttl: Duration) -> Self {
         Self {
             state,
+            hub: None,
             ca,
             cert_ttl,
             lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Consumes tokens in the hub's state Secret rather than the state directory.
+    pub fn with_hub(mut self, hub: Arc<crate::state::hub::SecretState>) -> Self {
+        self.hub = Some(hub);
+        self
     }
 
     /// Handles a request body: checks and consumes the token, signs the CSR.
@@ -341,9 +353,28 @@ impl Enroller {
         let req: EnrolRequest =
             serde_json::from_slice(body).map_err(|e| EnrolError::BadRequest(e.to_string()))?;
         let _guard = self.lock.lock().await;
+        let (serial, certificate) = match &self.hub {
+            Some(hub) => hub.update(|state| self.consume(state, &req)).await?,
+            None => self.consume(&self.state, &req)?,
+        };
+        tracing::info!(cluster = %req.cluster, serial = %serial, "agent enrolled");
+        Ok(EnrolResponse {
+            cluster: req.cluster,
+            certificate,
+            ca: self.ca.cert_pem(),
+        })
+    }
+
+    /// Checks and consumes the token in `state`, signs the CSR and records its serial:
+    /// (serial, certificate PEM).
+    fn consume(
+        &self,
+        state: &StateDir,
+        req: &EnrolRequest,
+    ) -> Result<(String, String), EnrolError> {
         // Across processes too: `causeway cluster add` may be writing the same files.
-        let _state_lock = self.state.lock()?;
-        let mut file: JoinTokensFile = self.state.read_yaml(JOIN_TOKENS_FILE)?;
+        let _state_lock = state.lock()?;
+        let mut file: JoinTokensFile = state.read_yaml(JOIN_TOKENS_FILE)?;
         let hash = token_hash(&req.token);
         let Some(record) = file.tokens.iter_mut().find(|t| t.sha256 == hash) else {
             return Err(EnrolError::InvalidToken);
@@ -366,8 +397,8 @@ impl Enroller {
             .map_err(|e| EnrolError::BadRequest(e.to_string()))?;
         record.used_at = Some(now_rfc3339());
         // Consume the token before the certificate leaves the stub.
-        self.state.write_yaml(JOIN_TOKENS_FILE, &file)?;
-        let mut clusters: ClustersFile = self.state.read_yaml(CLUSTERS_FILE)?;
+        state.write_yaml(JOIN_TOKENS_FILE, &file)?;
+        let mut clusters: ClustersFile = state.read_yaml(CLUSTERS_FILE)?;
         match clusters.clusters.iter_mut().find(|c| c.id == req.cluster) {
             Some(c) => c.agent_serials.push(serial.clone()),
             None => clusters.clusters.push(ClusterRecord {
@@ -376,13 +407,8 @@ impl Enroller {
                 agent_serials: vec![serial.clone()],
             }),
         }
-        self.state.write_yaml(CLUSTERS_FILE, &clusters)?;
-        tracing::info!(cluster = %req.cluster, serial = %serial, "agent enrolled");
-        Ok(EnrolResponse {
-            cluster: req.cluster,
-            certificate,
-            ca: self.ca.cert_pem(),
-        })
+        state.write_yaml(CLUSTERS_FILE, &clusters)?;
+        Ok((serial, certificate))
     }
 
     /// [`Enroller::enrol`] as an HTTP response: 200 with [`EnrolResponse`] JSON, or a

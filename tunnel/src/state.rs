@@ -15,6 +15,9 @@
 //! one. Every read-modify-write (the CLI's `cluster add`, `user add`, …, and the running
 //! stub consuming a join token) holds [`StateDir::lock`], an exclusive `flock(2)` on
 //! `<state-dir>/.lock`, so concurrent updates from several processes are never lost.
+//!
+//! In production mode ([`hub`]) the same files are the keys of a Secret in the hub
+//! namespace; each stub replica's state directory is a mirror of it.
 
 use std::fs;
 use std::io::{self, Write};
@@ -22,6 +25,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+pub mod hub;
 
 /// Errors reading or writing the state directory; each names the file.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@ pub mod exchange;
 pub mod forward;
 pub mod gate;
 pub mod listener;
+pub mod production;
 pub mod registry;
 pub mod route;
 pub mod state;
@@ -176,6 +177,9 @@ pub enum SetupError {
     /// The hub cluster for the lease.
     #[error("{0}")]
     Lease(#[from] crate::lease::LeaseError),
+    /// The state Secret in the hub (production mode).
+    #[error("{0}")]
+    Hub(#[from] crate::state::hub::SecretStateError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({which}): {source}")]
     Bind {
@@ -201,7 +205,41 @@ pub async fn run(
     config: crate::config::StubConfig,
     shutdown: CancellationToken,
 ) -> Result<(), SetupError> {
+    run_with_hub(config, None, shutdown).await
+}
+
+/// Production mode's part of [`run_with_hub`]: the hub namespace, and the URL users
+/// reach the stub at (for the scheduler's kubeconfig; `None`: not made).
+pub struct HubMode {
+    /// The hub namespace (state Secret, AccessPolicies, scheduler identity).
+    pub hub: causeway_hubstore::Hub,
+    /// `https://HOST:PORT` of the users' listener as the scheduler reaches it.
+    pub users_url: Option<String>,
+}
+
+/// [`run`], in production mode when `hub` is given: the state directory is a mirror of
+/// the Secret [`crate::state::hub::SECRET_NAME`] (created with the CA by the first
+/// replica), enrolments consume join tokens there by compare-and-swap, the access policy
+/// adds the hub's `AccessPolicy` objects, and the active stub writes their status and the
+/// scheduler's identity ([`production`]).
+pub async fn run_with_hub(
+    config: crate::config::StubConfig,
+    hub: Option<HubMode>,
+    shutdown: CancellationToken,
+) -> Result<(), SetupError> {
     use crate::pki::Ca;
+    let secret_state = match &hub {
+        Some(h) => Some(Arc::new(
+            crate::state::hub::SecretState::open(
+                h.hub.clone(),
+                crate::state::hub::SECRET_NAME,
+                Some(&config.state_dir),
+            )
+            .await?,
+        )),
+        None => None,
+    };
+    let _mirror = secret_state.as_ref().map(|s| s.watch(shutdown.clone()));
     let ca = Ca::load_or_create(&config.state_dir)?;
     let server = ca.issue_server(&config.server_names, SERVER_CERT_TTL)?;
     let state = crate::state::StateDir::open(&config.state_dir)?;
@@ -231,13 +269,17 @@ pub async fn run(
         agent_allowed: Box::new(move |cert, c| crate::enrol::check_agent_cert(&s2, cert, c)),
         standby: config.lease.is_some(),
     };
+    let mut enroller = Enroller::new(state, Arc::new(ca), crate::enrol::DEFAULT_AGENT_CERT_TTL);
+    if let Some(s) = &secret_state {
+        enroller = enroller.with_hub(s.clone());
+    }
     let parts = StubParts {
-        enroller: Some(Arc::new(Enroller::new(
-            state,
-            Arc::new(ca),
-            crate::enrol::DEFAULT_AGENT_CERT_TTL,
-        ))),
+        enroller: Some(Arc::new(enroller)),
         ..parts
+    };
+    let base_policy = match (&hub, &config.access_policy) {
+        (Some(_), file) => production::policy_documents(file.as_deref())?,
+        _ => Vec::new(),
     };
     let bind = |which: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -254,6 +296,22 @@ pub async fn run(
         metrics: bind("metrics", config.listen_metrics).await?,
     };
     let handle = start(parts, listeners, shutdown.clone())?;
+    let _production = match (hub, secret_state) {
+        (Some(h), Some(state)) => Some(
+            production::start(
+                production::Production {
+                    hub: h.hub,
+                    state,
+                    base: base_policy,
+                    users_url: h.users_url,
+                },
+                handle.shared.clone(),
+                shutdown.clone(),
+            )
+            .await,
+        ),
+        _ => None,
+    };
     let lease_task = match (lease_api, config.lease) {
         (Some(api), Some(l)) => {
             let (leader, mut is_leader) = watch::channel(false);

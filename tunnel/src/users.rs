@@ -17,9 +17,9 @@ pub mod token_file;
 
 pub use kubeconfig::kubeconfig_yaml;
 pub use records::{
-    AddedUser, CertRecord, NewUser, REVOKED_FILE, RevokedCert, TokenRecord, USER_TOKEN_PREFIX,
-    USERS_FILE, UserRecord, UsersError, add_user, contexts_for, issue_user_token, list_users,
-    remove_user,
+    AddedUser, CertRecord, NewUser, REVOKED_FILE, RevokedCert, SCHEDULER_CERT_TTL, SCHEDULER_GROUP,
+    SCHEDULER_USER, TokenRecord, USER_TOKEN_PREFIX, USERS_FILE, UserRecord, UsersError, add_user,
+    contexts_for, issue_user_token, list_users, remove_user, scheduler_identity,
 };
 pub use store::{UserStore, UserStoreHandle};
 pub use token_file::{StaticToken, TokenFileError, parse_token_file, read_token_file};

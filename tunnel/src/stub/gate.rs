@@ -115,7 +115,7 @@ pub fn authorize(
     let _span = tracing::debug_span!("tunnel.authz", user = %a.identity.user, cluster = %target.cluster, verb = verb.as_str()).entered();
     let users = shared.users.current();
     crate::authz::authorize(
-        &shared.policy,
+        &shared.policy(),
         users.recorded_policy(),
         &a.identity,
         &target.cluster,

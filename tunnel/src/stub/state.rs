@@ -1,7 +1,7 @@
 //! [`StubState`]: what every connection of a running stub shares.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use causeway_model::cluster::ClusterId;
 use rustls::pki_types::CertificateDer;
@@ -31,8 +31,9 @@ pub struct StubState {
     pub data: DataPool,
     /// Metric handles.
     pub metrics: Arc<Metrics>,
-    /// Who may reach which cluster.
-    pub policy: AccessPolicy,
+    /// Who may reach which cluster: the file's policy, plus in production mode the hub's
+    /// `AccessPolicy` objects (replaced as they change).
+    policy: RwLock<Arc<AccessPolicy>>,
     /// Users, revocations, bearer tokens (reloaded when their files change).
     pub users: UserStoreHandle,
     /// The audit log, if configured.
@@ -61,13 +62,30 @@ impl StubState {
             registry: Registry::new(metrics.clone()),
             data: DataPool::new(metrics.data_idle.clone()),
             metrics,
-            policy,
+            policy: RwLock::new(Arc::new(policy)),
             users,
             audit,
             enroller,
             enrolled,
             agent_allowed,
             active: AtomicBool::new(false),
+        }
+    }
+
+    /// The access policy now.
+    pub fn policy(&self) -> Arc<AccessPolicy> {
+        match self.policy.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the access policy (production mode: the hub's objects changed).
+    pub fn set_policy(&self, policy: AccessPolicy) {
+        let policy = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut g) => *g = policy,
+            Err(p) => *p.into_inner() = policy,
         }
     }
 

@@ -10,16 +10,9 @@ use kube::config::{
 use super::records::{UsersError, invalid};
 use crate::pki::IssuedCert;
 
-/// A kubeconfig for `user` with one context per cluster, each pointing at
-/// `<stub_url>/clusters/<id>` and trusting only the stub CA. The first context is
-/// current.
-pub fn kubeconfig_yaml(
-    stub_url: &str,
-    ca_pem: &str,
-    user: &str,
-    cert: &IssuedCert,
-    clusters: &[ClusterId],
-) -> Result<String, UsersError> {
+/// Checks the stub's users URL as a kubeconfig's server prefix: `https://`, with no
+/// query, fragment, space or control character.
+pub fn check_stub_url(stub_url: &str) -> Result<(), UsersError> {
     let base = stub_url.trim_end_matches('/');
     if !base.starts_with("https://") || base.len() <= "https://".len() {
         return Err(invalid(
@@ -33,6 +26,21 @@ pub fn kubeconfig_yaml(
             format!("{stub_url:?} must not hold a query, fragment, space or control character"),
         ));
     }
+    Ok(())
+}
+
+/// A kubeconfig for `user` with one context per cluster, each pointing at
+/// `<stub_url>/clusters/<id>` and trusting only the stub CA. The first context is
+/// current.
+pub fn kubeconfig_yaml(
+    stub_url: &str,
+    ca_pem: &str,
+    user: &str,
+    cert: &IssuedCert,
+    clusters: &[ClusterId],
+) -> Result<String, UsersError> {
+    check_stub_url(stub_url)?;
+    let base = stub_url.trim_end_matches('/');
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let kc = Kubeconfig {
         api_version: Some("v1".into()),

@@ -227,6 +227,36 @@ pub fn add_user(
     })
 }
 
+/// The scheduler's user at the stub.
+pub const SCHEDULER_USER: &str = "causeway-scheduler";
+/// The scheduler's group (what `examples/scheduler/member-rbac.yaml` binds).
+pub const SCHEDULER_GROUP: &str = "causeway:schedulers";
+/// Lifetime of the scheduler's certificate.
+pub const SCHEDULER_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Records user [`SCHEDULER_USER`] (group [`SCHEDULER_GROUP`], every cluster) with a new
+/// certificate and returns its kubeconfig: one context per cluster of `contexts`, each at
+/// `<users_url>/clusters/<id>`, trusting only the stub CA. `causeway hub` writes it to a
+/// file; the stub in production mode stores it in a Secret.
+pub fn scheduler_identity(
+    state: &StateDir,
+    ca: &Ca,
+    users_url: &str,
+    contexts: &[ClusterId],
+) -> Result<String, UsersError> {
+    let new = NewUser {
+        name: SCHEDULER_USER.into(),
+        groups: vec![SCHEDULER_GROUP.into()],
+        clusters: vec!["*".into()],
+        read_only: false,
+        ttl: SCHEDULER_CERT_TTL,
+    };
+    // Checked first, so a bad URL records nothing.
+    super::kubeconfig::check_stub_url(users_url)?;
+    let added = add_user(state, ca, &new, contexts)?;
+    super::kubeconfig::kubeconfig_yaml(users_url, &ca.cert_pem(), &new.name, &added.cert, contexts)
+}
+
 /// Issues a bearer token for an existing user (`causeway user add --token`): 32
 /// random bytes, prefix `cwt_`, shown once, stored as SHA-256 in the user's record. It
 /// authenticates as the user with the user's groups until `user remove`.
