@@ -522,15 +522,39 @@ fn latency_shift_switches_the_clients_answer_and_back() {
     let (code, stdout, stderr, r) = drill(&scenario("latency-shift.yaml"), &work);
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(r.passed && r.aborted.is_none(), "{}", r.summary());
-    assert_eq!(r.steps.len(), 7);
+    assert_eq!(r.steps.len(), 13);
     assert!(r.steps.iter().all(|s| s.passed && s.at_ms.is_some()));
-    for name in ["time-to-switch", "time-to-switch-back"] {
+    for name in [
+        "time-to-switch",
+        "time-to-switch-back",
+        "time-to-drop",
+        "time-to-return",
+    ] {
         let m = r.measures.iter().find(|m| m.name == name).unwrap();
         assert!(m.passed && m.ms.unwrap() <= 5_000, "{m:?}");
+        println!("{name}: {} ms", m.ms.unwrap_or_default());
     }
-    // singapore: aws-sg → ali-hz → aws-sg; beijing: idc-bj throughout.
+    // singapore: aws-sg → ali-hz (latency) → aws-sg → ali-hz (aws-sg's health check
+    // fails) → aws-sg; beijing: idc-bj throughout.
     let sg = series_values(&r, "dns api.svc.example. from singapore");
-    assert_eq!(sg, ["aws-sg", "ali-hz", "aws-sg"], "{:?}", r.samples);
+    assert_eq!(
+        sg,
+        ["aws-sg", "ali-hz", "aws-sg", "ali-hz", "aws-sg"],
+        "{:?}",
+        r.samples
+    );
+    // The drop was dns's prober's doing: it counted aws-sg going unhealthy.
+    assert!(r.steps.iter().any(|s| s.name == "probe-saw-it" && s.passed));
+    let health = r
+        .faults
+        .iter()
+        .find(|f| f.name == "aws-sg-unhealthy")
+        .expect("band");
+    assert_eq!(
+        health.to_ms,
+        Some(step_at(&r, "aws-sg-healthy")),
+        "{health:?}"
+    );
     let bj = series_values(&r, "dns api.svc.example. from beijing");
     assert_eq!(bj, ["idc-bj"], "{:?}", r.samples);
     let shift = r.faults.iter().find(|f| f.name == "shift").expect("band");

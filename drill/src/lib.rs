@@ -13,12 +13,16 @@
 //! * [`scenario`]: the `Scenario` document, its types and its checks.
 //! * [`report`]: the result of a run (JSON through serde) and its plain-text summary.
 //! * [`run`]: running a scenario on a local sandbox (testbed clusters, stub, agents,
-//!   dns, scheduler), its faults and their revert, expectation polling, the report.
+//!   dns, scheduler) or against a [`DrillTarget`], its faults and their revert,
+//!   expectation polling, the report.
+//! * [`target`]: the `DrillTarget` document (an existing deployment to run against).
 #![warn(missing_docs)]
 
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod target;
 
 pub use report::{MeasureReport, Report, StepReport};
 pub use scenario::{Scenario, Step, StepAction, parse_str};
+pub use target::DrillTarget;

@@ -24,9 +24,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::report::{Report, StepReport, detail};
 use crate::scenario::{Expect, Fault, Scenario, StepAction};
+use crate::target::DrillTarget;
 
 mod expect;
 mod faults;
+mod health;
 mod kube;
 mod progress;
 mod sandbox;
@@ -54,6 +56,10 @@ pub struct RunOptions {
     pub keep: bool,
     /// Live progress.
     pub progress: Progress,
+    /// Run against this existing deployment instead of a sandbox (nothing installed).
+    pub target: Option<DrillTarget>,
+    /// With `target`: produce the scenario's faults there (those that can be).
+    pub allow_faults: bool,
 }
 
 /// What a run produced.
@@ -105,7 +111,11 @@ impl Clock {
 
 /// Runs `scenario` (already validated) on a new sandbox.
 pub async fn run(scenario: &Scenario, mut opts: RunOptions) -> Result<RunOutcome, RunError> {
-    if let Some(why) = unsupported(scenario) {
+    let why = match &opts.target {
+        Some(t) => t.refusal(scenario, opts.allow_faults),
+        None => unsupported(scenario),
+    };
+    if let Some(why) = why {
         return Err(RunError::Unsupported(why));
     }
     for dir in [&opts.work_dir, &opts.report_dir] {
@@ -121,8 +131,9 @@ pub async fn run(scenario: &Scenario, mut opts: RunOptions) -> Result<RunOutcome
     let mut clock = Clock(Instant::now());
     let progress = &mut opts.progress;
     let mut interrupted = false;
+    let target = opts.target.as_ref();
     let outcome = tokio::select! {
-        r = drive(scenario, &mut sb, &mut applied, &mut report, &mut clock, progress) => r,
+        r = drive(scenario, target, &mut sb, &mut applied, &mut report, &mut clock, progress) => r,
         _ = int.recv() => { interrupted = true; Err("interrupted (SIGINT)".to_string()) }
         _ = term.recv() => { interrupted = true; Err("interrupted (SIGTERM)".to_string()) }
     };
@@ -151,6 +162,13 @@ pub async fn run(scenario: &Scenario, mut opts: RunOptions) -> Result<RunOutcome
                 c.kubeconfig.display()
             ));
         }
+        match write_target(scenario, &sb, &opts.work_dir) {
+            Ok(path) => progress.line(&format!(
+                "  as a target: causeway drill SCENARIO --target {} [--allow-faults]",
+                path.display()
+            )),
+            Err(e) => progress.line(&format!("  (no target file: {e})")),
+        }
         if let Some(dns) = sb.dns_udp {
             progress.line(&format!("  dns: dig @{} -p {} NAME", dns.ip(), dns.port()));
         }
@@ -162,7 +180,9 @@ pub async fn run(scenario: &Scenario, mut opts: RunOptions) -> Result<RunOutcome
             _ = term.recv() => {}
         }
     }
-    progress.line("drill: stopping the sandbox");
+    if opts.target.is_none() {
+        progress.line("drill: stopping the sandbox");
+    }
     let teardown_error = sb.teardown().await;
     Ok(RunOutcome {
         report,
@@ -171,6 +191,34 @@ pub async fn run(scenario: &Scenario, mut opts: RunOptions) -> Result<RunOutcome
         interrupted,
         teardown_error,
     })
+}
+
+/// `<work>/target.yaml`: the kept sandbox as a `DrillTarget`.
+fn write_target(scenario: &Scenario, sb: &Sandbox, work: &Path) -> Result<PathBuf, String> {
+    let clusters: Vec<(String, PathBuf)> = sb
+        .clusters()
+        .iter()
+        .map(|c| (c.name.clone(), c.kubeconfig.clone()))
+        .collect();
+    let users: Vec<(String, PathBuf)> = sb
+        .users
+        .iter()
+        .map(|(n, k)| (n.clone(), k.clone()))
+        .collect();
+    let dns = sb.dns_udp.zip(sb.dns_api);
+    let kubectl = sb.kubectl_bin().ok_or("no cluster")?;
+    let yaml = crate::target::target_yaml(
+        &format!("{}-sandbox", scenario.name),
+        &kubectl,
+        &clusters,
+        &users,
+        dns,
+        sb.scheduler_addr,
+        sb.stub_metrics().first().copied(),
+    );
+    let path = work.join("target.yaml");
+    std::fs::write(&path, yaml).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 fn write_html(report: &Report, dir: &Path) -> Option<PathBuf> {
@@ -206,15 +254,23 @@ async fn revert_all(
 /// Brings the sandbox up and runs the steps; `Err` aborts the drill.
 async fn drive(
     scenario: &Scenario,
+    target: Option<&DrillTarget>,
     sb: &mut Sandbox,
     applied: &mut Vec<(String, faults::Applied)>,
     report: &mut Report,
     clock: &mut Clock,
     progress: &mut Progress,
 ) -> Result<(), String> {
-    sb.bring_up(scenario, progress)
-        .await
-        .map_err(|e| format!("sandbox: {e}"))?;
+    match target {
+        Some(t) => sb
+            .attach(t, scenario, progress)
+            .await
+            .map_err(|e| format!("target: {e}"))?,
+        None => sb
+            .bring_up(scenario, progress)
+            .await
+            .map_err(|e| format!("sandbox: {e}"))?,
+    }
     let observer = Observer::new(scenario, sb).map_err(|e| format!("sandbox: {e}"))?;
     *clock = Clock(Instant::now());
     report.started_at_unix_ms = unix_ms();

@@ -277,6 +277,9 @@ pub enum Fault {
     NetworkCut(ClusterFault),
     /// Kill the active stub; the standby takes over (`topology.stub.replicas: 2`).
     StubKilled(NoFields),
+    /// The health endpoint dns probes for the cluster's GSLB targets answers 503
+    /// (reverted: 200 again). Needs `install.zones`.
+    HealthFailing(ClusterFault),
     /// More load than the home cluster can take.
     LoadSurge(LoadSurge),
     /// New round-trip times from a client network to clusters, posted to dns's
@@ -291,7 +294,8 @@ impl Fault {
             Fault::AgentKilled(c)
             | Fault::AgentsStopped(c)
             | Fault::ApiServerStopped(c)
-            | Fault::NetworkCut(c) => Some(&c.cluster),
+            | Fault::NetworkCut(c)
+            | Fault::HealthFailing(c) => Some(&c.cluster),
             Fault::StubKilled(_) => None,
             Fault::LoadSurge(s) => s.cluster(),
             Fault::LatencyChange(_) => None,
@@ -309,6 +313,9 @@ impl fmt::Display for Fault {
                 write!(f, "network cut between {}'s agents and the stub", c.cluster)
             }
             Fault::StubKilled(_) => write!(f, "active stub killed"),
+            Fault::HealthFailing(c) => {
+                write!(f, "health check of {}'s targets failing (503)", c.cluster)
+            }
             Fault::LoadSurge(LoadSurge::Scale(s)) => write!(
                 f,
                 "load surge: {} in {} scaled to {} replicas",
@@ -747,6 +754,8 @@ struct RawFault {
     #[serde(default)]
     stub_killed: Option<NoFields>,
     #[serde(default)]
+    health_failing: Option<ClusterFault>,
+    #[serde(default)]
     load_surge: Option<RawLoadSurge>,
     #[serde(default)]
     latency_change: Option<LatencyChange>,
@@ -765,7 +774,7 @@ struct RawLoadSurge {
 
 impl RawFault {
     fn into_fault(self) -> Result<Fault, (&'static str, &'static str)> {
-        const ONE: &str = "exactly one of agentKilled, agentsStopped, apiServerStopped, networkCut, stubKilled, loadSurge or latencyChange";
+        const ONE: &str = "exactly one of agentKilled, agentsStopped, apiServerStopped, networkCut, stubKilled, healthFailing, loadSurge or latencyChange";
         let mut found = Vec::new();
         if let Some(c) = self.agent_killed {
             found.push(Fault::AgentKilled(c));
@@ -781,6 +790,9 @@ impl RawFault {
         }
         if let Some(n) = self.stub_killed {
             found.push(Fault::StubKilled(n));
+        }
+        if let Some(c) = self.health_failing {
+            found.push(Fault::HealthFailing(c));
         }
         if let Some(l) = self.latency_change {
             found.push(Fault::LatencyChange(l));
@@ -1093,6 +1105,12 @@ fn check(doc: &Document) -> Result<Scenario, ConfigError> {
                 .into_fault()
                 .map_err(|(field, reason)| doc.error(&at(field), reason))?;
             check_fault(doc, &fault, &spec.topology, &at, &known)?;
+            if matches!(fault, Fault::HealthFailing(_)) && spec.install.zones.is_empty() {
+                return Err(doc.error(
+                    &at("fault.healthFailing"),
+                    "needs install.zones (dns health-checks their GSLB targets)",
+                ));
+            }
             StepAction::Fault(fault)
         } else if let Some(e) = raw.expect {
             StepAction::Expect(check_expect(doc, e, &clients, &users, &at, &known)?)
@@ -1269,6 +1287,7 @@ fn check_fault(
         Fault::AgentsStopped(c) => known(&c.cluster, "fault.agentsStopped.cluster"),
         Fault::ApiServerStopped(c) => known(&c.cluster, "fault.apiServerStopped.cluster"),
         Fault::NetworkCut(c) => known(&c.cluster, "fault.networkCut.cluster"),
+        Fault::HealthFailing(c) => known(&c.cluster, "fault.healthFailing.cluster"),
         Fault::StubKilled(_) => {
             if topology.stub.replicas < 2 {
                 return Err(doc.error(

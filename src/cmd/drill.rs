@@ -36,7 +36,8 @@ const EXIT_INTERRUPTED: i32 = 130;
     after_help = "Examples:\n  causeway drill --list\n  \
     causeway drill scenarios/quickstart.yaml --validate\n  \
     causeway drill scenarios/quickstart.yaml\n  \
-    causeway drill scenarios/partition.yaml --report out/ --keep"
+    causeway drill scenarios/partition.yaml --report out/ --keep\n  \
+    causeway drill scenarios/latency-shift.yaml --target staging.yaml --allow-faults"
 )]
 pub struct Args {
     /// The scenario file.
@@ -58,9 +59,19 @@ pub struct Args {
     /// causeway-drill-NAME-TIME directory in the temporary directory).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
-    /// Leave the sandbox up after the drill, until Ctrl-C.
+    /// Leave the sandbox up after the drill, until Ctrl-C (and write
+    /// <work>/target.yaml, a DrillTarget of it for --target).
     #[arg(long, conflicts_with = "validate")]
     keep: bool,
+    /// Run against an existing deployment described by this DrillTarget file instead of
+    /// a sandbox: nothing is installed; faults need --allow-faults.
+    #[arg(long, value_name = "TARGET", conflicts_with = "keep")]
+    target: Option<PathBuf>,
+    /// With --target: produce the scenario's faults in that deployment (those that can
+    /// be made through its APIs: scaling, dns's latency API, the scheduler's external
+    /// value), reverted at the end. Without it a scenario with a fault is refused.
+    #[arg(long, requires = "target")]
+    allow_faults: bool,
 }
 
 /// Runs `causeway drill`.
@@ -76,7 +87,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", summary(&scenario));
         return Ok(());
     }
-    if let Some(why) = causeway_drill::run::unsupported(&scenario) {
+    let target = match &args.target {
+        Some(t) => Some(causeway_drill::DrillTarget::load(t)?),
+        None => None,
+    };
+    let refused = match &target {
+        Some(t) => t.refusal(&scenario, args.allow_faults),
+        None => causeway_drill::run::unsupported(&scenario),
+    };
+    if let Some(why) = refused {
         anyhow::bail!("{}: {why}", file.display());
     }
     let work_dir = match args.work_dir {
@@ -104,6 +123,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         work_dir: work_dir.clone(),
         report_dir,
         keep: args.keep,
+        target,
+        allow_faults: args.allow_faults,
         progress: causeway_drill::run::Progress::new(Box::new(std::io::stderr()), tty),
     };
     let outcome = causeway_drill::run::run(&scenario, opts).await?;

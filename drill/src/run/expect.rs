@@ -13,7 +13,7 @@ use std::time::Duration;
 use causeway_testbed::testing::HttpClient;
 use serde::Deserialize;
 
-use super::kube::{Api, kubectl_with};
+use super::kube::{Api, run_kubectl};
 use super::sandbox::Sandbox;
 use crate::scenario::{
     Component, Condition, DnsExpect, DnsMatch, Fault, KubectlExpect, KubectlOutcome, LoadSurge,
@@ -45,8 +45,8 @@ pub(crate) struct Seen {
 /// Reads the sandbox for the scenario's conditions.
 pub(crate) struct Observer {
     apis: Vec<(String, Api)>,
-    /// The sandbox's clusters (their kubectl).
-    clusters: Vec<causeway_testbed::ClusterInfo>,
+    /// The kubectl users' commands run with.
+    kubectl: Option<PathBuf>,
     /// Drill users' kubeconfigs, by name.
     users: BTreeMap<String, PathBuf>,
     dns: Option<SocketAddr>,
@@ -93,10 +93,7 @@ struct Target {
 impl Observer {
     /// An observer of `sb` (up) for `scenario`.
     pub(crate) fn new(scenario: &Scenario, sb: &Sandbox) -> Result<Self, String> {
-        let mut apis = Vec::new();
-        for c in sb.clusters() {
-            apis.push((c.name.clone(), Api::admin(c)?));
-        }
+        let apis = sb.member_apis(scenario)?;
         let mut failover = BTreeMap::new();
         let mut workloads: Vec<WorkloadRef> = Vec::new();
         for p in &scenario.install.policies {
@@ -167,7 +164,7 @@ impl Observer {
         }
         Ok(Self {
             apis,
-            clusters: sb.clusters().to_vec(),
+            kubectl: sb.kubectl_bin(),
             users: sb.users.clone(),
             dns: sb.dns_udp,
             dns_api: sb.dns_api,
@@ -242,7 +239,10 @@ impl Observer {
                 sample: None,
             };
         };
-        let Some(c) = self.clusters.iter().find(|c| c.name == k.cluster.as_str()) else {
+        let (Some(bin), true) = (
+            &self.kubectl,
+            self.apis.iter().any(|(c, _)| c == k.cluster.as_str()),
+        ) else {
             return Seen {
                 holds: false,
                 text: format!("no cluster {}", k.cluster),
@@ -257,7 +257,7 @@ impl Observer {
             "-v=6",
         ];
         args.extend(k.args.iter().map(String::as_str));
-        let r = kubectl_with(c, kubeconfig, &args).await;
+        let r = run_kubectl(bin, kubeconfig, &args, Some(k.cluster.as_str())).await;
         let (got, text) = match &r {
             Ok(_) => (Got::Ok, format!("{series}: ok")),
             Err(e) => {

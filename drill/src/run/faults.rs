@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use causeway_testbed::testing::HttpClient;
 
-use super::kube::kubectl;
+use super::kube::{Kubectl, kubectl};
 use super::sandbox::{Sandbox, signal_pid, stub_ready};
 use crate::scenario::{Fault, LatencyChange, LoadSurge, Scenario, WorkloadRef};
 
@@ -18,6 +18,8 @@ pub(crate) enum Applied {
     /// The active stub (index in `Sandbox::stubs`) was SIGKILLed; started again (on its
     /// ports, as a standby now) on revert.
     StubKilled { index: usize },
+    /// The cluster's health endpoint answers 503; 200 again on revert.
+    HealthFailing { cluster: String },
     /// The cluster's relay is cut; healed on revert.
     NetworkCut { cluster: String },
     /// The Deployment was scaled from `before`.
@@ -50,6 +52,30 @@ pub(crate) async fn apply(
 ) -> Result<Applied, String> {
     match fault {
         Fault::LatencyChange(l) => latency_change(sb, scenario, l).await,
+        Fault::AgentKilled(c) | Fault::AgentsStopped(c) if sb.target.is_some() => {
+            // A target's agents run as a Deployment: scale it (one fewer, or to 0).
+            let agents = sb
+                .target
+                .as_ref()
+                .and_then(|t| t.cluster(c.cluster.as_str()))
+                .and_then(|t| t.agents.clone())
+                .ok_or_else(|| {
+                    format!("the target does not say where {}'s agents run", c.cluster)
+                })?;
+            let k = sb.member_kubectl(c.cluster.as_str())?;
+            let before = replicas(&k, &agents).await?;
+            let to = if matches!(fault, Fault::AgentKilled(_)) {
+                before.saturating_sub(1)
+            } else {
+                0
+            };
+            scale(&k, &agents, to).await?;
+            Ok(Applied::Scaled {
+                cluster: c.cluster.to_string(),
+                workload: agents,
+                before,
+            })
+        }
         Fault::AgentKilled(c) => {
             let cluster = c.cluster.to_string();
             let agents = sb
@@ -118,6 +144,15 @@ pub(crate) async fn apply(
                 cluster: c.cluster.to_string(),
             })
         }
+        Fault::HealthFailing(c) => {
+            let h = sb.health.get(c.cluster.as_str()).ok_or_else(|| {
+                format!("no health endpoint of {} (no zones installed?)", c.cluster)
+            })?;
+            h.set_failing(true);
+            Ok(Applied::HealthFailing {
+                cluster: c.cluster.to_string(),
+            })
+        }
         Fault::StubKilled(_) => {
             if sb.stubs.len() < 2 {
                 return Err("stubKilled needs two stubs (topology.stub.replicas: 2)".into());
@@ -136,24 +171,11 @@ pub(crate) async fn apply(
             Ok(Applied::StubKilled { index })
         }
         Fault::LoadSurge(LoadSurge::Scale(s)) => {
-            let c = sb.cluster(s.cluster.as_str())?.clone();
-            let before = kubectl(
-                &c,
-                &[
-                    "get",
-                    "deployment",
-                    &s.workload.deployment,
-                    "-n",
-                    &s.workload.namespace,
-                    "-o",
-                    "jsonpath={.spec.replicas}",
-                ],
-            )
-            .await?
-            .trim()
-            .parse::<u32>()
-            .map_err(|e| format!("replicas of {} in {}: {e}", s.workload, s.cluster))?;
-            scale(&c, &s.workload, s.replicas).await?;
+            let k = sb.member_kubectl(s.cluster.as_str())?;
+            let before = replicas(&k, &s.workload)
+                .await
+                .map_err(|e| format!("{e} in {}", s.cluster))?;
+            scale(&k, &s.workload, s.replicas).await?;
             Ok(Applied::Scaled {
                 cluster: s.cluster.to_string(),
                 workload: s.workload.clone(),
@@ -225,6 +247,12 @@ pub(crate) async fn revert(sb: &mut Sandbox, applied: &Applied) -> Result<(), St
             Ok(())
         }
         Applied::StubKilled { index } => sb.restart_stub(*index).await,
+        Applied::HealthFailing { cluster } => {
+            if let Some(h) = sb.health.get(cluster) {
+                h.set_failing(false);
+            }
+            Ok(())
+        }
         Applied::NetworkCut { cluster } => {
             if let Some(r) = sb.relays.get(cluster) {
                 r.heal();
@@ -236,8 +264,8 @@ pub(crate) async fn revert(sb: &mut Sandbox, applied: &Applied) -> Result<(), St
             workload,
             before,
         } => {
-            let c = sb.cluster(cluster)?.clone();
-            scale(&c, workload, *before).await
+            let k = sb.member_kubectl(cluster)?;
+            scale(&k, workload, *before).await
         }
         Applied::PodCpu {
             cluster,
@@ -320,22 +348,32 @@ fn latency_body(subnet: &str, rtts: &[(String, u32)]) -> String {
     serde_json::json!({ "measurements": measurements }).to_string()
 }
 
-async fn scale(
-    c: &causeway_testbed::ClusterInfo,
-    w: &WorkloadRef,
-    replicas: u32,
-) -> Result<(), String> {
-    kubectl(
-        c,
-        &[
-            "scale",
-            "deployment",
-            &w.deployment,
-            "-n",
-            &w.namespace,
-            &format!("--replicas={replicas}"),
-        ],
-    )
+/// `spec.replicas` of the Deployment `w`.
+async fn replicas(k: &Kubectl, w: &WorkloadRef) -> Result<u32, String> {
+    k.run(&[
+        "get",
+        "deployment",
+        &w.deployment,
+        "-n",
+        &w.namespace,
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ])
+    .await?
+    .trim()
+    .parse::<u32>()
+    .map_err(|e| format!("replicas of {w}: {e}"))
+}
+
+async fn scale(k: &Kubectl, w: &WorkloadRef, replicas: u32) -> Result<(), String> {
+    k.run(&[
+        "scale",
+        "deployment",
+        &w.deployment,
+        "-n",
+        &w.namespace,
+        &format!("--replicas={replicas}"),
+    ])
     .await
     .map(|_| ())
 }

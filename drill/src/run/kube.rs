@@ -1,8 +1,10 @@
-//! Reaching a sandbox cluster as its admin: reads over HTTPS with the admin client
-//! certificate (cheap enough to poll every 250 ms), writes with the testbed's kubectl.
+//! Reaching a cluster as its admin: in a sandbox, reads over HTTPS with the admin client
+//! certificate (cheap enough to poll every 250 ms) and writes with the testbed's kubectl;
+//! against a `--target` deployment, reads and writes with kubectl and the target's
+//! kubeconfig and context (whatever its authentication is).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use causeway_testbed::ClusterInfo;
@@ -15,8 +17,31 @@ const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One cluster's API server, as admin.
 #[derive(Clone)]
-pub(crate) struct Api {
-    client: HttpClient,
+pub(crate) enum Api {
+    /// A sandbox cluster: HTTPS with the admin certificate.
+    Https(HttpClient),
+    /// A target cluster: `kubectl get --raw`.
+    Kubectl(Kubectl),
+}
+
+/// kubectl with a kubeconfig and (optionally) a context.
+#[derive(Clone, Debug)]
+pub(crate) struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub context: Option<String>,
+}
+
+impl Kubectl {
+    /// Runs `kubectl ARGS` (after `--kubeconfig`, `--context`); its stdout, or why not.
+    pub(crate) async fn run(&self, args: &[&str]) -> Result<String, String> {
+        let mut all: Vec<&str> = Vec::new();
+        if let Some(c) = &self.context {
+            all.extend(["--context", c.as_str()]);
+        }
+        all.extend(args);
+        run_kubectl(&self.bin, &self.kubeconfig, &all, self.context.as_deref()).await
+    }
 }
 
 impl Api {
@@ -34,15 +59,29 @@ impl Api {
         let addr: SocketAddr = host
             .parse()
             .map_err(|e| format!("server {}: {e}", c.server))?;
-        Ok(Self {
-            client: HttpClient::https(addr, tls, &addr.ip().to_string()).timeout(READ_TIMEOUT),
-        })
+        Ok(Self::Https(
+            HttpClient::https(addr, tls, &addr.ip().to_string()).timeout(READ_TIMEOUT),
+        ))
     }
 
     /// GET `path` as JSON; `None` on 404.
     pub(crate) async fn get(&self, path: &str) -> Result<Option<serde_json::Value>, String> {
-        let r = self
-            .client
+        let client = match self {
+            Api::Https(c) => c,
+            Api::Kubectl(k) => {
+                return match k
+                    .run(&["get", "--raw", path, "--request-timeout", "2s"])
+                    .await
+                {
+                    Ok(out) => serde_json::from_str(&out)
+                        .map(Some)
+                        .map_err(|e| format!("GET {path}: {e}")),
+                    Err(e) if e.contains("NotFound") || e.contains("(404)") => Ok(None),
+                    Err(e) => Err(format!("unreachable ({e})")),
+                };
+            }
+        };
+        let r = client
             .send(http::Method::GET, path, "")
             .await
             .map_err(|e| format!("unreachable ({e})"))?;
@@ -67,7 +106,17 @@ pub(crate) async fn kubectl_with(
     kubeconfig: &Path,
     args: &[&str],
 ) -> Result<String, String> {
-    let mut cmd = tokio::process::Command::new(&c.kubectl);
+    run_kubectl(&c.kubectl, kubeconfig, args, Some(&c.name)).await
+}
+
+/// Runs `bin --kubeconfig KUBECONFIG ARGS`; errors read `kubectl ARGS (WHERE): STDERR`.
+pub(crate) async fn run_kubectl(
+    bin: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+    place: Option<&str>,
+) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new(bin);
     cmd.arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
@@ -83,7 +132,7 @@ pub(crate) async fn kubectl_with(
         Err(format!(
             "kubectl {} ({}): {}",
             args.join(" "),
-            c.name,
+            place.unwrap_or("current context"),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }

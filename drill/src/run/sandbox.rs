@@ -14,9 +14,11 @@ use causeway_testbed::relay::{Backend, Relay};
 use causeway_testbed::testing::{HttpClient, Listening, Process, Spawn};
 use causeway_testbed::{ClusterInfo, ClusterSpec, MetricsOptions, Testbed, TestbedOptions};
 
-use super::kube::{kubectl, kubectl_with};
+use super::health::{HealthEndpoint, zones_with_health_checks};
+use super::kube::{Api, Kubectl, kubectl, kubectl_with};
 use super::progress::{Progress, secs};
-use crate::scenario::{Fault, LoadSurge, Scenario, StepAction, UserRbac};
+use crate::scenario::{Fault, LoadSurge, Scenario, StepAction, UserRbac, WorkloadRef};
+use crate::target::DrillTarget;
 
 /// The agent's RBAC on its own cluster (impersonation only).
 const AGENT_RBAC: &str = include_str!("../../../examples/tunnel/agent-rbac.yaml");
@@ -69,6 +71,8 @@ pub(crate) struct Sandbox {
     /// Agents by cluster (`None`: stopped by a fault).
     pub agents: BTreeMap<String, Vec<Option<Process>>>,
     agent_tokens: BTreeMap<String, PathBuf>,
+    /// The health endpoints dns probes, by cluster (only with a `healthFailing` step).
+    pub health: BTreeMap<String, HealthEndpoint>,
     pub dns: Option<Process>,
     pub dns_udp: Option<SocketAddr>,
     pub dns_api: Option<SocketAddr>,
@@ -76,6 +80,9 @@ pub(crate) struct Sandbox {
     pub scheduler_addr: Option<SocketAddr>,
     /// Kubeconfigs of `topology.users`, by name.
     pub users: BTreeMap<String, PathBuf>,
+    /// Against an existing deployment (`--target`): nothing is started, the clusters
+    /// and endpoints are the target's.
+    pub target: Option<DrillTarget>,
 }
 
 impl Sandbox {
@@ -91,13 +98,138 @@ impl Sandbox {
             relays: BTreeMap::new(),
             agents: BTreeMap::new(),
             agent_tokens: BTreeMap::new(),
+            health: BTreeMap::new(),
             dns: None,
             dns_udp: None,
             dns_api: None,
             scheduler: None,
             scheduler_addr: None,
             users: BTreeMap::new(),
+            target: None,
         }
+    }
+
+    /// Against `target` instead of a sandbox: takes its users, dns, scheduler and stub
+    /// metrics, and checks that every cluster answers and that the workloads the
+    /// scenario scales and the agents' Deployments the target names exist. Nothing is
+    /// installed.
+    pub(crate) async fn attach(
+        &mut self,
+        target: &DrillTarget,
+        scenario: &Scenario,
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        std::fs::create_dir_all(&self.work).map_err(|e| format!("{}: {e}", self.work.display()))?;
+        self.target = Some(target.clone());
+        progress.line(&format!(
+            "target {} ({}): an existing deployment; nothing is installed (install: is not applied)",
+            target.name,
+            target.file.display()
+        ));
+        for c in &scenario.topology.clusters {
+            let k = self.member_kubectl(c.name.as_str())?;
+            k.run(&["get", "--raw", "/version", "--request-timeout", "5s"])
+                .await
+                .map_err(|e| format!("target cluster {}: {e}", c.name))?;
+        }
+        let mut need: Vec<(String, WorkloadRef, &str)> = Vec::new();
+        for s in &scenario.steps {
+            if let StepAction::Fault(Fault::LoadSurge(LoadSurge::Scale(x))) = &s.action {
+                need.push((
+                    x.cluster.to_string(),
+                    x.workload.clone(),
+                    "the workload of step",
+                ));
+            }
+        }
+        for c in &target.clusters {
+            if let Some(a) = &c.agents {
+                need.push((c.name.clone(), a.clone(), "the agents' Deployment named by"));
+            }
+        }
+        for (cluster, w, what) in need {
+            if !scenario
+                .topology
+                .clusters
+                .iter()
+                .any(|c| c.name.as_str() == cluster)
+            {
+                continue;
+            }
+            let k = self.member_kubectl(&cluster)?;
+            k.run(&[
+                "get",
+                "deployment",
+                &w.deployment,
+                "-n",
+                &w.namespace,
+                "-o",
+                "name",
+            ])
+            .await
+            .map_err(|e| {
+                format!(
+                    "{what} the scenario/target: Deployment {w} not found in {cluster} \
+                         (the drill installs nothing in a target): {e}"
+                )
+            })?;
+        }
+        self.users = target.users.iter().cloned().collect();
+        self.dns_udp = target.dns.map(|d| d.server);
+        self.dns_api = target.dns.and_then(|d| d.api);
+        self.scheduler_addr = target.scheduler;
+        progress.line(&format!(
+            "target: {} cluster(s) answer; every named workload exists",
+            scenario.topology.clusters.len()
+        ));
+        Ok(())
+    }
+
+    /// kubectl as admin of cluster `name` (the sandbox's, or the target's context).
+    pub(crate) fn member_kubectl(&self, name: &str) -> Result<Kubectl, String> {
+        if let Some(t) = &self.target {
+            let c = t
+                .cluster(name)
+                .ok_or_else(|| format!("no cluster {name} in the target"))?;
+            return Ok(Kubectl {
+                bin: t.kubectl.clone(),
+                kubeconfig: c.kubeconfig.clone(),
+                context: Some(c.context.clone()),
+            });
+        }
+        let c = self.cluster(name)?;
+        Ok(Kubectl {
+            bin: c.kubectl.clone(),
+            kubeconfig: c.kubeconfig.clone(),
+            context: None,
+        })
+    }
+
+    /// The kubectl binary users' commands run with.
+    pub(crate) fn kubectl_bin(&self) -> Option<PathBuf> {
+        match &self.target {
+            Some(t) => Some(t.kubectl.clone()),
+            None => self.members.first().map(|c| c.kubectl.clone()),
+        }
+    }
+
+    /// Every cluster's name and admin API (`scenario`'s clusters for a target).
+    pub(crate) fn member_apis(&self, scenario: &Scenario) -> Result<Vec<(String, Api)>, String> {
+        if self.target.is_some() {
+            return scenario
+                .topology
+                .clusters
+                .iter()
+                .map(|c| {
+                    let k = self.member_kubectl(c.name.as_str())?;
+                    Ok((c.name.to_string(), Api::Kubectl(k)))
+                })
+                .collect();
+        }
+        self.members
+            .iter()
+            .map(|c| Ok((c.name.clone(), Api::admin(c)?)))
+            .collect()
     }
 
     /// The sandbox's clusters (empty before the testbed is up).
@@ -117,6 +249,9 @@ impl Sandbox {
 
     /// The metrics listeners of every stub.
     pub(crate) fn stub_metrics(&self) -> Vec<SocketAddr> {
+        if let Some(t) = &self.target {
+            return t.stub_metrics.into_iter().collect();
+        }
         self.stubs.iter().map(|s| s.addrs.metrics).collect()
     }
 
@@ -222,6 +357,14 @@ impl Sandbox {
         ));
         // dns needs a zone, the scheduler a policy: without them, neither runs.
         if !scenario.install.zones.is_empty() {
+            if uses_health_failing(scenario) {
+                for c in &scenario.topology.clusters {
+                    let h = HealthEndpoint::start()
+                        .await
+                        .map_err(|e| format!("health endpoint: {e}"))?;
+                    self.health.insert(c.name.to_string(), h);
+                }
+            }
             self.start_dns(scenario).await?;
         }
         for w in &scenario.install.workloads {
@@ -662,6 +805,19 @@ spec:
         );
         for z in &scenario.install.zones {
             let path = scenario.resolve(z);
+            if !self.health.is_empty() {
+                // dns probes the drill's health endpoint of each target's cluster.
+                let docs = causeway_config::read_file(&path).map_err(|e| e.to_string())?;
+                let endpoints = self
+                    .health
+                    .iter()
+                    .map(|(c, h)| (c.clone(), h.addr))
+                    .collect();
+                for doc in zones_with_health_checks(&docs, &endpoints)? {
+                    let _ = write!(yaml, "---\n{doc}\n");
+                }
+                continue;
+            }
             let text =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             for doc in documents_except(&text, "DnsServer") {
@@ -772,6 +928,7 @@ spec:
         drop(procs);
         self.relays.clear();
         self.users_service = None;
+        self.health.clear();
         if let Some(tb) = self.testbed.take() {
             // A stopped kube-apiserver would not see SIGTERM.
             for p in tb.processes() {
@@ -788,6 +945,13 @@ spec:
         }
         None
     }
+}
+
+/// Whether a step makes a cluster's health check fail (the drill then serves them).
+fn uses_health_failing(s: &Scenario) -> bool {
+    s.steps
+        .iter()
+        .any(|st| matches!(&st.action, StepAction::Fault(Fault::HealthFailing(_))))
 }
 
 /// Whether a step surges load by simulated pod CPU (the testbed then runs metrics-server).

@@ -838,3 +838,47 @@ fn users_are_checked() {
         "a glob",
     );
 }
+
+#[test]
+fn health_failing_is_read_and_checked() {
+    let t = GOOD.replace(
+        "fault: {networkCut: {cluster: idc-bj}}",
+        "fault: {healthFailing: {cluster: idc-bj}}",
+    );
+    let s = parse(&t).unwrap();
+    let f = s
+        .steps
+        .iter()
+        .find_map(|st| match &st.action {
+            StepAction::Fault(f @ Fault::HealthFailing(_)) => Some(f),
+            _ => None,
+        })
+        .expect("a healthFailing step");
+    assert_eq!(f.cluster().map(|c| c.as_str()), Some("idc-bj"));
+    assert_eq!(
+        f.to_string(),
+        "health check of idc-bj's targets failing (503)"
+    );
+    let t = GOOD.replace(
+        "fault: {networkCut: {cluster: idc-bj}}",
+        "fault: {healthFailing: {cluster: ali-hz}}",
+    );
+    fails(
+        &t,
+        "healthFailing: {cluster: ali-hz}",
+        "spec.steps[4].fault.healthFailing.cluster",
+        "unknown cluster",
+    );
+    let t = GOOD
+        .replace(
+            "fault: {networkCut: {cluster: idc-bj}}",
+            "fault: {healthFailing: {cluster: idc-bj}}",
+        )
+        .replace("    zones: [z.yaml]\n", "");
+    fails(
+        &t,
+        "healthFailing: {cluster: idc-bj}",
+        "spec.steps[4].fault.healthFailing",
+        "needs install.zones",
+    );
+}
