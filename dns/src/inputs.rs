@@ -19,7 +19,8 @@ use causeway_model::{HealthReport, Placement};
 use tokio::sync::mpsc;
 
 use crate::builder::{Event, normalize_service};
-use crate::state::ServerState;
+use crate::load::LoadedConfig;
+use crate::state::{ServerState, Snapshot};
 
 /// Most placements in one input.
 pub const MAX_PLACEMENTS: usize = 10_000;
@@ -29,6 +30,8 @@ pub const MAX_PLACEMENT_TARGETS: usize = 256;
 pub const MAX_ADDRESSES: usize = 64;
 /// Longest reason of a health report.
 pub const MAX_REASON: usize = 1024;
+/// Longest wait of [`Inputs::reload`] for the builder to publish.
+pub const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why an input was refused. The variant names double as the `result` label of
 /// `causeway_dns_placement_updates_total`.
@@ -142,6 +145,57 @@ impl Inputs {
             }
         }
         r.map(|(n, ignored)| (n, ignored.into_iter().map(|i| i.text).collect()))
+    }
+
+    /// Replaces the running configuration with `loaded`, as a file reload does (probe
+    /// state carried over by name and cluster, placements kept), and waits until
+    /// queries see it (at most [`RELOAD_WAIT`]), so that placements checked next are
+    /// checked against it. Listen and API addresses are not rebound. For production mode
+    /// ([`crate::hub`]), which loads the file together with the hub's objects.
+    pub async fn reload(&self, loaded: LoadedConfig) -> Result<(), InputError> {
+        let zones = loaded.zones.clone();
+        self.events
+            .send(Event::Reload(Box::new(loaded)))
+            .map_err(|_| InputError::Stopped)?;
+        let deadline = tokio::time::Instant::now() + RELOAD_WAIT;
+        while !Arc::ptr_eq(&self.shared.state.load().zones, &zones) {
+            if tokio::time::Instant::now() >= deadline || self.events.is_closed() {
+                return Err(InputError::Stopped);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    /// Removes the placements of `services` (normalised FQDNs) without checking that
+    /// they are still GSLB names: a deleted `Placement` object whose name went away
+    /// with it must not come back with the name ([`crate::hub`]).
+    pub(crate) fn remove_placements(&self, services: Vec<String>) {
+        let removals = services
+            .into_iter()
+            .map(|service| Placement {
+                service,
+                targets: Vec::new(),
+            })
+            .collect();
+        let _ = self.events.send(Event::Placement(removals));
+    }
+
+    /// Counts a reload that did not load (`causeway_dns_reloads_total{result="error"}`).
+    pub fn reload_failed(&self) {
+        self.shared.metrics.reload(false);
+    }
+
+    /// Sets what `/readyz` answers.
+    pub fn set_ready(&self, ready: bool) {
+        self.shared
+            .ready
+            .store(ready, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The snapshot queries read now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.state.load_full()
     }
 
     /// Applies external health `reports` (`health: unknown` clears one). Returns how

@@ -29,6 +29,7 @@
 //! | [`explain`] | why a name answers what it does |
 //! | [`metrics`] | Prometheus metric names and handles |
 //! | [`reload`] | SIGHUP and file-change reload, keeping the last good config |
+//! | [`hub`] | production mode: zones, latency maps and placements from a hub cluster, status, the `causeway-dns` Lease |
 //! | [`ratelimit`] | per-client-prefix response rate limiting with slip |
 //! | [`scalegen`] | large generated configs for benchmarks and the memory test |
 #![warn(missing_docs)]
@@ -42,6 +43,7 @@ pub mod ecs;
 pub mod explain;
 pub mod handler;
 pub mod health;
+pub mod hub;
 pub mod inputs;
 pub mod latency;
 pub mod load;
@@ -157,6 +159,22 @@ impl Server {
 /// Binds the sockets, publishes the first snapshot and starts serving; the returned
 /// [`Server`] must be [`Server::run`] for inputs to be applied.
 pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Server, Error> {
+    start_as(opts, shutdown, false).await
+}
+
+/// [`start`] for a caller that owns reloading and readiness (production mode,
+/// [`hub`]): the config file is not watched here (the caller reloads through
+/// [`Inputs::reload`]) and `/readyz` stays 503 until [`Inputs::set_ready`]. DNS is
+/// served from the start.
+pub async fn start_managed(opts: RunOptions, shutdown: CancellationToken) -> Result<Server, Error> {
+    start_as(opts, shutdown, true).await
+}
+
+async fn start_as(
+    opts: RunOptions,
+    shutdown: CancellationToken,
+    managed: bool,
+) -> Result<Server, Error> {
     let loaded = opts.config;
     let config = &loaded.config;
     let zones = loaded.zones.clone();
@@ -226,7 +244,9 @@ pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Serv
             shutdown.clone(),
         ));
     }
-    tokio::spawn(reload::watch(watch, shared.clone(), tx, shutdown.clone()));
+    if !managed {
+        tokio::spawn(reload::watch(watch, shared.clone(), tx, shutdown.clone()));
+    }
     builder::trim_heap();
     {
         // Forget rate-limit state of quiet client networks.
@@ -246,8 +266,10 @@ pub async fn start(opts: RunOptions, shutdown: CancellationToken) -> Result<Serv
             }
         });
     }
-    shared.ready.store(true, Ordering::SeqCst);
-    info!("ready");
+    if !managed {
+        shared.ready.store(true, Ordering::SeqCst);
+        info!("ready");
+    }
     Ok(Server {
         builder,
         rx,

@@ -58,8 +58,30 @@ impl LoadedConfig {
         Self::from_documents(file, &causeway_config::parse_str(file, text)?)
     }
 
-    fn from_documents(file: &Path, docs: &[Document]) -> Result<Self, ConfigError> {
+    /// Loads documents already read: those of `file`, or, in production mode
+    /// ([`crate::hub`]), the file's followed by the hub's objects (each document names
+    /// its own source in errors; `file` is named by errors about the whole set).
+    pub fn from_documents(file: &Path, docs: &[Document]) -> Result<Self, ConfigError> {
         Self::compile(Config::from_documents(file, docs)?, docs)
+    }
+
+    /// [`Self::from_documents`], but a set without any `Zone` is valid too and serves no
+    /// zone (every query is refused): in production mode the zones may all live in the
+    /// hub, and there may be none yet, or the last one may have been deleted.
+    pub fn from_documents_allowing_no_zone(
+        file: &Path,
+        docs: &[Document],
+    ) -> Result<Self, ConfigError> {
+        if docs.iter().any(|d| d.kind == "Zone") {
+            return Self::from_documents(file, docs);
+        }
+        // The file loader requires a zone: validate with a placeholder one (after every
+        // real document, so their indexes hold), then serve without it.
+        let mut with_placeholder = docs.to_vec();
+        with_placeholder.extend(causeway_config::parse_str(file, PLACEHOLDER_ZONE)?);
+        let mut config = Config::from_documents(file, &with_placeholder)?;
+        config.zones.clear();
+        Self::compile(config, docs)
     }
 
     /// Compiles the zones of `config` (read from `docs`) and sets up their probes.
@@ -74,6 +96,16 @@ impl LoadedConfig {
         })
     }
 }
+
+/// A zone that validates, standing in for none in [`LoadedConfig::from_documents_allowing_no_zone`].
+const PLACEHOLDER_ZONE: &str = "apiVersion: causeway.dev/v1alpha1
+kind: Zone
+metadata: {name: no-zone}
+spec:
+  origin: no-zone.invalid.
+  soa: {rname: hostmaster.no-zone.invalid.}
+  nameservers: [{name: ns, addresses: [127.0.0.1]}]
+";
 
 /// The document a zone of `config` came from.
 fn zone_document<'a>(config: &Config, docs: &'a [Document], zone: usize) -> Option<&'a Document> {

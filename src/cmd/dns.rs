@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use causeway_dns::policy::Family;
@@ -28,6 +29,13 @@ DnsServer, Zone, LatencyMap); see docs/dns.md and examples/dns/. It is reloaded 
 SIGHUP and when it changes; an invalid file is logged as
 `file:line:column: Kind/name: field: reason` and the last good configuration keeps
 serving.
+
+Production mode (--hub-kubeconfig FILE or --hub-in-cluster, --hub-namespace NS): the
+file's documents are the base and the hub namespace's Zone and LatencyMap objects are
+added; Placement objects are applied as POST /v1/placement is. Each change reloads the
+server; an object that does not load keeps its last good version. The replica holding
+the Lease causeway-dns writes each object's status. /readyz is 200 once the first hub
+snapshot is loaded.
 
 Every bound socket is logged once as `listening on <dns|api> <udp|tcp|http>://ADDR`.
 
@@ -60,6 +68,23 @@ pub struct Args {
     // `--check` is the old name, kept (hidden) so existing scripts keep working.
     #[arg(long, alias = "check")]
     validate: bool,
+
+    #[command(flatten)]
+    hub: super::hub_args::HubArgs,
+
+    /// Production mode: the Lease electing the one replica that writes status, in the
+    /// hub namespace.
+    #[arg(long, value_name = "NAME", default_value = "causeway-dns")]
+    lease_name: String,
+
+    /// Production mode: the Lease's duration; the holder renews every third of it, another
+    /// replica takes over status writing after it.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+
+    /// Production mode: this replica's holder identity [default: hostname-pid].
+    #[arg(long, value_name = "ID")]
+    lease_identity: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -100,9 +125,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Command::Explain(e)) = args.command {
         return explain(e).await;
     }
-    let Some(path) = args.config else {
+    let Some(path) = args.config.clone() else {
         bail!("--config FILE is required (see `causeway dns --help`)");
     };
+    if args.hub.enabled() && !args.validate {
+        return production(args, path).await;
+    }
     let loaded = causeway_dns::LoadedConfig::load_isolated(&path)?;
     if args.validate {
         let config = &loaded.config;
@@ -129,6 +157,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             config: loaded,
             listen: args.listen,
             api: args.api_listen,
+        },
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Production mode: the file is the base, the hub's Zones, LatencyMaps and Placements
+/// are added (`causeway_dns::hub`).
+async fn production(args: Args, file: PathBuf) -> anyhow::Result<()> {
+    let Some(hub) = args.hub.connect().await? else {
+        bail!("production mode needs --hub-kubeconfig or --hub-in-cluster");
+    };
+    let identity = args.lease_identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let shutdown = super::shutdown::shutdown_on_signal();
+    causeway_dns::hub::run(
+        causeway_dns::hub::HubOptions {
+            file,
+            listen: args.listen,
+            api: args.api_listen,
+            hub,
+            lease: causeway_dns::hub::LeaseSettings {
+                name: args.lease_name,
+                duration: args.lease_duration,
+                identity,
+            },
         },
         shutdown,
     )
