@@ -101,9 +101,43 @@ pub async fn bring_up() -> Bed {
 
 pub async fn bring_up_with(metrics: bool) -> Bed {
     let (tb, dir) = testbed(metrics).await;
+    bring_up_on(tb, dir, &[IDC, ALI, AWS])
+}
+
+/// The hub cluster of production mode (not a member: no agent, not placed to).
+pub const HUB: &str = "hub";
+/// The hub namespace holding Causeway's objects.
+pub const HUB_NS: &str = "causeway-system";
+
+/// [`bring_up`] plus a fourth cluster, [`HUB`] (its CRDs: `tests/support/crds.rs`).
+pub async fn bring_up_with_hub() -> Bed {
+    let (tb, dir) = testbed_of(
+        vec![
+            spec(IDC, "2"),
+            spec(ALI, "4"),
+            spec(AWS, "8"),
+            spec(HUB, "2"),
+        ],
+        false,
+    )
+    .await;
+    bring_up_on(tb, dir, &[IDC, ALI, AWS])
+}
+
+/// The stub, an agent in each of `members`, and the scheduler's stub identity.
+fn bring_up_on(tb: Testbed, dir: tempfile::TempDir, members: &[&str]) -> Bed {
     let state = dir.path().join("stub-state");
     let stub = start_stub(dir.path(), "stub", &state, None);
-    let agents = enrol_agents(&tb, dir.path(), &state, &format!("https://{}", stub.agents));
+    let members: Vec<&ClusterInfo> = members
+        .iter()
+        .map(|m| tb.cluster(m).expect("a member cluster"))
+        .collect();
+    let agents = enrol_members(
+        &members,
+        dir.path(),
+        &state,
+        &format!("https://{}", stub.agents),
+    );
     let kubeconfig = user_add(
         &state,
         dir.path(),
@@ -112,7 +146,7 @@ pub async fn bring_up_with(metrics: bool) -> Bed {
         "sb-*",
         &format!("https://{}", stub.users),
     );
-    for c in tb.clusters() {
+    for c in &members {
         wait_authenticated(c, &kubeconfig, &c.name);
     }
     Bed {
@@ -126,12 +160,19 @@ pub async fn bring_up_with(metrics: bool) -> Bed {
 
 /// The three clusters, in a new temporary directory.
 pub async fn testbed(metrics: bool) -> (Testbed, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = TestbedOptions::new(
+    testbed_of(
         vec![spec(IDC, "2"), spec(ALI, "4"), spec(AWS, "8")],
-        dir.path().join("testbed"),
-    );
-    opts.base_address = reserve_addresses(3);
+        metrics,
+    )
+    .await
+}
+
+/// A testbed of `clusters`, in a new temporary directory.
+pub async fn testbed_of(clusters: Vec<ClusterSpec>, metrics: bool) -> (Testbed, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = clusters.len();
+    let mut opts = TestbedOptions::new(clusters, dir.path().join("testbed"));
+    opts.base_address = reserve_addresses(n);
     if metrics {
         opts.metrics = causeway_testbed::MetricsOptions::enabled();
     }
@@ -141,12 +182,23 @@ pub async fn testbed(metrics: bool) -> (Testbed, tempfile::TempDir) {
 /// In every cluster: agent RBAC and token, the scheduler's member RBAC, enrolment with the
 /// stub whose state is `state`, and an agent with a session to `agents_url`.
 pub fn enrol_agents(tb: &Testbed, dir: &Path, state: &Path, agents_url: &str) -> Vec<Process> {
+    let all: Vec<&ClusterInfo> = tb.clusters().iter().collect();
+    enrol_members(&all, dir, state, agents_url)
+}
+
+/// [`enrol_agents`] for `members` only.
+pub fn enrol_members(
+    members: &[&ClusterInfo],
+    dir: &Path,
+    state: &Path,
+    agents_url: &str,
+) -> Vec<Process> {
     let rbac = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scheduler/member-rbac.yaml"),
     )
     .unwrap();
     let mut agents = Vec::new();
-    for c in tb.clusters() {
+    for c in members {
         let token = member_token(c, dir);
         Kubectl::admin(c).apply(&rbac);
         let join = cluster_add(state, &c.name, agents_url);
