@@ -160,7 +160,7 @@ async fn two_stubs_share_their_state_through_the_hub() {
         || ready(&a) || ready(&b),
     );
     let (active, standby) = if ready(&a) { (&a, &b) } else { (&b, &a) };
-    eprintln!("active: {}", active.proc.name());
+    eprintln!("active: users {}", active.users);
 
     // The CA Secret was created once; both mirrors hold its CA.
     let created: usize = [&a, &b]
@@ -217,6 +217,42 @@ async fn two_stubs_share_their_state_through_the_hub() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a join token enrolled twice");
     assert!(stderr.contains("already used"), "{stderr}");
+
+    // One token, two enrolments at once, one through each stub: exactly one wins (the
+    // other's compare-and-swap finds the token used). Five rounds.
+    let id: causeway_model::ClusterId = "tb-a".parse().unwrap();
+    for round in 0..5 {
+        let (token, hash) = cluster_add_in(&store, "tb-a", "https://unused:1");
+        let pin: causeway_tunnel::pki::CaPin = hash.parse().unwrap();
+        let token = causeway_tunnel::identity::Secret::new(token);
+        let (ua, ub) = (
+            format!("https://{}", a.agents),
+            format!("https://{}", b.agents),
+        );
+        let (da, db) = (
+            d.join(format!("race-{round}-a")),
+            d.join(format!("race-{round}-b")),
+        );
+        let (ra, rb) = tokio::join!(
+            causeway_tunnel::enrol::enrol_agent(&ua, &id, &token, &pin, &da),
+            causeway_tunnel::enrol::enrol_agent(&ub, &id, &token, &pin, &db),
+        );
+        let won = [ra.is_ok(), rb.is_ok()];
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {ra:?} {rb:?}"
+        );
+        let lost = if ra.is_ok() {
+            rb.unwrap_err()
+        } else {
+            ra.unwrap_err()
+        };
+        assert!(
+            lost.to_string().contains("already used"),
+            "round {round}: {lost}"
+        );
+    }
 
     // `user add` against the hub: kubectl through the active stub.
     let alice = user_add_in(
