@@ -131,7 +131,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.hub.enabled() && !args.validate {
         return production(args, path).await;
     }
-    let loaded = causeway_dns::LoadedConfig::load_isolated(&path)?;
+    let loaded = if args.hub.enabled() {
+        // Production mode's file may hold only the DnsServer: the zones are the hub's.
+        causeway_dns::LoadedConfig::from_documents_allowing_no_zone(
+            &path,
+            &causeway_config::read_file(&path)?,
+        )?
+    } else {
+        causeway_dns::LoadedConfig::load_isolated(&path)?
+    };
     if args.validate {
         let config = &loaded.config;
         let names: usize = config
