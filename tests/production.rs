@@ -248,6 +248,7 @@ async fn two_schedulers_against_one_hub() {
 
     // 4. Kill the leader: the standby takes over within the Lease duration (+ one poll).
     let a_writes = lines(&a, "decision written to status");
+    let rv = web(&bed)["metadata"]["resourceVersion"].clone();
     a.kill();
     let killed = Instant::now();
     b.wait_line("leader: applying", Duration::from_secs(20));
@@ -264,6 +265,11 @@ async fn two_schedulers_against_one_hub() {
         0,
         "the new leader rewrote a status already written:\n{}",
         b.log_tail(10)
+    );
+    assert_eq!(
+        web(&bed)["metadata"]["resourceVersion"],
+        rv,
+        "the new leader rewrote the object's status"
     );
     // A good change, applied by the new leader: sb-ali 3 (sb-aws keeps its 3 through the
     // scale-down window, 300 s by default).
