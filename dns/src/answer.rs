@@ -32,6 +32,12 @@ const MAX_CHAIN: usize = 8;
 pub struct Prepared {
     /// Reply bytes without the OPT record; ID, flags and QNAME are patched per query.
     pub bytes: Box<[u8]>,
+    /// Where `bytes` may be cut when it does not fit: (length, ARCOUNT) after each
+    /// optional additional RRset (MX/SRV target addresses), shortest first. The
+    /// longest cut that fits is sent without TC, as Knot does: additional data is
+    /// dropped before a reply is truncated (RFC 2181 §9). Names are compressed
+    /// against earlier bytes only, so a cut at a record boundary is a whole message.
+    pub cuts: Box<[(usize, u16)]>,
     /// Authoritative answer.
     pub aa: bool,
     /// Response code.
@@ -90,6 +96,38 @@ struct Builder<'a> {
     per_client: bool,
     counters: Vec<IntCounter>,
     ede: Option<u16>,
+    /// Sizes of the optional RRsets at the end of the additional section, in order.
+    optional: Vec<usize>,
+}
+
+/// The cut points of `full` (the encoding of `msg`) after each optional additional
+/// RRset but the last; checked against `full` so that only true prefixes are kept.
+fn cuts(msg: &Message, optional: &[usize], full: &[u8]) -> Box<[(usize, u16)]> {
+    let total: usize = optional.iter().sum();
+    let Some(first) = msg.additionals.len().checked_sub(total) else {
+        return Box::default();
+    };
+    let mut out = Vec::new();
+    let mut keep = first;
+    let mut m = msg.clone();
+    for n in std::iter::once(0).chain(optional.iter().copied()) {
+        keep += n;
+        if keep >= msg.additionals.len() {
+            break;
+        }
+        m.additionals = msg.additionals[..keep].to_vec();
+        let (Ok(bytes), Ok(ar)) = (m.to_vec(), u16::try_from(keep)) else {
+            continue;
+        };
+        let same = bytes.len() <= full.len()
+            && bytes.len() >= crate::wire::HEADER_LEN
+            && bytes[..10] == full[..10]
+            && bytes[crate::wire::HEADER_LEN..] == full[crate::wire::HEADER_LEN..bytes.len()];
+        if same {
+            out.push((bytes.len(), ar));
+        }
+    }
+    out.into_boxed_slice()
 }
 
 /// EDE info code 20, Not Authoritative (RFC 8914 §4.21).
@@ -120,6 +158,7 @@ pub fn prepare(
         scope: 0,
         per_client: false,
         ede: None,
+        optional: Vec::new(),
         counters: Vec::new(),
     };
     let name = name_from_wire(qname).unwrap_or_else(Name::root);
@@ -149,8 +188,10 @@ pub fn prepare(
             m.to_vec().unwrap_or_default()
         }
     };
+    let cuts = cuts(&b.msg, &b.optional, &bytes);
     Prepared {
         bytes: bytes.into_boxed_slice(),
+        cuts,
         aa,
         rcode,
         scope: b.scope,
@@ -353,6 +394,7 @@ impl Builder<'_> {
             for t in [RecordType::A, RecordType::AAAA] {
                 if let Some(addrs) = node.rrset(t) {
                     self.msg.additionals.extend(addrs.iter().cloned());
+                    self.optional.push(addrs.len());
                 }
             }
         }

@@ -246,7 +246,20 @@ impl Handler {
         };
         let qend = q.question_end();
         out.clear();
-        let truncate = slip || prepared.bytes.len() + opt_len > limit;
+        // Too big: drop optional additional RRsets from the end, then truncate.
+        let mut bytes: &[u8] = &prepared.bytes;
+        let mut arcount = None;
+        if bytes.len() + opt_len > limit
+            && let Some(&(len, ar)) = prepared
+                .cuts
+                .iter()
+                .rev()
+                .find(|(len, _)| len + opt_len <= limit)
+        {
+            bytes = &prepared.bytes[..len];
+            arcount = Some(ar);
+        }
+        let truncate = slip || bytes.len() + opt_len > limit;
         if truncate {
             let Some(head) = prepared.bytes.get(..qend) else {
                 return false;
@@ -259,7 +272,10 @@ impl Handler {
                 self.counters.truncated_size.inc();
             }
         } else {
-            out.extend_from_slice(&prepared.bytes);
+            out.extend_from_slice(bytes);
+            if let Some(ar) = arcount {
+                out[10..12].copy_from_slice(&ar.to_be_bytes());
+            }
         }
         if out.len() < qend {
             return false;
