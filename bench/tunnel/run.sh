@@ -15,7 +15,7 @@
 #     --quick: 3 s runs instead of 10-15 s; --part: only one half (default all);
 #     --perf: flat `perf record` profiles of the stub and agent during Causeway's rows
 #     (perf-*.data and their top entries perf-*.txt beside the report).
-#   (CAUSEWAY_BIN / TUNNEL_BENCH_GEN override the release binaries used)
+#   (CAUSEWAY_BIN overrides the release binary used; CAUSEWAY_BUILT_FROM names its source in the report)
 #
 # Needs: nginx, wrk, openssl, curl, python3, Go (the peers and the load generator are built
 # from Go modules into .cache/, once per pinned version), the testbed binaries in
@@ -52,7 +52,7 @@ done
 
 if [ $build = 1 ]; then
   echo "==> building (release)"
-  (cd "$root" && cargo build --release -j2 --bin causeway && cargo build --release -j2 -p causeway-tunnel --example tunnel_bench) >"$out/build.log" 2>&1
+  (cd "$root" && cargo build --release -j2 --bin causeway) >"$out/build.log" 2>&1
 fi
 bin=${CAUSEWAY_BIN:-$root/target/release/causeway}
 kubectl=$root/.cache/bin/kubectl
@@ -94,7 +94,7 @@ gen() {
   local path=$1 test=$2 mode=$3 c=$4 d=$5 procs=$6; shift 7
   local s0 s1 j
   s0=$(sample $procs)
-  j=$(timeout $((d + 60)) "$loadgen" "$mode" -c "$c" -d "$d" "$@") || j='{"requests":0,"errors":-1}'
+  j=$(timeout $((d + 30)) "$loadgen" "$mode" -c "$c" -d "$d" "$@") || j='{"requests":0,"errors":-1,"note":"no result: timed out or failed"}'
   s1=$(sample $procs)
   python3 "$tp" rec "$results" "$path" "$test" "$j" "$s0" "$s1"
   echo "   $path $test: $j"
@@ -105,12 +105,16 @@ perf_pid=
 perf_start() {
   [ $perf = 1 ] || return 0
   perf record -F 999 -p "$2" -o "$out/perf-$1.data" -- sleep "$3" >/dev/null 2>&1 & perf_pid=$!; perf_name=$1
+  perf_pids_note="pids $2: stub $stub_pid, agents ${agent_pid:-} ${agent_web_pid:-}"
 }
 perf_stop() {
   [ -n "$perf_pid" ] || return 0
   wait "$perf_pid" || true; perf_pid=
-  perf report -i "$out/perf-$perf_name.data" --no-children --sort comm,dso,symbol --percent-limit 0.7 --stdio 2>/dev/null \
-    | grep -v '^#' | grep -v '^$' | head -40 >"$out/perf-$perf_name.txt" || true
+  { echo "## by process and object ($perf_pids_note)"
+    perf report -i "$out/perf-$perf_name.data" --no-children --sort pid,dso --percent-limit 1 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/ *$//' | head -20
+    echo "## top symbols"
+    perf report -i "$out/perf-$perf_name.data" --no-children --sort pid,symbol --percent-limit 0.4 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/ *$//' | head -50
+  } >"$out/perf-$perf_name.txt" || true
 }
 
 # hsum URL METRIC: "sum count" of a histogram summed over its labels.
@@ -378,13 +382,6 @@ for c in 1 32; do
     fi
   done
 done
-for p in $api_paths; do
-  setp $p "$big"
-  [ $p = causeway ] && perf_start api-list "${P// /,}" "$d_big"
-  gen $p "list 10 MiB c=4" throughput 4 $d_big "$P" -- "${A[@]}"
-  [ $p = causeway ] && perf_stop
-done
-
 echo "==> 1,000 idle watches"
 for p in $api_paths; do
   [ $p = direct ] || [ $p = impersonated ] && continue
@@ -396,9 +393,18 @@ for p in $api_paths; do
   for _ in $(seq 900); do [ -s "$out/watches-$p.json" ] && break; sleep 0.1; done; sleep 2
   r1=$(rss $P)
   wait $wpid || true
+  [ -s "$out/watches-$p.json" ] || echo '{"mode":"watches","open":0,"failed":1000,"note":"no answer within 90 s"}' >"$out/watches-$p.json"
   python3 -c "import json,sys; a=sys.argv; d=json.load(open(a[1])); r0,r1=int(a[3]),int(a[4]); d.update(path=a[2], test='1,000 idle watches', kib_per_watch=round((r1-r0)/1000,1), rss_before_kib=r0, rss_after_kib=r1); open(a[5],'a').write(json.dumps(d)+'\\n')" \
     "$out/watches-$p.json" $p "$r0" "$r1" "$results"
   echo "   $p watches: $(cat "$out/watches-$p.json"), RSS $r0 → $r1 KiB"
+done
+
+echo "==> ~10 MiB lists"
+for p in $api_paths; do
+  setp $p "$big"
+  [ $p = causeway ] && perf_start api-list "${P// /,}" "$d_big"
+  gen $p "list 10 MiB c=4" throughput 4 $d_big "$P" -- "${A[@]}"
+  [ $p = causeway ] && perf_stop
 done
 
 echo "==> exec and port-forward through kubectl"
@@ -545,7 +551,7 @@ fi
 echo "# Tunnel benchmark $(date -u +%FT%TZ)"
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); load generator, servers and all tunnels share them."
-echo "Causeway commit: $(cd "$root" && git rev-parse --short HEAD)$(cd "$root" && git diff --quiet HEAD -- tunnel src || echo ' + uncommitted changes in tunnel/ or src/')."
+echo "Causeway: ${CAUSEWAY_BUILT_FROM:-commit $(cd "$root" && git rev-parse --short HEAD)$(cd "$root" && git diff --quiet HEAD -- tunnel src || echo ' + uncommitted changes in tunnel/ or src/')}."
 echo "Binaries: $(cat "$out/binaries.txt")."
 echo
 python3 "$tp" render "$results"

@@ -162,6 +162,10 @@ def render(results):
         print(f"| {t} | machine busy % / of which outside this bench % / load1 | " + " | ".join(loads) + " |")
     errs = [f"{r['test']} {r['path']}: {r['errors']}" for r in rows if r.get("errors")]
     fails = [f"{r['test']} {r['path']}: {r['failed']}" for r in rows if r.get("failed")]
+    notes = [f"{r['test']} {r['path']}: {r['note']}" for r in rows if r.get("note")]
+    if notes:
+        print()
+        print("Notes: " + "; ".join(notes))
     print()
     print("Errors (failed requests): " + (", ".join(errs) if errs else "none") +
           ("; failed watches: " + ", ".join(fails) if fails else ""))
