@@ -166,14 +166,19 @@ async fn two_replicas_answer_the_hubs_zones_and_placements() {
     }
 
     // A Zone applied to the hub: both answer it.
+    let t0 = Instant::now();
     apply(&k, ns, &zone(""));
-    let took = wait_answers(
+    let applied = t0.elapsed();
+    wait_answers(
         &[&a, &b],
         "app.svc.example.",
         &["192.0.2.1", "192.0.2.2", "192.0.2.3"],
         Duration::from_secs(20),
     );
-    println!("zone applied → both replicas answer it: {took:?}");
+    println!(
+        "zone: kubectl apply returned after {applied:?}, both replicas answer it after {:?}",
+        t0.elapsed()
+    );
 
     // Exactly one replica holds the Lease and writes status: Accepted, its identity, and
     // the health of the zone's GSLB names.
@@ -205,6 +210,7 @@ async fn two_replicas_answer_the_hubs_zones_and_placements() {
     };
 
     // A Placement object (as the scheduler's leader writes it): both answers follow it.
+    let t0 = Instant::now();
     apply(
         &k,
         ns,
@@ -219,13 +225,17 @@ spec:
     - {cluster: elsewhere, weight: 1, health: healthy}
 ",
     );
-    let took = wait_answers(
+    let applied = t0.elapsed();
+    wait_answers(
         &[&a, &b],
         "app.svc.example.",
         &["192.0.2.101", "192.0.2.3"],
         Duration::from_secs(20),
     );
-    println!("placement applied → both replicas answer it: {took:?}");
+    println!(
+        "placement: kubectl apply returned after {applied:?}, both replicas answer it after {:?}",
+        t0.elapsed()
+    );
     let st = wait_status(
         &k,
         ns,
