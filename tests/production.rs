@@ -13,6 +13,10 @@
 //! 4. Killing the leader hands over within the Lease duration (timed); the new leader
 //!    rewrites nothing already written, then applies a good change and writes its status.
 //! 5. The policy deleted from the hub: its Placement object goes.
+//!
+//! Beside them, two `causeway dns --hub-kubeconfig` replicas over the same hub namespace
+//! (the zone in their file): both follow the scheduler's Placement objects (weights from
+//! the placement, through the handover and the change) and give the same answer.
 
 #[path = "support/crds.rs"]
 mod crds_support;
@@ -21,6 +25,7 @@ mod scheduler_support;
 #[path = "support/tunnel.rs"]
 mod tunnel_support;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -47,6 +52,53 @@ fn replica(bed: &Bed, file: &Path, id: &str) -> Process {
         .start();
     p.wait_listening(&["scheduler"], Duration::from_secs(30));
     p
+}
+
+/// A dns replica in production mode against the hub, with the zone of [`gslb_config`]
+/// in its file; returns it with its DNS and API addresses.
+fn dns_replica(bed: &Bed, config: &Path, id: &str) -> (Process, SocketAddr, SocketAddr) {
+    let kubeconfig = bed.c(HUB).kubeconfig.to_str().expect("a UTF-8 path");
+    let lease = format!("{LEASE_SECS}s");
+    start_dns_with(
+        bed.dir.path(),
+        id,
+        config,
+        &[
+            "--hub-kubeconfig",
+            kubeconfig,
+            "--hub-namespace",
+            HUB_NS,
+            "--lease-duration",
+            &lease,
+            "--lease-identity",
+            id,
+        ],
+    )
+}
+
+/// Waits until every dns replica takes its weights for app.svc.example. from the
+/// placement, as `want` says, and both answer the same; returns how long it took.
+fn wait_dns_follow(
+    dns: &[(Process, SocketAddr, SocketAddr)],
+    want: &[(&str, u64, bool)],
+) -> Duration {
+    let t0 = Instant::now();
+    for (_, _, api) in dns {
+        wait_dns_weights(*api, want, Duration::from_secs(15));
+    }
+    let took = t0.elapsed();
+    let answers: Vec<Vec<String>> = dns.iter().map(|(_, udp, _)| dig(*udp)).collect();
+    let served: Vec<String> = want
+        .iter()
+        .filter(|(_, w, healthy)| *w > 0 && *healthy)
+        .map(|(c, _, _)| addr_of(c))
+        .collect();
+    let mut served = served;
+    served.sort();
+    for a in &answers {
+        assert_eq!(*a, served, "the dns replicas' answers: {answers:?}");
+    }
+    took
 }
 
 /// The BurstPolicy `web` as applied to the hub: `ali` is sb-ali's entry (`maxReplicas:
@@ -146,6 +198,19 @@ async fn two_schedulers_against_one_hub() {
     ]);
     assert_eq!(holder, "sched-a");
     assert_eq!(deployment(ali), None, "nothing placed without a policy");
+    // Two dns replicas over the same hub: no Placement yet, the zone's weights.
+    let dns_config = gslb_config(bed.dir.path(), "127.0.0.1:0", "app", "");
+    let dns = [
+        dns_replica(&bed, &dns_config, "dns-a"),
+        dns_replica(&bed, &dns_config, "dns-b"),
+    ];
+    for (_, _, api) in &dns {
+        assert!(
+            dns_weights(*api).iter().all(|c| c.2 != "placement"),
+            "{:?}",
+            dns_weights(*api)
+        );
+    }
 
     // 2. kubectl apply to the hub → copies Ready, status, Placement.
     let applied_at = Instant::now();
@@ -199,6 +264,8 @@ async fn two_schedulers_against_one_hub() {
         weights,
         vec![(IDC.into(), 4), (ALI.into(), 2), (AWS.into(), 3)]
     );
+    let took = wait_dns_follow(&dns, &[(IDC, 4, true), (ALI, 2, true), (AWS, 3, true)]);
+    println!("Placement → both dns replicas weigh 4/2/3 from it: {took:?} (after it was seen)");
 
     // Nothing changes: the status is not rewritten (no write storm), the standby writes nothing.
     let rv = web(&bed)["metadata"]["resourceVersion"].clone();
@@ -303,6 +370,8 @@ async fn two_schedulers_against_one_hub() {
         },
     );
     assert_eq!(accepted(&s).1, 3);
+    let took = wait_dns_follow(&dns, &[(IDC, 4, true), (ALI, 3, true), (AWS, 3, true)]);
+    println!("both dns replicas weigh 4/3/3 after the change: {took:?} after its status");
     wait_for(
         "the Placement follows",
         Duration::from_secs(10),
@@ -329,5 +398,20 @@ async fn two_schedulers_against_one_hub() {
             Some(p) => Err(format!("{p:?}")),
         },
     );
+    for (_, _, api) in &dns {
+        wait_for(
+            "dns back to the zone's weights",
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            || {
+                let w = dns_weights(*api);
+                if w.iter().all(|c| c.2 != "placement") {
+                    Ok(())
+                } else {
+                    Err(format!("{w:?}"))
+                }
+            },
+        );
+    }
     println!("total: {:?}", started.elapsed());
 }

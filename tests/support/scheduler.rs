@@ -261,10 +261,23 @@ spec:
 
 /// Starts `causeway dns` on [`dns_config`]; returns it with its UDP and API addresses.
 pub fn start_dns(dir: &Path) -> (Process, SocketAddr, SocketAddr) {
+    start_dns_with(dir, "dns", &dns_config(dir), &[])
+}
+
+/// Starts `causeway dns --config CONFIG EXTRA…` logging to `dir/NAME.log`; returns it with
+/// its UDP and API addresses.
+pub fn start_dns_with(
+    dir: &Path,
+    name: &str,
+    config: &Path,
+    extra: &[&str],
+) -> (Process, SocketAddr, SocketAddr) {
     let dns = Spawn::causeway(BIN)
         .args(["dns", "--config"])
-        .arg(dns_config(dir))
-        .log_file(dir.join("dns.log"))
+        .arg(config)
+        .args(extra)
+        .name(name)
+        .log_file(dir.join(format!("{name}.log")))
         .start();
     let l = dns.wait_listening(&["dns", "api"], Duration::from_secs(20));
     let (udp, api) = (l.addr_of("dns", "udp"), l.addr("api"));
