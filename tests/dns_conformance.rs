@@ -285,9 +285,12 @@ enum Mask {
     RcodeAndFlags,
     /// Repeated records of the additional section (compared once each).
     Repeats,
+    /// The ECS option (RFC 7871) of the OPT.
+    Ecs,
 }
 
 struct Question {
+    opcode: u8,
     name: &'static str,
     qtype: RecordType,
     class: u16,
@@ -298,6 +301,7 @@ struct Question {
 
 fn q(name: &'static str, qtype: RecordType, edns: Option<Opt>) -> Question {
     Question {
+        opcode: 0,
         name,
         qtype,
         class: IN,
@@ -310,6 +314,10 @@ fn q(name: &'static str, qtype: RecordType, edns: Option<Opt>) -> Question {
 impl Question {
     fn class(mut self, class: u16) -> Self {
         self.class = class;
+        self
+    }
+    fn opcode(mut self, opcode: u8) -> Self {
+        self.opcode = opcode;
         self
     }
     fn rd(mut self) -> Self {
@@ -328,7 +336,17 @@ impl Question {
     fn wire(&self, id: u16) -> Vec<u8> {
         let mut p = Vec::new();
         p.extend_from_slice(&id.to_be_bytes());
-        p.extend_from_slice(&[u8::from(self.rd), 0, 0, 1, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[
+            (self.opcode << 3) | u8::from(self.rd),
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
         p.push(u8::from(self.edns.is_some()));
         for label in self.name.trim_end_matches('.').split('.') {
             if !label.is_empty() {
@@ -379,7 +397,12 @@ impl Question {
             }
         };
         format!(
-            "{} {class} {}{} ({edns})",
+            "{}{} {class} {}{} ({edns})",
+            if self.opcode == 0 {
+                String::new()
+            } else {
+                format!("opcode {} ", self.opcode)
+            },
             self.name,
             self.qtype,
             if self.rd { " RD" } else { "" }
@@ -507,6 +530,27 @@ fn questions() -> Vec<Question> {
             }),
         ),
         q("nx.svc.example.", A, Some(Opt { version: 1, ..DO })),
+        // other classes and opcodes, ECS on static data
+        q("www.svc.example.", A, Some(EDNS)).class(4),
+        q("www.svc.example.", A, Some(EDNS)).class(255),
+        q("www.svc.example.", A, None).class(254),
+        q("svc.example.", SOA, None).opcode(4).differs(
+            Mask::RcodeAndFlags,
+            "NOTIFY: causeway takes no zone from a primary and answers NOTIMP (RFC 1996 \
+             §3.3); Knot NOTAUTH (no ACL allows it). Both echo the question",
+        ),
+        q("svc.example.", SOA, None).opcode(5).differs(
+            Mask::RcodeAndFlags,
+            "UPDATE: causeway NOTIMP (RFC 2136 §3.8: not supported); Knot NOTAUTH (no ACL \
+             allows it). Both echo the question",
+        ),
+        q("svc.example.", SOA, None).opcode(2),
+        q("www.svc.example.", A, ecs([198, 51, 100])).differs(
+            Mask::Ecs,
+            "causeway speaks ECS and echoes it with SCOPE 0 for an answer that does not \
+             depend on the client (RFC 7871 §7.2.1); Knot without its geoip module does not \
+             speak ECS and leaves it out",
+        ),
         // GSLB
         q("app.svc.example.", A, Some(EDNS)),
         q("app.svc.example.", AAAA, None),
@@ -704,6 +748,11 @@ fn masked(mut r: Reply, accepted: Accepted) -> Reply {
             }
             Mask::Additional => r.additional = gone(),
             Mask::Repeats => r.additional.dedup(),
+            Mask::Ecs => {
+                if let Some(o) = &mut r.opt {
+                    o.options.retain(|(c, _)| *c != 8);
+                }
+            }
             Mask::RcodeAndFlags => {
                 r.rcode = 0;
                 r.flags = "<masked>".into();

@@ -137,6 +137,8 @@ const EDE_NOT_AUTHORITATIVE: u16 = 20;
 const CLASS_IN: u16 = 1;
 /// Class CH (CHAOS).
 const CLASS_CH: u16 = 3;
+/// QCLASS `*` (any class, RFC 1035 §3.2.5): answered from our IN data, as Knot does.
+const CLASS_ANY: u16 = 255;
 
 /// Prepares the reply to (`qname` lower-case wire, `qtype`, `qclass`) for `client`;
 /// `identity` answers CHAOS-class queries.
@@ -168,7 +170,7 @@ pub fn prepare(
     b.msg.add_query(question);
     let (zone_label, rcode, aa) = if qclass == CLASS_CH {
         b.chaos(identity, qname, name, rtype)
-    } else if qclass != CLASS_IN {
+    } else if qclass != CLASS_IN && qclass != CLASS_ANY {
         ("-".to_string(), Rcode::Refused, false)
     } else if matches!(qtype, 251 | 252) {
         // IXFR/AXFR: no zone transfers.

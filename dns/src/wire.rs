@@ -180,9 +180,16 @@ pub fn parse<'a>(p: &'a [u8], lower: &mut Vec<u8>) -> Result<Query<'a>, Reject> 
         question_len,
     };
     if opcode != 0 {
+        // Echo a well-formed single question, as Knot does.
+        let question_len = (u16_at(p, 4) == Some(1))
+            .then(|| read_qname(p, HEADER_LEN, lower))
+            .flatten()
+            .filter(|end| end + 4 <= p.len())
+            .map(|end| end - HEADER_LEN + 4);
+        lower.clear();
         return Err(Reject::Error {
             rcode: Rcode::NotImp,
-            question_len: None,
+            question_len,
         });
     }
     let qd = u16_at(p, 4).ok_or(Reject::Drop)?;
@@ -475,6 +482,23 @@ mod tests {
             Err(Reject::Error {
                 rcode: Rcode::FormErr,
                 question_len: Some(7)
+            })
+        ));
+        let mut p = query(b"\x01a\x00", 6, None);
+        p[2] |= 4 << 3; // NOTIFY: NOTIMP with the question echoed
+        assert_eq!(
+            parse(&p, &mut lower).unwrap_err(),
+            Reject::Error {
+                rcode: Rcode::NotImp,
+                question_len: Some(7)
+            }
+        );
+        p.truncate(p.len() - 1);
+        assert!(matches!(
+            parse(&p, &mut lower),
+            Err(Reject::Error {
+                rcode: Rcode::NotImp,
+                question_len: None
             })
         ));
         let mut p = query(b"\x01a\x00", 1, Some(&[]));
