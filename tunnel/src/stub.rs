@@ -267,7 +267,8 @@ pub async fn run_with_hub(
         enroller: None,
         enrolled: Box::new(move |c| crate::enrol::is_enrolled(&s1, c)),
         agent_allowed: Box::new(move |cert, c| crate::enrol::check_agent_cert(&s2, cert, c)),
-        standby: config.lease.is_some(),
+        // In production mode, also until the hub's access policies are loaded.
+        standby: config.lease.is_some() || hub.is_some(),
     };
     let mut enroller = Enroller::new(state, Arc::new(ca), crate::enrol::DEFAULT_AGENT_CERT_TTL);
     if let Some(s) = &secret_state {
@@ -312,6 +313,9 @@ pub async fn run_with_hub(
         ),
         _ => None,
     };
+    if config.lease.is_none() {
+        handle.shared.set_active(true);
+    }
     let lease_task = match (lease_api, config.lease) {
         (Some(api), Some(l)) => {
             let (leader, mut is_leader) = watch::channel(false);
