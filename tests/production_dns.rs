@@ -252,6 +252,41 @@ spec:
     );
     assert_eq!(st["writer"], leader.as_str());
 
+    // A bad Placement change (a service that is no GSLB name): refused, its last good
+    // version stays on both.
+    apply(
+        &k,
+        ns,
+        "apiVersion: causeway.dev/v1alpha1
+kind: Placement
+metadata: {name: app.svc.example}
+spec:
+  service: nope.svc.example.
+  targets: [{cluster: c1, weight: 1}]
+",
+    );
+    let st = wait_status(
+        &k,
+        ns,
+        "placement",
+        "app.svc.example",
+        Duration::from_secs(20),
+        "the Placement change rejected",
+        |s| s["conditions"][0]["status"] == "False" && s["observedGeneration"] == 2,
+    );
+    assert!(
+        st["conditions"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.service") && m.contains("is not a GSLB name")),
+        "{st}"
+    );
+    for s in [&a, &b] {
+        assert_eq!(
+            answer(s, "app.svc.example.").1,
+            ["192.0.2.101", "192.0.2.3"]
+        );
+    }
+
     // A bad Zone change (record data that is no IPv4 address, and a new name): both keep
     // answering the last good version; the status says which field.
     apply(

@@ -11,7 +11,8 @@
 //!
 //! `Placement` objects (written by the scheduler's leader) are applied on every replica
 //! as `POST /v1/placement` is ([`Inputs::placements`]); a deleted one removes its
-//! placement. So every replica answers the same.
+//! placement, a refused one (its service no GSLB name, a bad address) leaves its last
+//! good version in effect. So every replica answers the same.
 //!
 //! One replica writes `status`: the holder of the Lease [`LeaseSettings::name`]
 //! (`causeway-dns`) in the hub namespace. It writes each object's `Accepted`
@@ -151,7 +152,8 @@ pub async fn run(opts: HubOptions, shutdown: CancellationToken) -> Result<(), Hu
 struct Applied {
     /// The object's document when it was applied.
     document: Value,
-    /// The service it placed (normalised), once applied.
+    /// The service whose placement it set (normalised): this version's, or, when this
+    /// version was refused, the last good one's (still in effect).
     service: Option<String>,
     /// Ignored targets (`field: why`), or why it was refused.
     result: Result<Vec<String>, String>,
@@ -387,14 +389,15 @@ impl Control {
                 continue;
             }
             let old_service = before.and_then(|a| a.service.clone());
-            let applied = apply_one(&self.inputs, o);
-            if let Some(old) = old_service
+            let mut applied = apply_one(&self.inputs, o);
+            if let Err(why) = &applied.result {
+                // Its last good version (if any) stays in effect.
+                warn!(placement = %o.name, error = %why, "Placement refused; its last good version stays");
+                applied.service = old_service;
+            } else if let Some(old) = old_service
                 && applied.service.as_ref() != Some(&old)
             {
                 removals.push(old);
-            }
-            if let Err(why) = &applied.result {
-                warn!(placement = %o.name, error = %why, "Placement refused");
             }
             self.placements.insert(o.name.clone(), applied);
         }
