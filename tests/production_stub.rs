@@ -254,6 +254,17 @@ async fn two_stubs_share_their_state_through_the_hub() {
         );
     }
 
+    let conflicts: usize = [&a, &b]
+        .iter()
+        .map(|s| {
+            s.proc
+                .logs()
+                .matches("state Secret changed meanwhile")
+                .count()
+        })
+        .sum();
+    eprintln!("compare-and-swap conflicts in the race: {conflicts}");
+
     // `user add` against the hub: kubectl through the active stub.
     let alice = user_add_in(
         &store,
@@ -418,6 +429,21 @@ spec:
     );
     kubectl_via(member, &carol, standby, &["get", "pods", "-n", "default"]).unwrap();
     kubectl_via(member, &sched_kc, standby, &["auth", "whoami"]).unwrap();
+
+    // `user remove` against the hub: the new active stub refuses alice (its mirror follows
+    // the Secret, its user store reloads).
+    run_ok(causeway().args(["user", "remove", "alice"]).args(&store));
+    let t0 = Instant::now();
+    wait_for(
+        "alice refused after user remove",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || match kubectl_via(member, &alice, standby, &["get", "pods", "-n", "default"]) {
+            Err(e) if e.contains("Unauthorized") || e.contains("revoked") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    eprintln!("user remove in effect after {:?}", t0.elapsed());
 
     agent.kill();
     standby.proc.terminate();

@@ -270,7 +270,7 @@ impl SecretState {
                     return Ok(out);
                 }
                 Err(e) if e.is_conflict() => {
-                    tracing::debug!(attempt, secret = %self.shown(), "state Secret changed meanwhile; again");
+                    tracing::info!(attempt, secret = %self.shown(), "state Secret changed meanwhile; again");
                     let jitter = rand::random::<u64>() % 50;
                     tokio::time::sleep(Duration::from_millis(10 + jitter)).await;
                 }
