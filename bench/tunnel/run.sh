@@ -14,7 +14,7 @@
 #   bench/tunnel/run.sh [--quick] [--no-build] [--part api|plain|all] [--perf]
 #     --quick: 3 s runs instead of 10-15 s; --part: only one half (default all);
 #     --perf: flat `perf record` profiles of the stub and agent during Causeway's rows
-#     (perf-*.data and their top entries perf-*.txt beside the report).
+#     (perf-*.data, and perf-*.txt: shares by process, crate and symbol, from table.py perf).
 #   (CAUSEWAY_BIN overrides the release binary used; CAUSEWAY_BUILT_FROM names its source in the report)
 #
 # Needs: nginx, wrk, openssl, curl, python3, Go (the peers and the load generator are built
@@ -105,16 +105,15 @@ perf_pid=
 perf_start() {
   [ $perf = 1 ] || return 0
   perf record -F 999 -p "$2" -o "$out/perf-$1.data" -- sleep "$3" >/dev/null 2>&1 & perf_pid=$!; perf_name=$1
-  perf_pids_note="pids $2: stub $stub_pid, agents ${agent_pid:-} ${agent_web_pid:-}"
+  perf_names=; local p t
+  for p in ${2//,/ }; do
+    for t in /proc/"$p"/task/*; do perf_names="$perf_names ${t##*/}=$([ "$p" = "$stub_pid" ] && echo stub || echo agent)"; done
+  done
 }
 perf_stop() {
   [ -n "$perf_pid" ] || return 0
   wait "$perf_pid" || true; perf_pid=
-  { echo "## by process and object ($perf_pids_note)"
-    perf report -i "$out/perf-$perf_name.data" --no-children --sort pid,dso --percent-limit 1 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/ *$//' | head -20
-    echo "## top symbols"
-    perf report -i "$out/perf-$perf_name.data" --no-children --sort pid,symbol --percent-limit 0.4 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/ *$//' | head -50
-  } >"$out/perf-$perf_name.txt" || true
+  python3 "$tp" perf "$out/perf-$perf_name.data" $perf_names >"$out/perf-$perf_name.txt" 2>&1 || true
 }
 
 # hsum URL METRIC: "sum count" of a histogram summed over its labels.

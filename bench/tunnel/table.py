@@ -7,6 +7,7 @@
     table.py sample [PIDS...]   prints /proc/stat totals, bench and tunnel ticks as JSON
     table.py wrk FILE TIMEFILE  parses wrk --latency output (+ bash `time` of wrk) as JSON
     table.py render RESULTS     prints the tables
+    table.py perf DATA [PID=NAME...]  a perf.data file's shares by process, crate and symbol
 """
 import json
 import os
@@ -171,6 +172,47 @@ def render(results):
           ("; failed watches: " + ", ".join(fails) if fails else ""))
 
 
+def perf(data, names):
+    """Shares of a flat profile by process and by crate (first `name::` of the symbol),
+    plus the top symbols: `perf report --sort pid,dso,sym` over every sample."""
+    names = dict(n.split("=", 1) for n in names)
+    r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "pid,dso,sym",
+                        "--percent-limit", "0", "--stdio"], capture_output=True, text=True)
+    rows = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*([0-9.]+)%\s+(\d+):\S+\s+(\S+)\s+\[(.)\]\s+(.*?)\s*$", line)
+        if m:
+            rows.append((float(m[1]), names.get(m[2], m[2]), m[3], m[4], m[5]))
+    by_proc, by_crate, by_sym = {}, {}, {}
+    for pct, proc, dso, kind, sym in rows:
+        by_proc[proc] = by_proc.get(proc, 0) + pct
+        if kind == "k":
+            crate = "kernel"
+        elif dso.startswith("libc"):
+            crate = "libc (" + ("malloc/free" if "malloc" in sym or "free" in sym or "alloc" in sym else
+                                "memcpy/memmove" if "mem" in sym else "other") + ")"
+        else:
+            c = re.search(r"([a-z_][a-z0-9_]*)::", sym)
+            crate = c[1] if c else ("ring (crypto)" if sym.startswith("ring_core") else dso)
+            if crate.startswith("ring"):
+                crate = "ring (crypto)"
+        k = (proc, crate)
+        by_crate[k] = by_crate.get(k, 0) + pct
+        k = (proc, sym[:110])
+        by_sym[k] = by_sym.get(k, 0) + pct
+    print("by process: " + ", ".join(f"{p} {v:.1f}%" for p, v in sorted(by_proc.items(), key=lambda x: -x[1])))
+    print()
+    print("| process | crate / part | share of samples |")
+    print("|---|---|---|")
+    for (p, c), v in sorted(by_crate.items(), key=lambda x: -x[1])[:20]:
+        print(f"| {p} | {c} | {v:.1f}% |")
+    print()
+    print("| process | symbol | share |")
+    print("|---|---|---|")
+    for (p, c), v in sorted(by_sym.items(), key=lambda x: -x[1])[:15]:
+        print(f"| {p} | `{c}` | {v:.1f}% |")
+
+
 def main():
     a = sys.argv[1:]
     if a[0] == "sample":
@@ -179,6 +221,8 @@ def main():
         rec(*a[1:7])
     elif a[0] == "wrk":
         print(json.dumps(wrk(a[1], a[2])))
+    elif a[0] == "perf":
+        perf(a[1], a[2:])
     elif a[0] == "render":
         render(a[1])
 
