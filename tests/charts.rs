@@ -244,6 +244,14 @@ async fn rendered_charts_are_accepted_by_the_api_server_and_the_binaries() {
                 "NetworkPolicy",
                 "PersistentVolumeClaim",
                 "ConfigMap",
+                "ServiceAccount",
+                // Production mode: the values' objects as custom resources.
+                "Zone",
+                "LatencyMap",
+                "BurstPolicy",
+                "SpreadPolicy",
+                "FailoverPolicy",
+                "AccessPolicy",
             ]
         } else {
             &[
@@ -540,15 +548,40 @@ fn validate_hub_configs(docs: &[Value], dir: &Path) {
             std::fs::write(dir.join(file), text.as_str().expect("text")).expect("write config");
         }
     }
+    // Production mode: the zones, policies and access policy are custom resources beside
+    // the ConfigMaps; each part loads them after its file, as it does from the hub.
+    let custom = |kinds: &[&str]| {
+        let picked: Vec<Value> = docs
+            .iter()
+            .filter(|d| kinds.iter().any(|k| d["kind"] == *k))
+            .map(|d| {
+                json!({"apiVersion": d["apiVersion"], "kind": d["kind"],
+                       "metadata": {"name": d["metadata"]["name"]}, "spec": d["spec"]})
+            })
+            .collect();
+        yaml_stream(&picked)
+    };
+    let with = |base: &str, kinds: &[&str]| {
+        let text = std::fs::read_to_string(dir.join(base)).expect("a config");
+        let all = format!("{text}\n---\n{}", custom(kinds));
+        let file = format!("all-{base}");
+        std::fs::write(dir.join(&file), all).expect("write config");
+        file
+    };
+    let dns = with("dns.yaml", &["Zone", "LatencyMap"]);
+    let scheduler = with(
+        "scheduler.yaml",
+        &["BurstPolicy", "SpreadPolicy", "FailoverPolicy"],
+    );
     let causeway = env!("CARGO_BIN_EXE_causeway");
     let check = |args: &[&str], expect: &str| {
         let out = run_ok(Command::new(causeway).args(args).current_dir(&dir));
         assert!(out.contains(expect), "causeway {args:?}: {out}");
     };
-    check(&["dns", "--validate", "--config", "dns.yaml"], "1 zone(s)");
+    check(&["dns", "--validate", "--config", &dns], "1 zone(s)");
     check(&["stub", "--validate", "--config", "stub.yaml"], "ok");
     check(
-        &["scheduler", "--validate", "--config", "scheduler.yaml"],
+        &["scheduler", "--validate", "--config", &scheduler],
         "1 BurstPolicy, 1 SpreadPolicy, 1 FailoverPolicy",
     );
 }

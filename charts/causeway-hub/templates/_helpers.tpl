@@ -37,11 +37,13 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .part }}
 {{- end -}}
 
+{{/* ServiceAccount of one part (each part has its own, with only its own RBAC):
+include with (dict "ctx" $ "part" "dns"). */}}
 {{- define "causeway-hub.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- default (include "causeway-hub.fullname" .) .Values.serviceAccount.name -}}
+{{- if .ctx.Values.serviceAccount.create -}}
+{{- printf "%s-%s" (include "causeway-hub.fullname" .ctx) .part -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- default "default" .ctx.Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
@@ -49,15 +51,15 @@ app.kubernetes.io/component: {{ .part }}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
 {{- end -}}
 
-{{/* The pod-level settings every part shares. */}}
+{{/* The pod-level settings every part shares: include with (dict "ctx" $ "part" "dns"). */}}
 {{- define "causeway-hub.podCommon" -}}
 serviceAccountName: {{ include "causeway-hub.serviceAccountName" . }}
-{{- with .Values.imagePullSecrets }}
+{{- with .ctx.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+  {{- toYaml .ctx.Values.podSecurityContext | nindent 2 }}
 {{- end -}}
 
 {{/* The Lease's kubeconfig: the pod's own ServiceAccount against the hub's API server. */}}
