@@ -124,13 +124,15 @@ fn start_prod_stub(
     extra: &[String],
 ) -> Stub {
     let state = dir.join(format!("{name}-state"));
+    // No identity in the file: `--lease-identity` gives each replica its own.
     let lease = format!(
-        "  lease:\n    kubeconfig: {}\n    namespace: {NS}\n    name: causeway-stub\n    durationSeconds: {LEASE_SECONDS}\n    identity: {name}\n",
+        "  lease:\n    kubeconfig: {}\n    namespace: {NS}\n    name: causeway-stub\n    durationSeconds: {LEASE_SECONDS}\n",
         hub.kubeconfig.display()
     );
     let config = stub_config(dir, name, &state, &lease);
     let mut args = hub_flags(hub);
     args.extend(["--users-url".into(), users_url.into()]);
+    args.extend(["--lease-identity".into(), format!("{name}-pod")]);
     args.extend_from_slice(extra);
     Stub::start(&config, &state, &args, &dir.join(format!("{name}.log")))
 }
@@ -159,7 +161,20 @@ async fn two_stubs_share_their_state_through_the_hub() {
         Duration::from_millis(100),
         || ready(&a) || ready(&b),
     );
-    let (active, standby) = if ready(&a) { (&a, &b) } else { (&b, &a) };
+    let (active, standby, active_name) = if ready(&a) {
+        (&a, &b, "stub-a")
+    } else {
+        (&b, &a, "stub-b")
+    };
+    let holder = k.get(&[
+        "lease",
+        "causeway-stub",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder, format!("{active_name}-pod"));
     eprintln!("active: users {}", active.users);
 
     // The CA Secret was created once; both mirrors hold its CA.

@@ -47,6 +47,9 @@ pub struct Args {
     /// makes the Secret causeway-scheduler-identity.
     #[command(flatten)]
     hub: super::hub_args::HubArgs,
+    /// Override spec.lease.identity (each replica needs its own; in a pod, its name).
+    #[arg(long, env = "CAUSEWAY_LEASE_IDENTITY", value_name = "ID")]
+    lease_identity: Option<String>,
     /// Production mode: the users' listener as the scheduler reaches it, for the
     /// kubeconfig in causeway-scheduler-identity [default: https://<first spec.serverNames>:<users port>].
     #[arg(long, value_name = "URL")]
@@ -67,6 +70,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(a) = args.listen_metrics {
         config.listen_metrics = a;
+    }
+    if let Some(id) = args.lease_identity {
+        match config.lease.as_mut() {
+            Some(l) if !id.is_empty() && !id.chars().any(char::is_control) => l.identity = id,
+            Some(_) => anyhow::bail!("--lease-identity must be a non-empty printable string"),
+            None => anyhow::bail!(
+                "--lease-identity needs spec.lease in {}",
+                args.config.display()
+            ),
+        }
     }
     if args.validate {
         println!("{}: ok", args.config.display());
