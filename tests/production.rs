@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use causeway_testbed::testing::{Kubectl, Process, Spawn, wait_for};
+use causeway_testbed::testing::{Curl, Kubectl, Process, Spawn, metric_value, wait_for};
 use scheduler_support::*;
 use serde_json::Value;
 
@@ -37,7 +37,7 @@ use serde_json::Value;
 const LEASE_SECS: u64 = 4;
 
 /// A scheduler replica in production mode against the hub.
-fn replica(bed: &Bed, file: &Path, id: &str) -> Process {
+fn replica(bed: &Bed, file: &Path, id: &str) -> (Process, SocketAddr) {
     let dir = bed.dir.path();
     let p = Spawn::causeway(BIN)
         .args(["scheduler", "--config"])
@@ -50,8 +50,19 @@ fn replica(bed: &Bed, file: &Path, id: &str) -> Process {
         .name(id)
         .log_file(dir.join(format!("{id}.log")))
         .start();
-    p.wait_listening(&["scheduler"], Duration::from_secs(30));
-    p
+    let l = p.wait_listening(&["scheduler"], Duration::from_secs(30));
+    (p, l.addr("scheduler"))
+}
+
+/// `causeway_scheduler_status_writes_total{what=WHAT,result="ok"}` of the replica whose
+/// metrics are at `addr` (0 before the first).
+fn status_writes(addr: SocketAddr, what: &str) -> f64 {
+    let page = Curl::get(&format!("http://{addr}/metrics")).send().body;
+    metric_value(
+        &page,
+        &format!("causeway_scheduler_status_writes_total{{result=\"ok\",what=\"{what}\"}}"),
+    )
+    .unwrap_or(0.0)
 }
 
 /// A dns replica in production mode against the hub, with the zone of [`gslb_config`]
@@ -183,9 +194,9 @@ async fn two_schedulers_against_one_hub() {
     let file = scheduler_file(&bed, "scheduler.yaml", "", "");
 
     // 1. One leader, through the hub connection.
-    let a = replica(&bed, &file, "sched-a");
+    let (a, a_metrics) = replica(&bed, &file, "sched-a");
     a.wait_line("leader: applying", Duration::from_secs(20));
-    let b = replica(&bed, &file, "sched-b");
+    let (b, b_metrics) = replica(&bed, &file, "sched-b");
     b.wait_line("standby: observing", Duration::from_secs(20));
     let holder = Kubectl::admin(bed.c(HUB)).run(&[
         "get",
@@ -314,7 +325,12 @@ async fn two_schedulers_against_one_hub() {
     assert_eq!(decided(&web(&bed), ALI), (2, 2));
 
     // 4. Kill the leader: the standby takes over within the Lease duration (+ one poll).
+    // One verdict write per generation (accepted 1, refused 2), none by the standby.
+    assert_eq!(status_writes(a_metrics, "verdict"), 2.0);
+    assert_eq!(status_writes(b_metrics, "verdict"), 0.0);
+    assert_eq!(status_writes(b_metrics, "decision"), 0.0);
     let a_writes = lines(&a, "decision written to status");
+    assert_eq!(status_writes(a_metrics, "decision"), a_writes as f64);
     let rv = web(&bed)["metadata"]["resourceVersion"].clone();
     a.kill();
     let killed = Instant::now();
@@ -382,9 +398,14 @@ async fn two_schedulers_against_one_hub() {
                 .ok_or("not yet")
         },
     );
+    assert_eq!(
+        status_writes(b_metrics, "verdict"),
+        1.0,
+        "generation 3 only"
+    );
     println!(
-        "decision status writes: {a_writes} by sched-a, {} by sched-b",
-        lines(&b, "decision written to status")
+        "status writes: sched-a {a_writes} decisions + 2 verdicts, sched-b {} decisions + 1 verdict",
+        status_writes(b_metrics, "decision")
     );
 
     // 5. The policy deleted from the hub: its Placement goes.
