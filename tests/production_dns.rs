@@ -203,6 +203,8 @@ async fn two_replicas_answer_the_hubs_zones_and_placements() {
     assert_eq!(st["observedGeneration"], 1);
     assert_eq!(st["gslb"][0]["name"], "app.svc.example.", "{st}");
     assert_eq!(st["gslb"][0]["healthy"], "3/3", "{st}");
+    assert_eq!(st["lastGood"]["generation"], 1, "{st}");
+    assert_eq!(st["lastGood"]["spec"]["origin"], "svc.example.", "{st}");
     let (leader_s, standby_s, standby_id) = if leader == "dns-a" {
         (&a, &b, "dns-b")
     } else {
@@ -327,6 +329,21 @@ spec:
             )
         );
         assert_eq!(answer(s, "new.svc.example.").0, ResponseCode::NXDomain);
+    }
+
+    // A replica started after the bad change never loaded the good version: it serves
+    // the last good spec the status keeps, as the others do.
+    {
+        let late = start(&config, &c.kubeconfig, ns, "dns-late");
+        assert_eq!(
+            answer(&late, "app.svc.example."),
+            (
+                ResponseCode::NoError,
+                vec!["192.0.2.101".into(), "192.0.2.3".into()]
+            )
+        );
+        assert_eq!(answer(&late, "new.svc.example.").0, ResponseCode::NXDomain);
+        assert!(!late.logs().contains("status written"));
     }
 
     // Only the Lease holder wrote status.

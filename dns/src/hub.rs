@@ -21,7 +21,7 @@
 //! the targets it ignored (`status.ignoredTargets`). Every replica serves DNS, leader
 //! or not; `/readyz` says ready once the first hub snapshot is loaded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,6 +134,7 @@ pub async fn run(opts: HubOptions, shutdown: CancellationToken) -> Result<(), Hu
         identity: opts.lease.identity,
         inputs,
         last_good: LastGood::default(),
+        known: BTreeSet::new(),
         loaded: None,
         placements: BTreeMap::new(),
         verdicts: Vec::new(),
@@ -169,6 +170,9 @@ struct Control {
     identity: String,
     inputs: Inputs,
     last_good: LastGood,
+    /// Zones and LatencyMaps some version of which this replica has loaded (its
+    /// [`LastGood`] has a version to put back).
+    known: BTreeSet<(Kind, String)>,
     /// The snapshot whose specs were last loaded.
     loaded: Option<Arc<Snapshot>>,
     /// Placement objects by name.
@@ -310,14 +314,48 @@ impl Control {
         let mut last_good = std::mem::take(&mut self.last_good);
         let base = self.base.clone();
         let file = self.file.clone();
+        let known = self.known.clone();
         let job = tokio::task::spawn_blocking(move || {
-            let loaded = last_good.load(&base, &config_objects, |docs| {
-                LoadedConfig::from_documents_allowing_no_zone(&file, docs)
+            let load =
+                |docs: &[Document]| LoadedConfig::from_documents_allowing_no_zone(&file, docs);
+            let first = last_good.load(&base, &config_objects, load);
+            // Refused objects this replica never loaded (it started after the bad change):
+            // load the last good spec the leader keeps in their status instead, so it
+            // answers as the replicas that ran through the change.
+            let refused: Vec<(Kind, String)> = first
+                .verdicts
+                .iter()
+                .filter(|v| v.result.is_err() && !known.contains(&(v.kind, v.name.clone())))
+                .map(|v| (v.kind, v.name.clone()))
+                .collect();
+            let mut substituted = Vec::new();
+            let mut objects = config_objects.clone();
+            for o in &mut objects.objects {
+                if refused.contains(&(o.kind, o.name.clone()))
+                    && let Some(spec) = status_last_good(o)
+                {
+                    o.document["spec"] = spec;
+                    substituted.push((o.kind, o.name.clone()));
+                }
+            }
+            if substituted.is_empty() {
+                return (last_good, first, Vec::new());
+            }
+            let second = last_good.load(&base, &objects, load);
+            substituted.retain(|k| {
+                second
+                    .verdicts
+                    .iter()
+                    .any(|v| (v.kind, &v.name) == (k.0, &k.1) && v.result.is_ok())
             });
-            (last_good, loaded)
+            let loaded = causeway_hubstore::Loaded {
+                config: second.config,
+                verdicts: first.verdicts,
+            };
+            (last_good, loaded, substituted)
         })
         .await;
-        let (last_good, loaded) = match job {
+        let (last_good, loaded, substituted) = match job {
             Ok(r) => r,
             Err(e) => {
                 error!(error = %e, "the loader failed; keeping the last good configuration");
@@ -325,7 +363,18 @@ impl Control {
             }
         };
         self.last_good = last_good;
+        for key in substituted {
+            warn!(object = %format!("{}/{}", key.0, key.1), "refused; serving the last good spec kept in its status");
+            self.known.insert(key);
+        }
         let mut verdicts = loaded.verdicts;
+        for v in &verdicts {
+            if v.result.is_ok() {
+                self.known.insert((v.kind, v.name.clone()));
+            }
+        }
+        self.known
+            .retain(|(kind, name)| snap.get(*kind, name).is_some());
         match loaded.config {
             Ok(config) => {
                 self.watch_file = config.config.server.watch;
@@ -391,9 +440,20 @@ impl Control {
             let old_service = before.and_then(|a| a.service.clone());
             let mut applied = apply_one(&self.inputs, o);
             if let Err(why) = &applied.result {
-                // Its last good version (if any) stays in effect.
+                // Its last good version stays in effect: this replica's, or, if it never
+                // applied one (it started after the bad change), the one the leader keeps
+                // in the status.
                 warn!(placement = %o.name, error = %why, "Placement refused; its last good version stays");
-                applied.service = old_service;
+                applied.service = old_service.or_else(|| {
+                    let spec = status_last_good(o)?;
+                    let mut good = o.clone();
+                    good.document["spec"] = spec;
+                    let a = apply_one(&self.inputs, &good);
+                    if a.result.is_ok() {
+                        warn!(placement = %o.name, "applied the last good spec kept in its status");
+                    }
+                    a.result.is_ok().then_some(a.service).flatten()
+                });
             } else if let Some(old) = old_service
                 && applied.service.as_ref() != Some(&old)
             {
@@ -450,6 +510,18 @@ impl Control {
                 }),
                 _ => json!({ "writer": self.identity }),
             };
+            let mut want = want;
+            if matches!(o.kind, Kind::Zone | Kind::LatencyMap | Kind::Placement)
+                && self
+                    .verdicts
+                    .iter()
+                    .any(|v| v.kind == o.kind && v.name == o.name && v.result.is_ok())
+            {
+                want["lastGood"] = json!({
+                    "generation": o.generation,
+                    "spec": o.document["spec"],
+                });
+            }
             let key = (o.kind, o.name.clone());
             if status_has(o.status.as_ref(), &want) {
                 self.written.remove(&key);
@@ -507,6 +579,13 @@ fn apply_one(inputs: &Inputs, o: &HubObject) -> Applied {
         service: result.is_ok().then_some(service),
         result,
     }
+}
+
+/// The spec of `status.lastGood`, when it is about an older generation than `o`'s.
+fn status_last_good(o: &HubObject) -> Option<Value> {
+    let last = o.status.as_ref()?.get("lastGood")?;
+    let generation = last.get("generation")?.as_i64();
+    (generation != o.generation).then(|| last.get("spec").cloned())?
 }
 
 /// Whether `status` holds every field of `want` with the same value.
