@@ -1,7 +1,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::validation::check_quantity;
 use super::*;
+use causeway_config::HumanDuration;
 
 const GOOD: &str = "\
 apiVersion: causeway.dev/v1alpha1
