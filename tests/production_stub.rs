@@ -258,10 +258,9 @@ async fn two_stubs_share_their_state_through_the_hub() {
             1,
             "round {round}: {ra:?} {rb:?}"
         );
-        let lost = if ra.is_ok() {
-            rb.unwrap_err()
-        } else {
-            ra.unwrap_err()
+        let lost = match (ra, rb) {
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
+            _ => unreachable!("exactly one won"),
         };
         assert!(
             lost.to_string().contains("already used"),
