@@ -337,8 +337,10 @@ async fn two_schedulers_against_one_hub() {
     b.wait_line("leader: applying", Duration::from_secs(20));
     let takeover = killed.elapsed();
     println!("takeover {takeover:?} after the leader was killed (Lease {LEASE_SECS}s)");
+    // The Lease duration after the last renewal, plus up to one standby poll (a third of
+    // it), plus slack for a loaded machine (as tests/scheduler_ha.rs).
     assert!(
-        takeover < Duration::from_secs(LEASE_SECS + 3),
+        takeover < Duration::from_secs(2 * LEASE_SECS),
         "took {takeover:?}"
     );
     std::thread::sleep(Duration::from_secs(3));

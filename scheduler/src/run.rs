@@ -308,21 +308,37 @@ pub async fn run(
         }
         if let Some(p) = hub_publisher.as_mut().filter(|_| is_leader()) {
             let placements = publish::placements(&config, &plan);
-            match p.publish(&placements).await {
-                Ok(true) => info!(
+            // A hub that does not answer must not hold the rounds up (the client's own
+            // read timeout is minutes).
+            match tokio::time::timeout(timeout, p.publish(&placements)).await {
+                Ok(Ok(true)) => info!(
                     placements = placements.len(),
                     "published Placement objects to the hub"
                 ),
-                Ok(false) => {}
-                Err(e) => {
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
                     // Sent again next round.
                     p.forget();
                     warn!(error = %e, "cannot publish Placement objects to the hub");
                 }
+                Err(_) => {
+                    p.forget();
+                    warn!(
+                        timeout_seconds = timeout.as_secs(),
+                        "the hub did not answer: Placement objects not published this round"
+                    );
+                }
             }
         }
-        if let Some(p) = production.as_mut().filter(|_| is_leader()) {
-            p.write_status(&config, &plan, &metrics).await;
+        if let Some(p) = production.as_mut().filter(|_| is_leader())
+            && tokio::time::timeout(timeout, p.write_status(&config, &plan, &metrics))
+                .await
+                .is_err()
+        {
+            warn!(
+                timeout_seconds = timeout.as_secs(),
+                "the hub did not answer: status not fully written this round"
+            );
         }
         {
             let mut s = lock(&status);
