@@ -1,18 +1,30 @@
 //! The binaries on this host, run with exactly what the charts install (kwok's pods do not
-//! run our binary): `helm install` of `charts/causeway-agent` into a real member cluster,
-//! then `causeway agent` with the chart's ServiceAccount (a token from the TokenRequest
-//! API), the chart's RBAC and the join token from the chart's Secret. The chart's RBAC is
-//! enough for the tunnel and for self-fencing, and an impersonation it does not name is
-//! refused by the member.
+//! run our binary):
+//! - `helm install` of `charts/causeway-agent` into a real member cluster, then `causeway
+//!   agent` with the chart's ServiceAccount (a token from the TokenRequest API), the chart's
+//!   RBAC and the join token from the chart's Secret: the chart's RBAC is enough for the
+//!   tunnel and for self-fencing, and an impersonation it does not name is refused;
+//! - `helm install` of `charts/causeway-hub` (production mode) into a real hub cluster, then
+//!   the stub, dns and scheduler with the config files of the chart's ConfigMaps (only
+//!   addresses and paths changed for this host) and each part's own ServiceAccount token
+//!   and Role: the stub keeps its state in the hub's Secrets and makes the scheduler's
+//!   identity, the scheduler places a policy the chart rendered as a custom resource
+//!   through the tunnel and writes its status and Placement, dns answers from that
+//!   Placement, and no part is refused anything; each ServiceAccount can do no more than
+//!   its part needs.
 
 #[path = "support/helm.rs"]
 mod helm_support;
+#[path = "support/scheduler.rs"]
+mod scheduler_support;
 #[path = "support/tunnel.rs"]
 mod tunnel_support;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use causeway_testbed::testing::{Kubectl, run_ok};
+use causeway_testbed::ClusterInfo;
+use causeway_testbed::testing::{Kubectl, Spawn, run_ok, wait_for};
 use causeway_testbed::{ClusterSpec, Testbed, TestbedOptions, reserve_addresses};
 use helm_support::helm;
 use tunnel_support::*;
@@ -129,7 +141,7 @@ subjects:
 
     let users = format!("https://{}", stub.users);
     let alice = user_add(&state, dir.path(), "alice", "dev", "ch-*", &users);
-    let bob = user_add(&state, dir.path(), "bob", "ops", "ch-*", &users);
+    let bob = user_add(&state, dir.path(), "bob", "dev", "ch-*", &users);
     wait_authenticated(c, &alice, MEMBER);
 
     // alice: impersonated under the chart's RBAC, allowed by the member.
@@ -179,6 +191,447 @@ subjects:
         "the agent was refused something:\n{log}"
     );
     assert!(agent.alive(), "the agent exited:\n{log}");
+    drop(tb);
+}
+
+const HUB: &str = "ch-hub";
+const HUB_RELEASE: &str = "hub";
+/// The chart's full name for release [`HUB_RELEASE`]: objects are `<it>-stub`, `-dns`, ….
+const FULL: &str = "hub-causeway-hub";
+
+/// Hub values: a zone with one GSLB name on the member, and a SpreadPolicy placing
+/// `shop/web` there (3 replicas), both rendered by the chart as custom resources.
+fn hub_values() -> String {
+    format!(
+        "stub:
+  persistence: {{enabled: false}}
+dns:
+  zones:
+    - name: svc-example
+      spec:
+        origin: svc.example.
+        soa: {{rname: hostmaster.svc.example.}}
+        nameservers: [{{name: ns1, addresses: [127.0.0.53]}}]
+        gslb:
+          - name: web
+            ttl: 1
+            policy: all-healthy
+            targets:
+              - {{cluster: {MEMBER}, addresses: [192.0.2.10]}}
+scheduler:
+  interval: 1s
+  lease: {{name: causeway-scheduler, duration: 6s}}
+  policies:
+    spread:
+      - name: web
+        spec:
+          workload: {{namespace: shop, deployment: web}}
+          replicas: 3
+          clusters: [{{cluster: {MEMBER}}}]
+          dns: {{name: web.svc.example., ttl: 1s}}
+"
+    )
+}
+
+/// A kubeconfig for `c`'s API server as ServiceAccount `sa` of [`NS`] (a TokenRequest
+/// token), its context in [`NS`]: what a pod of that ServiceAccount gets in cluster.
+fn service_account_kubeconfig(c: &ClusterInfo, sa: &str, dir: &Path) -> PathBuf {
+    let admin = Kubectl::admin(c);
+    let token = admin.run(&["create", "token", sa, "-n", NS, "--duration", "1h"]);
+    let raw = admin
+        .json(&["config", "view", "--raw", "--minify"])
+        .expect("the admin kubeconfig");
+    let cluster = &raw["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().expect("a server");
+    let ca = cluster["certificate-authority-data"]
+        .as_str()
+        .expect("CA data");
+    let path = dir.join(format!("{sa}.kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters: [{{name: hub, cluster: {{server: \"{server}\", certificate-authority-data: {ca}}}}}]
+users: [{{name: sa, user: {{token: {}}}}}]
+contexts: [{{name: hub, context: {{cluster: hub, user: sa, namespace: {NS}}}}}]
+current-context: hub
+",
+            token.trim()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `data[key]` of ConfigMap `name` in [`NS`] of the hub.
+fn config_map(admin: &Kubectl, name: &str, key: &str) -> String {
+    let cm = admin
+        .json(&["get", "configmap", name, "-n", NS])
+        .expect("the ConfigMap");
+    cm["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {name}"))
+        .to_owned()
+}
+
+/// A free port on 127.0.0.1 (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Replaces `from` with `to` in `text`, which must contain it (the chart changed if not).
+fn swap(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the chart's config no longer has {from:?}:\n{text}"
+    );
+    text.replace(from, to)
+}
+
+/// Whether ServiceAccount `sa` of [`NS`] may `verb resource` in [`NS`] of the hub.
+fn sa_can(admin: &Kubectl, sa: &str, verb: &str, resource: &str) -> bool {
+    // `resource` may carry flags after it (`--subresource=status`).
+    let who = format!("system:serviceaccount:{NS}:{sa}");
+    let mut args = vec!["auth", "can-i", verb];
+    args.extend(resource.split(' '));
+    args.extend(["-n", NS, "--as", &who]);
+    admin.output(&args).status.success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_runs_with_the_hub_charts_service_accounts_and_rbac() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub_spec = ClusterSpec::new(HUB);
+    hub_spec.nodes = 1;
+    let member_spec = scheduler_support::spec(MEMBER, "4");
+    let mut opts = TestbedOptions::new(vec![hub_spec, member_spec], dir.path().join("testbed"));
+    opts.base_address = reserve_addresses(2);
+    let tb = Testbed::up(opts).await.expect("testbed up");
+    let (hub, member) = (tb.cluster(HUB).unwrap(), tb.cluster(MEMBER).unwrap());
+    let hub_admin = Kubectl::admin(hub);
+    let home = tempfile::tempdir().unwrap();
+    let values = dir.path().join("hub-values.yaml");
+    std::fs::write(&values, hub_values()).unwrap();
+    run_ok(
+        helm(home.path())
+            .args([
+                "install",
+                HUB_RELEASE,
+                "charts/causeway-hub",
+                "-n",
+                NS,
+                "--create-namespace",
+                "-f",
+            ])
+            .arg(&values)
+            .arg("--kubeconfig")
+            .arg(&hub.kubeconfig),
+    );
+
+    // Least privilege, as the chart's Roles say.
+    let (stub_sa, dns_sa, sched_sa) = (
+        format!("{FULL}-stub"),
+        format!("{FULL}-dns"),
+        format!("{FULL}-scheduler"),
+    );
+    assert!(sa_can(&hub_admin, &dns_sa, "watch", "zones.causeway.dev"));
+    assert!(sa_can(
+        &hub_admin,
+        &dns_sa,
+        "patch",
+        "zones.causeway.dev --subresource=status"
+    ));
+    assert!(
+        !sa_can(&hub_admin, &dns_sa, "patch", "zones.causeway.dev"),
+        "dns may change zones"
+    );
+    assert!(
+        !sa_can(&hub_admin, &dns_sa, "get", "secrets"),
+        "dns may read Secrets"
+    );
+    assert!(!sa_can(
+        &hub_admin,
+        &dns_sa,
+        "create",
+        "placements.causeway.dev"
+    ));
+    assert!(sa_can(
+        &hub_admin,
+        &sched_sa,
+        "create",
+        "placements.causeway.dev"
+    ));
+    assert!(
+        !sa_can(&hub_admin, &sched_sa, "get", "secrets"),
+        "the scheduler may read Secrets"
+    );
+    assert!(!sa_can(
+        &hub_admin,
+        &sched_sa,
+        "watch",
+        "zones.causeway.dev"
+    ));
+    assert!(sa_can(
+        &hub_admin,
+        &stub_sa,
+        "get",
+        "secrets/causeway-stub-state"
+    ));
+    assert!(
+        !sa_can(&hub_admin, &stub_sa, "get", "secrets/other"),
+        "the stub may read any Secret"
+    );
+    assert!(!sa_can(
+        &hub_admin,
+        &stub_sa,
+        "watch",
+        "burstpolicies.causeway.dev"
+    ));
+
+    // The stub: the chart's stub.yaml with this host's addresses and a private state dir.
+    let (users_port, agents_port) = (free_port(), free_port());
+    let mut stub_yaml = config_map(&hub_admin, &format!("{FULL}-stub"), "stub.yaml");
+    stub_yaml = swap(
+        &stub_yaml,
+        "/var/lib/causeway/stub/audit.log",
+        &dir.path().join("audit.log").display().to_string(),
+    );
+    stub_yaml = swap(
+        &stub_yaml,
+        "/var/lib/causeway/stub",
+        &dir.path().join("stub-state").display().to_string(),
+    );
+    stub_yaml = swap(
+        &stub_yaml,
+        "0.0.0.0:6443",
+        &format!("127.0.0.1:{users_port}"),
+    );
+    stub_yaml = swap(
+        &stub_yaml,
+        "0.0.0.0:7443",
+        &format!("127.0.0.1:{agents_port}"),
+    );
+    stub_yaml = swap(&stub_yaml, "0.0.0.0:9443", "127.0.0.1:0");
+    let stub_kc = service_account_kubeconfig(hub, &stub_sa, dir.path());
+    stub_yaml = swap(
+        &stub_yaml,
+        "/etc/causeway/in-cluster/in-cluster.kubeconfig",
+        &stub_kc.display().to_string(),
+    );
+    let stub_config = dir.path().join("stub.yaml");
+    std::fs::write(&stub_config, stub_yaml).unwrap();
+    let users_url = format!("https://127.0.0.1:{users_port}");
+    let stub = Spawn::causeway(BIN)
+        .args(["stub", "--config"])
+        .arg(&stub_config)
+        .arg("--hub-kubeconfig")
+        .arg(&stub_kc)
+        .args(["--users-url", &users_url, "--lease-identity", "stub-0"])
+        .name("stub")
+        .log_file(dir.path().join("stub.log"))
+        .start();
+    stub.wait_listening(&["users", "agents", "metrics"], Duration::from_secs(30));
+
+    // The stub made its state and the scheduler's identity in the hub.
+    let identity = dir.path().join("scheduler.kubeconfig");
+    wait_for(
+        "Secret causeway-scheduler-identity",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let s = hub_admin.output(&[
+                "get",
+                "secret",
+                "causeway-scheduler-identity",
+                "-n",
+                NS,
+                "-o",
+                "jsonpath={.data.scheduler\\.kubeconfig}",
+            ]);
+            let b64 = String::from_utf8_lossy(&s.stdout).trim().to_owned();
+            if s.status.success() && !b64.is_empty() {
+                std::fs::write(&identity, decode_base64(&b64)).unwrap();
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&s.stderr).into_owned())
+            }
+        },
+    );
+    hub_admin.run(&["get", "secret", "causeway-stub-state", "-n", NS]);
+
+    // Enrol the member with the CLI as the stub's ServiceAccount (as `kubectl exec` into
+    // the stub's pod would), then the agent chart and the agent as in the other test.
+    let agents_url = format!("https://127.0.0.1:{agents_port}");
+    let out = run_ok(
+        causeway()
+            .args(["cluster", "add", MEMBER, "--stub-url", &agents_url])
+            .arg("--hub-kubeconfig")
+            .arg(&stub_kc),
+    );
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    let (join, ca_hash) = (field("token:"), field("ca-hash:"));
+    run_ok(
+        helm(home.path())
+            .args([
+                "install",
+                RELEASE,
+                "charts/causeway-agent",
+                "-n",
+                NS,
+                "--create-namespace",
+            ])
+            .arg("--kubeconfig")
+            .arg(&member.kubeconfig)
+            .args(["--set", &format!("cluster={MEMBER}")])
+            .args(["--set", &format!("stubUrls={{{agents_url}}}")])
+            .args(["--set", &format!("caHash={ca_hash}")])
+            .args(["--set", &format!("joinToken.value={join}")]),
+    );
+    let member_admin = Kubectl::admin(member);
+    member_admin.apply(
+        &std::fs::read_to_string(helm_support::root().join("examples/scheduler/member-rbac.yaml"))
+            .unwrap(),
+    );
+    member_admin.apply(&scheduler_support::source_deployment(1));
+    let agent_sa = member_admin
+        .run(&[
+            "get",
+            "serviceaccount",
+            "-n",
+            NS,
+            "-l",
+            &format!("app.kubernetes.io/instance={RELEASE}"),
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .trim()
+        .to_owned();
+    let token = dir.path().join("agent.token");
+    std::fs::write(
+        &token,
+        member_admin
+            .run(&["create", "token", &agent_sa, "-n", NS, "--duration", "1h"])
+            .trim(),
+    )
+    .unwrap();
+    let agent = start_agent(
+        dir.path(),
+        "agent",
+        &agents_url,
+        member,
+        &token,
+        &dir.path().join("agent-state"),
+        Some(&(join, ca_hash)),
+    );
+
+    // dns and the scheduler: the chart's files, this host's addresses, their own tokens.
+    let mut dns_yaml = config_map(&hub_admin, &format!("{FULL}-dns"), "dns.yaml");
+    dns_yaml = swap(&dns_yaml, "0.0.0.0:5353", "127.0.0.1:0");
+    dns_yaml = swap(&dns_yaml, "0.0.0.0:8053", "127.0.0.1:0");
+    let dns_config = dir.path().join("dns.yaml");
+    std::fs::write(&dns_config, dns_yaml).unwrap();
+    let dns_kc = service_account_kubeconfig(hub, &dns_sa, dir.path());
+    let (dns, dns_udp, _api) = scheduler_support::start_dns_with(
+        dir.path(),
+        "dns",
+        &dns_config,
+        &[
+            "--hub-kubeconfig",
+            &dns_kc.display().to_string(),
+            "--lease-identity",
+            "dns-0",
+        ],
+    );
+    let mut sched_yaml = config_map(&hub_admin, &format!("{FULL}-scheduler"), "scheduler.yaml");
+    sched_yaml = swap(
+        &sched_yaml,
+        "/etc/causeway/stub-identity/scheduler.kubeconfig",
+        &identity.display().to_string(),
+    );
+    sched_yaml = swap(&sched_yaml, "0.0.0.0:9470", "127.0.0.1:0");
+    let sched_config = dir.path().join("scheduler.yaml");
+    std::fs::write(&sched_config, sched_yaml).unwrap();
+    let sched_kc = service_account_kubeconfig(hub, &sched_sa, dir.path());
+    let scheduler = Spawn::causeway(BIN)
+        .args(["scheduler", "--config"])
+        .arg(&sched_config)
+        .arg("--hub-kubeconfig")
+        .arg(&sched_kc)
+        .args([
+            "--lease-name",
+            "causeway-scheduler",
+            "--lease-duration",
+            "6s",
+            "--lease-identity",
+            "scheduler-0",
+        ])
+        .name("scheduler")
+        .log_file(dir.path().join("scheduler.log"))
+        .start();
+
+    // The SpreadPolicy the chart rendered: 3 replicas in the member, through the tunnel.
+    wait_for(
+        "shop/web scaled to 3 in the member",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || match scheduler_support::deployment(member) {
+            Some((3, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // Its status and Placement in the hub, and dns answering from it.
+    wait_for(
+        "SpreadPolicy web Accepted with a decision",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let p = hub_admin
+                .json(&["get", "spreadpolicy", "web", "-n", NS])
+                .map_err(|e| e.to_string())?;
+            let ok = p["status"]["conditions"][0]["status"] == "True"
+                && p["status"]["decision"].is_object();
+            if ok {
+                Ok(())
+            } else {
+                Err(p["status"].to_string())
+            }
+        },
+    );
+    hub_admin.run(&["get", "placement", "web.svc.example", "-n", NS]);
+    wait_for(
+        "dns answers web from the placement",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let a = scheduler_support::dig_name(dns_udp, "web.svc.example.");
+            if a == ["192.0.2.10"] {
+                Ok(())
+            } else {
+                Err(format!("{a:?}"))
+            }
+        },
+    );
+
+    // Nobody was refused anything on the way.
+    for p in [&stub, &dns, &scheduler, &agent] {
+        let log = p.logs();
+        assert!(
+            !log.contains("forbidden") && !log.contains(" 403"),
+            "{} was refused:\n{log}",
+            p.name()
+        );
+        assert!(p.alive(), "{} exited:\n{log}", p.name());
+    }
     drop(tb);
 }
 
