@@ -242,7 +242,7 @@ async fn rendered_charts_are_accepted_by_the_api_server_and_the_binaries() {
                 "Role",
                 "RoleBinding",
                 "NetworkPolicy",
-                "PersistentVolumeClaim",
+                "StatefulSet",
                 "ConfigMap",
                 "ServiceAccount",
                 // Production mode: the values' objects as custom resources.
@@ -301,7 +301,7 @@ async fn rendered_charts_are_accepted_by_the_api_server_and_the_binaries() {
             .json(&["get", "pods", "-n", ns, "-l", &selector])
             .expect("pods");
         let pods = pods["items"].as_array().expect("items");
-        let want = if chart == HUB { 5 } else { 2 };
+        let want = if chart == HUB { 6 } else { 2 };
         assert_eq!(pods.len(), want, "{chart}: pods");
         let mut nodes = Vec::new();
         for p in pods {
