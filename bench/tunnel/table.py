@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 HZ = os.sysconf("SC_CLK_TCK")
-PATHS = ["direct", "direct-tls", "impersonated", "causeway", "remotedialer-hub", "remotedialer-hub-h2", "frp", "rathole"]
+PATHS = ["direct", "direct-tls", "impersonated", "causeway", "causeway-tls", "remotedialer-hub", "remotedialer-hub-h2", "frp", "rathole"]
 
 
 def ticks(pid):
