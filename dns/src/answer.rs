@@ -56,6 +56,8 @@ pub struct Prepared {
     /// Uses of this reply not yet added to the counters (the worker adds them in
     /// batches, so the hot path touches no shared cache line).
     pub pending: std::cell::Cell<u64>,
+    /// For a signed reply: when to prepare it again, so signatures stay fresh.
+    pub resign_at: Option<std::time::Instant>,
 }
 
 impl Prepared {
@@ -89,6 +91,10 @@ fn name_from_wire(w: &[u8]) -> Option<Name> {
 
 struct Builder<'a> {
     snap: &'a Snapshot,
+    /// The zone that answered (for signing).
+    zone: Option<&'a Zone>,
+    /// Compact denials to add when signing: (owner, types present).
+    denials: Vec<(Name, Vec<u16>)>,
     metrics: &'a Metrics,
     client: Client,
     msg: Message,
@@ -141,7 +147,9 @@ const CLASS_CH: u16 = 3;
 const CLASS_ANY: u16 = 255;
 
 /// Prepares the reply to (`qname` lower-case wire, `qtype`, `qclass`) for `client`;
-/// `identity` answers CHAOS-class queries.
+/// `identity` answers CHAOS-class queries. `sigs` is given when the query has the DO
+/// bit: in a signed zone the reply then carries RRSIGs and compact denial (RFC 9824).
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     snap: &Snapshot,
     metrics: &Metrics,
@@ -150,10 +158,13 @@ pub fn prepare(
     qtype: u16,
     qclass: u16,
     client: Client,
+    sigs: Option<&mut crate::dnssec::SigCache>,
 ) -> Prepared {
     let rtype = RecordType::from(qtype);
     let mut b = Builder {
         snap,
+        zone: None,
+        denials: Vec::new(),
         metrics,
         client,
         msg: Message::response(0, OpCode::Query),
@@ -178,6 +189,17 @@ pub fn prepare(
     } else {
         b.resolve(qname, name, rtype)
     };
+    let mut rcode = rcode;
+    let mut resign_at = None;
+    if let (Some(sigs), Some(keys)) = (sigs, b.zone.and_then(|z| z.dnssec.clone()))
+        && qclass != CLASS_CH
+    {
+        if b.sign(&keys, sigs, aa) && rcode == Rcode::NxDomain {
+            // RFC 9824 §3.2: compact denial answers NOERROR.
+            rcode = Rcode::NoError;
+        }
+        resign_at = Some(std::time::Instant::now() + crate::dnssec::REFRESH);
+    }
     b.msg.metadata.authoritative = aa;
     b.msg.metadata.response_code = ResponseCode::from(0, rcode as u8);
     let bytes = match b.msg.to_vec() {
@@ -202,6 +224,7 @@ pub fn prepare(
         query_counter: metrics.queries(&zone_label, qtype_label(qtype), rcode.as_str()),
         answer_counters: b.counters.into_boxed_slice(),
         pending: std::cell::Cell::new(0),
+        resign_at,
     }
 }
 
@@ -233,8 +256,17 @@ impl Builder<'_> {
 
     /// Fills the message; returns (zone label, rcode, AA).
     fn resolve(&mut self, qname: &[u8], name: Name, rtype: RecordType) -> (String, Rcode, bool) {
-        let zones: &Zones = &self.snap.zones;
-        match zones.find(qname, rtype) {
+        let snap = self.snap;
+        let zones: &Zones = &snap.zones;
+        let found = zones.find(qname, rtype);
+        self.zone = match &found {
+            Found::Refused => None,
+            Found::Referral(z, _)
+            | Found::Node(z, _)
+            | Found::EmptyNonTerminal(z)
+            | Found::NxDomain(z) => Some(*z),
+        };
+        match found {
             Found::Refused => {
                 self.ede = Some(EDE_NOT_AUTHORITATIVE);
                 ("-".into(), Rcode::Refused, false)
@@ -242,15 +274,25 @@ impl Builder<'_> {
             Found::Referral(zone, node) => {
                 let ns = node.rrset(RecordType::NS).unwrap_or_default();
                 self.msg.authorities.extend(ns.iter().cloned());
+                // No DS here (RFC 4035 §3.1.4): an NSEC at the cut showing NS only.
+                self.denials
+                    .push((node.name.clone(), vec![u16::from(RecordType::NS)]));
                 self.add_glue(zones, zone, ns);
                 (zone.label.clone(), Rcode::NoError, false)
             }
             Found::EmptyNonTerminal(zone) => {
                 self.msg.authorities.push(zone.negative_soa.clone());
+                // An empty non-terminal, or DS at a delegation (the cut shows NS).
+                let types = match zones.node(zone, &name) {
+                    Some(node) => self.node_types(zone, node, rtype),
+                    None => Vec::new(),
+                };
+                self.denials.push((name, types));
                 (zone.label.clone(), Rcode::NoError, true)
             }
             Found::NxDomain(zone) => {
                 self.msg.authorities.push(zone.negative_soa.clone());
+                self.denials.push((name, vec![crate::dnssec::NXNAME]));
                 (zone.label.clone(), Rcode::NxDomain, true)
             }
             Found::Node(zone, _) => {
@@ -272,6 +314,7 @@ impl Builder<'_> {
             let Some(node) = zones.node(zone, &name) else {
                 // A CNAME target that does not exist (RFC 6604 §2.1: NXDOMAIN).
                 self.msg.authorities.push(zone.negative_soa.clone());
+                self.denials.push((name, vec![crate::dnssec::NXNAME]));
                 return Rcode::NxDomain;
             };
             if let Some(g) = node.gslb {
@@ -291,6 +334,8 @@ impl Builder<'_> {
                 };
                 if !added {
                     self.msg.authorities.push(zone.negative_soa.clone());
+                    let types = self.node_types(zone, node, rtype);
+                    self.denials.push((name, types));
                 }
                 return Rcode::NoError;
             }
@@ -323,9 +368,90 @@ impl Builder<'_> {
                 continue;
             }
             self.msg.authorities.push(zone.negative_soa.clone());
+            let types = self.node_types(zone, node, rtype);
+            self.denials.push((name, types));
             return Rcode::NoError;
         }
         Rcode::NoError
+    }
+
+    /// The types an NSEC at `node` shows for a NODATA answer to `rtype` (which is
+    /// left out, as are the glue addresses at a delegation).
+    fn node_types(&self, zone: &Zone, node: &crate::zone::Node, rtype: RecordType) -> Vec<u16> {
+        let cut = node.name != zone.origin && node.rrset(RecordType::NS).is_some();
+        let mut types: Vec<u16> = if cut {
+            vec![u16::from(RecordType::NS)]
+        } else {
+            node.rrsets.iter().map(|(t, _)| u16::from(*t)).collect()
+        };
+        if let Some(g) = node.gslb.and_then(|g| self.snap.zones.gslb.get(g)) {
+            if g.targets.iter().any(|t| !t.v4.is_empty()) {
+                types.push(u16::from(RecordType::A));
+            }
+            if g.targets.iter().any(|t| !t.v6.is_empty()) {
+                types.push(u16::from(RecordType::AAAA));
+            }
+        }
+        types.retain(|t| *t != u16::from(rtype));
+        types
+    }
+
+    /// Adds the compact-denial NSECs and an RRSIG after every authoritative RRset in
+    /// the answer and authority sections. Returns whether a denial was added.
+    fn sign(
+        &mut self,
+        keys: &crate::dnssec::ZoneKeys,
+        sigs: &mut crate::dnssec::SigCache,
+        aa: bool,
+    ) -> bool {
+        let Some(zone) = self.zone else {
+            return false;
+        };
+        let denied = !self.denials.is_empty();
+        let ttl = zone.negative_soa.ttl;
+        for (owner, types) in self.denials.drain(..) {
+            self.msg
+                .authorities
+                .push(crate::dnssec::nsec_record(&owner, ttl, &types));
+        }
+        let referral = !aa
+            && self
+                .msg
+                .authorities
+                .iter()
+                .any(|r| r.record_type() == RecordType::NS);
+        for (section, skip_ns) in [(0, false), (1, referral)] {
+            let records = std::mem::take(if section == 0 {
+                &mut self.msg.answers
+            } else {
+                &mut self.msg.authorities
+            });
+            let mut out = Vec::with_capacity(records.len() * 2);
+            let mut i = 0;
+            while i < records.len() {
+                let (name, rt) = (&records[i].name, records[i].record_type());
+                let mut j = i + 1;
+                while j < records.len()
+                    && records[j].record_type() == rt
+                    && &records[j].name == name
+                {
+                    j += 1;
+                }
+                let set = &records[i..j];
+                out.extend_from_slice(set);
+                let ours = zone.origin.zone_of(name) && !(skip_ns && rt == RecordType::NS);
+                if ours && let Some(sig) = keys.sign(set, sigs) {
+                    out.push(sig);
+                }
+                i = j;
+            }
+            if section == 0 {
+                self.msg.answers = out;
+            } else {
+                self.msg.authorities = out;
+            }
+        }
+        denied
     }
 
     fn gslb_has_v4(&self, g: usize) -> bool {

@@ -194,6 +194,28 @@ pub struct ZoneSpec {
     /// GSLB names.
     #[serde(default)]
     pub gslb: Vec<GslbSpec>,
+    /// DNSSEC online signing (absent: the zone is not signed).
+    #[serde(default)]
+    pub dnssec: Option<DnssecSpec>,
+}
+
+/// `spec.dnssec`: the zone's keys, PEM (PKCS#8) ECDSA P-256 files made by
+/// `causeway dns keygen`. Either `csk`, or `ksk` and `zsk`.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnssecSpec {
+    /// Combined signing key: signs every RRset; its DS goes to the parent.
+    #[serde(default)]
+    pub csk: Option<std::path::PathBuf>,
+    /// Key-signing key: signs DNSKEY, CDS and CDNSKEY; its DS goes to the parent.
+    #[serde(default)]
+    pub ksk: Option<std::path::PathBuf>,
+    /// Zone-signing key: signs every other RRset.
+    #[serde(default)]
+    pub zsk: Option<std::path::PathBuf>,
+    /// TTL of DNSKEY, CDS and CDNSKEY. Default: the zone's `ttl`.
+    #[serde(default)]
+    pub ttl: Option<u32>,
 }
 
 fn default_ttl() -> u32 {
@@ -642,6 +664,14 @@ fn validate_zone(doc: &Document, z: &ZoneSpec) -> Result<(), ConfigError> {
     }
     for (i, g) in z.gslb.iter().enumerate() {
         validate_gslb(doc, &format!("spec.gslb[{i}]"), g)?;
+    }
+    if let Some(d) = &z.dnssec {
+        match (&d.csk, &d.ksk, &d.zsk) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            _ => {
+                return Err(doc.error("spec.dnssec", "give either `csk`, or both `ksk` and `zsk`"));
+            }
+        }
     }
     Ok(())
 }

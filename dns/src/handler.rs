@@ -65,6 +65,7 @@ pub struct Handler {
     key: Vec<u8>,
     limited: u32,
     counters: Counters,
+    sigs: crate::dnssec::SigCache,
     last_flush: std::time::Instant,
 }
 
@@ -94,6 +95,7 @@ impl Handler {
             key: Vec::with_capacity(264),
             limited: 0,
             counters,
+            sigs: crate::dnssec::SigCache::default(),
             last_flush: std::time::Instant::now(),
         }
     }
@@ -163,12 +165,17 @@ impl Handler {
             self.generation = snap.generation;
         }
 
-        // Static key: qtype, qclass, client class (family, ECS /0), lower-case name.
+        // Static key: qtype, qclass, client class (family, ECS /0, and DO when a zone
+        // is signed), lower-case name.
+        let dnssec_ok = snap.zones.any_signed && q.edns.is_some_and(|e| e.dnssec_ok);
         self.key.clear();
         self.key.extend_from_slice(&q.qtype.to_be_bytes());
         self.key.extend_from_slice(&q.qclass.to_be_bytes());
-        self.key
-            .push(u8::from(client.addr.is_ipv6()) << 1 | u8::from(client.source_len == 0));
+        self.key.push(
+            u8::from(dnssec_ok) << 2
+                | u8::from(client.addr.is_ipv6()) << 1
+                | u8::from(client.source_len == 0),
+        );
         self.key.extend_from_slice(&self.lower);
         let client_key = (
             match client.addr {
@@ -180,9 +187,10 @@ impl Handler {
 
         let prepared: &Prepared = {
             // Two lookups keep the borrow checker happy without cloning on a hit.
+            let fresh = |p: &Prepared| p.resign_at.is_none_or(|t| std::time::Instant::now() < t);
             let hit = match self.cache.get(self.key.as_slice()) {
-                Some(Slot::Static(_)) => true,
-                Some(Slot::PerClient(m)) => m.contains_key(&client_key),
+                Some(Slot::Static(p)) => fresh(p),
+                Some(Slot::PerClient(m)) => m.get(&client_key).is_some_and(fresh),
                 None => false,
             };
             if !hit {
@@ -194,6 +202,7 @@ impl Handler {
                     q.qtype,
                     q.qclass,
                     client,
+                    dnssec_ok.then_some(&mut self.sigs),
                 );
                 self.entries += 1;
                 if p.per_client {

@@ -39,6 +39,7 @@ pub mod answer;
 pub mod api;
 pub mod builder;
 pub mod config;
+pub mod dnssec;
 pub mod ecs;
 pub mod explain;
 pub mod handler;

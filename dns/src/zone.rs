@@ -46,6 +46,8 @@ pub struct Zones {
     /// GSLB names of all zones.
     pub gslb: Vec<Gslb>,
     by_fqdn: HashMap<String, usize>,
+    /// Whether any zone is signed (then the DO bit is part of the reply cache key).
+    pub any_signed: bool,
 }
 
 /// Index into [`Zones::gslb`].
@@ -64,6 +66,8 @@ pub struct Zone {
     pub negative_soa: Record,
     /// Apex NS records.
     pub apex_ns: Vec<Record>,
+    /// Signing keys, when the zone is signed (`spec.dnssec`).
+    pub dnssec: Option<std::sync::Arc<crate::dnssec::ZoneKeys>>,
     nodes: HashMap<WireName, Node>,
     ents: HashSet<WireName>,
     delegations: HashSet<WireName>,
@@ -201,6 +205,7 @@ impl Zones {
                 reason: e.reason,
             })?;
             zones.by_origin.insert(wire_name(&zone.origin), i);
+            zones.any_signed |= zone.dnssec.is_some();
             zones.zones.push(zone);
         }
         zones.by_fqdn = zones
@@ -448,6 +453,23 @@ fn compile_zone(
         apex.rrsets.push((RecordType::SOA, vec![soa.clone()]));
         apex.rrsets.push((RecordType::NS, apex_ns.clone()));
     }
+    let dnssec = match &spec.dnssec {
+        None => None,
+        Some(d) => {
+            let (ksk, zsk, field) = match (&d.csk, &d.ksk, &d.zsk) {
+                (Some(csk), _, _) => (csk, None, "spec.dnssec.csk"),
+                (None, Some(ksk), zsk) => (ksk, zsk.as_deref(), "spec.dnssec.ksk"),
+                _ => return Err(field_error("spec.dnssec", "no key")),
+            };
+            let keys =
+                crate::dnssec::ZoneKeys::load(origin.clone(), ksk, zsk, d.ttl.unwrap_or(spec.ttl))
+                    .map_err(|e| field_error(field, e.to_string()))?;
+            if let Some(apex) = nodes.nodes.get_mut(&wire_name(&origin)) {
+                apex.rrsets.extend(keys.apex_rrsets());
+            }
+            Some(std::sync::Arc::new(keys))
+        }
+    };
     for (name, addr, i, j) in glue {
         let (rt, rdata) = match addr {
             IpAddr::V4(a) => (RecordType::A, RData::A(A(a))),
@@ -580,6 +602,7 @@ fn compile_zone(
         soa,
         negative_soa,
         apex_ns,
+        dnssec,
         nodes,
         ents,
         delegations,

@@ -96,6 +96,75 @@ enum Command {
     /// target assumed healthy); with --server it asks a running server's API for
     /// live health and latency.
     Explain(ExplainArgs),
+    /// Print the DS record of a signed zone (its KSK or CSK, SHA-256) for the parent.
+    Ds(DsArgs),
+    /// Write a new DNSSEC key (ECDSA P-256, algorithm 13; PEM PKCS#8) for `spec.dnssec`.
+    Keygen(KeygenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DsArgs {
+    /// The config file.
+    #[arg(long, short = 'c', value_name = "FILE", env = "CAUSEWAY_DNS_CONFIG")]
+    config: PathBuf,
+    /// The zone apex, e.g. svc.example.
+    zone: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct KeygenArgs {
+    /// Where to write the key (created with mode 0600; an existing file is not replaced).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+/// `causeway dns ds`.
+fn ds(args: DsArgs) -> anyhow::Result<()> {
+    let loaded = causeway_dns::LoadedConfig::load_isolated(&args.config)?;
+    let want = args.zone.trim_end_matches('.').to_ascii_lowercase() + ".";
+    let Some(zone) = loaded
+        .config
+        .zones
+        .iter()
+        .find(|z| z.origin.to_ascii().to_ascii_lowercase() == want)
+    else {
+        bail!("{}: no zone {want}", args.config.display());
+    };
+    let Some(d) = &zone.spec.dnssec else {
+        bail!("zone {want} has no spec.dnssec");
+    };
+    let (ksk, zsk) = match (&d.csk, &d.ksk) {
+        (Some(c), _) => (c, None),
+        (None, Some(k)) => (k, d.zsk.as_deref()),
+        _ => bail!("zone {want}: spec.dnssec has no csk or ksk"),
+    };
+    let keys = causeway_dns::dnssec::ZoneKeys::load(
+        zone.origin.clone(),
+        ksk,
+        zsk,
+        d.ttl.unwrap_or(zone.spec.ttl),
+    )?;
+    #[allow(clippy::print_stdout)]
+    {
+        print!("{}", keys.ds_text());
+    }
+    Ok(())
+}
+
+/// `causeway dns keygen`.
+fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let pem = causeway_dns::dnssec::generate_pem()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    f.write_all(pem.as_bytes())
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -122,8 +191,11 @@ struct ExplainArgs {
 
 /// Runs `causeway dns`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(Command::Explain(e)) = args.command {
-        return explain(e).await;
+    match args.command {
+        Some(Command::Explain(e)) => return explain(e).await,
+        Some(Command::Ds(d)) => return ds(d),
+        Some(Command::Keygen(k)) => return keygen(k),
+        None => {}
     }
     let Some(path) = args.config.clone() else {
         bail!("--config FILE is required (see `causeway dns --help`)");
