@@ -11,12 +11,20 @@
 //! front of the stub's replicas: new connections go to the backend whose `/readyz`
 //! answers 200 (polled every 100 ms); `causeway drill` puts it in front of the users'
 //! port of its two stubs.
+//!
+//! [`Relay::set_delay`] puts distance on the path (this kernel has no `netem`): every
+//! chunk is passed on `delay` after it was read, in each direction, so a round trip
+//! through the relay takes at least twice the delay. Chunks keep their order and are
+//! not serialised behind each other's delays (a pipe, not a queue). The delay can be
+//! changed while connections are open; the measured-latency test moves a client network
+//! between clusters with it.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a connection made while cut waits for the heal before it is dropped.
 const HOLD_WHILE_CUT: Duration = Duration::from_secs(60);
@@ -30,6 +38,16 @@ pub struct Relay {
     cut: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     target: Arc<Mutex<SocketAddr>>,
+    /// One-way delay in microseconds (0 = none).
+    delay: Arc<AtomicU64>,
+}
+
+/// What every connection of a relay shares.
+#[derive(Clone)]
+struct Shared {
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    delay: Arc<AtomicU64>,
 }
 
 /// A backend of [`Relay::follow_ready`]: where connections go, and its plain-HTTP
@@ -45,12 +63,24 @@ pub struct Backend {
 impl Relay {
     /// Relays every connection to `target` until dropped.
     pub fn start(target: SocketAddr) -> std::io::Result<Relay> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), target)
+    }
+
+    /// The same, listening on `listen` (port 0 picks a free one), e.g. the host side of
+    /// a veth pair so a network namespace can reach it.
+    pub fn start_on(listen: SocketAddr, target: SocketAddr) -> std::io::Result<Relay> {
+        let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         let cut = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
+        let delay = Arc::new(AtomicU64::new(0));
         let target = Arc::new(Mutex::new(target));
-        let (c, s, t) = (cut.clone(), stop.clone(), target.clone());
+        let shared = Shared {
+            cut: cut.clone(),
+            stop: stop.clone(),
+            delay: delay.clone(),
+        };
+        let (s, t) = (stop.clone(), target.clone());
         std::thread::Builder::new()
             .name("relay-accept".into())
             .spawn(move || {
@@ -60,8 +90,8 @@ impl Relay {
                     }
                     let Ok(down) = conn else { continue };
                     let to = *t.lock().unwrap_or_else(PoisonError::into_inner);
-                    let (c, s) = (c.clone(), s.clone());
-                    std::thread::spawn(move || join(down, to, c, s));
+                    let shared = shared.clone();
+                    std::thread::spawn(move || join(down, to, shared));
                 }
             })?;
         Ok(Relay {
@@ -69,7 +99,19 @@ impl Relay {
             cut,
             stop,
             target,
+            delay,
         })
+    }
+
+    /// Delays every chunk by `delay` in each direction from now on (zero: none).
+    pub fn set_delay(&self, delay: Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.delay.store(micros, Ordering::SeqCst);
+    }
+
+    /// The one-way delay now.
+    pub fn delay(&self) -> Duration {
+        Duration::from_micros(self.delay.load(Ordering::SeqCst))
     }
 
     /// A relay that stands in for a Service with a readiness probe: every 100 ms it asks
@@ -157,7 +199,8 @@ fn ready(addr: SocketAddr) -> bool {
     line.starts_with("HTTP/1.") && line.get(9..12) == Some("200")
 }
 
-fn join(down: TcpStream, target: SocketAddr, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+fn join(down: TcpStream, target: SocketAddr, shared: Shared) {
+    let Shared { cut, stop, .. } = &shared;
     // A connection made while cut waits (bounded) for the heal.
     let step = Duration::from_millis(100);
     for _ in 0..(HOLD_WHILE_CUT.as_millis() / step.as_millis()) {
@@ -175,15 +218,19 @@ fn join(down: TcpStream, target: SocketAddr, cut: Arc<AtomicBool>, stop: Arc<Ato
     let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
         return;
     };
-    let (c, s) = (cut.clone(), stop.clone());
-    std::thread::spawn(move || pump(down2, up2, c, s));
-    pump(up, down, cut, stop);
+    let s = shared.clone();
+    std::thread::spawn(move || pump(down2, up2, s));
+    pump(up, down, shared);
 }
 
-/// Copies `from` → `to` until either ends; drops what it reads while cut.
-fn pump(mut from: TcpStream, mut to: TcpStream, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+/// Copies `from` → `to` until either ends; drops what it reads while cut; with a delay
+/// set, hands each chunk to a writer thread that passes it on `delay` after it was read.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: Shared) {
+    let Shared { cut, stop, delay } = shared;
     let _ = from.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = [0u8; 16 * 1024];
+    // Created on the first delayed chunk; from then on every chunk goes through it (order).
+    let mut delayed: Option<mpsc::Sender<(Instant, Vec<u8>)>> = None;
     while !stop.load(Ordering::SeqCst) {
         match from.read(&mut buf) {
             Ok(0) => break,
@@ -191,7 +238,18 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cut: Arc<AtomicBool>, stop: Arc<
                 if cut.load(Ordering::SeqCst) {
                     continue;
                 }
-                if to.write_all(&buf[..n]).is_err() {
+                let d = Duration::from_micros(delay.load(Ordering::SeqCst));
+                if delayed.is_none() && !d.is_zero() {
+                    match to.try_clone() {
+                        Ok(out) => delayed = Some(delayed_writer(out)),
+                        Err(_) => break,
+                    }
+                }
+                if let Some(tx) = &delayed {
+                    if tx.send((Instant::now() + d, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                } else if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
@@ -199,8 +257,33 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cut: Arc<AtomicBool>, stop: Arc<
             Err(_) => break,
         }
     }
-    let _ = to.shutdown(std::net::Shutdown::Both);
+    match delayed {
+        // The writer shuts both down after the last delayed chunk.
+        Some(tx) => drop(tx),
+        None => {
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        }
+    }
     let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+/// A thread writing each chunk to `to` at its due time, in order; it shuts `to` down
+/// when the sender is dropped (after the chunks still due).
+fn delayed_writer(mut to: TcpStream) -> mpsc::Sender<(Instant, Vec<u8>)> {
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        for (due, chunk) in rx {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+    tx
 }
 
 #[cfg(test)]
@@ -253,6 +336,38 @@ mod tests {
         d.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         assert_eq!(round_trip(&mut d, b"three").expect("echo"), b"three");
+    }
+
+    #[test]
+    fn delays_each_direction_and_follows_a_change() {
+        let relay = Relay::start(echo()).expect("relay");
+        let mut c = TcpStream::connect(relay.addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let t = Instant::now();
+        assert_eq!(round_trip(&mut c, b"a").expect("echo"), b"a");
+        assert!(t.elapsed() < Duration::from_millis(40), "{:?}", t.elapsed());
+        relay.set_delay(Duration::from_millis(50));
+        assert_eq!(relay.delay(), Duration::from_millis(50));
+        let t = Instant::now();
+        assert_eq!(round_trip(&mut c, b"b").expect("echo"), b"b");
+        let rtt = t.elapsed();
+        assert!(
+            rtt >= Duration::from_millis(100) && rtt < Duration::from_millis(400),
+            "{rtt:?}"
+        );
+        // A new connection too, and the delay can go back down.
+        relay.set_delay(Duration::from_millis(5));
+        let mut d = TcpStream::connect(relay.addr).expect("connect");
+        d.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let t = Instant::now();
+        assert_eq!(round_trip(&mut d, b"c").expect("echo"), b"c");
+        let rtt = t.elapsed();
+        assert!(
+            rtt >= Duration::from_millis(10) && rtt < Duration::from_millis(90),
+            "{rtt:?}"
+        );
     }
 
     /// A plain-HTTP server answering every request with `status`, switchable.
