@@ -2,7 +2,8 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `POST /v1/latency` | `{"measurements":[{"prefix":"198.51.100.0/24","cluster":"idc-bj","rttMs":12.5}]}` |
+//! | `POST /v1/latency` | `{"measurements":[{"prefix":"198.51.100.0/24","cluster":"idc-bj","rttMs":12.5}]}`, optionally with `"prober":"ID"` (who measured) |
+//! | `GET /v1/latency?client=198.51.100.7&cluster=idc-bj` | JSON: the live posted measurements (both filters optional), each with prober and age |
 //! | `POST /v1/health` | a `causeway_model::HealthReport`, or `{"reports":[...]}` |
 //! | `POST /v1/placement` | a `causeway_model::Placement`, or `{"placements":[...]}` ([`crate::inputs`]) |
 //! | `GET /v1/explain?name=app.svc.example.&client=198.51.100.0/24&type=A` | JSON [`crate::explain::Explanation`] |
@@ -70,8 +71,14 @@ pub struct Measurement {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LatencyPost {
+    /// Who measured (e.g. `causeway probe`'s `cluster/name`); shown by `GET /v1/latency`.
+    #[serde(default)]
+    prober: Option<String>,
     measurements: Vec<Measurement>,
 }
+
+/// Longest prober identity accepted.
+pub const MAX_PROBER_LEN: usize = 253;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +176,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Resp {
             r
         }
         (&Method::GET, "/v1/explain") => explain(api, &query),
+        (&Method::GET, "/v1/latency") => list_latency(api, &query),
         (&Method::POST, "/v1/latency") => match body(req).await {
             Ok(b) => post_latency(api, &b),
             Err(r) => r,
@@ -217,12 +225,68 @@ fn post_latency(api: &Api, body: &[u8]) -> Resp {
             ));
         }
     }
+    let prober: Option<Arc<str>> = match post.prober {
+        Some(p) if p.is_empty() || p.len() > MAX_PROBER_LEN || p.chars().any(char::is_control) => {
+            return bad(format!(
+                "prober: must be 1 to {MAX_PROBER_LEN} printable characters"
+            ));
+        }
+        p => p.map(Arc::from),
+    };
     let n = post.measurements.len();
     for m in post.measurements {
-        api.latency.insert(m.prefix, m.cluster, m.rtt_ms as f32);
+        api.latency
+            .insert_from(m.prefix, m.cluster, m.rtt_ms as f32, prober.clone());
     }
     let _ = api.events.send(Event::Latency);
     json(StatusCode::OK, &serde_json::json!({ "accepted": n }))
+}
+
+/// `GET /v1/latency`: the live posted measurements, longest prefix first, each with the
+/// prober that reported it, when (`postedAtUnixMs`, milliseconds since the epoch) and how long ago (`ageMs`). `client` keeps the prefixes containing
+/// that address or prefix, `cluster` one cluster's.
+fn list_latency(api: &Api, query: &str) -> Resp {
+    let mut client = None;
+    let mut cluster = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "client" => match parse_client(&v) {
+                Ok(c) => client = Some(c),
+                Err(e) => return bad(format!("client: {e}")),
+            },
+            "cluster" => cluster = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let now = std::time::SystemTime::now();
+    let mut rows = api.latency.posted();
+    rows.retain(|(prefix, c, _)| {
+        client.is_none_or(|cl| prefix.contains(&cl))
+            && cluster.as_deref().is_none_or(|want| c.as_str() == want)
+    });
+    rows.sort_by(|a, b| {
+        b.0.prefix_len()
+            .cmp(&a.0.prefix_len())
+            .then(a.0.cmp(&b.0))
+            .then(a.1.as_str().cmp(b.1.as_str()))
+    });
+    let out: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(prefix, c, p)| {
+            let since_epoch =
+                p.at.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+            serde_json::json!({
+                "prefix": prefix.to_string(),
+                "cluster": c.as_str(),
+                "rttMs": p.rtt_ms,
+                "prober": p.prober.as_deref(),
+                "postedAtUnixMs": since_epoch.as_millis() as u64,
+                "ageMs": now.duration_since(p.at).unwrap_or_default().as_millis() as u64,
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "measurements": out }))
 }
 
 fn post_health(api: &Api, body: &[u8]) -> Resp {

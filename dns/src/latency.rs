@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use causeway_model::ClusterId;
 use ipnet::IpNet;
@@ -175,10 +176,21 @@ impl LatencyTable {
     }
 }
 
+/// One posted measurement as the store keeps it: who measured it and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    /// RTT in milliseconds.
+    pub rtt_ms: f32,
+    /// The prober that reported it (`prober` in the POST), if it said.
+    pub prober: Option<Arc<str>>,
+    /// When it was posted.
+    pub at: SystemTime,
+}
+
 /// Measurements posted through the API, aged out by moka.
 #[derive(Clone)]
 pub struct LatencyStore {
-    cache: moka::sync::Cache<(IpNet, ClusterId), f32>,
+    cache: moka::sync::Cache<(IpNet, ClusterId), Posted>,
 }
 
 impl LatencyStore {
@@ -192,13 +204,38 @@ impl LatencyStore {
         }
     }
 
-    /// Records one measurement.
+    /// Records one measurement (no prober named).
     pub fn insert(&self, prefix: IpNet, cluster: ClusterId, rtt_ms: f32) {
-        self.cache.insert((prefix.trunc(), cluster), rtt_ms);
+        self.insert_from(prefix, cluster, rtt_ms, None);
+    }
+
+    /// Records one measurement reported by `prober`; it lives `max_age` from now.
+    pub fn insert_from(
+        &self,
+        prefix: IpNet,
+        cluster: ClusterId,
+        rtt_ms: f32,
+        prober: Option<Arc<str>>,
+    ) {
+        let posted = Posted {
+            rtt_ms,
+            prober,
+            at: SystemTime::now(),
+        };
+        self.cache.insert((prefix.trunc(), cluster), posted);
     }
 
     /// Live measurements.
     pub fn items(&self) -> Vec<(IpNet, ClusterId, f32)> {
+        self.cache.run_pending_tasks();
+        self.cache
+            .iter()
+            .map(|(k, v)| (k.0, k.1.clone(), v.rtt_ms))
+            .collect()
+    }
+
+    /// Live measurements with who posted them and when.
+    pub fn posted(&self) -> Vec<(IpNet, ClusterId, Posted)> {
         self.cache.run_pending_tasks();
         self.cache
             .iter()
@@ -262,7 +299,17 @@ mod tests {
     fn store_ages_out() {
         let s = LatencyStore::new(Duration::from_millis(50), 100);
         s.insert("10.0.0.0/8".parse().unwrap(), c("a"), 1.0);
-        assert_eq!(s.items().len(), 1);
+        s.insert_from(
+            "10.1.0.0/16".parse().unwrap(),
+            c("b"),
+            2.0,
+            Some("p-b".into()),
+        );
+        assert_eq!(s.items().len(), 2);
+        let posted = s.posted();
+        let b = posted.iter().find(|p| p.1 == c("b")).unwrap();
+        assert_eq!(b.2.prober.as_deref(), Some("p-b"));
+        assert_eq!(b.2.rtt_ms, 2.0);
         std::thread::sleep(Duration::from_millis(120));
         assert_eq!(s.items().len(), 0);
     }
