@@ -83,7 +83,7 @@ fn scenario() {
     let exe = env!("CARGO_BIN_EXE_causeway");
 
     // Keys: causeway's for its two zones, and one that signs nothing (bad.example.'s DS).
-    for k in ["svc.pem", "bad.pem", "other.pem"] {
+    for k in ["svc.pem", "svc-zsk.pem", "bad.pem", "other.pem"] {
         run(Command::new(exe)
             .args(["dns", "keygen", "--out"])
             .arg(d.join(k)));
@@ -173,6 +173,12 @@ fn scenario() {
         "{plain}"
     );
 
+    // The KSK signs the DNSKEY RRset, the ZSK the rest.
+    let keys = dig(CHILD, 53, "svc.example.", &["+norec", "+dnssec", "DNSKEY"]);
+    assert!(
+        keys.contains("DNSKEY\t257 3 13") && keys.contains("DNSKEY\t256 3 13"),
+        "svc.example. should publish its KSK (257) and ZSK (256)\n{keys}"
+    );
     // 1. A static name.
     let www = dig(RESOLVER, RESOLVER_PORT, "www.svc.example.", &["A"]);
     assert!(
@@ -234,7 +240,8 @@ fn scenario() {
 
 // === configs ===
 
-fn zone_doc(origin: &str, key: &Path) -> String {
+/// A signed zone; `keys` is its `spec.dnssec` in flow style.
+fn zone_doc(origin: &str, keys: &str) -> String {
     format!(
         "---
 apiVersion: causeway.dev/v1alpha1
@@ -245,7 +252,7 @@ spec:
   ttl: 60
   soa: {{rname: hostmaster.{origin}, minimum: 1}}
   nameservers: [{{name: ns1, addresses: [{CHILD}]}}]
-  dnssec: {{csk: {key}}}
+  dnssec: {keys}
   records:
     - {{name: www, type: A, data: [192.0.2.10]}}
   gslb:
@@ -258,7 +265,6 @@ spec:
         - {{cluster: {c3}, addresses: [{a3}]}}
 ",
         name = origin.trim_end_matches('.').replace('.', "-"),
-        key = key.display(),
         c1 = IDC.0,
         a1 = IDC.1,
         c2 = AWS.0,
@@ -285,8 +291,19 @@ spec:
   entries:
     - {{prefix: 127.0.54.0/24, rttMs: {{{}: 80, {}: 10, {}: 120}}}}
 ",
-        zone_doc("svc.example.", &d.join("svc.pem")),
-        zone_doc("bad.example.", &d.join("bad.pem")),
+        // svc.example. with a KSK and a ZSK, bad.example. with one CSK.
+        zone_doc(
+            "svc.example.",
+            &format!(
+                "{{ksk: {}, zsk: {}}}",
+                d.join("svc.pem").display(),
+                d.join("svc-zsk.pem").display()
+            )
+        ),
+        zone_doc(
+            "bad.example.",
+            &format!("{{csk: {}}}", d.join("bad.pem").display())
+        ),
         IDC.0,
         AWS.0,
         GCP.0,
@@ -297,7 +314,10 @@ spec:
 fn other_config(d: &Path) -> String {
     format!(
         "{SERVER_DOC}{}",
-        zone_doc("bad.example.", &d.join("other.pem"))
+        zone_doc(
+            "bad.example.",
+            &format!("{{csk: {}}}", d.join("other.pem").display())
+        )
     )
 }
 

@@ -212,7 +212,10 @@ impl Handler {
                         .or_insert_with(|| Slot::PerClient(HashMap::new()))
                     {
                         Slot::PerClient(m) => {
-                            m.insert(client_key, p);
+                            // A signed reply prepared again: count the old one's uses.
+                            if let Some(old) = m.insert(client_key, p) {
+                                old.flush();
+                            }
                         }
                         slot @ Slot::Static(_) => {
                             let mut m = HashMap::new();
@@ -221,7 +224,11 @@ impl Handler {
                         }
                     }
                 } else {
-                    self.cache.insert(self.key.clone(), Slot::Static(p));
+                    match self.cache.insert(self.key.clone(), Slot::Static(p)) {
+                        Some(Slot::Static(old)) => old.flush(),
+                        Some(Slot::PerClient(m)) => m.values().for_each(Prepared::flush),
+                        None => {}
+                    }
                 }
             }
             match self.cache.get(self.key.as_slice()) {
