@@ -194,6 +194,381 @@ subjects:
     drop(tb);
 }
 
+const SHARED_MEMBER: &str = "ch-id";
+const SHARED_RELEASE: &str = "shared";
+
+/// `helm install` of the agent chart with a join token and its defaults (two replicas,
+/// `identity.shared`), then two agents on this host as the chart's Deployment runs them
+/// (its args and env, the join token from its Secret, its ServiceAccount's token), each
+/// with its own empty state directory: one enrols, the other is refused the used token
+/// and takes the identity from the Secret the first made; both hold sessions, kubectl
+/// through the stub works, and still does after one agent is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agent_replicas_share_the_identity_one_join_token_bought() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ClusterSpec::new(SHARED_MEMBER);
+    spec.nodes = 1;
+    let mut opts = TestbedOptions::new(vec![spec], dir.path().join("testbed"));
+    opts.base_address = reserve_addresses(1);
+    let tb = Testbed::up(opts).await.expect("testbed up");
+    let c = tb.cluster(SHARED_MEMBER).unwrap();
+    let admin = Kubectl::admin(c);
+
+    let state = dir.path().join("stub-state");
+    let stub = start_stub(dir.path(), "stub", &state, None);
+    let agents_url = format!("https://{}", stub.agents);
+    let (join, ca_hash) = cluster_add(&state, SHARED_MEMBER, &agents_url);
+
+    // The chart with its defaults: 2 replicas, no identity.existingSecret.
+    let home = tempfile::tempdir().unwrap();
+    run_ok(
+        helm(home.path())
+            .args([
+                "install",
+                SHARED_RELEASE,
+                "charts/causeway-agent",
+                "-n",
+                NS,
+                "--create-namespace",
+            ])
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(["--set", &format!("cluster={SHARED_MEMBER}")])
+            .args(["--set", &format!("stubUrls={{{agents_url}}}")])
+            .args(["--set", &format!("caHash={ca_hash}")])
+            .args(["--set", &format!("joinToken.value={join}")])
+            .args([
+                "--set",
+                "impersonation.users={alice,causeway-scheduler,causeway:fencer}",
+            ])
+            .args([
+                "--set",
+                "impersonation.groups={dev,causeway:schedulers,system:authenticated}",
+            ]),
+    );
+
+    // The Deployment as installed: its container's args and env.
+    let deployment = admin
+        .json(&[
+            "get",
+            "deployment",
+            "-n",
+            NS,
+            "-l",
+            &format!("app.kubernetes.io/instance={SHARED_RELEASE}"),
+        ])
+        .expect("the Deployment");
+    let deployment = &deployment["items"][0];
+    assert_eq!(deployment["spec"]["replicas"], 2, "the chart's default");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let chart_args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("a string arg").to_owned())
+        .collect();
+    let arg_after = |flag: &str| {
+        chart_args
+            .iter()
+            .position(|a| a == flag)
+            .and_then(|i| chart_args.get(i + 1))
+            .unwrap_or_else(|| panic!("the chart's args have no {flag}: {chart_args:?}"))
+            .clone()
+    };
+    let identity_secret = arg_after("--identity-secret");
+    let sessions: u64 = arg_after("--sessions").parse().expect("--sessions N");
+    // Its env, the join token resolved from the Secret it names.
+    let mut env = Vec::new();
+    for e in container["env"].as_array().expect("env") {
+        let name = e["name"].as_str().expect("a name").to_owned();
+        let value = match e["value"].as_str() {
+            Some(v) => v.to_owned(),
+            None => {
+                let r = &e["valueFrom"]["secretKeyRef"];
+                let s = admin
+                    .json(&[
+                        "get",
+                        "secret",
+                        r["name"].as_str().expect("secretKeyRef.name"),
+                        "-n",
+                        NS,
+                    ])
+                    .expect("the Secret of the env");
+                let b64 = s["data"][r["key"].as_str().expect("key")]
+                    .as_str()
+                    .expect("the key")
+                    .to_owned();
+                String::from_utf8(decode_base64(&b64)).expect("UTF-8")
+            }
+        };
+        env.push((name, value));
+    }
+    assert!(
+        env.iter()
+            .any(|(n, v)| n == "CAUSEWAY_JOIN_TOKEN" && *v == join),
+        "the chart passes the join token: {env:?}"
+    );
+    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("a ServiceAccount")
+        .to_owned();
+
+    // Least privilege of the shared identity: this one Secret, and create.
+    assert!(sa_can(
+        &admin,
+        &sa,
+        "get",
+        &format!("secret/{identity_secret}")
+    ));
+    assert!(sa_can(
+        &admin,
+        &sa,
+        "update",
+        &format!("secret/{identity_secret}")
+    ));
+    assert!(sa_can(&admin, &sa, "create", "secrets"));
+    assert!(!sa_can(&admin, &sa, "get", "secret/another"));
+    assert!(!sa_can(&admin, &sa, "list", "secrets"));
+    assert!(!sa_can(
+        &admin,
+        &sa,
+        "delete",
+        &format!("secret/{identity_secret}")
+    ));
+
+    admin.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: readers, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects:
+- {kind: User, apiGroup: rbac.authorization.k8s.io, name: alice}
+",
+    );
+
+    // Two agents as the chart runs them, racing: the pod's state directory and listen
+    // address swapped for this host's, the pod's in-cluster config for a kubeconfig of
+    // the same API server in the release's namespace and the ServiceAccount's token.
+    let kubeconfig = service_account_kubeconfig(c, &sa, dir.path());
+    let token = dir.path().join("agent.token");
+    let t = admin.run(&["create", "token", &sa, "-n", NS, "--duration", "1h"]);
+    std::fs::write(&token, t.trim()).unwrap();
+    let start = |name: &str| {
+        let state_dir = dir.path().join(format!("{name}-state"));
+        let mut args = chart_args.clone();
+        let at = |args: &[String], flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+                + 1
+        };
+        let i = at(&args, "--state-dir");
+        args[i] = state_dir.display().to_string();
+        let i = at(&args, "--metrics-listen");
+        args[i] = "127.0.0.1:0".into();
+        let mut spawn = Spawn::causeway(BIN)
+            .args(&args)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--token-file")
+            .arg(&token)
+            .name(name)
+            .log_file(dir.path().join(format!("{name}.log")));
+        for (k, v) in &env {
+            spawn = spawn.env(k, v);
+        }
+        (spawn.start(), state_dir)
+    };
+    let (a, a_state) = start("agent-a");
+    let (b, b_state) = start("agent-b");
+    let a_metrics = a
+        .wait_listening(&["metrics"], Duration::from_secs(60))
+        .addr("metrics");
+    let b_metrics = b
+        .wait_listening(&["metrics"], Duration::from_secs(60))
+        .addr("metrics");
+    for (p, m) in [(&a, a_metrics), (&b, b_metrics)] {
+        wait_for(
+            &format!("{} ready (a session to the stub)", p.name()),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || match http_get(m, "/readyz").0 {
+                200 => Ok(()),
+                s => Err(format!("/readyz {s}\n{}", p.log_tail(10))),
+            },
+        );
+    }
+    let stub_sessions = || {
+        serde_json::from_str::<serde_json::Value>(&http_get(stub.metrics, "/sessions").1)
+            .ok()
+            .and_then(|v| v[SHARED_MEMBER].as_u64())
+            .unwrap_or(0)
+    };
+    wait_for(
+        "2 agents × --sessions at the stub",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || match stub_sessions() {
+            n if n == 2 * sessions => Ok(()),
+            n => Err(format!("{n} sessions")),
+        },
+    );
+
+    // Exactly one enrolment: one log says so, the stub issued one certificate, and
+    // both agents hold the same one, which is the Secret's.
+    let enrolled: Vec<&str> = [&a, &b]
+        .into_iter()
+        .filter(|p| p.logs().contains("enrolled with the stub"))
+        .map(|p| p.name())
+        .collect();
+    assert_eq!(enrolled.len(), 1, "agents that enrolled: {enrolled:?}");
+    let other = if enrolled[0] == a.name() { &b } else { &a };
+    let took = other
+        .logs()
+        .lines()
+        .filter(|l| {
+            l.contains("already used")
+                || l.contains("identity found in the Secret")
+                || l.contains("identity read from the Secret")
+        })
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    eprintln!(
+        "{} enrolled; {}:\n{}",
+        enrolled[0],
+        other.name(),
+        took.join("\n")
+    );
+    assert!(
+        took.iter()
+            .any(|l| l.contains("from the Secret") || l.contains("found in the Secret")),
+        "{} did not take the identity from the Secret:\n{}",
+        other.name(),
+        other.logs()
+    );
+    let clusters = std::fs::read_to_string(state.join("clusters.yaml")).expect("clusters.yaml");
+    let issued: serde_json::Value = serde_yaml_ng::from_str(&clusters).expect("YAML");
+    let serials = issued["clusters"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["id"] == SHARED_MEMBER))
+        .and_then(|c| c["agentSerials"].as_array())
+        .map_or(0, Vec::len);
+    assert_eq!(serials, 1, "certificates issued by the stub:\n{clusters}");
+    let secret = admin
+        .json(&["get", "secret", &identity_secret, "-n", NS])
+        .expect("the identity Secret");
+    for key in ["agent.crt", "agent.key", "ca.crt"] {
+        let in_secret = decode_base64(
+            secret["data"][key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {key} in the Secret")),
+        );
+        for s in [&a_state, &b_state] {
+            assert_eq!(
+                std::fs::read(s.join(key)).unwrap_or_else(|e| panic!("{key}: {e}")),
+                in_secret,
+                "{key} in {} is the Secret's",
+                s.display()
+            );
+        }
+    }
+    // No key material in the logs.
+    let key_pem = String::from_utf8(decode_base64(
+        secret["data"]["agent.key"].as_str().expect("agent.key"),
+    ))
+    .expect("PEM");
+    let key_line = key_pem.lines().nth(1).expect("a line of the key");
+    for p in [&a, &b] {
+        assert!(!p.logs().contains(key_line), "{} logged its key", p.name());
+        assert!(
+            !p.logs().contains("PRIVATE KEY"),
+            "{} logged a key",
+            p.name()
+        );
+    }
+
+    // kubectl through the stub reaches the member.
+    let users = format!("https://{}", stub.users);
+    let alice = user_add(&state, dir.path(), "alice", "dev", "ch-*", &users);
+    wait_authenticated(c, &alice, SHARED_MEMBER);
+    let get_pods = || as_user(c, &alice, SHARED_MEMBER).output(&["get", "pods", "-n", "default"]);
+    let out = get_pods();
+    assert!(
+        out.status.success(),
+        "alice through two agents: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // One agent gone: its sessions drop and kubectl keeps working through the other.
+    a.kill();
+    wait_for(
+        "the killed agent's sessions dropped",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || match stub_sessions() {
+            n if n == sessions => Ok(()),
+            n => Err(format!("{n} sessions")),
+        },
+    );
+    for _ in 0..5 {
+        let out = get_pods();
+        assert!(
+            out.status.success(),
+            "alice with one agent left: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(b.alive(), "agent-b exited:\n{}", b.logs());
+    let log = b.logs();
+    assert!(
+        !log.contains("forbidden"),
+        "agent-b was refused something:\n{log}"
+    );
+
+    // A replica that finds no Secret enrols, is refused the used token, and waits for
+    // the Secret (the enrolled replica has not stored it yet): here it is deleted, and
+    // put back from agent-b's state directory while agent-c waits.
+    admin.run(&["delete", "secret", &identity_secret, "-n", NS]);
+    let (c_agent, c_state) = start("agent-c");
+    c_agent.wait_line("the join token was already used", Duration::from_secs(30));
+    let from = |key: &str| format!("--from-file={key}={}", b_state.join(key).display());
+    admin.run(&[
+        "create",
+        "secret",
+        "generic",
+        &identity_secret,
+        "-n",
+        NS,
+        &from("agent.crt"),
+        &from("agent.key"),
+        &from("ca.crt"),
+    ]);
+    c_agent.wait_line("identity found in the Secret", Duration::from_secs(30));
+    let c_metrics = c_agent
+        .wait_listening(&["metrics"], Duration::from_secs(30))
+        .addr("metrics");
+    wait_for(
+        "agent-c ready",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || match http_get(c_metrics, "/readyz").0 {
+            200 => Ok(()),
+            s => Err(format!("/readyz {s}\n{}", c_agent.log_tail(10))),
+        },
+    );
+    assert_eq!(
+        std::fs::read(c_state.join("agent.crt")).unwrap(),
+        std::fs::read(b_state.join("agent.crt")).unwrap(),
+        "agent-c uses the shared certificate"
+    );
+    assert!(
+        !c_agent.logs().contains("enrolled with the stub"),
+        "{}",
+        c_agent.logs()
+    );
+    drop(tb);
+}
+
 const HUB: &str = "ch-hub";
 const HUB_RELEASE: &str = "hub";
 /// The chart's full name for release [`HUB_RELEASE`]: objects are `<it>-stub`, `-dns`, ….

@@ -12,6 +12,10 @@
 //! helm and kubeconform are built from their pinned Go modules (testbed/go/tools) into
 //! .cache/bin by `testbed/build-bins.sh --with-chart-tools` (scripts/setup runs it).
 
+#[path = "support/crds.rs"]
+mod crds_support;
+#[path = "support/helm.rs"]
+mod helm_support;
 #[path = "support/openapi_schemas.rs"]
 mod openapi_schemas;
 
@@ -21,43 +25,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use causeway_testbed::testing::{Kubectl, run, run_ok};
+use crds_support::apply_crds;
+use helm_support::{helm, root, tool};
 use serde_json::{Value, json};
 
 const HUB: &str = "charts/causeway-hub";
 const AGENT: &str = "charts/causeway-agent";
 const AGENT_VALUES: &str = "charts/causeway-agent/ci/test-values.yaml";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A chart tool (helm, kubeconform) from .cache/bin, run in the repository's root.
-fn tool(name: &str) -> Command {
-    let dir =
-        causeway_testbed::bin_dir().unwrap_or_else(|e| panic!("testbed binaries missing: {e}"));
-    let bin = dir.join(name);
-    assert!(
-        bin.is_file(),
-        "{} missing: run `testbed/build-bins.sh --with-chart-tools` (scripts/setup does)",
-        bin.display()
-    );
-    let mut cmd = Command::new(bin);
-    cmd.current_dir(root());
-    cmd
-}
-
-/// helm from .cache/bin, with its caches in `home` (nothing from the user's).
-fn helm(home: &Path) -> Command {
-    let mut cmd = tool("helm");
-    for (var, sub) in [
-        ("HELM_CACHE_HOME", "cache"),
-        ("HELM_CONFIG_HOME", "config"),
-        ("HELM_DATA_HOME", "data"),
-    ] {
-        cmd.env(var, home.join(sub));
-    }
-    cmd
-}
 
 /// The documents of a YAML stream (empty ones left out), as JSON.
 fn documents(text: &str) -> Vec<Value> {
@@ -163,6 +137,9 @@ fn the_agent_chart_refuses_system_masters_and_the_optional_objects_render() {
         pod["volumes"][0]["secret"]["secretName"], "agent-id",
         "{pod}"
     );
+    // …and no Secret of its own to make: no --identity-secret, no access to Secrets.
+    assert!(!pod.to_string().contains("--identity-secret"), "{pod}");
+    assert!(!docs.iter().any(|d| d["kind"] == "Role"), "a Role");
 
     // The ServiceMonitors need the Prometheus Operator's CRDs (not in the testbed): rendered
     // and checked for shape here only.
@@ -316,26 +293,6 @@ async fn rendered_charts_are_accepted_by_the_api_server_and_the_binaries() {
             assert_ne!(nodes[0], nodes[1], "agents on one node");
         }
     }
-}
-
-/// Applies the hub's CRDs and waits until they are Established.
-fn apply_crds(k: &Kubectl) {
-    let crds = root().join(HUB).join("crds");
-    k.run(&[
-        "apply".as_ref(),
-        "--server-side".as_ref(),
-        "-f".as_ref(),
-        crds.as_os_str(),
-    ]);
-    k.wait(
-        &[
-            "--for=condition=Established",
-            "crd",
-            "-l",
-            "app.kubernetes.io/part-of=causeway",
-        ],
-        Duration::from_secs(60),
-    );
 }
 
 /// The kinds of the hub's CRDs (charts/causeway-hub/crds/).
@@ -598,6 +555,26 @@ fn check_agent(docs: &[Value]) {
         pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
             .is_array(),
         "{pod}"
+    );
+    // The shared identity (identity.shared, the default with a join token): the agents
+    // make and read one Secret, and may touch no other but create.
+    let args = pod["containers"][0]["args"].to_string();
+    assert!(
+        args.contains(r#""--identity-secret","agent-causeway-agent-identity""#),
+        "{args}"
+    );
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role")
+        .expect("the identity Role");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update", "patch"],
+             "resourceNames": ["agent-causeway-agent-identity"]},
+        ]),
+        "{role}"
     );
     for role in docs.iter().filter(|d| d["kind"] == "ClusterRole") {
         for rule in role["rules"].as_array().expect("rules") {

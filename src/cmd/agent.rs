@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use causeway_model::ClusterId;
+use causeway_tunnel::agent::identity_secret::{self, Enrolment, IdentitySecret};
 use causeway_tunnel::agent::{AgentConfig, FenceConfig, StubTarget, TokenSource, UpstreamConfig};
 use causeway_tunnel::enrol::{self, AgentCredentials};
 use causeway_tunnel::identity::Secret;
@@ -19,7 +20,12 @@ the stub authenticated.
 
 On first start it enrols: it exchanges the one-time join token from `causeway cluster add` for a \
 certificate bound to --cluster, trusting the stub only if its CA matches --ca-hash, and stores it in \
---state-dir; later starts reuse it.",
+--state-dir; later starts reuse it.
+
+With --identity-secret NAME the identity lives in Secret NAME of the agent's own namespace, \
+so every replica shares what one join token bought: each replica reads it at start (as its \
+ServiceAccount), the one that enrols creates it, and a replica refused with `token already \
+used` waits for it (at most 5 minutes).",
     after_long_help = "Example:
 
   causeway agent --stub https://127.0.0.1:7443 --cluster idc-bj \\
@@ -48,6 +54,20 @@ pub struct Args {
         default_value = "/var/lib/causeway-agent"
     )]
     state_dir: PathBuf,
+    /// Keep the enrolled identity in this Secret of the agent's own cluster and share it
+    /// with every replica: read it at start, enrol and create it when absent (the
+    /// ServiceAccount needs get, create and update on it; docs/tunnel.md).
+    #[arg(long, env = "CAUSEWAY_IDENTITY_SECRET", value_name = "NAME")]
+    identity_secret: Option<String>,
+    /// Namespace of --identity-secret (default: the pod's own, or the kubeconfig
+    /// context's).
+    #[arg(
+        long,
+        env = "CAUSEWAY_IDENTITY_NAMESPACE",
+        value_name = "NAMESPACE",
+        requires = "identity_secret"
+    )]
+    identity_namespace: Option<String>,
     /// Kubeconfig naming the local API server and its CA (default: in-cluster config).
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -96,33 +116,41 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|u| StubTarget::from_url(u))
         .collect::<Result<Vec<_>, _>>()?;
-    let creds = match AgentCredentials::load(&args.state_dir)
-        .with_context(|| format!("--state-dir {}", args.state_dir.display()))?
-    {
-        Some(c) => c,
-        None => {
-            let (Some(token), Some(hash)) = (&args.token, &args.ca_hash) else {
-                bail!(
-                    "no agent certificate in {}: pass --token and --ca-hash from `causeway cluster add {}` to enrol",
-                    args.state_dir.display(),
-                    args.cluster
-                );
+    let upstream = match &args.kubeconfig {
+        Some(p) => UpstreamConfig::from_kubeconfig(p).await?,
+        None => UpstreamConfig::in_cluster()?,
+    };
+    let token = TokenSource::new(args.token_file.clone())?;
+    let creds = match &args.identity_secret {
+        Some(name) => {
+            let namespace = match &args.identity_namespace {
+                Some(ns) => ns.clone(),
+                None => identity_secret::default_namespace(args.kubeconfig.as_deref()).await?,
             };
-            let pin: CaPin = hash
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--ca-hash {hash:?}: {e}"))?;
-            let creds = enrol::enrol_agent(
-                &args.stub[0],
+            let secret = IdentitySecret {
+                namespace,
+                name: name.clone(),
+            };
+            let enrolment = match (&args.token, &args.ca_hash) {
+                (Some(t), Some(hash)) => Some(Enrolment {
+                    stub_url: args.stub[0].clone(),
+                    token: Secret::new(t.clone()),
+                    pin: ca_pin(hash)?,
+                }),
+                _ => None,
+            };
+            identity_secret::obtain(
+                &secret,
                 &args.cluster,
-                &Secret::new(token.clone()),
-                &pin,
                 &args.state_dir,
+                enrolment.as_ref(),
+                upstream.clone(),
+                &token,
             )
             .await
-            .context("enrolment")?;
-            tracing::info!(cluster = %creds.cluster, dir = %args.state_dir.display(), "enrolled");
-            creds
+            .with_context(|| format!("--identity-secret {}/{}", secret.namespace, secret.name))?
         }
+        None => local_identity(&args).await?,
     };
     if creds.cluster != args.cluster {
         bail!(
@@ -132,10 +160,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.cluster
         );
     }
-    let upstream = match &args.kubeconfig {
-        Some(p) => UpstreamConfig::from_kubeconfig(p).await?,
-        None => UpstreamConfig::in_cluster()?,
-    };
     let metrics_listener = match args.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -152,7 +176,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         data_connections: usize::from(args.data_connections),
         tls: std::sync::Arc::new(creds.client_config()?),
         upstream,
-        token: TokenSource::new(args.token_file)?,
+        token,
         fence: (!args.no_fence).then(|| FenceConfig {
             interval: args.fence_interval,
             ..FenceConfig::default()
@@ -161,4 +185,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = super::shutdown::shutdown_on_signal();
     causeway_tunnel::agent::run(config, shutdown).await?;
     Ok(())
+}
+
+/// The identity in --state-dir, or a new one enrolled with the join token.
+async fn local_identity(args: &Args) -> anyhow::Result<AgentCredentials> {
+    if let Some(c) = AgentCredentials::load(&args.state_dir)
+        .with_context(|| format!("--state-dir {}", args.state_dir.display()))?
+    {
+        return Ok(c);
+    }
+    let (Some(token), Some(hash)) = (&args.token, &args.ca_hash) else {
+        bail!(
+            "no agent certificate in {}: pass --token and --ca-hash from `causeway cluster add {}` to enrol",
+            args.state_dir.display(),
+            args.cluster
+        );
+    };
+    let creds = enrol::enrol_agent(
+        &args.stub[0],
+        &args.cluster,
+        &Secret::new(token.clone()),
+        &ca_pin(hash)?,
+        &args.state_dir,
+    )
+    .await
+    .context("enrolment")?;
+    tracing::info!(cluster = %creds.cluster, dir = %args.state_dir.display(), "enrolled");
+    Ok(creds)
+}
+
+/// The stub CA's pin from --ca-hash.
+fn ca_pin(hash: &str) -> anyhow::Result<CaPin> {
+    hash.parse()
+        .map_err(|e| anyhow::anyhow!("--ca-hash {hash:?}: {e}"))
 }

@@ -4,11 +4,13 @@
 //! Stages: [`dialer`] (connect with backoff, serve the session) → [`forward`]
 //! (identity → impersonation headers, the ServiceAccount token) → [`upstream`]
 //! (HTTP/2 pool, HTTP/1.1 for upgrades); [`metrics`] counts them. Beside them,
-//! [`fence`] demotes the local primary when its role Lease is not renewed.
+//! [`fence`] demotes the local primary when its role Lease is not renewed. Before any of
+//! it, [`identity_secret`] may share the enrolled identity through a Secret.
 
 pub mod dialer;
 pub mod fence;
 pub mod forward;
+pub mod identity_secret;
 pub mod metrics;
 pub mod upstream;
 

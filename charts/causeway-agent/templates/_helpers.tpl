@@ -39,3 +39,12 @@ app.kubernetes.io/component: agent
 {{- define "causeway-agent.secretName" -}}
 {{- default (printf "%s-join-token" (include "causeway-agent.fullname" .)) .Values.joinToken.existingSecret -}}
 {{- end -}}
+
+{{- define "causeway-agent.identitySecretName" -}}
+{{- default (printf "%s-identity" (include "causeway-agent.fullname" .)) .Values.identity.secretName -}}
+{{- end -}}
+
+{{- /* Whether the agents share their enrolled identity through a Secret they make. */ -}}
+{{- define "causeway-agent.sharedIdentity" -}}
+{{- if and (not .Values.identity.existingSecret) .Values.identity.shared -}}true{{- end -}}
+{{- end -}}
