@@ -7,6 +7,7 @@ pub mod dns;
 pub mod drill;
 pub mod hub;
 pub mod hub_args;
+pub mod probe;
 pub mod scheduler;
 pub mod shutdown;
 pub mod stub;

@@ -47,6 +47,8 @@ enum Command {
     Crds(cmd::crds::Args),
     /// Run a failover drill from a scenario file.
     Drill(cmd::drill::Args),
+    /// Measure latency from a cluster to client networks' beacons; report it to dns.
+    Probe(cmd::probe::Args),
     /// Real Kubernetes control planes on loopback, for trying Causeway and for tests.
     Testbed(cmd::testbed::Args),
 }
@@ -91,6 +93,7 @@ fn main() -> std::process::ExitCode {
             Command::Hub(args) => cmd::hub::run(args).await,
             Command::Crds(args) => cmd::crds::run(args).await,
             Command::Drill(args) => cmd::drill::run(args).await,
+            Command::Probe(args) => cmd::probe::run(args).await,
             Command::Testbed(args) => cmd::testbed::run(args).await,
         }
     });

@@ -279,7 +279,7 @@ fn list_latency(api: &Api, query: &str) -> Resp {
             serde_json::json!({
                 "prefix": prefix.to_string(),
                 "cluster": c.as_str(),
-                "rttMs": p.rtt_ms,
+                "rttMs": (f64::from(p.rtt_ms) * 1000.0).round() / 1000.0,
                 "prober": p.prober.as_deref(),
                 "postedAtUnixMs": since_epoch.as_millis() as u64,
                 "ageMs": now.duration_since(p.at).unwrap_or_default().as_millis() as u64,
