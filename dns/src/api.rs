@@ -6,7 +6,7 @@
 //! | `GET /v1/latency?client=198.51.100.7&cluster=idc-bj` | JSON: the live posted measurements (both filters optional), each with prober and age |
 //! | `POST /v1/health` | a `causeway_model::HealthReport`, or `{"reports":[...]}` |
 //! | `POST /v1/placement` | a `causeway_model::Placement`, or `{"placements":[...]}` ([`crate::inputs`]) |
-//! | `GET /v1/explain?name=app.svc.example.&client=198.51.100.0/24&type=A` | JSON [`crate::explain::Explanation`] |
+//! | `GET /v1/explain?name=app.svc.example.&client=198.51.100.0/24&type=A` | JSON [`crate::explain::Explanation`], plus `measured`: the matched prefix's posted RTTs with prober and age |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once sockets are bound and a snapshot is published, else 503 |
@@ -258,20 +258,25 @@ fn list_latency(api: &Api, query: &str) -> Resp {
             _ => {}
         }
     }
-    let now = std::time::SystemTime::now();
-    let mut rows = api.latency.posted();
-    rows.retain(|(prefix, c, _)| {
+    let out = measured_rows(api, |prefix, c| {
         client.is_none_or(|cl| prefix.contains(&cl))
             && cluster.as_deref().is_none_or(|want| c.as_str() == want)
     });
+    json(StatusCode::OK, &serde_json::json!({ "measurements": out }))
+}
+
+/// The live posted measurements that `keep`, longest prefix first, as JSON rows.
+fn measured_rows(api: &Api, keep: impl Fn(&IpNet, &ClusterId) -> bool) -> Vec<serde_json::Value> {
+    let now = std::time::SystemTime::now();
+    let mut rows = api.latency.posted();
+    rows.retain(|(prefix, c, _)| keep(prefix, c));
     rows.sort_by(|a, b| {
         b.0.prefix_len()
             .cmp(&a.0.prefix_len())
             .then(a.0.cmp(&b.0))
             .then(a.1.as_str().cmp(b.1.as_str()))
     });
-    let out: Vec<serde_json::Value> = rows
-        .into_iter()
+    rows.into_iter()
         .map(|(prefix, c, p)| {
             let since_epoch =
                 p.at.duration_since(std::time::UNIX_EPOCH)
@@ -285,8 +290,7 @@ fn list_latency(api: &Api, query: &str) -> Resp {
                 "ageMs": now.duration_since(p.at).unwrap_or_default().as_millis() as u64,
             })
         })
-        .collect();
-    json(StatusCode::OK, &serde_json::json!({ "measurements": out }))
+        .collect()
 }
 
 fn post_health(api: &Api, body: &[u8]) -> Resp {
@@ -356,7 +360,19 @@ fn explain(api: &Api, query: &str) -> Resp {
         Err(reason) => return bad(reason),
     };
     match crate::explain::explain(&api.shared.state.load(), &name, client, family) {
-        Ok(e) => json(StatusCode::OK, &e),
+        Ok(e) => {
+            // Who measured the matched prefix's posted RTTs, and when (`measured`).
+            let prefix = e
+                .latency_prefix
+                .as_deref()
+                .and_then(|p| p.parse::<IpNet>().ok());
+            let mut v = serde_json::to_value(&e).unwrap_or_default();
+            if let (Some(prefix), Some(obj)) = (prefix, v.as_object_mut()) {
+                let rows = measured_rows(api, |p, _| *p == prefix);
+                obj.insert("measured".into(), serde_json::Value::Array(rows));
+            }
+            json(StatusCode::OK, &v)
+        }
         Err(e) => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "error": e.to_string() }),
