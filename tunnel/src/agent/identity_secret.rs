@@ -77,13 +77,13 @@ pub struct Enrolment {
 #[derive(Debug, thiserror::Error)]
 pub enum IdentitySecretError {
     /// The agent's ServiceAccount token is unreadable.
-    #[error("{0}")]
+    #[error(transparent)]
     Token(#[from] TokenError),
     /// The API-server client could not be built or reached.
-    #[error("{0}")]
+    #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The namespace could not be found out.
-    #[error("the agent's namespace: {0}")]
+    #[error("the agent's namespace")]
     Namespace(#[from] UpstreamConfigError),
     /// No answer in time.
     #[error("{method} {path}: no answer from the API server within {timeout:?}")]
@@ -111,7 +111,7 @@ pub enum IdentitySecretError {
     #[error("{0}")]
     Unexpected(String),
     /// Enrolment failed.
-    #[error("enrolment: {0}")]
+    #[error("enrolment")]
     Enrol(#[from] EnrolError),
     /// No identity in the Secret and no token to enrol with.
     #[error(
