@@ -268,6 +268,29 @@ fn probers_in_namespaces_steer_unbound_to_the_measured_nearest_cluster() {
     let (rtt_a, prober_id_a) = row(&rows, A.0).expect("A measured");
     let (rtt_b, prober_id_b) = row(&rows, B.0).expect("B measured");
     assert_eq!(prober_id_a, "cl-a/edge");
+    // The same as a table from the command line.
+    let out = Command::new(exe)
+        .args([
+            "probe",
+            "measured",
+            "--dns",
+            &api.to_string(),
+            "--client",
+            CLIENT,
+        ])
+        .output()
+        .expect("causeway probe measured");
+    let table = String::from_utf8_lossy(&out.stdout);
+    println!("causeway probe measured --client {CLIENT}:\n{table}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("cl-a/edge") && table.contains("cl-b/edge"),
+        "{table}"
+    );
     // The API's explain names who measured the matched prefix, and when.
     let explain: serde_json::Value = serde_json::from_str(&get(
         api,

@@ -34,8 +34,8 @@ pub enum ProbeError {
     /// The config file.
     #[error(transparent)]
     Config(#[from] causeway_config::ConfigError),
-    /// A report to dns failed.
-    #[error("report to {0}: {1}")]
+    /// A request to dns's API failed.
+    #[error("dns API {0}: {1}")]
     Report(SocketAddr, String),
     /// A socket could not be bound.
     #[error("bind {0}: {1}")]

@@ -26,7 +26,8 @@ Config: one `kind: Prober` document (docs/dns.md, \"Measured latency\").
 Examples:
   causeway probe --cluster idc-bj --config prober.yaml
   causeway probe --cluster idc-bj --config prober.yaml --dns 10.0.0.53:8053
-  causeway probe beacon --listen 0.0.0.0:7007";
+  causeway probe beacon --listen 0.0.0.0:7007
+  causeway probe measured --dns 10.0.0.53:8053 --client 198.51.100.0/24";
 
 /// Options of `causeway probe`.
 #[derive(clap::Args, Debug)]
@@ -56,6 +57,25 @@ pub struct Args {
 enum Command {
     /// A TCP echo beacon for a client network (what `method: tcp-echo` times).
     Beacon(BeaconArgs),
+    /// What a dns server holds from probers: prefix, cluster, RTT, prober, age
+    /// (`GET /v1/latency`).
+    Measured(MeasuredArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MeasuredArgs {
+    /// The dns API.
+    #[arg(long, value_name = "ADDR:PORT")]
+    dns: SocketAddr,
+    /// Only prefixes containing this address or prefix.
+    #[arg(long)]
+    client: Option<String>,
+    /// Only this cluster's.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Print the API's JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -67,10 +87,14 @@ struct BeaconArgs {
 
 /// Runs `causeway probe`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(Command::Beacon(b)) = args.command {
-        let shutdown = super::shutdown::shutdown_on_signal();
-        causeway_probe::beacon::serve(b.listen, shutdown).await?;
-        return Ok(());
+    match args.command {
+        Some(Command::Beacon(b)) => {
+            let shutdown = super::shutdown::shutdown_on_signal();
+            causeway_probe::beacon::serve(b.listen, shutdown).await?;
+            return Ok(());
+        }
+        Some(Command::Measured(m)) => return measured(m).await,
+        None => {}
     }
     let Some(path) = args.config else {
         bail!("--config FILE is required (see `causeway probe --help`)");
@@ -112,5 +136,49 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown,
     )
     .await?;
+    Ok(())
+}
+
+/// `causeway probe measured`: `GET /v1/latency` as a table (or JSON).
+async fn measured(m: MeasuredArgs) -> anyhow::Result<()> {
+    let mut query = Vec::new();
+    if let Some(c) = &m.client {
+        query.push(format!("client={}", c.replace('/', "%2F")));
+    }
+    if let Some(c) = &m.cluster {
+        ClusterId::new(c).with_context(|| format!("--cluster {c:?}"))?;
+        query.push(format!("cluster={c}"));
+    }
+    let path = if query.is_empty() {
+        "/v1/latency".to_string()
+    } else {
+        format!("/v1/latency?{}", query.join("&"))
+    };
+    let body =
+        causeway_probe::report::get(m.dns, &path, std::time::Duration::from_secs(10)).await?;
+    let out = if m.json {
+        body
+    } else {
+        let v: serde_json::Value = serde_json::from_str(&body).context("bad reply")?;
+        let mut s = format!(
+            "{:<20} {:<16} {:>10} {:>8}  {}\n",
+            "PREFIX", "CLUSTER", "RTT(ms)", "AGE(s)", "PROBER"
+        );
+        for r in v["measurements"].as_array().into_iter().flatten() {
+            s.push_str(&format!(
+                "{:<20} {:<16} {:>10.3} {:>8.1}  {}\n",
+                r["prefix"].as_str().unwrap_or("?"),
+                r["cluster"].as_str().unwrap_or("?"),
+                r["rttMs"].as_f64().unwrap_or(f64::NAN),
+                r["ageMs"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+                r["prober"].as_str().unwrap_or("-"),
+            ));
+        }
+        s
+    };
+    #[allow(clippy::print_stdout)]
+    {
+        print!("{out}");
+    }
     Ok(())
 }
