@@ -268,6 +268,18 @@ fn probers_in_namespaces_steer_unbound_to_the_measured_nearest_cluster() {
     let (rtt_a, prober_id_a) = row(&rows, A.0).expect("A measured");
     let (rtt_b, prober_id_b) = row(&rows, B.0).expect("B measured");
     assert_eq!(prober_id_a, "cl-a/edge");
+    // A report with an empty prober identity is refused, naming the field.
+    let r = HttpClient::new(api)
+        .send_blocking(
+            Method::POST,
+            "/v1/latency",
+            format!(
+                "{{\"prober\":\"\",\"measurements\":[{{\"prefix\":\"{CLIENT_NET}\",\"cluster\":\"cl-a\",\"rttMs\":1}}]}}"
+            ),
+        )
+        .expect("POST");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("prober"), "{}", r.text());
     // The same as a table from the command line.
     let out = Command::new(exe)
         .args([
