@@ -102,6 +102,22 @@ def write_ecs_queries(path: Path, names, prefixes, n=10000):
             f.write(struct.pack(">H", len(q)) + q)
 
 
+def with_do(src: Path, dst: Path):
+    """Copies a dnsperf -B file of ecs_query messages with the DO bit set in each OPT."""
+    data, out, pos = src.read_bytes(), bytearray(), 0
+    while pos < len(data):
+        (n,) = struct.unpack(">H", data[pos:pos + 2])
+        q = bytearray(data[pos + 2:pos + 2 + n])
+        end = 12
+        while q[end]:
+            end += q[end] + 1
+        opt = end + 1 + 4  # root label of OPT follows QTYPE/QCLASS
+        q[opt + 7] |= 0x80  # TTL = ext-rcode, version, flags: DO is the top flag bit
+        out += struct.pack(">H", n) + q
+        pos += 2 + n
+    dst.write_bytes(bytes(out))
+
+
 def main():
     cmd, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +145,8 @@ def main():
                               names, CLUSTERS, prefixes, ttl=30)
         write_ecs_queries(out / "queries-mem-ecs.bin",
                           [f"{n}.{ORIGIN}" for n in names], prefixes, n=200000)
+        # The same queries with DO, for the signed run (the zone with spec.dnssec).
+        with_do(out / "queries-mem-ecs.bin", out / "queries-mem-ecs-do.bin")
     else:
         sys.exit(f"unknown command {cmd}")
 

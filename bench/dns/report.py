@@ -136,7 +136,8 @@ def main():
               f"receive-buffer drops), load {r['load']} | "
               f"{'yes' if lost == 0 else 'no'} |")
     hwm = num(a.mem_hwm)
-    mem_rows = [r for r in rows if r["scenario"].startswith("memory")]
+    mem_rows = [r for r in rows
+                if r["scenario"].startswith("memory") and not r["scenario"].startswith("memory-signed")]
     rss_load = max((num(r["rss_mib"]) for r in mem_rows if num(r["rss_mib"]) is not None), default=None)
     idle = num(a.mem_rss_idle)
     steady = max(x for x in (idle, rss_load) if x is not None) if (idle or rss_load) else None
@@ -162,6 +163,12 @@ def main():
         p(f"| (info) reply-cache misses vs hits, memory config, 50k qps, the same 200k queries twice | "
           f"first pass (misses) {cold['cpu_us_per_q']} µs/query, second pass (hits) "
           f"{warm['cpu_us_per_q']} µs/query; lost {cold['lost']} / {warm['lost']}; load {cold['load']} | |")
+    scold = one("memory-signed-cold", "causeway", "steady", "50000")
+    swarm = one("memory-signed-warm", "causeway", "steady", "50000")
+    if scold and swarm:
+        p(f"| (info) the same, signed (DNSSEC, CSK, queries with DO) | "
+          f"first pass (misses, signing) {scold['cpu_us_per_q']} µs/query, second pass (hits) "
+          f"{swarm['cpu_us_per_q']} µs/query; lost {scold['lost']} / {swarm['lost']}; load {scold['load']} | |")
     p()
 
     p("## Every run")

@@ -311,6 +311,23 @@ measure memory-half causeway "$MEM_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-e
 MEM_HWM=$(awk -v k="$(hwm_kib "$MEM_PID")" 'BEGIN {printf "%.1f", k / 1024}')
 kill "$MEM_PID" 2>/dev/null || true; wait "$MEM_PID" 2>/dev/null || true
 
+# Signed (DNSSEC, docs/dns.md): the same zone with a CSK, the same 200k queries with
+# DO: misses sign (ECDSA P-256) each RRset not yet in the worker's signature cache,
+# hits are served from the prepared replies.
+echo "== signed: the memory config with spec.dnssec, queries with DO" >&2
+rm -f "$WORK/bench-csk.pem"
+"$CW_BIN" dns keygen --out "$WORK/bench-csk.pem"
+sed "s|^  nameservers:|  dnssec: {csk: $WORK/bench-csk.pem}\n  nameservers:|" \
+  "$WORK/causeway-mem.yaml" >"$WORK/causeway-mem-signed.yaml"
+start_causeway "$WORK/causeway-mem-signed.yaml" $MEM_ADDR $MEM_PORT $MEM_API "$WORK/causeway-mem-signed.log"
+SIG_PID=$STARTED_PID
+wait_answer $MEM_ADDR $MEM_PORT www.svc.example. 120 ||
+  die "causeway (signed memory config) does not answer; its log:
+$(tail -20 "$WORK/causeway-mem-signed.log")"
+measure memory-signed-cold causeway "$SIG_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs-do.bin" steady $CPU_RATE 30 1
+measure memory-signed-warm causeway "$SIG_PID" $MEM_ADDR $MEM_PORT "$WORK/queries-mem-ecs-do.bin" steady $CPU_RATE 30 1
+kill "$SIG_PID" 2>/dev/null || true; wait "$SIG_PID" 2>/dev/null || true
+
 fi
 END=$(date +%s)
 
