@@ -1,5 +1,6 @@
-//! helm from `.cache/bin` (built from its pinned Go module by `testbed/build-bins.sh
-//! --with-chart-tools`), with its caches in a directory of the test's own.
+//! helm and kubeconform from `.cache/bin` (built from their pinned Go modules by
+//! `testbed/build-bins.sh --with-chart-tools`); helm with its caches in a directory of the
+//! test's own.
 
 #![allow(dead_code)]
 
@@ -11,11 +12,11 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// helm, run from the workspace root, with its caches in `home` (nothing from the user's).
-pub fn helm(home: &Path) -> Command {
+/// A chart tool (helm, kubeconform) from `.cache/bin`, run in the workspace root.
+pub fn tool(name: &str) -> Command {
     let dir =
         causeway_testbed::bin_dir().unwrap_or_else(|e| panic!("testbed binaries missing: {e}"));
-    let bin = dir.join("helm");
+    let bin = dir.join(name);
     assert!(
         bin.is_file(),
         "{} missing: run `testbed/build-bins.sh --with-chart-tools` (scripts/setup does)",
@@ -23,6 +24,12 @@ pub fn helm(home: &Path) -> Command {
     );
     let mut cmd = Command::new(bin);
     cmd.current_dir(root());
+    cmd
+}
+
+/// helm, run from the workspace root, with its caches in `home` (nothing from the user's).
+pub fn helm(home: &Path) -> Command {
+    let mut cmd = tool("helm");
     for (var, sub) in [
         ("HELM_CACHE_HOME", "cache"),
         ("HELM_CONFIG_HOME", "config"),
