@@ -67,7 +67,15 @@ pub async fn client(config: &LeaseConfig) -> Result<Api<Lease>, LeaseError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Round {
     Holding,
-    Standby(Option<String>),
+    /// Another replica holds it (if known), and its Lease expires in this long (if known).
+    Standby(Option<String>, Option<Duration>),
+}
+
+/// How long after a held Lease expires (its `renewTime + leaseDurationSeconds`) a standby
+/// takes it: a margin for clock skew between replicas and for the holder, which stops acting
+/// `duration` after the instant it *sent* its last renewal.
+fn takeover_margin(duration: Duration) -> Duration {
+    (duration / 10).max(Duration::from_millis(100))
 }
 
 /// Campaigns for the Lease until `shutdown`, sending `true` on `leader` while this
@@ -84,16 +92,37 @@ pub async fn run(
     let mut last_renew: Option<Instant> = None;
     let mut was = None;
     loop {
+        if was == Some(true) && last_renew.is_some_and(|t| t.elapsed() >= config.duration) {
+            tracing::warn!(identity = %config.identity, lease = %config.name, "lease not renewed within its duration: stopped acting as the active replica");
+            leader.send_replace(false);
+            was = Some(false);
+        }
+        // The holder counts its Lease from before the request: never later than the
+        // renewTime it writes, so it stops acting no later than a standby may take over.
+        let sent = Instant::now();
+        let mut sleep = period;
+        // While holding, a round that hangs must not outlast the Lease: it times out when
+        // the last renewal expires, and the replica stops acting then.
+        // (Once it has run out, rounds are ordinary campaigns again.)
+        let valid_left = last_renew.map(|t| config.duration.saturating_sub(t.elapsed()));
+        let limit = period
+            .max(Duration::from_millis(500))
+            .min(valid_left.filter(|d| !d.is_zero()).unwrap_or(Duration::MAX));
         let round = tokio::select! {
-            r = tokio::time::timeout(period.max(Duration::from_millis(500)), campaign(&api, &config)) => r,
+            r = tokio::time::timeout(limit, campaign(&api, &config)) => r,
             () = shutdown.cancelled() => break,
         };
         let now_active = match round {
             Ok(Ok(Round::Holding)) => {
-                last_renew = Some(Instant::now());
+                last_renew = Some(sent);
                 true
             }
-            Ok(Ok(Round::Standby(holder))) => {
+            Ok(Ok(Round::Standby(holder, expires_in))) => {
+                // Try again right when the holder's Lease runs out rather than up to a
+                // period later: takeover within about the Lease duration of its last renewal.
+                if let Some(left) = expires_in {
+                    sleep = sleep.min(left + takeover_margin(config.duration));
+                }
                 if was != Some(false) {
                     tracing::info!(holder = holder.as_deref().unwrap_or(""), lease = %config.name, "standby: another replica holds the lease");
                 }
@@ -110,6 +139,12 @@ pub async fn run(
                 last_renew.is_some_and(|t| t.elapsed() < config.duration)
             }
         };
+        if now_active && last_renew != Some(sent) {
+            // Not renewed this round: look again when the last renewal runs out.
+            if let Some(left) = last_renew.map(|t| config.duration.saturating_sub(t.elapsed())) {
+                sleep = sleep.min(left);
+            }
+        }
         if was != Some(now_active) {
             if now_active {
                 tracing::info!(identity = %config.identity, lease = %config.name, "active: holding the lease");
@@ -120,7 +155,7 @@ pub async fn run(
             was = Some(now_active);
         }
         tokio::select! {
-            () = tokio::time::sleep(period) => {}
+            () = tokio::time::sleep(sleep) => {}
             () = shutdown.cancelled() => break,
         }
     }
@@ -153,7 +188,7 @@ async fn campaign(api: &Api<Lease>, config: &LeaseConfig) -> Result<Round, kube:
         };
         return match api.create(&PostParams::default(), &lease).await {
             Ok(_) => Ok(Round::Holding),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Standby(None)),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Standby(None, None)),
             Err(e) => Err(e),
         };
     };
@@ -162,12 +197,20 @@ async fn campaign(api: &Api<Lease>, config: &LeaseConfig) -> Result<Round, kube:
     let mine = holder.as_deref() == Some(config.identity.as_str());
     if !mine {
         let dur = spec.lease_duration_seconds.unwrap_or(secs);
-        let expired = match &spec.renew_time {
-            Some(MicroTime(t)) => *t + SignedDuration::from_secs(i64::from(dur)) < now,
-            None => true,
-        };
+        let expires = spec
+            .renew_time
+            .as_ref()
+            .map(|MicroTime(t)| *t + SignedDuration::from_secs(i64::from(dur)));
+        let expired = expires.is_none_or(|e| e < now);
         if holder.is_some() && !expired {
-            return Ok(Round::Standby(holder));
+            let left = expires
+                .and_then(|e| Duration::try_from(e.duration_since(now)).ok())
+                .filter(|d| {
+                    *d <= config
+                        .duration
+                        .max(Duration::from_secs(u64::from(dur.unsigned_abs())))
+                });
+            return Ok(Round::Standby(holder, left));
         }
         spec.acquire_time = Some(MicroTime(now));
         spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
@@ -181,7 +224,7 @@ async fn campaign(api: &Api<Lease>, config: &LeaseConfig) -> Result<Round, kube:
     {
         Ok(_) => Ok(Round::Holding),
         // Someone else wrote first: they hold it now.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Standby(None)),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Standby(None, None)),
         Err(e) => Err(e),
     }
 }
