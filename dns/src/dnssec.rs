@@ -21,7 +21,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 
-use crate::zone::wire_name;
+use crate::wire::wire_name;
 
 /// DNSSEC algorithm 13, ECDSAP256SHA256.
 pub const ALGORITHM: u8 = 13;

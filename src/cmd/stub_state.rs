@@ -6,7 +6,8 @@
 
 use std::path::PathBuf;
 
-use causeway_tunnel::state::{self, StateDir, hub::SecretState};
+use causeway_tunnel::hub_state::SecretState;
+use causeway_tunnel::state::{self, StateDir};
 
 /// `--state-dir` or the hub, and one subcommand `C` of a command that edits the stub's state.
 #[derive(clap::Args, Debug)]
@@ -44,7 +45,9 @@ impl<C: clap::Subcommand> StateDirArgs<C> {
             hub_namespace: self.hub_namespace.clone(),
         };
         Ok(match hub.connect().await? {
-            Some(hub) => Store::Hub(SecretState::open(hub, state::hub::SECRET_NAME, None).await?),
+            Some(hub) => Store::Hub(
+                SecretState::open(hub, causeway_tunnel::hub_state::SECRET_NAME, None).await?,
+            ),
             None => Store::Dir(StateDir::open(&self.state_dir)?),
         })
     }

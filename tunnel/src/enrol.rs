@@ -45,10 +45,7 @@ pub const ENROL_PATH: &str = "/v1/enrol";
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest enrolment response body accepted by the agent.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
-/// Join tokens file in the stub's state directory.
-pub const JOIN_TOKENS_FILE: &str = "join-tokens.yaml";
-/// Clusters file in the stub's state directory.
-pub const CLUSTERS_FILE: &str = "clusters.yaml";
+pub use crate::state::{CLUSTERS_FILE, JOIN_TOKENS_FILE};
 /// Prefix of join tokens, so they are recognisable in secret scanners.
 pub const TOKEN_PREFIX: &str = "cwj_";
 /// Default lifetime of an agent certificate.
@@ -106,7 +103,7 @@ pub enum EnrolError {
     State(#[from] StateError),
     /// The state Secret in the hub (production mode).
     #[error(transparent)]
-    Hub(#[from] crate::state::hub::SecretStateError),
+    Hub(#[from] crate::hub_state::SecretStateError),
 }
 
 impl EnrolError {
@@ -316,10 +313,10 @@ pub struct EnrolResponse {
 
 /// The stub's enrolment handler. Serialises enrolments in this process so a token is
 /// consumed once; across processes the state directory's lock does, and in production
-/// mode the state Secret's compare-and-swap ([`crate::state::hub::SecretState::update`]).
+/// mode the state Secret's compare-and-swap ([`crate::hub_state::SecretState::update`]).
 pub struct Enroller {
     state: StateDir,
-    hub: Option<Arc<crate::state::hub::SecretState>>,
+    hub: Option<Arc<crate::hub_state::SecretState>>,
     ca: Arc<Ca>,
     cert_ttl: Duration,
     lock: tokio::sync::Mutex<()>,
@@ -338,7 +335,7 @@ impl Enroller {
     }
 
     /// Consumes tokens in the hub's state Secret rather than the state directory.
-    pub fn with_hub(mut self, hub: Arc<crate::state::hub::SecretState>) -> Self {
+    pub fn with_hub(mut self, hub: Arc<crate::hub_state::SecretState>) -> Self {
         self.hub = Some(hub);
         self
     }

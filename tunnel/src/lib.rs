@@ -58,4 +58,6 @@ pub mod config;
 pub mod enrol;
 /// The Lease election of several stubs (its own crate; the scheduler uses it too).
 pub use causeway_election as lease;
+/// Production mode: the state directory kept in a Secret of the hub cluster.
+pub mod hub_state;
 pub mod state;

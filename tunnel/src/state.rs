@@ -26,8 +26,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub mod hub;
-
 /// Errors reading or writing the state directory; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -61,7 +59,7 @@ pub enum StateError {
 }
 
 impl StateError {
-    fn io(path: &Path, source: io::Error) -> Self {
+    pub(crate) fn io(path: &Path, source: io::Error) -> Self {
         StateError::Io {
             path: path.to_owned(),
             source,
@@ -134,6 +132,10 @@ impl StateDir {
 
 /// The lock file inside a state directory.
 pub const LOCK_FILE: &str = ".lock";
+/// Join tokens file in the stub's state directory.
+pub const JOIN_TOKENS_FILE: &str = "join-tokens.yaml";
+/// Clusters file in the stub's state directory.
+pub const CLUSTERS_FILE: &str = "clusters.yaml";
 
 /// Holds a state directory's lock; released when dropped (the descriptor closes).
 #[derive(Debug)]

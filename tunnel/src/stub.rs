@@ -179,7 +179,7 @@ pub enum SetupError {
     Lease(#[from] crate::lease::LeaseError),
     /// The state Secret in the hub (production mode).
     #[error("{0}")]
-    Hub(#[from] crate::state::hub::SecretStateError),
+    Hub(#[from] crate::hub_state::SecretStateError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({which}): {source}")]
     Bind {
@@ -218,7 +218,7 @@ pub struct HubMode {
 }
 
 /// [`run`], in production mode when `hub` is given: the state directory is a mirror of
-/// the Secret [`crate::state::hub::SECRET_NAME`] (created with the CA by the first
+/// the Secret [`crate::hub_state::SECRET_NAME`] (created with the CA by the first
 /// replica), enrolments consume join tokens there by compare-and-swap, the access policy
 /// adds the hub's `AccessPolicy` objects, and the active stub writes their status and the
 /// scheduler's identity ([`production`]).
@@ -230,9 +230,9 @@ pub async fn run_with_hub(
     use crate::pki::Ca;
     let secret_state = match &hub {
         Some(h) => Some(Arc::new(
-            crate::state::hub::SecretState::open(
+            crate::hub_state::SecretState::open(
                 h.hub.clone(),
-                crate::state::hub::SECRET_NAME,
+                crate::hub_state::SECRET_NAME,
                 Some(&config.state_dir),
             )
             .await?,

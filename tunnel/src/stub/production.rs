@@ -1,5 +1,5 @@
 //! Production mode (`--hub-kubeconfig` / `--hub-in-cluster`): what the stub does with the
-//! hub cluster besides keeping its state in a Secret ([`crate::state::hub`]):
+//! hub cluster besides keeping its state in a Secret ([`crate::hub_state`]):
 //!
 //! - the access policy: the file's `AccessPolicy` documents plus the hub's `AccessPolicy`
 //!   objects (watched; an object that does not load keeps its last good version, and its
@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::StubState;
 use crate::authz::AccessPolicy;
+use crate::hub_state::{MANAGER, SecretState};
 use crate::pki::Ca;
-use crate::state::hub::{MANAGER, SecretState};
 
 /// The Secret holding the scheduler's stub identity.
 pub const SCHEDULER_SECRET: &str = "causeway-scheduler-identity";
@@ -183,7 +183,7 @@ pub enum IdentityError {
     Hub(#[from] causeway_hubstore::HubError),
     /// The state Secret.
     #[error(transparent)]
-    State(#[from] crate::state::hub::SecretStateError),
+    State(#[from] crate::hub_state::SecretStateError),
     /// The CA.
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),

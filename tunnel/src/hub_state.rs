@@ -33,9 +33,10 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio_util::sync::CancellationToken;
 
-use super::{StateDir, StateError, create_private_dir, write_atomic};
-use crate::enrol::{CLUSTERS_FILE, JOIN_TOKENS_FILE};
 use crate::pki::{CA_CERT_FILE, CA_KEY_FILE, Ca, PkiError};
+use crate::state::{
+    CLUSTERS_FILE, JOIN_TOKENS_FILE, StateDir, StateError, create_private_dir, write_atomic,
+};
 use crate::users::{REVOKED_FILE, USERS_FILE};
 
 /// The Secret holding the stub's state.
