@@ -403,6 +403,20 @@ pub fn write_reject(p: &[u8], reject: Reject, nsid: Option<&[u8]>, out: &mut Vec
     true
 }
 
+/// Lower-case wire form of a name (length-prefixed labels, ending in 0).
+pub type WireName = Box<[u8]>;
+
+/// Encodes `name` as lower-case wire bytes.
+pub fn wire_name(name: &hickory_proto::rr::Name) -> WireName {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out.into_boxed_slice()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,18 +552,4 @@ mod tests {
             let _ = parse(&p[..n], &mut lower);
         }
     }
-}
-
-/// Lower-case wire form of a name (length-prefixed labels, ending in 0).
-pub type WireName = Box<[u8]>;
-
-/// Encodes `name` as lower-case wire bytes.
-pub fn wire_name(name: &hickory_proto::rr::Name) -> WireName {
-    let mut out = Vec::with_capacity(name.len() + 2);
-    for label in name.iter() {
-        out.push(label.len() as u8);
-        out.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    out.push(0);
-    out.into_boxed_slice()
 }
