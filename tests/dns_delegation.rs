@@ -14,12 +14,15 @@
 //! root it uses 127.0.53.2:53 on the host (`CAUSEWAY_TEST_NO_NETNS=1` forces that). Needs `nsd`, `unbound` and `dig`
 //! (Debian: `apt-get install -y nsd unbound dnsutils iproute2 util-linux`).
 
+#[path = "support/netns.rs"]
+mod netns;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use causeway_testbed::testing::{self, HttpClient, Process, Spawn, on_path, wait_for};
+use causeway_testbed::testing::{self, HttpClient, Process, Spawn, wait_for};
 use http::Method;
 
 /// Parent server (NSD): zone `example.`.
@@ -63,10 +66,10 @@ fn unbound_resolves_through_delegation_to_latency_choice() {
     let netns = if std::env::var_os("CAUSEWAY_TEST_NO_NETNS").is_some() {
         Err("CAUSEWAY_TEST_NO_NETNS is set".to_string())
     } else {
-        netns_usable()
+        netns::usable()
     };
     match netns {
-        Ok(()) => run_in_netns(),
+        Ok(()) => netns::rerun_inside(TEST_NAME, IN_NETNS),
         Err(why) => {
             if can_bind_port_53() {
                 eprintln!("no network namespace ({why}); running on the host's {CHILD}:53");
@@ -435,42 +438,6 @@ fn write(path: PathBuf, text: &str) {
 
 fn require_tools() {
     testing::require_tools(&[("nsd", "nsd"), ("unbound", "unbound"), ("dig", "dnsutils")]);
-}
-
-fn netns_usable() -> Result<(), String> {
-    for (bin, pkg) in [("unshare", "util-linux"), ("ip", "iproute2")] {
-        if !on_path(bin) {
-            return Err(format!("{bin} not found (install {pkg})"));
-        }
-    }
-    let out = Command::new("unshare")
-        .args(["-rn", "ip", "link", "set", "lo", "up"])
-        .output()
-        .map_err(|e| format!("unshare: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`unshare -rn ip link set lo up` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Re-runs this test in a new user + network namespace with `lo` up.
-fn run_in_netns() {
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["-rn", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-        .arg(exe)
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .status()
-        .expect("run unshare");
-    assert!(
-        status.success(),
-        "the scenario failed inside the network namespace (output above)"
-    );
 }
 
 fn can_bind_port_53() -> bool {

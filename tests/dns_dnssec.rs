@@ -13,12 +13,15 @@
 //! Needs `nsd`, `unbound`, `dig`, `ldns-signzone`, `ldns-keygen`
 //! (Debian: `apt-get install -y nsd unbound dnsutils ldnsutils iproute2 util-linux`).
 
+#[path = "support/netns.rs"]
+mod netns;
+
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use causeway_testbed::testing::{self, Process, Spawn, on_path, wait_for};
+use causeway_testbed::testing::{self, Process, Spawn, wait_for};
 
 /// Parent server (NSD): zone `example.`, signed.
 const PARENT: &str = "127.0.54.1";
@@ -59,10 +62,10 @@ fn unbound_validates_signed_gslb_answers_through_signed_delegation() {
     let netns = if std::env::var_os("CAUSEWAY_TEST_NO_NETNS").is_some() {
         Err("CAUSEWAY_TEST_NO_NETNS is set".to_string())
     } else {
-        netns_usable()
+        netns::usable()
     };
     match netns {
-        Ok(()) => run_in_netns(),
+        Ok(()) => netns::rerun_inside(TEST_NAME, IN_NETNS),
         Err(why) => {
             if UdpSocket::bind((CHILD, 53)).is_ok() {
                 eprintln!("no network namespace ({why}); running on the host's {CHILD}:53");
@@ -481,38 +484,3 @@ fn write(path: PathBuf, text: &str) {
 }
 
 // === environment ===
-
-fn netns_usable() -> Result<(), String> {
-    for (bin, pkg) in [("unshare", "util-linux"), ("ip", "iproute2")] {
-        if !on_path(bin) {
-            return Err(format!("{bin} not found (install {pkg})"));
-        }
-    }
-    let out = Command::new("unshare")
-        .args(["-rn", "ip", "link", "set", "lo", "up"])
-        .output()
-        .map_err(|e| format!("unshare: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`unshare -rn ip link set lo up` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn run_in_netns() {
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["-rn", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-        .arg(exe)
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .status()
-        .expect("run unshare");
-    assert!(
-        status.success(),
-        "the scenario failed inside the network namespace (output above)"
-    );
-}
