@@ -32,8 +32,9 @@ pub const VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A signature older than this is made again (and a prepared reply holding it is
 /// prepared again).
 pub const REFRESH: Duration = Duration::from_secs(24 * 3600);
-/// Most signatures one worker keeps before starting over.
-const SIG_CACHE_LIMIT: usize = 20_000;
+/// Signatures in one generation of a worker's [`SigCache`]; it holds at most twice
+/// this many.
+const SIG_CACHE_GENERATION: usize = 32_768;
 /// The NXNAME meta-type of RFC 9824 (bit in the NSEC bitmap of a non-existent name).
 pub const NXNAME: u16 = 128;
 
@@ -286,10 +287,8 @@ impl ZoneKeys {
             rrs.extend_from_slice(rd);
         }
         let now = Instant::now();
-        if let Some((rdata, made)) = cache.map.get(&(key.tag, rrs.clone()))
-            && now.duration_since(*made) < REFRESH
-        {
-            return Some(self.rrsig_record(first, rdata.clone()));
+        if let Some(rdata) = cache.get(key.tag, &rrs, now) {
+            return Some(self.rrsig_record(first, rdata));
         }
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -311,10 +310,7 @@ impl ZoneKeys {
         data.extend_from_slice(&rrs);
         let sig = key.pair.sign(&SystemRandom::new(), &data).ok()?;
         rdata.extend_from_slice(sig.as_ref());
-        if cache.map.len() >= SIG_CACHE_LIMIT {
-            cache.map.clear();
-        }
-        cache.map.insert((key.tag, rrs), (rdata.clone(), now));
+        cache.insert(key.tag, rrs, rdata.clone(), now);
         Some(self.rrsig_record(first, rdata))
     }
 
@@ -332,21 +328,58 @@ impl ZoneKeys {
     }
 }
 
-/// One worker's signatures, keyed by (key tag, the RRset's signed bytes).
+/// One worker's signatures, keyed by key tag and the RRset's signed bytes.
+///
+/// Two generations (a cheap approximation of LRU): new signatures go into `young`;
+/// when it is full it becomes `old` and the previous `old` is dropped. A hit in `old`
+/// moves the entry back to `young`, so signatures in steady use survive while a burst
+/// of one-off RRsets only ages out what nobody asked for since.
 #[derive(Debug, Default)]
 pub struct SigCache {
-    map: HashMap<(u16, Vec<u8>), (Vec<u8>, Instant)>,
+    young: SigMap,
+    old: SigMap,
+}
+
+/// Key tag → signed RRset bytes → (RRSIG rdata, when it was made).
+type SigMap = HashMap<u16, HashMap<Vec<u8>, (Vec<u8>, Instant)>>;
+
+fn sig_map_len(m: &SigMap) -> usize {
+    m.values().map(HashMap::len).sum()
 }
 
 impl SigCache {
     /// Number of cached signatures.
     pub fn len(&self) -> usize {
-        self.map.len()
+        sig_map_len(&self.young) + sig_map_len(&self.old)
     }
 
     /// Whether no signature is cached.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
+    }
+
+    /// A signature made less than [`REFRESH`] ago for `rrs` under `tag`.
+    fn get(&mut self, tag: u16, rrs: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let fresh = |(rdata, made): &(Vec<u8>, Instant)| {
+            (now.duration_since(*made) < REFRESH).then(|| rdata.clone())
+        };
+        if let Some(hit) = self.young.get(&tag).and_then(|m| m.get(rrs)) {
+            return fresh(hit);
+        }
+        let (bytes, entry) = self.old.get_mut(&tag)?.remove_entry(rrs)?;
+        let rdata = fresh(&entry)?;
+        self.insert(tag, bytes, entry.0, entry.1);
+        Some(rdata)
+    }
+
+    fn insert(&mut self, tag: u16, rrs: Vec<u8>, rdata: Vec<u8>, made: Instant) {
+        if sig_map_len(&self.young) >= SIG_CACHE_GENERATION {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young
+            .entry(tag)
+            .or_default()
+            .insert(rrs, (rdata, made));
     }
 }
 
@@ -459,5 +492,29 @@ mod tests {
         .verify(&data, &bytes[header_len..])
         .expect("the signature verifies");
         assert!(keys.ds_text().contains(" IN DS "));
+    }
+
+    #[test]
+    fn sig_cache_keeps_entries_in_use_across_generations() {
+        let mut cache = SigCache::default();
+        let now = Instant::now();
+        let key = |i: usize| i.to_be_bytes().to_vec();
+        cache.insert(1, key(0), vec![0], now);
+        for i in 1..SIG_CACHE_GENERATION * 5 / 2 {
+            cache.insert(1, key(i), vec![1], now);
+            if i % 1000 == 0 {
+                assert_eq!(cache.get(1, &key(0), now), Some(vec![0]), "in use at {i}");
+            }
+        }
+        assert!(cache.len() <= 2 * SIG_CACHE_GENERATION);
+        assert_eq!(cache.get(1, &key(0), now), Some(vec![0]));
+        assert_eq!(
+            cache.get(1, &key(1), now),
+            None,
+            "unused since the first generation"
+        );
+        assert_eq!(cache.get(2, &key(0), now), None, "another key tag");
+        let stale = now + REFRESH;
+        assert_eq!(cache.get(1, &key(0), stale), None, "older than REFRESH");
     }
 }
