@@ -6,8 +6,15 @@ Everything is seeded, so two runs with the same arguments write the same bytes.
   gen.py static  DIR            Knot zone file + queries.txt (peer-baselines §1 mix)
   gen.py gslb    DIR            causeway config (same zone + GSLB name) + ECS query file
   gen.py memory  DIR NAMES PFX  causeway config with NAMES GSLB names, PFX latency prefixes
+  gen.py miss    DIR PFX SENT   causeway config with one GSLB name (`big`) over PFX latency
+                                prefixes + the miss-heavy ECS query file; prints the
+                                expected reply-cache miss fraction (for SENT queries);
+                                expected.tsv (subnet, name, A) for the answer checks
+  gen.py gdnsd   DIR ADDR PORT PFX  gdnsd config dir DIR/gdnsd: the same zone, `app` and
+                                `big` as geoip DYNA over `nets` maps with the same prefixes
 """
 import random
+import re
 import struct
 import sys
 from pathlib import Path
@@ -19,6 +26,11 @@ GSLB_NAME = "app"
 CLUSTERS = [("idc-bj", "127.1.0.1"), ("aws-sg", "127.2.0.1"), ("gcp-us", "127.3.0.1")]
 # Number of latency-map prefixes of the bench config (each a /24 under 10.0.0.0/8).
 BENCH_PREFIXES = 4096
+# The GSLB name of the miss-heavy file (its own causeway instance: the latency map is
+# per server, so it cannot share the 4,096-prefix one).
+MISS_NAME = "big"
+# Miss-heavy file: this many queries, each distinct /24 asked twice (see miss_order).
+MISS_QUERIES = 200000
 
 
 def static_records():
@@ -41,6 +53,7 @@ def write_knot_zone(path: Path):
     # Knot has no GSLB: it serves the GSLB name as a plain A record, so the very same
     # ECS query file can be sent to both servers (Knot ignores the ECS option).
     lines.append(f"{GSLB_NAME:<5} IN A   {CLUSTERS[0][1]}")
+    lines.append(f"{MISS_NAME:<5} IN A   {CLUSTERS[0][1]}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -118,6 +131,165 @@ def with_do(src: Path, dst: Path):
     dst.write_bytes(bytes(out))
 
 
+def big_prefixes(n):
+    """n distinct /24s in 11.0.0.0 .. 199.255.255.0 (seeded), latencies to the 3 clusters."""
+    rnd = random.Random(SEED + 3)
+    nets = rnd.sample(range(11 << 16, 200 << 16), n)
+    return [(f"{x >> 16}.{(x >> 8) & 255}.{x & 255}.0", 24,
+             [rnd.randrange(5, 300) for _ in CLUSTERS]) for x in nets]
+
+
+def dc_order(lat):
+    """Cluster indexes by RTT, lowest first; ties in target order (causeway's latency policy)."""
+    return sorted(range(len(lat)), key=lambda i: (lat[i], i))
+
+
+def miss_order(prefixes, n=MISS_QUERIES):
+    """Indexes into PREFIXES for the miss-heavy file: two independent random permutations
+    of all prefixes one after the other (each /24 asked twice, about len(prefixes) queries
+    apart; the file then repeats)."""
+    rnd = random.Random(SEED + 4)
+    order = []
+    while len(order) < n:
+        perm = list(range(len(prefixes)))
+        rnd.shuffle(perm)
+        order += perm
+    return order[:n]
+
+
+def cache_limit():
+    """causeway's per-worker reply-cache limit (CACHE_LIMIT in dns/src/handler.rs)."""
+    src = Path(__file__).resolve().parents[2] / "dns" / "src" / "handler.rs"
+    try:
+        m = re.search(r"const CACHE_LIMIT: usize = ([0-9_]+);", src.read_text())
+    except OSError:
+        m = None
+    return int(m[1].replace("_", "")) if m else 50000
+
+
+def simulate_misses(order, sent, limit, workers=2, sockets=4):
+    """Expected fraction of queries that miss causeway's per-worker reply caches when
+    dnsperf sends SENT queries from ORDER (cycling): each query leaves on one of dnsperf's
+    `-c 4` sockets (taken as uniform), the kernel's SO_REUSEPORT hash puts each socket on
+    one of the `workers` UDP workers (unknown per run: every assignment, weighted), and a
+    worker's cache (keyed by name and client /24) starts over once it holds LIMIT replies.
+    Returns (weighted mean, {sockets on worker 0: fraction})."""
+    from math import comb
+
+    per_k = {}
+    for k in range(sockets // 2, sockets + 1):  # k and sockets-k are symmetric
+        rnd = random.Random(SEED + 5 + k)
+        caches = [set() for _ in range(workers)]
+        misses = 0
+        for i in range(sent):
+            w = 0 if rnd.randrange(sockets) < k else 1
+            c = caches[w]
+            if len(c) >= limit:
+                c.clear()
+            key = order[i % len(order)]
+            if key not in c:
+                misses += 1
+                c.add(key)
+        per_k[k] = misses / sent
+    mean = sum(comb(sockets, k) * per_k[max(k, sockets - k)] for k in range(sockets + 1)) / 2**sockets
+    return mean, per_k
+
+
+def write_miss(out: Path, pfx_n: int, sent: int):
+    """causeway-miss.yaml (static zone + GSLB `big` over PFX_N prefixes) and
+    queries-miss-ecs.bin; prints and writes (miss-fraction.txt: first line the fraction
+    for SENT queries, the fixed-rate run's count) the expected miss fraction."""
+    import causeway_config
+
+    prefixes = big_prefixes(pfx_n)
+    causeway_config.write(out / "causeway-miss.yaml", ORIGIN, static_records(),
+                          [MISS_NAME], CLUSTERS, prefixes, ttl=30)
+    order = miss_order(prefixes)
+    rnd = random.Random(SEED + 6)
+    name = f"{MISS_NAME}.{ORIGIN}"
+    with (out / "queries-miss-ecs.bin").open("wb") as f:
+        for i in order:
+            net = prefixes[i][0].split(".")
+            q = ecs_query(name, ".".join(net[:3] + [str(rnd.randrange(256))]), 24)
+            f.write(struct.pack(">H", len(q)) + q)
+    write_expected(out, pfx_n)
+    limit = cache_limit()
+    distinct = len(set(order))
+    lines = [f"miss-heavy file: {len(order)} queries, {distinct} distinct client /24s "
+             f"({distinct / len(order):.0%} first seen in the file), per-worker cache limit {limit}"]
+    fractions = {}
+    for label, n in [("one pass", len(order)), ("the fixed-rate run", sent)]:
+        mean, per_k = simulate_misses(order, n, limit)
+        fractions[label] = mean
+        ks = ", ".join(f"{k}/4 sockets on one worker: {v:.1%}" for k, v in sorted(per_k.items()))
+        lines.append(f"expected reply-cache miss fraction, {label} ({n} queries): "
+                     f"{mean:.1%} ({ks})")
+    print("\n".join(lines), file=sys.stderr)
+    one, run = fractions["one pass"], fractions["the fixed-rate run"]
+    lo, hi = min(per_k.values()), max(per_k.values())
+    summary = (f"{distinct:,} distinct client /24s in {len(order):,} queries; simulated "
+               f"reply-cache misses (limit {limit} per worker, 2 workers, dnsperf's 4 sockets "
+               f"over every socket-to-worker assignment): {one:.1%} of one pass, {run:.1%} of "
+               f"the {sent:,} queries of a fixed-rate run ({lo:.1%}–{hi:.1%} by assignment)")
+    (out / "miss-fraction.txt").write_text(
+        f"{run:.3f}\n{summary}\n" + "\n".join(lines) + "\n")
+
+
+def write_expected(out: Path, pfx_n: int):
+    """expected.tsv: sampled (subnet, name, A) that the GSLB servers must answer: 8
+    subnets per map + one outside every prefix (answered in the clusters' default
+    order: the first target)."""
+    rnd = random.Random(SEED + 7)
+    rows = []
+    for name, prefixes in [(GSLB_NAME, bench_prefixes()), (MISS_NAME, big_prefixes(pfx_n))]:
+        for net, plen, lat in rnd.sample(prefixes, 8):
+            rows.append(f"{net}/{plen}\t{name}.{ORIGIN}\t{CLUSTERS[dc_order(lat)[0]][1]}")
+        rows.append(f"203.0.113.0/24\t{name}.{ORIGIN}\t{CLUSTERS[0][1]}")
+    (out / "expected.tsv").write_text("\n".join(rows) + "\n")
+
+
+def write_gdnsd(out: Path, addr: str, port: int, pfx_n: int):
+    """gdnsd config dir OUT/gdnsd: the Knot zone with `app` and `big` as geoip DYNA
+    records, each over a `nets` map holding the same prefixes as causeway's latency map,
+    every prefix mapped to the clusters in the order causeway's latency policy picks
+    (lowest RTT first, ties in target order), ECS on."""
+    d = out / "gdnsd"
+    for sub in ["zones", "geoip", "run", "state"]:
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    maps = {GSLB_NAME: bench_prefixes(), MISS_NAME: big_prefixes(pfx_n)}
+    dcs = ", ".join(c for c, _ in CLUSTERS)
+    dcmap = ", ".join(f"{c} => {a}" for c, a in CLUSTERS)
+    for name, prefixes in maps.items():
+        with (d / "geoip" / f"nets-{name}").open("w") as f:
+            for net, plen, lat in prefixes:
+                order = ", ".join(CLUSTERS[i][0] for i in dc_order(lat))
+                f.write(f"{net}/{plen} => [ {order} ]\n")
+    (d / "config").write_text(f"""options => {{
+  listen => [ {addr}:{port} ]
+  udp_threads => 2
+  tcp_threads => 1
+  edns_client_subnet => true
+  run_dir => {d / "run"}
+  state_dir => {d / "state"}
+}}
+plugins => {{
+  geoip => {{
+    maps => {{
+""" + "".join(f"""      {n} => {{ datacenters => [ {dcs} ], nets => nets-{n} }}
+""" for n in maps) + """    }
+    resources => {
+""" + "".join(f"""      {n} => {{ map => {n}, dcmap => {{ {dcmap} }} }}
+""" for n in maps) + """    }
+  }
+}
+""")
+    write_knot_zone(d / "zones" / "svc.example")
+    zone = (d / "zones" / "svc.example").read_text().splitlines()
+    zone = [line for line in zone if line.split(" ")[0] not in maps]
+    zone += [f"{n:<5} 30 DYNA geoip!{n}" for n in maps]
+    (d / "zones" / "svc.example").write_text("\n".join(zone) + "\n")
+
+
 def main():
     cmd, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
@@ -137,16 +309,17 @@ def main():
 
         names_n, pfx_n = int(sys.argv[3]), int(sys.argv[4])
         names = [f"g{i:05d}" for i in range(names_n)]
-        rnd = random.Random(SEED + 3)
-        nets = rnd.sample(range(11 << 16, 200 << 16), pfx_n)  # 11.0.0.0 .. 199.255.255.0
-        prefixes = [(f"{n >> 16}.{(n >> 8) & 255}.{n & 255}.0", 24,
-                     [rnd.randrange(5, 300) for _ in CLUSTERS]) for n in nets]
+        prefixes = big_prefixes(pfx_n)
         causeway_config.write(out / "causeway-mem.yaml", ORIGIN, static_records(),
                               names, CLUSTERS, prefixes, ttl=30)
         write_ecs_queries(out / "queries-mem-ecs.bin",
                           [f"{n}.{ORIGIN}" for n in names], prefixes, n=200000)
         # The same queries with DO, for the signed run (the zone with spec.dnssec).
         with_do(out / "queries-mem-ecs.bin", out / "queries-mem-ecs-do.bin")
+    elif cmd == "miss":
+        write_miss(out, int(sys.argv[3]), int(sys.argv[4]))
+    elif cmd == "gdnsd":
+        write_gdnsd(out, sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
         sys.exit(f"unknown command {cmd}")
 

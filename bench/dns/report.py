@@ -29,7 +29,7 @@ def main():
     ap.add_argument("results")
     for k in ["stamp", "quick", "secs", "max-runs", "max-secs", "fix-secs", "mem-names",
               "mem-prefixes", "mem-ready", "mem-rss-idle", "mem-hwm", "causeway", "commit",
-              "knot", "dnsperf"]:
+              "knot", "dnsperf", "gdnsd", "miss-fraction", "miss-note", "only"]:
         ap.add_argument("--" + k, default="–")
     a = ap.parse_args()
     rows = list(csv.DictReader(open(a.results), delimiter="\t"))
@@ -51,12 +51,13 @@ def main():
         return rs[0] if rs else None
 
     p = print
-    p(f"# DNS benchmark: causeway vs Knot ({a.stamp})")
+    p(f"# DNS benchmark: causeway vs Knot vs gdnsd ({a.stamp})")
     p()
-    p(f"- causeway: `{a.causeway}` at commit `{a.commit}`; {a.knot}; dnsperf {a.dnsperf}")
-    p(f"- mode: {'--quick' if a.quick == '1' else 'full'}; max-rate runs {a.max_runs} × {a.max_secs} s "
+    p(f"- causeway: `{a.causeway}` at commit `{a.commit}`; {a.knot}; gdnsd {a.gdnsd}; dnsperf {a.dnsperf}")
+    only = " --only gslb (no pinned, latency, zero-loss, memory or signed runs);" if a.only == "gslb" else ""
+    p(f"- mode: {'--quick' if a.quick == '1' else 'full'};{only} max-rate runs {a.max_runs} × {a.max_secs} s "
       f"(median shown), CPU runs at 50k {a.max_runs} × {a.fix_secs} s (median), other fixed-rate runs "
-      f"{a.fix_secs} s; Knot and causeway runs alternate; measuring took {a.secs} s")
+      f"{a.fix_secs} s; the servers' runs alternate; measuring took {a.secs} s")
     p("- method: /work/shared/peer-baselines.md §1. Unpinned: `dnsperf -c 4 -T 2 -q 500`; "
       "pinned: server `taskset -a -p -c 1`, `taskset -c 0 dnsperf -c 4 -T 1 -q 200`; "
       "latency: pinned at 20k qps with `-v`; CPU µs/query: utime+stime of the server process "
@@ -66,18 +67,31 @@ def main():
     p("- queries: `static` = peer-baselines mix (10 % www, 80 % h0000–h0999, 10 % NXDOMAIN); "
       "`gslb-ecs` = `app.svc.example. A` with EDNS0 + ECS, a /24 source prefix drawn per query from "
       "the 4,096 prefixes of the latency map (dnsperf `-B` wire-format file). Knot serves `app` "
-      "as a static A record and ignores ECS, so its gslb-ecs row is a static answer to the same bytes.")
+      "as a static A record and ignores ECS, so its gslb-ecs row is a static answer to the same bytes. "
+      "`miss-ecs` = `big.svc.example. A` with ECS against a 100,000-prefix latency map (its own "
+      "causeway instance; gdnsd serves `app` and `big` from one process, each a geoip `nets` map "
+      "holding the same prefixes): 200,000 queries, each of the 100,000 /24s asked twice, "
+      "about 100,000 queries apart, so causeway's per-worker reply caches mostly miss; "
+      f"expected miss fraction: {a.miss_note or '–'}")
+    p("- gdnsd's geoip plugin computes every answer (longest-prefix match in its merged nets "
+      "tree, then the first datacenter of the list) and has no reply cache; causeway prepares "
+      "the reply on a miss and serves repeats from the worker's cache. Both give the same A for "
+      "every sampled subnet (checked with kdig before the load).")
     p()
 
-    servers = ["knot", "causeway"]
+    servers = ["knot", "causeway", "gdnsd"]
+    scens = ["static", "gslb-ecs", "miss-ecs"]
     summary = {}
     p("## Summary")
     p()
     p("| scenario | server | max qps unpinned, median (range) | lost | avg ms | max qps pinned | "
-      "CPU µs/query @ 50k, median (range) | completed @ 50k (all runs) | lost @ 50k | p50 / p99 ms @ 20k pinned | RSS MiB | load |")
-    p("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for scen in ["static", "gslb-ecs"]:
+      "CPU µs/query @ 50k, median (range) | completed @ 50k (all runs) | lost @ 50k | p50 / p99 ms @ 20k pinned | RSS MiB | load (max-rate median run) | 1-min load @ 50k runs |")
+    p("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for scen in scens:
         for s in servers:
+            summary[(scen, s)] = dict(qps=None, pinned=None, cpu=None, p99=None)
+            if not [r for r in rows if (r["scenario"], r["server"]) == (scen, s)]:
+                continue
             mx = pick(scen, s, "unpinned", "max")
             med = median_run(mx)
             qs = [num(r["qps"]) for r in mx if num(r["qps"]) is not None]
@@ -98,34 +112,48 @@ def main():
                 p99=num(lat["p99_ms"]) if lat else None,
             )
             rng = f" ({fmt(min(qs))}–{fmt(max(qs))})" if len(qs) > 1 else ""
+            loads = "/".join(r["load"].split()[0] for r in cpus if r["load"]) or "–"
             p(f"| {scen} | {s} | {fmt(num(med['qps']) if med else None)}{rng} | "
               f"{med['lost'] if med else '–'} | {med['avg_ms'] if med else '–'} | "
               f"{fmt(summary[(scen, s)]['pinned'])} | {cpu_txt} | "
               f"{done_50k if cpu else '–'} | {lost_50k if cpu else '–'} | "
               f"{(lat['p50_ms'] + ' / ' + lat['p99_ms']) if lat else '–'} | "
-              f"{med['rss_mib'] if med else '–'} | {med['load'] if med else '–'} |")
+              f"{med['rss_mib'] if med else '–'} | {med['load'] if med else '–'} | {loads} |")
     p()
 
-    p("## Ratios causeway / Knot")
-    p()
-    p("| scenario | max qps unpinned | max qps pinned | CPU µs/query @ 50k | p99 @ 20k |")
-    p("|---|---|---|---|---|")
-    for scen in ["static", "gslb-ecs"]:
-        c, k = summary[(scen, "causeway")], summary[(scen, "knot")]
-        p(f"| {scen} | {ratio(c['qps'], k['qps'])} | {ratio(c['pinned'], k['pinned'])} | "
-          f"{ratio(c['cpu'], k['cpu'])} | {ratio(c['p99'], k['p99'])} |")
-    p()
+    for peer, label in [("knot", "Knot"), ("gdnsd", "gdnsd")]:
+        if not any(summary[(sc, peer)]["qps"] or summary[(sc, peer)]["cpu"] for sc in scens):
+            continue
+        p(f"## Ratios causeway / {label}")
+        p()
+        p("| scenario | max qps unpinned | max qps pinned | CPU µs/query @ 50k | p99 @ 20k |")
+        p("|---|---|---|---|---|")
+        for scen in scens:
+            c, k = summary[(scen, "causeway")], summary[(scen, peer)]
+            p(f"| {scen} | {ratio(c['qps'], k['qps'])} | {ratio(c['pinned'], k['pinned'])} | "
+              f"{ratio(c['cpu'], k['cpu'])} | {ratio(c['p99'], k['p99'])} |")
+        p()
 
-    p("## Targets (issue 3)")
+    p("## Targets (issues 3 and 14)")
     p()
     p("| target | measured | met |")
     p("|---|---|---|")
+    m, mg = summary[("miss-ecs", "causeway")]["cpu"], summary[("miss-ecs", "gdnsd")]["cpu"]
+    mk = summary[("miss-ecs", "knot")]["cpu"]
+    if m is not None or mg is not None:
+        met = "–" if m is None or mg is None else ("yes" if m <= mg else f"no ({m / mg:.2f}×)")
+        share = num(a.miss_fraction)
+        share = f"≈{share:.0%} reply-cache misses" if share is not None else "reply-cache misses"
+        p(f"| miss-heavy ({share}): causeway CPU per answer ≤ gdnsd geoip's | "
+          f"{fmt(m, 2)} µs vs {fmt(mg, 2)} µs = {ratio(m, mg)} (Knot's static answer to the same "
+          f"bytes: {fmt(mk, 2)} µs) | {met} |")
     g, ks = summary[("gslb-ecs", "causeway")]["cpu"], summary[("static", "knot")]["cpu"]
     met = "–" if g is None or ks is None else ("yes" if g <= ks else f"no ({g / ks:.2f}×)")
     kg = summary[("gslb-ecs", "knot")]["cpu"]
-    p(f"| GSLB (latency + ECS) answer CPU ≤ 1.0× Knot's CPU per static answer | "
+    p(f"| hit-heavy (gslb-ecs, 4,096 prefixes): GSLB (latency + ECS) answer CPU ≤ 1.0× Knot's CPU per static answer | "
       f"{fmt(g, 2)} µs vs {fmt(ks, 2)} µs = {ratio(g, ks)} (vs Knot's static answer to the same "
-      f"ECS query bytes, {fmt(kg, 2)} µs: {ratio(g, kg)}) | {met} |")
+      f"ECS query bytes, {fmt(kg, 2)} µs: {ratio(g, kg)}; gdnsd geoip on the same file: "
+      f"{fmt(summary[('gslb-ecs', 'gdnsd')]['cpu'], 2)} µs) | {met} |")
     for scen, label in [("half-max", "GSLB-ECS config"), ("memory-half", "memory config")]:
         rs = [r for r in rows if r["scenario"] == scen]
         if rs:
@@ -149,10 +177,11 @@ def main():
         met = f"steady state yes; transient peak no ({hwm:.0f} MiB)"
     else:
         met = "no"
-    p(f"| RSS ≤ 100 MiB with {a.mem_names} GSLB names + {a.mem_prefixes} latency prefixes | "
-      f"{a.mem_rss_idle} MiB after start ({a.mem_ready} s to first answer), up to {fmt(rss_load, 1)} MiB "
-      f"after the load runs; peak {a.mem_hwm} MiB (VmHWM: the highest RSS ever, which includes "
-      f"loading the config) | {met} |")
+    if steady is not None:
+        p(f"| RSS ≤ 100 MiB with {a.mem_names} GSLB names + {a.mem_prefixes} latency prefixes | "
+          f"{a.mem_rss_idle} MiB after start ({a.mem_ready} s to first answer), up to {fmt(rss_load, 1)} MiB "
+          f"after the load runs; peak {a.mem_hwm} MiB (VmHWM: the highest RSS ever, which includes "
+          f"loading the config) | {met} |")
     mem = median_run(pick("memory", "causeway", "unpinned", "max"))
     if mem:
         p(f"| (info) max qps, memory config, ECS over all {a.mem_names} names | "

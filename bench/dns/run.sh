@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
-# bench/dns/run.sh: dnsperf against causeway and Knot serving the same zone, in the same run.
+# bench/dns/run.sh: dnsperf against causeway, Knot and gdnsd serving the same zone, in the same run.
 #
-# Usage: bench/dns/run.sh [--quick] [--no-build] [--keep] [--knot-only]
-#   --quick     ~2.5 minutes: 1 short run per point instead of 3 x 15 s (full: ~9.5 minutes)
+# Usage: bench/dns/run.sh [--quick] [--no-build] [--keep] [--knot-only] [--only gslb]
+#   --quick     ~5 minutes: 1 short run per point instead of 3 x 15 s (full: ~18 minutes)
 #   --no-build  use target/release/causeway as it is
 #   --keep      keep the work directory (configs, logs, raw dnsperf output)
 #   --knot-only only the Knot half (checks the bench itself against peer-baselines.md)
+#   --only gslb only the GSLB comparison: unpinned max rate for gslb-ecs and miss-ecs, the
+#               CPU-per-answer rounds (static, gslb-ecs, miss-ecs); no pinned/latency,
+#               zero-loss, memory or signed runs (quick ~2 minutes, full ~10 minutes)
 #
 # Method: /work/shared/peer-baselines.md §1 (same zone, same query mix, same dnsperf flags).
 # Writes a markdown report to bench/out/dns-<UTC date>.md and prints it. See bench/dns/README.md.
 set -euo pipefail
 
-QUICK=0 BUILD=1 KEEP=0 KNOT_ONLY=0
-for a in "$@"; do
-  case "$a" in
+QUICK=0 BUILD=1 KEEP=0 KNOT_ONLY=0 ONLY=all
+while [ $# -gt 0 ]; do
+  case "$1" in
     --quick) QUICK=1 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
     --knot-only) KNOT_ONLY=1; BUILD=0 ;;
-    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
-    *) echo "unknown argument $a" >&2; exit 2 ;;
+    --only)
+      [ "${2:-}" = gslb ] || { echo "--only takes: gslb" >&2; exit 2; }
+      ONLY=gslb; shift ;;
+    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
+  shift
 done
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -35,6 +42,8 @@ mkdir -p "$OUTDIR"
 KNOT_ADDR=127.0.54.1 KNOT_PORT=5301
 CW_ADDR=127.0.54.2 CW_PORT=5302 CW_API=127.0.54.2:5380
 MEM_ADDR=127.0.54.3 MEM_PORT=5303 MEM_API=127.0.54.3:5381
+GD_ADDR=127.0.54.4 GD_PORT=5304                              # gdnsd (both GSLB names)
+MISS_ADDR=127.0.54.5 MISS_PORT=5305 MISS_API=127.0.54.5:5382 # causeway, 100k-prefix map
 
 if [ "$QUICK" = 1 ]; then
   MAX_RUNS=1 MAX_SECS=5 FIX_SECS=5
@@ -49,6 +58,13 @@ die() { echo "bench/dns: $*" >&2; exit 1; }
 for t in knotd kdig dnsperf python3 taskset timeout; do
   command -v "$t" >/dev/null || die "$t not found: apt-get install -y knot knot-dnsutils dnsperf python3 util-linux coreutils"
 done
+# gdnsd (the peer for computed GSLB answers) is optional: without it its rows are left out.
+GDNSD=0
+if [ "$KNOT_ONLY" = 0 ]; then
+  if command -v gdnsd >/dev/null; then GDNSD=1; else
+    echo "bench/dns: gdnsd not found (apt-get install -y gdnsd): no gdnsd rows" >&2
+  fi
+fi
 
 PIDS=()
 cleanup() {
@@ -96,7 +112,11 @@ fi
 
 python3 "$HERE/gen.py" static "$WORK"
 python3 "$HERE/gen.py" gslb "$WORK"
-python3 "$HERE/gen.py" memory "$WORK" "$MEM_NAMES" "$MEM_PREFIXES"
+[ "$ONLY" = gslb ] || python3 "$HERE/gen.py" memory "$WORK" "$MEM_NAMES" "$MEM_PREFIXES"
+# Miss-heavy: one GSLB name over MEM_PREFIXES /24s, 200k queries (each /24 twice); the
+# expected reply-cache miss fraction is simulated for one fixed-rate run's query count.
+[ "$KNOT_ONLY" = 1 ] || python3 "$HERE/gen.py" miss "$WORK" "$MEM_PREFIXES" $((CPU_RATE * FIX_SECS))
+[ "$GDNSD" = 0 ] || python3 "$HERE/gen.py" gdnsd "$WORK" $GD_ADDR $GD_PORT "$MEM_PREFIXES"
 
 # ---------------------------------------------------------------- servers
 mkdir -p "$WORK/knot"
@@ -168,6 +188,42 @@ done
 GSLB_CHECK=$(kdig +short @$CW_ADDR -p $CW_PORT +subnet=10.0.0.0/24 app.svc.example. A || true)
 [ -n "$GSLB_CHECK" ] || die "causeway gives no answer for app.svc.example. with ECS"
 
+# causeway with the 100k-prefix map and the one GSLB name of the miss-heavy file.
+echo "== starting causeway dns (miss-heavy config) on $MISS_ADDR:$MISS_PORT" >&2
+start_causeway "$WORK/causeway-miss.yaml" $MISS_ADDR $MISS_PORT $MISS_API "$WORK/causeway-miss.log"
+MISS_PID=$STARTED_PID
+wait_answer $MISS_ADDR $MISS_PORT www.svc.example. 120 ||
+  die "causeway (miss-heavy config) does not answer; its log:
+$(tail -20 "$WORK/causeway-miss.log")"
+
+if [ "$GDNSD" = 1 ]; then
+  echo "== starting gdnsd on $GD_ADDR:$GD_PORT" >&2
+  gdnsd -c "$WORK/gdnsd" start >"$WORK/gdnsd.log" 2>&1 &
+  GD_PID=$!; PIDS+=("$GD_PID")
+  wait_answer $GD_ADDR $GD_PORT www.svc.example. 60 || die "gdnsd does not answer; its log:
+$(tail -20 "$WORK/gdnsd.log")"
+  for q in www.svc.example. h0000.svc.example. h0999.svc.example.; do
+    k=$(kdig +short @$KNOT_ADDR -p $KNOT_PORT "$q" A); g=$(kdig +short @$GD_ADDR -p $GD_PORT "$q" A)
+    [ "$k" = "$g" ] || die "answers differ for $q: knot '$k' gdnsd '$g'"
+  done
+  kdig @$GD_ADDR -p $GD_PORT nx1.svc.example. A | grep -q "status: NXDOMAIN" || die "gdnsd: nx1 is not NXDOMAIN"
+fi
+
+# The same computed answer from both GSLB servers: sampled subnets of each map (and one
+# outside every prefix) with the A record the latency order gives (gen.py expected.tsv).
+CHECKED=0
+while IFS=$'\t' read -r subnet name want; do
+  case "$name" in app.*) a=$CW_ADDR p=$CW_PORT ;; *) a=$MISS_ADDR p=$MISS_PORT ;; esac
+  c=$(kdig +short +time=2 @"$a" -p "$p" +subnet="$subnet" "$name" A || true)
+  [ "$c" = "$want" ] || die "causeway answers '$c' for $name from $subnet, expected '$want'"
+  if [ "$GDNSD" = 1 ]; then
+    g=$(kdig +short +time=2 @$GD_ADDR -p $GD_PORT +subnet="$subnet" "$name" A || true)
+    [ "$g" = "$want" ] || die "gdnsd answers '$g' for $name from $subnet, expected '$want' (causeway: '$c')"
+  fi
+  CHECKED=$((CHECKED + 1))
+done <"$WORK/expected.tsv"
+echo "== GSLB answers agree for $CHECKED sampled (name, subnet) pairs" >&2
+
 fi
 
 # ---------------------------------------------------------------- measuring
@@ -228,12 +284,25 @@ measure() {
 # Median of the max-rate runs: the line of RESULTS whose qps is the median for (scen, server).
 pin_server() { taskset -a -p -c "$2" "$1" >/dev/null; }
 
-# The servers alternate run by run (knot, causeway, knot, causeway, ...), so that load
-# from other work on the machine, which drifts over minutes, falls on both alike.
+# servers_for SCEN: sets SERVERS to "name pid addr port" of every server of SCEN (for
+# miss-ecs, "causeway" is the instance with the 100k-prefix map).
+servers_for() {
+  SERVERS=("knot $KNOT_PID $KNOT_ADDR $KNOT_PORT")
+  [ "$KNOT_ONLY" = 1 ] && return
+  if [ "$1" = miss-ecs ]; then
+    SERVERS+=("causeway $MISS_PID $MISS_ADDR $MISS_PORT")
+  else
+    SERVERS+=("causeway $CW_PID $CW_ADDR $CW_PORT")
+  fi
+  [ "$GDNSD" = 0 ] || SERVERS+=("gdnsd $GD_PID $GD_ADDR $GD_PORT")
+}
+
+# The servers alternate run by run (knot, causeway, gdnsd, knot, ...), so that load
+# from other work on the machine, which drifts over minutes, falls on all alike.
 run_point_set() { # SCEN DATAFILE
   local scen=$1 data=$2 s i
-  local servers=("knot $KNOT_PID $KNOT_ADDR $KNOT_PORT")
-  [ "$KNOT_ONLY" = 1 ] || servers+=("causeway $CW_PID $CW_ADDR $CW_PORT")
+  servers_for "$scen"
+  local servers=("${SERVERS[@]}")
   echo "== $scen" >&2
   for ((i = 0; i < MAX_RUNS; i++)); do
     for s in "${servers[@]}"; do
@@ -241,6 +310,7 @@ run_point_set() { # SCEN DATAFILE
       measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned max $MAX_SECS
     done
   done
+  [ "$ONLY" = gslb ] && return
   for s in "${servers[@]}"; do
     set -- $s
     # pinned: server on cpu1, dnsperf on cpu0 (Knot pins its own workers: re-pin after start)
@@ -255,13 +325,14 @@ run_point_set() { # SCEN DATAFILE
 # repeated, so the issue's ratio (causeway GSLB vs Knot static) compares runs taken
 # minutes apart at most, like the same-scenario ratios.
 cpu_rounds() {
-  local i s sc
-  local servers=("knot $KNOT_PID $KNOT_ADDR $KNOT_PORT")
-  [ "$KNOT_ONLY" = 1 ] || servers+=("causeway $CW_PID $CW_ADDR $CW_PORT")
+  local i s sc scens=("static $WORK/queries.txt" "gslb-ecs $WORK/queries-gslb-ecs.bin")
+  [ "$KNOT_ONLY" = 1 ] || scens+=("miss-ecs $WORK/queries-miss-ecs.bin")
   echo "== CPU per query at $CPU_RATE qps" >&2
   for ((i = 0; i < MAX_RUNS; i++)); do
-    for sc in "static $WORK/queries.txt" "gslb-ecs $WORK/queries-gslb-ecs.bin"; do
-      for s in "${servers[@]}"; do
+    for sc in "${scens[@]}"; do
+      set -- $sc
+      servers_for "$1"
+      for s in "${SERVERS[@]}"; do
         set -- $sc $s
         measure "$1" "$3" "$4" "$5" "$6" "$2" unpinned $CPU_RATE $FIX_SECS
       done
@@ -271,11 +342,12 @@ cpu_rounds() {
 
 START=$(date +%s)
 MEM_READY=- MEM_RSS_IDLE=- MEM_HWM=-
-run_point_set static "$WORK/queries.txt"
+[ "$ONLY" = gslb ] || run_point_set static "$WORK/queries.txt"
 run_point_set gslb-ecs "$WORK/queries-gslb-ecs.bin"
+[ "$KNOT_ONLY" = 1 ] || run_point_set miss-ecs "$WORK/queries-miss-ecs.bin"
 cpu_rounds
 
-if [ "$KNOT_ONLY" = 0 ]; then
+if [ "$KNOT_ONLY" = 0 ] && [ "$ONLY" = all ]; then
 # Zero loss at half the max rate (GSLB with ECS, unpinned): half of causeway's median max.
 half_rate() { # SCEN SERVER
   awk -F'\t' -v s="$1" -v n="$2" '$1 == s && $2 == n && $3 == "unpinned" && $4 == "max" {print $5}' "$RESULTS" |
@@ -285,8 +357,9 @@ HALF=$(half_rate gslb-ecs causeway)
 echo "== half of max rate: $HALF qps" >&2
 measure half-max causeway "$CW_PID" $CW_ADDR $CW_PORT "$WORK/queries-gslb-ecs.bin" steady "$HALF" $FIX_SECS
 
-kill "$CW_PID" 2>/dev/null || true; wait "$CW_PID" 2>/dev/null || true
-kill "$KNOT_PID" 2>/dev/null || true; wait "$KNOT_PID" 2>/dev/null || true
+for p in "$CW_PID" "$MISS_PID" "$KNOT_PID" ${GD_PID:-}; do
+  kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
+done
 
 # ---------------------------------------------------------------- memory test
 echo "== memory: $MEM_NAMES GSLB names, $MEM_PREFIXES latency prefixes" >&2
@@ -332,6 +405,8 @@ fi
 END=$(date +%s)
 
 # ---------------------------------------------------------------- report
+GD_VERSION=-
+[ "$GDNSD" = 0 ] || GD_VERSION=$(gdnsd -h 2>&1 | awk '/^gdnsd version/ {print $3}' || true)
 python3 "$HERE/report.py" "$RESULTS" \
   --stamp "$STAMP" --quick "$QUICK" --secs "$((END - START))" \
   --max-runs "$MAX_RUNS" --max-secs "$MAX_SECS" --fix-secs "$FIX_SECS" \
@@ -340,6 +415,10 @@ python3 "$HERE/report.py" "$RESULTS" \
   --causeway "$("$CW_BIN" --version 2>/dev/null || echo causeway)" \
   --commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo -)" \
   --knot "$(knotd -V 2>&1 | head -1)" --dnsperf "$(dnsperf -h 2>&1 | awk '/^Version/ {print $2}')" \
+  --gdnsd "$GD_VERSION" \
+  --miss-fraction "$(sed -n 1p "$WORK/miss-fraction.txt" 2>/dev/null || true)" \
+  --miss-note "$(sed -n 2p "$WORK/miss-fraction.txt" 2>/dev/null || true)" \
+  --only "$ONLY" \
   >"$REPORT"
 cp "$RESULTS" "${REPORT%.md}.tsv"
 cat "$REPORT"
