@@ -8,7 +8,10 @@
 //! * [`smooth`]: EWMA with a minimum-sample rule, per beacon.
 //! * [`measure`]: one TCP round trip (`tcp-echo`) or connect time (`tcp-connect`).
 //! * [`report`]: the POST to dns.
-//! * [`run`]: the loop; [`beacon`]: a TCP echo beacon for client networks.
+//! * [`measure()`]: the measuring loop alone (what `causeway agent --probe-config` runs;
+//!   the stub polls it and reports for the agent's cluster).
+//! * [`run`]: measuring plus reporting (`causeway probe`); [`beacon`]: a TCP echo beacon
+//!   for client networks.
 
 pub mod beacon;
 pub mod config;
@@ -67,12 +70,25 @@ struct Beacon {
     rtt: Smoothed,
 }
 
-/// Probes every beacon each interval, smooths, and reports every prefix that has enough
-/// samples to every dns, until `shutdown`. A prefix is reported with the lowest smoothed
-/// RTT of its beacons.
-pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), ProbeError> {
-    let cfg = &opts.config;
-    let id = opts.prober_id();
+/// What a measuring loop has now: the lowest smoothed RTT of each client network that
+/// has enough samples, after round `rounds`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Milliseconds by client network.
+    pub rtts: BTreeMap<IpNet, f64>,
+    /// Rounds measured so far (0: none yet).
+    pub rounds: u64,
+}
+
+/// Probes every beacon of `config` each interval and publishes a [`Snapshot`] on `out`
+/// after every round, until `shutdown` (or until every receiver is gone). Only measures:
+/// [`run`] reports what it publishes, the agent's prober mode answers the stub with it.
+pub async fn measure(
+    config: ProberConfig,
+    out: tokio::sync::watch::Sender<Snapshot>,
+    shutdown: CancellationToken,
+) {
+    let cfg = &config;
     let mut beacons: Vec<Beacon> = cfg
         .beacons
         .iter()
@@ -85,24 +101,26 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Pr
         })
         .collect();
     info!(
-        prober = %id,
+        prober = %cfg.name,
         beacons = beacons.len(),
         interval = ?cfg.interval,
         "probing"
     );
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = 0u64;
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => return,
+            () = out.closed() => return,
             _ = tick.tick() => {}
         }
-        let rounds = beacons
+        let round = beacons
             .iter()
             .map(|b| measure::once(b.addr, cfg.method, cfg.timeout));
         let results = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            r = futures_join_all(rounds) => r,
+            () = shutdown.cancelled() => return,
+            r = futures_join_all(round) => r,
         };
         for (b, r) in beacons.iter_mut().zip(results) {
             match r {
@@ -120,17 +138,39 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Pr
                 *e = e.min(ms);
             }
         }
+        rounds += 1;
+        out.send_replace(Snapshot { rtts: best, rounds });
+    }
+}
+
+/// Probes every beacon each interval ([`measure`]), and after every round reports every
+/// prefix that has enough samples to every dns, until `shutdown`. A prefix is reported
+/// with the lowest smoothed RTT of its beacons.
+pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), ProbeError> {
+    let id = opts.prober_id();
+    let timeout = opts.config.timeout.max(Duration::from_secs(1));
+    let (tx, mut rx) = tokio::sync::watch::channel(Snapshot::default());
+    let measuring = tokio::spawn(measure(opts.config, tx, shutdown.clone()));
+    info!(prober = %id, "reporting to {} dns API(s)", opts.dns.len());
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = rx.changed() => if r.is_err() { break },
+        }
+        let best = rx.borrow_and_update().rtts.clone();
         if best.is_empty() {
             continue;
         }
         let body = report::body(&id, &opts.cluster, &best);
         for dns in &opts.dns {
-            match report::post(*dns, &body, cfg.timeout.max(Duration::from_secs(1))).await {
+            match report::post(*dns, &body, timeout).await {
                 Ok(()) => debug!(%dns, prefixes = best.len(), "reported"),
                 Err(e) => warn!(%dns, error = %e, "report failed"),
             }
         }
     }
+    let _ = measuring.await;
+    Ok(())
 }
 
 /// Runs `futs` concurrently and returns their outputs in order (no `futures` dependency

@@ -144,6 +144,7 @@ impl Tunnel {
             token: TokenSource::new(self.dir.path().join("agent.token")).unwrap(),
             metrics_listener: None,
             fence: None,
+            prober: None,
         };
         let stop = CancellationToken::new();
         tokio::spawn(causeway_tunnel::agent::run(config, stop.clone()));

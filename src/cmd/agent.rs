@@ -99,6 +99,12 @@ pub struct Args {
     /// Turn self-fencing off (the agent then never demotes a primary on its own).
     #[arg(long)]
     no_fence: bool,
+    /// Measured latency: run a prober from this cluster (one `kind: Prober` document, as
+    /// for `causeway probe`; its spec.dns is ignored). The stub polls the smoothed RTTs
+    /// over the session and reports them to `causeway stub --dns-url` as prober
+    /// CLUSTER/NAME, the cluster from this agent's certificate (docs/dns.md).
+    #[arg(long, env = "CAUSEWAY_PROBE_CONFIG", value_name = "FILE")]
+    probe_config: Option<PathBuf>,
 }
 
 fn fence_interval(s: &str) -> Result<std::time::Duration, String> {
@@ -121,6 +127,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => UpstreamConfig::in_cluster()?,
     };
     let token = TokenSource::new(args.token_file.clone())?;
+    let prober = match &args.probe_config {
+        Some(p) => Some(causeway_probe::ProberConfig::load(p)?),
+        None => None,
+    };
     let creds = match &args.identity_secret {
         Some(name) => {
             let namespace = match &args.identity_namespace {
@@ -181,6 +191,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             interval: args.fence_interval,
             ..FenceConfig::default()
         }),
+        prober,
     };
     let shutdown = super::shutdown::shutdown_on_signal();
     causeway_tunnel::agent::run(config, shutdown).await?;

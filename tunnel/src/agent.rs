@@ -4,7 +4,8 @@
 //! Stages: [`dialer`] (connect with backoff, serve the session) → [`forward`]
 //! (identity → impersonation headers, the ServiceAccount token) → [`upstream`]
 //! (HTTP/2 pool, HTTP/1.1 for upgrades); [`metrics`] counts them. Beside them,
-//! [`fence`] demotes the local primary when its role Lease is not renewed. Before any of
+//! [`fence`] demotes the local primary when its role Lease is not renewed, and
+//! [`prober`] measures latency for the stub to report (`--probe-config`). Before any of
 //! it, [`identity_secret`] may share the enrolled identity through a Secret.
 
 pub mod dialer;
@@ -12,6 +13,7 @@ pub mod fence;
 pub mod forward;
 pub mod identity_secret;
 pub mod metrics;
+pub mod prober;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -44,6 +46,8 @@ pub struct AgentConfig {
     pub metrics_listener: Option<tokio::net::TcpListener>,
     /// Self-fencing through role Leases (none: off).
     pub fence: Option<FenceConfig>,
+    /// Measured latency: the prober's config (none: no prober; [`prober`]).
+    pub prober: Option<causeway_probe::ProberConfig>,
 }
 
 /// Why the agent could not start.
@@ -79,6 +83,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         data_connections: config.data_connections,
         forwarder: forwarder.clone(),
         metrics: metrics.clone(),
+        prober: config
+            .prober
+            .map(|c| prober::Prober::start(c, shutdown.clone())),
     });
     tracing::info!(
         cluster = %config.cluster,

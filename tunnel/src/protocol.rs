@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `x-causeway-identity` | the authenticated [`Identity`], base64url(JSON) |
 //! | `x-causeway-upgrade` | the client asked for `Upgrade: <value>` (exec, attach, port-forward) |
+//! | `x-causeway-internal` | `latency`: the stub's own `GET` of the agent prober's measurements ([`crate::agent::prober::LATENCY_PATH`]); the agent answers it itself and never forwards it |
 //!
 //! HTTP/2 forbids connection-specific headers (RFC 9113 §8.2.2), so an upgrade is
 //! carried as an ordinary request whose body is the client→server byte stream. The
@@ -50,6 +51,13 @@ pub const HDR_IDENTITY: HeaderName = HeaderName::from_static("x-causeway-identit
 
 /// The requested (stub → agent) or accepted (agent → stub) `Upgrade` protocol.
 pub const HDR_UPGRADE: HeaderName = HeaderName::from_static("x-causeway-upgrade");
+
+/// Stub → agent: a request the agent answers itself (value [`INTERNAL_LATENCY`]), never
+/// forwarded to the API server. Users cannot send it: the stub strips `x-causeway-*`.
+pub const HDR_INTERNAL: HeaderName = HeaderName::from_static("x-causeway-internal");
+
+/// [`HDR_INTERNAL`]'s value for the prober's measurements.
+pub const INTERNAL_LATENCY: &str = "latency";
 
 /// Agent → stub: `101` when the API server switched protocols.
 pub const HDR_STATUS: HeaderName = HeaderName::from_static("x-causeway-status");

@@ -298,6 +298,7 @@ impl Bed {
             token: TokenSource::new(self.token.path().to_owned()).expect("read the token file"),
             metrics_listener: metrics,
             fence: None,
+            prober: None,
         };
         let stop = self.shutdown.child_token();
         tokio::spawn(agent::run(config, stop.clone()));

@@ -84,6 +84,8 @@ pub struct Dialer {
     pub forwarder: Arc<Forwarder>,
     /// Counters.
     pub metrics: Arc<super::metrics::AgentMetrics>,
+    /// The prober whose measurements internal requests read (none: no prober).
+    pub prober: Option<Arc<super::prober::Prober>>,
 }
 
 /// Keeps one session to `target` open until `shutdown`, with its data connections.
@@ -123,11 +125,13 @@ pub async fn hold(
                             .instrument(tracing::debug_span!("tunnel.agent.data", slot, i)),
                     );
                 }
-                let fwd = forwarder.clone();
+                let (fwd, prober) = (forwarder.clone(), dialer.prober.clone());
                 let svc = service_fn(move |req| {
-                    let fwd = fwd.clone();
+                    let (fwd, prober) = (fwd.clone(), prober.clone());
                     async move {
-                        Ok::<_, std::convert::Infallible>(fwd.handle(req, Carrier::Stream).await)
+                        Ok::<_, std::convert::Infallible>(
+                            super::prober::dispatch(prober, fwd, req, Carrier::Stream).await,
+                        )
                     }
                 });
                 mux::session::serve(tls_stream, svc)
@@ -179,12 +183,13 @@ async fn hold_data(dialer: Arc<Dialer>, target: StubTarget, stop: CancellationTo
             .await?;
             transport::watch_liveness(tls_stream.get_ref().0.get_ref());
             let (fwd, used) = (dialer.forwarder.clone(), used.clone());
+            let prober = dialer.prober.clone();
             let svc = service_fn(move |req| {
                 used.store(true, Ordering::Relaxed);
-                let fwd = fwd.clone();
+                let (fwd, prober) = (fwd.clone(), prober.clone());
                 async move {
                     Ok::<_, std::convert::Infallible>(
-                        fwd.handle(req, Carrier::DataConnection).await,
+                        super::prober::dispatch(prober, fwd, req, Carrier::DataConnection).await,
                     )
                 }
             });
