@@ -80,6 +80,7 @@ impl Tunnel {
             token_file: None,
             audit: None,
             lease: None,
+            handshakes: Default::default(),
         };
         let stop = CancellationToken::new();
         tokio::spawn(causeway_tunnel::stub::run(config, stop.clone()));

@@ -54,6 +54,19 @@ pub struct Args {
     /// kubeconfig in causeway-scheduler-identity [default: https://<first spec.serverNames>:<users port>].
     #[arg(long, value_name = "URL")]
     users_url: Option<String>,
+    /// Override spec.handshakes.timeoutSeconds: how long a TLS handshake on the users'
+    /// or the agents' listener may take [default: 10].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=300))]
+    handshake_timeout_seconds: Option<u64>,
+    /// Override spec.handshakes.maxPending: TLS handshakes in progress per listener, all
+    /// sources; at the cap the oldest is closed [default: 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_pending_handshakes: Option<u64>,
+    /// Override spec.handshakes.maxPendingPerSource: TLS handshakes in progress per
+    /// listener from one IPv4 address or IPv6 /64; at the cap new connections from it
+    /// are reset [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_pending_handshakes_per_source: Option<u64>,
 }
 
 /// Runs `causeway stub`.
@@ -71,6 +84,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(a) = args.listen_metrics {
         config.listen_metrics = a;
     }
+    let limits = &mut config.handshakes;
+    if let Some(t) = args.handshake_timeout_seconds {
+        limits.timeout = std::time::Duration::from_secs(t);
+    }
+    if let Some(n) = args.max_pending_handshakes {
+        limits.max_pending = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(n) = args.max_pending_handshakes_per_source {
+        limits.max_pending_per_source = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    limits.max_pending_per_source = limits.max_pending_per_source.min(limits.max_pending);
     if let Some(id) = args.lease_identity {
         match config.lease.as_mut() {
             Some(l) if !id.is_empty() && !id.chars().any(char::is_control) => l.identity = id,

@@ -19,6 +19,7 @@
 //!     name: causeway-stub
 //!     durationSeconds: 6
 //!     identity: stub-a                 # default: metadata.name
+//!   handshakes: {timeoutSeconds: 10, maxPending: 1024, maxPendingPerSource: 64}  # optional; the defaults, per listener
 //! ```
 
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ struct Spec {
     audit: Option<Audit>,
     #[serde(default)]
     lease: Option<Lease>,
+    #[serde(default)]
+    handshakes: Option<Handshakes>,
 }
 
 fn default_server_names() -> Vec<String> {
@@ -104,6 +107,18 @@ fn default_lease_seconds() -> u64 {
     6
 }
 
+/// `spec.handshakes`: [`crate::transport::HandshakeLimits`] of both TLS listeners.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Handshakes {
+    #[serde(default)]
+    timeout_seconds: Option<u64>,
+    #[serde(default)]
+    max_pending: Option<usize>,
+    #[serde(default)]
+    max_pending_per_source: Option<usize>,
+}
+
 /// A validated stub configuration, paths made absolute.
 #[derive(Clone, Debug)]
 pub struct StubConfig {
@@ -127,6 +142,9 @@ pub struct StubConfig {
     pub audit: Option<AuditConfig>,
     /// Leader election.
     pub lease: Option<LeaseConfig>,
+    /// Bounds on the TLS handshakes in progress, for each of the users' and the agents'
+    /// listeners (`spec.handshakes`).
+    pub handshakes: crate::transport::HandshakeLimits,
 }
 
 /// Where the audit log goes.
@@ -255,6 +273,32 @@ impl OneDocumentFile for StubConfig {
             }
             None => None,
         };
+        let mut handshakes = crate::transport::HandshakeLimits::default();
+        if let Some(h) = s.handshakes {
+            if let Some(t) = h.timeout_seconds {
+                if !(1..=300).contains(&t) {
+                    return Err(doc.error(
+                        "spec.handshakes.timeoutSeconds",
+                        format!("{t} is outside 1..=300"),
+                    ));
+                }
+                handshakes.timeout = Duration::from_secs(t);
+            }
+            handshakes.max_pending = h.max_pending.unwrap_or(handshakes.max_pending);
+            handshakes.max_pending_per_source = h
+                .max_pending_per_source
+                .unwrap_or(handshakes.max_pending_per_source)
+                .min(handshakes.max_pending);
+            if handshakes.max_pending == 0 {
+                return Err(doc.error("spec.handshakes.maxPending", "must be at least 1"));
+            }
+            if handshakes.max_pending_per_source == 0 {
+                return Err(doc.error(
+                    "spec.handshakes.maxPendingPerSource",
+                    "must be at least 1",
+                ));
+            }
+        }
         Ok(StubConfig {
             name: doc.name().to_owned(),
             state_dir: abs(&s.state_dir),
@@ -266,6 +310,7 @@ impl OneDocumentFile for StubConfig {
             token_file: s.token_file.as_deref().map(abs),
             audit,
             lease,
+            handshakes,
         })
     }
 }
@@ -295,6 +340,34 @@ spec:
         let l = c.lease.unwrap();
         assert_eq!(l.identity, "stub-a");
         assert_eq!(l.kubeconfig, Path::new("/etc/causeway/hub.kubeconfig"));
+    }
+
+    #[test]
+    fn handshake_limits_default_and_parse() {
+        let c = StubConfig::parse(GOOD, Path::new("x.yaml")).unwrap();
+        assert_eq!(
+            c.handshakes,
+            crate::transport::HandshakeLimits::default()
+        );
+        let text = format!("{GOOD}  handshakes: {{timeoutSeconds: 3, maxPending: 100}}\n");
+        let c = StubConfig::parse(&text, Path::new("x.yaml")).unwrap();
+        assert_eq!(c.handshakes.timeout, Duration::from_secs(3));
+        assert_eq!(c.handshakes.max_pending, 100);
+        // The per-source cap is at most the global one.
+        assert_eq!(c.handshakes.max_pending_per_source, 64);
+        let text = format!("{GOOD}  handshakes: {{maxPending: 10}}\n");
+        let c = StubConfig::parse(&text, Path::new("x.yaml")).unwrap();
+        assert_eq!(c.handshakes.max_pending_per_source, 10);
+        for (bad, field) in [
+            ("{timeoutSeconds: 0}", "spec.handshakes.timeoutSeconds"),
+            ("{maxPending: 0}", "spec.handshakes.maxPending"),
+            ("{maxPendingPerSource: 0}", "spec.handshakes.maxPendingPerSource"),
+            ("{maxPendings: 1}", "spec.handshakes.maxPendings"),
+        ] {
+            let text = format!("{GOOD}  handshakes: {bad}\n");
+            let e = StubConfig::parse(&text, Path::new("x.yaml")).unwrap_err();
+            assert!(e.to_string().contains(field), "{field}: {e}");
+        }
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub const DATA_REQUESTS_TOTAL: &str = "causeway_tunnel_data_connection_requests_
 pub const DATA_IDLE: &str = "causeway_tunnel_data_connections_idle";
 /// 1 while this stub holds the lease (or runs without one), else 0.
 pub const ACTIVE: &str = "causeway_tunnel_stub_active";
+/// Connections closed by the handshake caps, by listener (`users`, `agents`) and reason
+/// (`source_limit`: refused at accept; `evicted`: the oldest handshake, at the global cap).
+pub const HANDSHAKES_REFUSED: &str = "causeway_tunnel_handshakes_refused_total";
+/// TLS handshakes in progress, by listener.
+pub const HANDSHAKES_IN_PROGRESS: &str = "causeway_tunnel_handshakes_in_progress";
 
 /// The stub's metric handles.
 pub struct Metrics {
@@ -51,6 +56,10 @@ pub struct Metrics {
     pub data_requests: IntCounter,
     /// See [`DATA_IDLE`].
     pub data_idle: IntGauge,
+    /// See [`HANDSHAKES_REFUSED`].
+    pub handshakes_refused: IntCounterVec,
+    /// See [`HANDSHAKES_IN_PROGRESS`].
+    pub handshakes_in_progress: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -102,6 +111,16 @@ impl Metrics {
                 "Requests sent over an agent's HTTP/1.1 data connection instead of a session stream.",
             ),
             data_idle: r.gauge(DATA_IDLE, "Idle agent data connections, all clusters."),
+            handshakes_refused: r.counter_vec(
+                HANDSHAKES_REFUSED,
+                "Connections closed by the handshake caps, by listener and reason.",
+                &["listener", "reason"],
+            ),
+            handshakes_in_progress: r.gauge_vec(
+                HANDSHAKES_IN_PROGRESS,
+                "TLS handshakes in progress, by listener.",
+                &["listener"],
+            ),
             registry: r,
         }
     }

@@ -99,10 +99,21 @@ pub enum StubError {
 }
 
 /// Starts serving on `listeners` until `shutdown`; logs `listening on <name> <url>`
-/// once per listener.
+/// once per listener. Handshakes in progress are bounded by the default
+/// [`crate::transport::HandshakeLimits`].
 pub fn start(
     parts: StubParts,
     listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<StubHandle, StubError> {
+    start_with_handshakes(parts, listeners, Default::default(), shutdown)
+}
+
+/// [`start`], each TLS listener bounding its handshakes in progress by `handshakes`.
+pub fn start_with_handshakes(
+    parts: StubParts,
+    listeners: Listeners,
+    handshakes: crate::transport::HandshakeLimits,
     shutdown: CancellationToken,
 ) -> Result<StubHandle, StubError> {
     let shared = Arc::new(StubState::new(
@@ -132,13 +143,13 @@ pub fn start(
     tasks.spawn(listener::serve_users(
         shared.clone(),
         listeners.users,
-        Arc::new(user_tls),
+        tls_server(&shared, "users", user_tls, handshakes),
         shutdown.clone(),
     ));
     tasks.spawn(agents::serve_agents(
         shared.clone(),
         listeners.agents,
-        Arc::new(agent_tls),
+        tls_server(&shared, "agents", agent_tls, handshakes),
         shutdown.clone(),
     ));
     tasks.spawn(admin::serve_admin(
@@ -154,6 +165,26 @@ pub fn start(
         addrs,
         tasks,
     })
+}
+
+/// `config` behind a handshake gate of `limits` that reports to the stub's metrics as
+/// listener `name`.
+fn tls_server(
+    shared: &StubState,
+    name: &str,
+    config: rustls::ServerConfig,
+    limits: crate::transport::HandshakeLimits,
+) -> crate::transport::TlsServer {
+    let m = &shared.metrics;
+    let gate = crate::transport::HandshakeGate::new(limits).with_metrics(
+        m.handshakes_in_progress.with_label_values(&[name]),
+        m.handshakes_refused.with_label_values(&[name, "source_limit"]),
+        m.handshakes_refused.with_label_values(&[name, "evicted"]),
+    );
+    crate::transport::TlsServer {
+        config: Arc::new(config),
+        handshakes: Arc::new(gate),
+    }
 }
 
 /// Why a stub could not be set up from its configuration.
@@ -296,7 +327,7 @@ pub async fn run_with_hub(
         agents: bind("agents", config.listen_agents).await?,
         metrics: bind("metrics", config.listen_metrics).await?,
     };
-    let handle = start(parts, listeners, shutdown.clone())?;
+    let handle = start_with_handshakes(parts, listeners, config.handshakes, shutdown.clone())?;
     let _production = match (hub, secret_state) {
         (Some(h), Some(state)) => Some(
             production::start(

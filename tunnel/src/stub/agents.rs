@@ -18,7 +18,7 @@ use crate::transport;
 pub async fn serve_agents(
     shared: Arc<StubState>,
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: transport::TlsServer,
     shutdown: CancellationToken,
 ) {
     let serve = move |tls: TlsStream<transport::BufTcp>, peer, shutdown| {

@@ -26,7 +26,7 @@ use crate::transport;
 pub async fn serve_users(
     shared: Arc<StubState>,
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: transport::TlsServer,
     shutdown: CancellationToken,
 ) {
     let serve = move |tls: tokio_rustls::server::TlsStream<transport::BufTcp>,
