@@ -67,28 +67,32 @@ impl Body for ChannelBody {
 /// `guard` until the body ends or is dropped, whichever comes first.
 ///
 /// The guard is how open streams are counted and freed on every path: a stream is
-/// open exactly as long as its response body exists.
-pub struct Tracked<B, G> {
+/// open exactly as long as its response body exists. `on_data` is stored inline (no
+/// box, no dynamic call per frame); a proxy needs one `Tracked` per body, holding
+/// everything that must live as long as the body in `guard` (a tuple of guards is a
+/// guard).
+pub struct Tracked<B, G, F> {
     inner: B,
     guard: Option<G>,
-    on_data: Box<dyn Fn(usize) + Send + Sync>,
+    on_data: F,
 }
 
-impl<B, G> Tracked<B, G> {
+impl<B, G, F: Fn(usize)> Tracked<B, G, F> {
     /// Wraps `inner`.
-    pub fn new(inner: B, guard: G, on_data: impl Fn(usize) + Send + Sync + 'static) -> Self {
+    pub fn new(inner: B, guard: G, on_data: F) -> Self {
         Tracked {
             inner,
             guard: Some(guard),
-            on_data: Box::new(on_data),
+            on_data,
         }
     }
 }
 
-impl<B, G> Body for Tracked<B, G>
+impl<B, G, F> Body for Tracked<B, G, F>
 where
     B: Body<Data = Bytes> + Unpin,
     G: Unpin,
+    F: Fn(usize) + Unpin,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -210,6 +214,31 @@ mod tests {
         let open = Arc::new(AtomicUsize::new(1));
         let (_tx, ch) = ChannelBody::new(1);
         let body = Tracked::new(ch, Guard(open.clone()), |_| {});
+        drop(body);
+        assert_eq!(open.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn tracked_holds_every_guard_of_a_tuple_until_the_body_goes() {
+        // The agent's one wrapper holds the open-stream count and the connection slot.
+        let open = Arc::new(AtomicUsize::new(2));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let b2 = bytes.clone();
+        let (tx, ch) = ChannelBody::new(2);
+        let guards = (Guard(open.clone()), Some(Guard(open.clone())));
+        let mut body = Tracked::new(ch, guards, move |n| {
+            b2.fetch_add(n, Ordering::SeqCst);
+        });
+        tx.send(Bytes::from_static(b"abc")).await.unwrap();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.data_ref().map(|d| d.len()), Some(3));
+        assert_eq!(bytes.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            open.load(Ordering::SeqCst),
+            2,
+            "held while the body is open"
+        );
+        // Cancelled mid-body (the stub reset the stream): both are released.
         drop(body);
         assert_eq!(open.load(Ordering::SeqCst), 0);
     }

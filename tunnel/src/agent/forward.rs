@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -124,12 +126,21 @@ impl Forwarder {
             audit_id = req.headers().get("audit-id").and_then(|v| v.to_str().ok()).unwrap_or(""),
         );
         let started = Instant::now();
-        let open = OpenStream::new(&self.metrics.open_streams);
-        let resp = match self.forward(req, carrier).instrument(span.clone()).await {
+        // The stream stays open until its response body ends (or the stub resets it):
+        // whichever path builds the body moves this guard into it, so each response
+        // body is wrapped once.
+        let mut open = Some(OpenStream::new(&self.metrics.open_streams));
+        let resp = match self
+            .forward(req, carrier, &mut open)
+            .instrument(span.clone())
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => {
                 span.in_scope(|| tracing::warn!(error = %e, "cannot forward to the API server"));
+                // The error answer's body holds the guard the other paths did not take.
                 e.into_response()
+                    .map(|b| body::boxed(Tracked::new(b, open.take(), |_| {})))
             }
         };
         self.metrics
@@ -139,14 +150,16 @@ impl Forwarder {
             .requests
             .with_label_values(&[resp.status().as_str()])
             .inc();
-        // The stream stays open until its response body ends (or the stub resets it).
-        resp.map(|b| body::boxed(Tracked::new(b, open, |_| {})))
+        resp
     }
 
+    /// Forwards `req`. Every response it returns holds `open` (taken out of the
+    /// option) in its body; on an error `open` is left for the error answer.
     async fn forward(
         &self,
         req: Request<Incoming>,
         carrier: Carrier,
+        open: &mut Option<OpenStream>,
     ) -> Result<Response<TunnelBody>, ForwardError> {
         let (mut parts, body) = req.into_parts();
         let identity = protocol::decode_identity(&parts.headers)?;
@@ -177,7 +190,9 @@ impl Forwarder {
                 let (resp, slot) = self.upstream.send(out).await?;
                 let (mut rparts, rbody) = resp.into_parts();
                 protocol::strip_hop_by_hop(&mut rparts.headers);
-                let rbody = Tracked::new(rbody, slot, |_| {});
+                // The one wrapper of the API server's body: it holds the connection
+                // slot and the open-stream count until the body ends or is dropped.
+                let rbody = Tracked::new(rbody, (slot, open.take()), |_| {});
                 let rbody = match carrier {
                     Carrier::Stream => body::boxed(rbody),
                     // An error reading it is passed on as the body's, as on a stream.
@@ -187,7 +202,7 @@ impl Forwarder {
             }
             // Boxed: the rare upgrade path would otherwise double the size of every
             // stream's future, which is moved on each spawn.
-            Some(proto) => Box::pin(self.forward_upgrade(parts, body, path, proto)).await,
+            Some(proto) => Box::pin(self.forward_upgrade(parts, body, path, proto, open)).await,
         }
     }
 
@@ -197,6 +212,7 @@ impl Forwarder {
         from_stub: Incoming,
         path: String,
         proto: HeaderValue,
+        open: &mut Option<OpenStream>,
     ) -> Result<Response<TunnelBody>, ForwardError> {
         let host = self
             .upstream
@@ -223,6 +239,7 @@ impl Forwarder {
             tracing::debug!(status = %resp.status(), "API server refused the upgrade");
             let (mut rparts, rbody) = resp.into_parts();
             protocol::strip_hop_by_hop(&mut rparts.headers);
+            let rbody = Tracked::new(rbody, open.take(), |_| {});
             return Ok(Response::from_parts(rparts, body::boxed(rbody)));
         }
         let accepted = resp
@@ -256,6 +273,8 @@ impl Forwarder {
             }
             .in_current_span(),
         );
+        // Open until the splice ends and drops the channel's sender.
+        let channel = Tracked::new(channel, open.take(), |_| {});
         Ok(Response::from_parts(rparts, body::boxed(channel)))
     }
 }
@@ -281,13 +300,13 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
-    fn into_response(self) -> Response<TunnelBody> {
+    fn into_response(self) -> Response<Full<Bytes>> {
         let code = match self {
             ForwardError::Protocol(_) | ForwardError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ForwardError::Identity(_) => StatusCode::FORBIDDEN,
             ForwardError::Token(_) | ForwardError::Upstream(_) => StatusCode::BAD_GATEWAY,
         };
         let msg = format!("causeway agent: {self}");
-        crate::status::status_response(code, crate::status::reason_for(code), &msg).map(body::boxed)
+        crate::status::status_response(code, crate::status::reason_for(code), &msg)
     }
 }

@@ -5,6 +5,7 @@
 //! a test server): ordinary requests then use a keep-alive pool of HTTP/1.1
 //! connections. The agent's ServiceAccount token never crosses a network in clear.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,11 +20,30 @@ use rustls::pki_types::CertificateDer;
 use crate::body::TunnelBody;
 use crate::transport::{self, TransportError};
 
-/// Streams per HTTP/2 connection to the API server before another is opened. It must
-/// stay below the server's SETTINGS_MAX_CONCURRENT_STREAMS (measured: 100 on the
-/// testbed's kube-apiserver 1.36 with default flags): beyond it, new streams queue
-/// behind watches that hold theirs for minutes.
-pub const STREAMS_PER_CONNECTION: usize = 90;
+/// The stream limit assumed for an HTTP/2 connection to the API server until its
+/// SETTINGS frame arrives, and when that frame sets no limit (RFC 9113 §6.5.2: then
+/// unlimited). It is kube-apiserver's default (`--http2-max-streams-per-connection`
+/// unset: 100, measured on the testbed's kube-apiserver 1.36).
+pub const DEFAULT_MAX_STREAMS: usize = 100;
+
+/// Streams the pool puts on one HTTP/2 connection before it opens another, for a
+/// server that allows `advertised` concurrent streams (its
+/// SETTINGS_MAX_CONCURRENT_STREAMS, read by h2 and followed when it changes).
+///
+/// It stays a tenth below the limit (at least one stream): the pool counts a stream
+/// until its response body ends, h2 until both directions are closed and any reset is
+/// sent, so at the very limit a new stream could wait in h2's pending-open queue
+/// behind watches that hold theirs for minutes. 100 gives 90, as before the limit was
+/// read.
+pub fn streams_per_connection(advertised: usize) -> usize {
+    // h2 reports usize::MAX when the server's SETTINGS carry no limit.
+    let limit = if advertised > u32::MAX as usize {
+        DEFAULT_MAX_STREAMS
+    } else {
+        advertised
+    };
+    limit.saturating_sub((limit / 10).max(1)).max(1)
+}
 
 /// Where the local API server is and how to reach it.
 #[derive(Clone)]
@@ -201,6 +221,16 @@ pub enum UpstreamError {
 struct Conn {
     sender: SendRequest<TunnelBody>,
     in_flight: Arc<AtomicUsize>,
+    /// The server's current SETTINGS_MAX_CONCURRENT_STREAMS for this connection,
+    /// stored by the task driving it after each poll.
+    max_streams: Arc<AtomicUsize>,
+}
+
+impl Conn {
+    fn has_room(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed)
+            < streams_per_connection(self.max_streams.load(Ordering::Relaxed))
+    }
 }
 
 /// Releases one stream slot of an upstream connection when dropped.
@@ -281,7 +311,7 @@ impl Upstream {
         pool.retain(|c| !c.sender.is_closed());
         let best = pool
             .iter()
-            .filter(|c| c.in_flight.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION)
+            .filter(|c| c.has_room())
             .min_by_key(|c| c.in_flight.load(Ordering::Relaxed))?;
         best.in_flight.fetch_add(1, Ordering::Relaxed);
         Some((best.sender.clone(), Slot(Some(best.in_flight.clone()))))
@@ -321,10 +351,30 @@ impl Upstream {
             .initial_connection_window_size(crate::protocol::SESSION_WINDOW)
             .keep_alive_interval(std::time::Duration::from_secs(30))
             .keep_alive_timeout(std::time::Duration::from_secs(20))
+            .initial_max_send_streams(DEFAULT_MAX_STREAMS)
             .handshake(TokioIo::new(tls))
             .await?;
+        // hyper exposes the server's SETTINGS_MAX_CONCURRENT_STREAMS on the connection
+        // future only (`Connection::current_max_send_streams`, h2's count): the task
+        // driving it copies it out after every poll, which is when a SETTINGS frame
+        // can have been read. Until the first one arrives it reads DEFAULT_MAX_STREAMS.
+        let max_streams = Arc::new(AtomicUsize::new(DEFAULT_MAX_STREAMS));
+        let seen = max_streams.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = std::future::poll_fn(|cx| {
+                let polled = conn.as_mut().poll(cx);
+                let now = conn.current_max_send_streams();
+                if seen.swap(now, Ordering::Relaxed) != now {
+                    tracing::debug!(
+                        max_concurrent_streams = now,
+                        "API server stream limit for this connection"
+                    );
+                }
+                polled
+            })
+            .await;
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "API server connection ended");
             }
         });
@@ -336,6 +386,7 @@ impl Upstream {
             .push(Conn {
                 sender: sender.clone(),
                 in_flight,
+                max_streams,
             });
         Ok((sender, slot))
     }
@@ -395,6 +446,152 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::ChannelBody;
+    use crate::pki::{self, Ca};
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    #[test]
+    fn streams_per_connection_stays_a_tenth_below_the_advertised_limit() {
+        for (advertised, per_connection) in [
+            (100, 90),
+            (250, 225),
+            (1000, 900),
+            (20, 18),
+            (10, 9),
+            (4, 3),
+            (2, 1),
+            (1, 1),
+            // A server that allows no streams now still gets one try (it refuses it).
+            (0, 1),
+            // No limit in the server's SETTINGS (h2 reports usize::MAX): the default.
+            (usize::MAX, 90),
+        ] {
+            assert_eq!(
+                streams_per_connection(advertised),
+                per_connection,
+                "{advertised}"
+            );
+        }
+    }
+
+    /// A TLS HTTP/2 server advertising `max_streams`, whose responses stay open (their
+    /// body senders are kept) until the returned senders are dropped.
+    async fn holding_server(
+        max_streams: u32,
+    ) -> (
+        UpstreamConfig,
+        Arc<Mutex<Vec<tokio::sync::mpsc::Sender<Bytes>>>>,
+    ) {
+        let ca = Ca::generate().expect("a fresh CA generates");
+        let cert = ca
+            .issue_server(&["localhost".into()], Duration::from_secs(3600))
+            .expect("the CA issues a server certificate");
+        let mut tls = rustls::ServerConfig::builder_with_provider(pki::provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                pki::parse_cert_pem(&cert.cert_pem).expect("the issued certificate parses"),
+                pki::parse_key_pem(cert.key_pem.expose()).expect("the issued key parses"),
+            )
+            .expect("the issued certificate matches its key");
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let held2 = held.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, held) = (acceptor.clone(), held2.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let (tx, body) = ChannelBody::new(1);
+                        held.lock().unwrap_or_else(PoisonError::into_inner).push(tx);
+                        async move { Ok::<_, std::convert::Infallible>(Response::new(body)) }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .max_concurrent_streams(max_streams)
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(ca.cert_der().clone())
+            .expect("the CA's own certificate is a valid root");
+        let config = UpstreamConfig {
+            addr: addr.to_string(),
+            server_name: "localhost".into(),
+            base: format!("https://{addr}")
+                .parse()
+                .expect("an https URL of a socket address parses"),
+            roots: Arc::new(roots),
+        };
+        (config, held)
+    }
+
+    /// Opens `n` streams that stay open; returns them with the connection count after
+    /// each.
+    async fn open_streams(
+        up: &Upstream,
+        n: usize,
+        open: &mut Vec<(Response<Incoming>, Slot)>,
+    ) -> Vec<usize> {
+        let mut conns = Vec::new();
+        for _ in 0..n {
+            let req = Request::get(format!("{}/watch", up.base()))
+                .version(http::Version::HTTP_2)
+                .body(crate::body::empty())
+                .expect("a GET with an absolute URI builds");
+            let sent = tokio::time::timeout(Duration::from_secs(10), up.send(req))
+                .await
+                .expect("the server answers within 10 s (no stream waits for a slot)")
+                .expect("the request reaches the server");
+            open.push(sent);
+            conns.push(up.connections());
+        }
+        conns
+    }
+
+    #[tokio::test]
+    async fn a_connection_carries_what_the_server_advertises_less_a_tenth() {
+        for (advertised, per_connection) in [(4u32, 3usize), (20, 18), (150, 135)] {
+            let (config, _held) = holding_server(advertised).await;
+            let up = Upstream::new(config).expect("the client builds");
+            let mut open = Vec::new();
+            let conns = open_streams(&up, per_connection, &mut open).await;
+            assert!(
+                conns.iter().all(|&c| c == 1),
+                "{advertised}: first {per_connection} streams on one connection: {conns:?}"
+            );
+            let conns = open_streams(&up, per_connection, &mut open).await;
+            assert_eq!(
+                conns[0],
+                2,
+                "{advertised}: stream {} opens a second connection",
+                per_connection + 1
+            );
+            assert!(
+                conns.iter().all(|&c| c == 2),
+                "{advertised}: the second connection fills up too: {conns:?}"
+            );
+            // A stream that ends gives its slot back: the next one reuses it, the one
+            // after opens a third connection.
+            drop(open.swap_remove(0));
+            let conns = open_streams(&up, 2, &mut open).await;
+            assert_eq!(conns, vec![2, 3], "{advertised}: a freed slot is reused");
+        }
+    }
 
     async fn config_for(server: &str) -> Result<UpstreamConfig, UpstreamConfigError> {
         let dir = tempfile::tempdir().unwrap();
