@@ -19,7 +19,10 @@ pub const AGENT_SESSIONS: &str = "causeway_tunnel_agent_sessions";
 pub const OPEN_STREAMS: &str = "causeway_tunnel_open_streams";
 /// Body bytes carried, by cluster and direction (`up` = to the cluster, `down`).
 pub const BYTES_TOTAL: &str = "causeway_tunnel_bytes_total";
-/// Requests retried on another session because the first never left.
+/// Requests sent again, by cluster and outcome: `not_sent` (the session closed before
+/// the request left; another session took it), `answered` / `failed` (an idempotent
+/// request lost with its agent's connection before any response header, sent once more
+/// away from that agent), `no_connection` (no other connection to send it to).
 pub const RETRIES_TOTAL: &str = "causeway_tunnel_retries_total";
 /// Requests sent over a data connection instead of a session stream.
 pub const DATA_REQUESTS_TOTAL: &str = "causeway_tunnel_data_connection_requests_total";
@@ -102,8 +105,8 @@ impl Metrics {
             ),
             retries: r.counter_vec(
                 RETRIES_TOTAL,
-                "Requests retried on another agent session.",
-                &["cluster"],
+                "Requests sent again on another connection, by cluster and outcome.",
+                &["cluster", "outcome"],
             ),
             active: r.gauge(ACTIVE, "1 while this stub serves users."),
             data_requests: r.counter(

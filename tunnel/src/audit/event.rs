@@ -17,6 +17,11 @@ use crate::identity::Identity;
 
 /// The annotation naming the cluster a request went to.
 pub const CLUSTER_ANNOTATION: &str = "causeway.dev/cluster";
+/// The annotation naming the agent (certificate serial) whose connection died with a
+/// request before any response header, when the stub retried it.
+pub const RETRIED_FROM_ANNOTATION: &str = "causeway.dev/retried-from-agent";
+/// The annotation naming the agent the retry went to (absent: none could take it).
+pub const RETRIED_ON_ANNOTATION: &str = "causeway.dev/retried-on-agent";
 /// The `Audit-ID` request/response header.
 pub const AUDIT_ID_HEADER: &str = "audit-id";
 /// Longest `Audit-ID` kept from a client.
@@ -218,6 +223,17 @@ impl AuditEvent {
     pub fn set_cluster(&mut self, cluster: &ClusterId) {
         self.annotations
             .insert(CLUSTER_ANNOTATION.to_owned(), cluster.to_string());
+    }
+
+    /// Records a retry: the request was lost with agent `from`'s connection and sent
+    /// again to agent `on` (`None`: no connection could take it).
+    pub fn set_retry(&mut self, from: &str, on: Option<&str>) {
+        self.annotations
+            .insert(RETRIED_FROM_ANNOTATION.to_owned(), from.to_owned());
+        if let Some(on) = on {
+            self.annotations
+                .insert(RETRIED_ON_ANNOTATION.to_owned(), on.to_owned());
+        }
     }
 
     /// Sets the client address and `User-Agent` (taken from `headers`, truncated to 256

@@ -1,5 +1,6 @@
-//! One session: the stub's HTTP/2 client handle over an agent's connection, with
-//! the count of streams in flight used for balancing.
+//! One session: the stub's HTTP/2 client handle over an agent's connection, tagged
+//! with the [`AgentId`] that owns it, with the count of streams in flight used for
+//! balancing.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,12 +25,39 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// A session whose ping is not answered within this time is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The agent that owns a connection (a session or a data connection): the serial
+/// number of its certificate, lower-case hex. Every connection one agent dials carries
+/// the same one, so a request lost with one of them can be retried away from all of
+/// them. Agents that share one enrolled certificate (an identity Secret) share it too.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AgentId(Arc<str>);
+
+impl AgentId {
+    /// The agent whose certificate has serial number `serial`.
+    pub fn new(serial: &str) -> Self {
+        AgentId(Arc::from(serial))
+    }
+
+    /// The serial number.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AgentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The stub's end of one agent connection.
 pub struct Session {
-    /// Unique within this stub process.
+    /// Unique within this stub process (shared with data connections' IDs).
     pub id: u64,
     /// The cluster the agent's certificate is bound to.
     pub cluster: ClusterId,
+    /// The agent that dialled it.
+    pub agent: AgentId,
     /// The agent's address, for logs.
     pub peer: SocketAddr,
     sender: SendRequest<TunnelBody>,
@@ -72,6 +100,7 @@ impl Session {
     pub async fn handshake<I>(
         id: u64,
         cluster: ClusterId,
+        agent: AgentId,
         peer: SocketAddr,
         io: I,
     ) -> Result<(Arc<Session>, SessionConnection), hyper::Error>
@@ -92,6 +121,7 @@ impl Session {
         let session = Arc::new(Session {
             id,
             cluster,
+            agent,
             peer,
             sender,
             in_flight: Arc::new(AtomicUsize::new(0)),

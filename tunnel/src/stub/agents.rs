@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::state::StubState;
 use crate::mux::Session;
+use crate::mux::session::AgentId;
 use crate::transport;
 
 /// Accepts agent connections until `shutdown`.
@@ -59,20 +60,32 @@ async fn session(
         tracing::warn!(%cluster, %peer, %reason, "refused a session");
         return;
     }
+    // Every connection is tagged with the agent that dialled it (its certificate's
+    // serial), so a request lost with one can be retried on another agent.
+    let agent = match crate::pki::cert_serial(&cert) {
+        Ok(serial) => AgentId::new(&serial),
+        Err(e) => {
+            tracing::warn!(error = %e, %peer, "refused a session: no certificate serial");
+            return;
+        }
+    };
+    let id = shared.registry.next_id();
     match transport::alpn(&tls).as_deref() {
         Some(crate::protocol::ALPN_TUNNEL) => {}
         Some(crate::protocol::ALPN_DATA) => {
-            return super::data::serve(shared.data.clone(), cluster, tls, peer, shutdown).await;
+            let tag = super::data::ConnTag { id, agent };
+            return super::data::serve(shared.data.clone(), cluster, tag, tls, peer, shutdown)
+                .await;
         }
         _ => {
             tracing::warn!(%cluster, %peer, "refused a session: ALPN is not causeway-tunnel/1");
             return;
         }
     }
-    let id = shared.registry.next_id();
-    let span = tracing::info_span!("tunnel.session", session = id, %cluster, %peer);
+    let span = tracing::info_span!("tunnel.session", session = id, %cluster, %agent, %peer);
     async move {
-        let (session, conn) = match Session::handshake(id, cluster.clone(), peer, tls).await {
+        let (session, conn) = match Session::handshake(id, cluster.clone(), agent, peer, tls).await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "session handshake failed");

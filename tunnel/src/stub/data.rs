@@ -2,7 +2,8 @@
 //! [`crate::protocol::ALPN_DATA`]) kept idle per cluster, each carrying one ordinary
 //! request at a time. A connection leaves the pool for a request and comes back
 //! only when the response body ended cleanly; any other ending drops it, which
-//! closes it, and the agent dials another.
+//! closes it, and the agent dials another. Each connection carries the [`ConnTag`] of
+//! the agent that dialled it, so a retry can keep away from that agent.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,27 +21,44 @@ use prometheus::IntGauge;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use super::registry::Avoid;
 use crate::body::TunnelBody;
+use crate::mux::session::AgentId;
 use crate::transport;
 
 /// Most idle data connections kept per cluster; more are closed.
 pub const MAX_IDLE_PER_CLUSTER: usize = 256;
 
+/// Which connection a data connection is, and whose.
+#[derive(Clone, Debug)]
+pub struct ConnTag {
+    /// Unique within this stub process (drawn from the registry's session IDs).
+    pub id: u64,
+    /// The agent that dialled it.
+    pub agent: AgentId,
+}
+
+struct Idle {
+    conn: SendRequest<TunnelBody>,
+    tag: ConnTag,
+}
+
 /// Idle data connections by cluster.
 #[derive(Clone)]
 pub struct DataPool {
-    idle: Arc<Mutex<HashMap<ClusterId, Vec<SendRequest<TunnelBody>>>>>,
+    idle: Arc<Mutex<HashMap<ClusterId, Vec<Idle>>>>,
     gauge: IntGauge,
 }
 
 /// What happened to a request offered to the pool.
 pub enum DataSent {
-    /// Answered; the connection goes back to the pool when `body` ends cleanly.
-    Response(Response<Returning>),
+    /// Answered over the connection `ConnTag`; it goes back to the pool when the body
+    /// ends cleanly.
+    Response(Response<Returning>, ConnTag),
     /// No idle data connection could take it; the request is intact.
     NotSent(Request<TunnelBody>),
-    /// Sent (maybe partly) and then failed.
-    Failed(hyper::Error),
+    /// Sent (maybe partly) over the connection `ConnTag` and then failed.
+    Failed(hyper::Error, ConnTag),
 }
 
 impl DataPool {
@@ -54,26 +72,31 @@ impl DataPool {
 
     /// Adds an idle connection of `cluster` (dropped, so closed, if the pool is full
     /// or the connection is closing).
-    pub fn put(&self, cluster: &ClusterId, conn: SendRequest<TunnelBody>) {
+    pub fn put(&self, cluster: &ClusterId, conn: SendRequest<TunnelBody>, tag: ConnTag) {
         if conn.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.entry(cluster.clone()).or_default();
         if list.len() < MAX_IDLE_PER_CLUSTER {
-            list.push(conn);
+            list.push(Idle { conn, tag });
             self.gauge.inc();
         }
     }
 
-    /// Takes the most recently returned idle connection of `cluster`.
-    fn take(&self, cluster: &ClusterId) -> Option<SendRequest<TunnelBody>> {
+    /// Takes the most recently returned idle connection of `cluster` that `avoid`
+    /// allows (closed ones met on the way are dropped).
+    fn take(&self, cluster: &ClusterId, avoid: &Avoid) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(cluster)?;
-        while let Some(conn) = list.pop() {
+        while let Some(pos) = list
+            .iter()
+            .rposition(|i| avoid.allows(i.tag.id, &i.tag.agent))
+        {
+            let i = list.remove(pos);
             self.gauge.dec();
-            if !conn.is_closed() {
-                return Some(conn);
+            if !i.conn.is_closed() {
+                return Some(i);
             }
         }
         None
@@ -85,7 +108,7 @@ impl DataPool {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(list) = idle.get_mut(cluster) {
             let before = list.len();
-            list.retain(|c| !c.is_closed());
+            list.retain(|i| !i.conn.is_closed());
             self.gauge.sub((before - list.len()) as i64);
             if list.is_empty() {
                 idle.remove(cluster);
@@ -99,10 +122,16 @@ impl DataPool {
         idle.get(cluster).map_or(0, Vec::len)
     }
 
-    /// Sends `req` (HTTP/1.1, absolute URI) over an idle data connection of `cluster`.
-    pub async fn send(&self, cluster: &ClusterId, mut req: Request<TunnelBody>) -> DataSent {
+    /// Sends `req` (HTTP/1.1, absolute URI) over an idle data connection of `cluster`
+    /// that `avoid` allows.
+    pub async fn send(
+        &self,
+        cluster: &ClusterId,
+        mut req: Request<TunnelBody>,
+        avoid: &Avoid,
+    ) -> DataSent {
         loop {
-            let Some(mut conn) = self.take(cluster) else {
+            let Some(Idle { mut conn, tag }) = self.take(cluster, avoid) else {
                 return DataSent::NotSent(req);
             };
             if conn.ready().await.is_err() {
@@ -110,12 +139,19 @@ impl DataPool {
             }
             match conn.try_send_request(req).await {
                 Ok(resp) => {
-                    let back = (self.clone(), cluster.clone(), conn);
-                    return DataSent::Response(resp.map(|b| Returning::new(b, back)));
+                    let back = (
+                        self.clone(),
+                        cluster.clone(),
+                        Idle {
+                            conn,
+                            tag: tag.clone(),
+                        },
+                    );
+                    return DataSent::Response(resp.map(|b| Returning::new(b, back)), tag);
                 }
                 Err(mut e) => match e.take_message() {
                     Some(r) => req = r,
-                    None => return DataSent::Failed(e.into_error()),
+                    None => return DataSent::Failed(e.into_error(), tag),
                 },
             }
         }
@@ -126,11 +162,11 @@ impl DataPool {
 /// pool the moment the body has ended cleanly (and drops it otherwise).
 pub struct Returning {
     inner: Incoming,
-    back: Option<(DataPool, ClusterId, SendRequest<TunnelBody>)>,
+    back: Option<(DataPool, ClusterId, Idle)>,
 }
 
 impl Returning {
-    fn new(inner: Incoming, back: (DataPool, ClusterId, SendRequest<TunnelBody>)) -> Self {
+    fn new(inner: Incoming, back: (DataPool, ClusterId, Idle)) -> Self {
         let mut r = Returning {
             inner,
             back: Some(back),
@@ -143,8 +179,8 @@ impl Returning {
     }
 
     fn give_back(&mut self) {
-        if let Some((pool, cluster, conn)) = self.back.take() {
-            pool.put(&cluster, conn);
+        if let Some((pool, cluster, Idle { conn, tag })) = self.back.take() {
+            pool.put(&cluster, conn, tag);
         }
     }
 }
@@ -178,11 +214,13 @@ impl Body for Returning {
     }
 }
 
-/// Serves one accepted data connection of `cluster`: the stub becomes its HTTP/1.1
-/// client, the connection joins the pool, and this task drives it until it closes.
+/// Serves one accepted data connection of `cluster` dialled by the agent of `tag`: the
+/// stub becomes its HTTP/1.1 client, the connection joins the pool, and this task
+/// drives it until it closes.
 pub async fn serve(
     pool: DataPool,
     cluster: ClusterId,
+    tag: ConnTag,
     tls: TlsStream<transport::BufTcp>,
     peer: SocketAddr,
     shutdown: CancellationToken,
@@ -198,7 +236,7 @@ pub async fn serve(
             return;
         }
     };
-    pool.put(&cluster, sender);
+    pool.put(&cluster, sender, tag);
     tokio::select! {
         r = conn => {
             if let Err(e) = r {

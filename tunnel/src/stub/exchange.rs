@@ -17,6 +17,7 @@ use crate::audit::{AuditEvent, AuditLog, Stage};
 use crate::authz::Verb;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
+use crate::mux::session::AgentId;
 
 /// One request's record; see the module docs.
 pub struct Exchange {
@@ -76,6 +77,18 @@ impl Exchange {
         if known {
             self.cluster_label = Some(cluster.to_string());
         }
+    }
+
+    /// Records a retry in the audit event: the request was lost with a connection of
+    /// agent `from` before any response header and sent again to agent `on` (`None`:
+    /// no other connection could take it). Still one event per request.
+    pub fn set_retried(&mut self, from: &AgentId, on: Option<&AgentId>) {
+        self.event.set_retry(from.as_str(), on.map(AgentId::as_str));
+    }
+
+    /// Whether the response headers went out (nothing may be retried after that).
+    pub fn headers_sent(&self) -> bool {
+        self.headers_sent
     }
 
     /// Records a refusal by the stub.

@@ -138,7 +138,7 @@ pub async fn handle(
         // Not an upgrade and not long-running: a data connection may carry it.
         let short = upgrade.is_none() && !ex.is_long_running();
         // `upgrade` lives on: dropping its pipe would end the stream's body.
-        let routed = route::route(&shared, &target.cluster, req, short).await?;
+        let routed = route::route(&shared, &target.cluster, req, short, &mut ex).await?;
         Ok((routed, upgrade, bytes))
     }
     .instrument(span.clone())

@@ -1,4 +1,5 @@
-//! The registry of live sessions, per cluster, and the balancing choice.
+//! The registry of live sessions, per cluster, and the balancing choice; [`Avoid`]
+//! names the connections (and the agent) a request must keep away from.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,45 @@ use rand::Rng;
 
 use crate::metrics::Metrics;
 use crate::mux::Session;
+use crate::mux::session::AgentId;
+
+/// Connections a request may not be sent on: those already tried, and every
+/// connection of an agent that lost it.
+#[derive(Clone, Debug, Default)]
+pub struct Avoid {
+    /// Connection IDs (sessions or data connections) already tried.
+    pub conns: Vec<u64>,
+    /// An agent none of whose connections may be used.
+    pub agent: Option<AgentId>,
+}
+
+impl Avoid {
+    /// Nothing avoided.
+    pub fn none() -> Self {
+        Avoid::default()
+    }
+
+    /// Every connection of `agent`.
+    pub fn agent(agent: AgentId) -> Self {
+        Avoid {
+            conns: Vec::new(),
+            agent: Some(agent),
+        }
+    }
+
+    /// The one connection `id`.
+    pub fn conn(id: u64) -> Self {
+        Avoid {
+            conns: vec![id],
+            agent: None,
+        }
+    }
+
+    /// Whether connection `id` of `agent` may be used.
+    pub fn allows(&self, id: u64, agent: &AgentId) -> bool {
+        !self.conns.contains(&id) && self.agent.as_ref() != Some(agent)
+    }
+}
 
 /// Live sessions by cluster. Removal is instant: the task driving a session
 /// removes it the moment its connection ends.
@@ -86,14 +126,14 @@ impl Registry {
         v
     }
 
-    /// Picks a session of `cluster` not in `tried`, by the power of two random
-    /// choices: draw two, keep the one with fewer streams in flight.
-    pub fn pick(&self, cluster: &ClusterId, tried: &[u64]) -> Option<Arc<Session>> {
+    /// Picks a live session of `cluster` that `avoid` allows, by the power of two
+    /// random choices: draw two, keep the one with fewer streams in flight.
+    pub fn pick(&self, cluster: &ClusterId, avoid: &Avoid) -> Option<Arc<Session>> {
         let map = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
         let live: Vec<&Arc<Session>> = map
             .get(cluster)?
             .iter()
-            .filter(|s| !s.is_closed() && !tried.contains(&s.id))
+            .filter(|s| !s.is_closed() && avoid.allows(s.id, &s.agent))
             .collect();
         match live.len() {
             0 => None,
@@ -116,5 +156,23 @@ impl Registry {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avoid_keeps_away_from_tried_connections_and_the_lost_agent() {
+        let (a, b) = (AgentId::new("1a"), AgentId::new("2b"));
+        assert!(Avoid::none().allows(1, &a));
+        let lost = Avoid::agent(a.clone());
+        assert!(!lost.allows(1, &a) && !lost.allows(7, &a));
+        assert!(lost.allows(1, &b));
+        let mut tried = Avoid::conn(3);
+        assert!(!tried.allows(3, &b) && tried.allows(4, &a));
+        tried.agent = Some(b.clone());
+        assert!(!tried.allows(4, &b) && !tried.allows(3, &a) && tried.allows(4, &a));
     }
 }
