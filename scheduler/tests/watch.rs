@@ -81,6 +81,7 @@ impl Tunnel {
             audit: None,
             lease: None,
             handshakes: Default::default(),
+            latency_reports: None,
         };
         let stop = CancellationToken::new();
         tokio::spawn(causeway_tunnel::stub::run(config, stop.clone()));

@@ -67,6 +67,23 @@ pub struct Args {
     /// are reset [default: 64].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_pending_handshakes_per_source: Option<u64>,
+    /// Measured latency: the active stub polls every agent run with --probe-config and
+    /// posts its smoothed RTTs to this causeway dns API (`POST /v1/latency`) as prober
+    /// CLUSTER/NAME, the cluster from the agent's certificate. http://HOST:PORT;
+    /// repeatable.
+    #[arg(long = "dns-url", value_name = "URL")]
+    dns_url: Vec<causeway_tunnel::stub::latency::DnsUrl>,
+    /// Time between two polls of the agents' probers (one small request per cluster).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = report_interval)]
+    dns_report_interval: std::time::Duration,
+}
+
+fn report_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    Ok(d)
 }
 
 /// Runs `causeway stub`.
@@ -104,6 +121,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 args.config.display()
             ),
         }
+    }
+    if !args.dns_url.is_empty() {
+        config.latency_reports = Some(causeway_tunnel::stub::latency::LatencyReports {
+            dns: args.dns_url,
+            interval: args.dns_report_interval,
+        });
     }
     if args.validate {
         println!("{}: ok", args.config.display());

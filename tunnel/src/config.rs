@@ -145,6 +145,8 @@ pub struct StubConfig {
     /// Bounds on the TLS handshakes in progress, for each of the users' and the agents'
     /// listeners (`spec.handshakes`).
     pub handshakes: crate::transport::HandshakeLimits,
+    /// Measured latency: report agents' probers to dns (`--dns-url`; not in the file).
+    pub latency_reports: Option<crate::stub::latency::LatencyReports>,
 }
 
 /// Where the audit log goes.
@@ -293,10 +295,7 @@ impl OneDocumentFile for StubConfig {
                 return Err(doc.error("spec.handshakes.maxPending", "must be at least 1"));
             }
             if handshakes.max_pending_per_source == 0 {
-                return Err(doc.error(
-                    "spec.handshakes.maxPendingPerSource",
-                    "must be at least 1",
-                ));
+                return Err(doc.error("spec.handshakes.maxPendingPerSource", "must be at least 1"));
             }
         }
         Ok(StubConfig {
@@ -311,6 +310,7 @@ impl OneDocumentFile for StubConfig {
             audit,
             lease,
             handshakes,
+            latency_reports: None,
         })
     }
 }
@@ -345,10 +345,7 @@ spec:
     #[test]
     fn handshake_limits_default_and_parse() {
         let c = StubConfig::parse(GOOD, Path::new("x.yaml")).unwrap();
-        assert_eq!(
-            c.handshakes,
-            crate::transport::HandshakeLimits::default()
-        );
+        assert_eq!(c.handshakes, crate::transport::HandshakeLimits::default());
         let text = format!("{GOOD}  handshakes: {{timeoutSeconds: 3, maxPending: 100}}\n");
         let c = StubConfig::parse(&text, Path::new("x.yaml")).unwrap();
         assert_eq!(c.handshakes.timeout, Duration::from_secs(3));
@@ -361,7 +358,10 @@ spec:
         for (bad, field) in [
             ("{timeoutSeconds: 0}", "spec.handshakes.timeoutSeconds"),
             ("{maxPending: 0}", "spec.handshakes.maxPending"),
-            ("{maxPendingPerSource: 0}", "spec.handshakes.maxPendingPerSource"),
+            (
+                "{maxPendingPerSource: 0}",
+                "spec.handshakes.maxPendingPerSource",
+            ),
             ("{maxPendings: 1}", "spec.handshakes.maxPendings"),
         ] {
             let text = format!("{GOOD}  handshakes: {bad}\n");

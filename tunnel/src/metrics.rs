@@ -35,6 +35,10 @@ pub const ACTIVE: &str = "causeway_tunnel_stub_active";
 pub const HANDSHAKES_REFUSED: &str = "causeway_tunnel_handshakes_refused_total";
 /// TLS handshakes in progress, by listener.
 pub const HANDSHAKES_IN_PROGRESS: &str = "causeway_tunnel_handshakes_in_progress";
+/// Reports of agents' measured latency to dns, by result (`ok`, `failed`).
+pub const LATENCY_REPORTS_TOTAL: &str = "causeway_tunnel_latency_reports_total";
+/// When the last latency report to dns succeeded, seconds since the epoch.
+pub const LATENCY_LAST_REPORT: &str = "causeway_tunnel_latency_last_report_timestamp_seconds";
 
 /// The stub's metric handles.
 pub struct Metrics {
@@ -63,6 +67,10 @@ pub struct Metrics {
     pub handshakes_refused: IntCounterVec,
     /// See [`HANDSHAKES_IN_PROGRESS`].
     pub handshakes_in_progress: IntGaugeVec,
+    /// See [`LATENCY_REPORTS_TOTAL`].
+    pub latency_reports: IntCounterVec,
+    /// See [`LATENCY_LAST_REPORT`].
+    pub latency_last_report: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -123,6 +131,15 @@ impl Metrics {
                 HANDSHAKES_IN_PROGRESS,
                 "TLS handshakes in progress, by listener.",
                 &["listener"],
+            ),
+            latency_reports: r.counter_vec(
+                LATENCY_REPORTS_TOTAL,
+                "Reports of agents' measured latency to dns, by result.",
+                &["result"],
+            ),
+            latency_last_report: r.gauge(
+                LATENCY_LAST_REPORT,
+                "When the last latency report to dns succeeded, seconds since the epoch.",
             ),
             registry: r,
         }

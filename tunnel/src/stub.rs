@@ -18,6 +18,7 @@ pub mod enrol;
 pub mod exchange;
 pub mod forward;
 pub mod gate;
+pub mod latency;
 pub mod listener;
 pub mod production;
 pub mod registry;
@@ -178,7 +179,8 @@ fn tls_server(
     let m = &shared.metrics;
     let gate = crate::transport::HandshakeGate::new(limits).with_metrics(
         m.handshakes_in_progress.with_label_values(&[name]),
-        m.handshakes_refused.with_label_values(&[name, "source_limit"]),
+        m.handshakes_refused
+            .with_label_values(&[name, "source_limit"]),
         m.handshakes_refused.with_label_values(&[name, "evicted"]),
     );
     crate::transport::TlsServer {
@@ -328,6 +330,13 @@ pub async fn run_with_hub(
         metrics: bind("metrics", config.listen_metrics).await?,
     };
     let handle = start_with_handshakes(parts, listeners, config.handshakes, shutdown.clone())?;
+    if let Some(reports) = config.latency_reports.clone() {
+        tokio::spawn(latency::run(
+            handle.shared.clone(),
+            reports,
+            shutdown.clone(),
+        ));
+    }
     let _production = match (hub, secret_state) {
         (Some(h), Some(state)) => Some(
             production::start(

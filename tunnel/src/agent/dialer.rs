@@ -105,40 +105,39 @@ pub async fn hold(
     loop {
         let started = Instant::now();
         let span = tracing::info_span!("tunnel.agent.session", stub = %target.addr, slot);
-        let attempt =
-            async {
-                let tls_stream = transport::connect_tls(
-                    &target.addr,
-                    &target.server_name,
-                    tls.clone(),
-                    transport::BULK_READ_BUFFER,
-                )
-                .await?;
-                tracing::info!(stub = %target.addr, slot, "session established");
-                let _up = super::metrics::OpenStream::new(&metrics.sessions);
-                // The data connections live exactly as long as this session.
-                let session_up = shutdown.child_token();
-                let _close_data = session_up.clone().drop_guard();
-                for i in 0..dialer.data_connections {
-                    tokio::spawn(
-                        hold_data(dialer.clone(), target.clone(), session_up.clone())
-                            .instrument(tracing::debug_span!("tunnel.agent.data", slot, i)),
-                    );
-                }
-                let (fwd, prober) = (forwarder.clone(), dialer.prober.clone());
-                let svc = service_fn(move |req| {
-                    let (fwd, prober) = (fwd.clone(), prober.clone());
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            super::prober::dispatch(prober, fwd, req, Carrier::Stream).await,
-                        )
-                    }
-                });
-                mux::session::serve(tls_stream, svc)
-                    .await
-                    .map_err(DialError::Session)
+        let attempt = async {
+            let tls_stream = transport::connect_tls(
+                &target.addr,
+                &target.server_name,
+                tls.clone(),
+                transport::BULK_READ_BUFFER,
+            )
+            .await?;
+            tracing::info!(stub = %target.addr, slot, "session established");
+            let _up = super::metrics::OpenStream::new(&metrics.sessions);
+            // The data connections live exactly as long as this session.
+            let session_up = shutdown.child_token();
+            let _close_data = session_up.clone().drop_guard();
+            for i in 0..dialer.data_connections {
+                tokio::spawn(
+                    hold_data(dialer.clone(), target.clone(), session_up.clone())
+                        .instrument(tracing::debug_span!("tunnel.agent.data", slot, i)),
+                );
             }
-            .instrument(span.clone());
+            let (fwd, prober) = (forwarder.clone(), dialer.prober.clone());
+            let svc = service_fn(move |req| {
+                let (fwd, prober) = (fwd.clone(), prober.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        super::prober::dispatch(prober, fwd, req, Carrier::Stream).await,
+                    )
+                }
+            });
+            mux::session::serve(tls_stream, svc)
+                .await
+                .map_err(DialError::Session)
+        }
+        .instrument(span.clone());
         let result = tokio::select! {
             r = attempt => r,
             () = shutdown.cancelled() => return,
