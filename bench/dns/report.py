@@ -29,7 +29,7 @@ def main():
     ap.add_argument("results")
     for k in ["stamp", "quick", "secs", "max-runs", "max-secs", "fix-secs", "mem-names",
               "mem-prefixes", "mem-ready", "mem-rss-idle", "mem-hwm", "causeway", "commit",
-              "knot", "dnsperf", "gdnsd", "miss-fraction", "miss-note", "only"]:
+              "knot", "dnsperf", "gdnsd", "miss-fraction", "miss-note", "miss-measured", "only"]:
         ap.add_argument("--" + k, default="–")
     a = ap.parse_args()
     rows = list(csv.DictReader(open(a.results), delimiter="\t"))
@@ -72,7 +72,11 @@ def main():
       "causeway instance; gdnsd serves `app` and `big` from one process, each a geoip `nets` map "
       "holding the same prefixes): 200,000 queries, each of the 100,000 /24s asked twice, "
       "about 100,000 queries apart, so causeway's per-worker reply caches mostly miss; "
-      f"expected miss fraction: {a.miss_note or '–'}")
+      f"expected miss fraction: {a.miss_note or '–'}. Measured: a uprobe on "
+      "`causeway_dns::answer::prepare` (one call per miss) counted with `perf stat` during "
+      "separate fixed-rate runs on a copy of the binary (scenario `miss-count`; their CPU "
+      "figures include the probe's traps and are not used): "
+      f"{a.miss_measured.strip() or 'not run (needs root, perf with uprobes)'}")
     p("- gdnsd's geoip plugin computes every answer (longest-prefix match in its merged nets "
       "tree, then the first datacenter of the list) and has no reply cache; causeway prepares "
       "the reply on a miss and serves repeats from the worker's cache. Both give the same A for "
@@ -143,7 +147,11 @@ def main():
     if m is not None or mg is not None:
         met = "–" if m is None or mg is None else ("yes" if m <= mg else f"no ({m / mg:.2f}×)")
         share = num(a.miss_fraction)
-        share = f"≈{share:.0%} reply-cache misses" if share is not None else "reply-cache misses"
+        share = f"≈{share:.0%} reply-cache misses simulated" if share is not None else "reply-cache misses"
+        measured = sorted(v for v in (num(x) for x in a.miss_measured.split()) if v is not None)
+        if measured:
+            share += (f", {statistics.median(measured):.0%} measured (median of "
+                      f"{', '.join(f'{v:.1%}' for v in measured)})")
         p(f"| miss-heavy ({share}): causeway CPU per answer ≤ gdnsd geoip's | "
           f"{fmt(m, 2)} µs vs {fmt(mg, 2)} µs = {ratio(m, mg)} (Knot's static answer to the same "
           f"bytes: {fmt(mk, 2)} µs) | {met} |")

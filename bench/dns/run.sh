@@ -67,7 +67,9 @@ if [ "$KNOT_ONLY" = 0 ]; then
 fi
 
 PIDS=()
+PROBED=0
 cleanup() {
+  [ "$PROBED" = 0 ] || perf probe -q -d 'probe_cwprobed:*' 2>/dev/null || true
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
@@ -340,12 +342,72 @@ cpu_rounds() {
   done
 }
 
+# count_misses: the MEASURED reply-cache miss fraction of the miss-heavy file. A copy of
+# the binary (so the probe touches no other causeway process on the machine) serves the
+# miss config; a uprobe on causeway_dns::answer::prepare (called once per cache miss)
+# is counted by `perf stat` during MAX_RUNS fixed-rate runs like the CPU ones: misses /
+# completed queries. The uprobe's trap makes these runs' CPU figures useless (their
+# scenario is miss-count, not miss-ecs). Needs root, perf with uprobes, nm and readelf;
+# skipped with a note otherwise. Sets MISS_MEASURED.
+MISS_MEASURED=-
+count_misses() {
+  local t bin="$WORK/cwprobed" off pid i n c out
+  for t in perf nm readelf; do
+    command -v "$t" >/dev/null || { echo "== miss count skipped: no $t" >&2; return 0; }
+  done
+  [ "$(id -u)" = 0 ] || { echo "== miss count skipped: needs root (uprobes)" >&2; return 0; }
+  cp "$CW_BIN" "$bin"
+  # The probe wants a file offset: the symbol's address minus its LOAD segment's
+  # (address - offset).
+  off=$(python3 - "$bin" <<'PY'
+import subprocess, sys
+b = sys.argv[1]
+sym = [l.split() for l in subprocess.run(["nm", b], capture_output=True, text=True).stdout.splitlines()]
+addr = [int(x[0], 16) for x in sym if len(x) == 3 and x[1] in "Tt" and "12causeway_dns6answer7prepare17h" in x[2]]
+segs = [l.split() for l in subprocess.run(["readelf", "-lW", b], capture_output=True, text=True).stdout.splitlines()
+        if l.split()[:1] == ["LOAD"]]
+for a in addr[:1]:
+    for _, o, v, _, fsz, *_ in segs:
+        o, v, fsz = int(o, 16), int(v, 16), int(fsz, 16)
+        if v <= a < v + fsz:
+            print(hex(a - v + o))
+PY
+)
+  [ -n "$off" ] || { echo "== miss count skipped: no causeway_dns::answer::prepare in $bin" >&2; return 0; }
+  perf probe -q -x "$bin" -a "cwprep=$off" >"$WORK/perf-probe.log" 2>&1 ||
+    { echo "== miss count skipped: perf probe failed: $(tail -1 "$WORK/perf-probe.log")" >&2; return 0; }
+  PROBED=1
+  kill "$MISS_PID" 2>/dev/null || true; wait "$MISS_PID" 2>/dev/null || true
+  "$bin" --log warn,causeway=info,causeway_dns=info dns --config "$WORK/causeway-miss.yaml" \
+    --listen $MISS_ADDR:$MISS_PORT --api-listen $MISS_API >"$WORK/cwprobed.log" 2>&1 &
+  pid=$!; PIDS+=("$pid")
+  wait_answer $MISS_ADDR $MISS_PORT www.svc.example. 120 || die "probed causeway does not answer"
+  echo "== measured miss fraction (uprobe on answer::prepare)" >&2
+  MISS_MEASURED=""
+  for ((i = 0; i < MAX_RUNS; i++)); do
+    out="$WORK/perf-stat-$i.txt"
+    perf stat -x, -e probe_cwprobed:cwprep -p "$pid" -o "$out" -- sleep $((FIX_SECS + 2)) &
+    local perf_pid=$!
+    sleep 0.5
+    measure miss-count causeway "$pid" $MISS_ADDR $MISS_PORT "$WORK/queries-miss-ecs.bin" unpinned $CPU_RATE $FIX_SECS
+    wait "$perf_pid" || true
+    n=$(awk -F, '/cwprep/ {print $1}' "$out")
+    c=$(tail -1 "$RESULTS" | cut -f7)
+    MISS_MEASURED+="$(awk -v n="${n:-0}" -v c="${c:-0}" 'BEGIN {if (c > 0) printf "%.3f ", n / c; else printf "- "}')"
+    echo "   misses $n / completed $c" >&2
+  done
+  perf probe -q -d 'probe_cwprobed:*' 2>/dev/null || true
+  PROBED=0
+  MISS_PID=$pid
+}
+
 START=$(date +%s)
 MEM_READY=- MEM_RSS_IDLE=- MEM_HWM=-
 [ "$ONLY" = gslb ] || run_point_set static "$WORK/queries.txt"
 run_point_set gslb-ecs "$WORK/queries-gslb-ecs.bin"
 [ "$KNOT_ONLY" = 1 ] || run_point_set miss-ecs "$WORK/queries-miss-ecs.bin"
 cpu_rounds
+[ "$KNOT_ONLY" = 1 ] || count_misses
 
 if [ "$KNOT_ONLY" = 0 ] && [ "$ONLY" = all ]; then
 # Zero loss at half the max rate (GSLB with ECS, unpinned): half of causeway's median max.
@@ -418,6 +480,7 @@ python3 "$HERE/report.py" "$RESULTS" \
   --gdnsd "$GD_VERSION" \
   --miss-fraction "$(sed -n 1p "$WORK/miss-fraction.txt" 2>/dev/null || true)" \
   --miss-note "$(sed -n 2p "$WORK/miss-fraction.txt" 2>/dev/null || true)" \
+  --miss-measured "$MISS_MEASURED" \
   --only "$ONLY" \
   >"$REPORT"
 cp "$RESULTS" "${REPORT%.md}.tsv"
