@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/dns/run.sh: dnsperf against causeway, Knot and gdnsd serving the same zone, in the same run.
 #
-# Usage: bench/dns/run.sh [--quick] [--no-build] [--keep] [--knot-only] [--only gslb]
+# Usage: bench/dns/run.sh [--quick] [--no-build] [--keep] [--knot-only] [--only gslb] [--runs N]
 #   --quick     ~5 minutes: 1 short run per point instead of 3 x 15 s (full: ~18 minutes)
 #   --no-build  use target/release/causeway as it is
 #   --keep      keep the work directory (configs, logs, raw dnsperf output)
@@ -9,12 +9,13 @@
 #   --only gslb only the GSLB comparison: unpinned max rate for gslb-ecs and miss-ecs, the
 #               CPU-per-answer rounds (static, gslb-ecs, miss-ecs); no pinned/latency,
 #               zero-loss, memory or signed runs (quick ~2 minutes, full ~10 minutes)
+#   --runs N    N runs per max-rate and CPU point instead of 3 (quick: 1); the median is shown
 #
 # Method: /work/shared/peer-baselines.md §1 (same zone, same query mix, same dnsperf flags).
 # Writes a markdown report to bench/out/dns-<UTC date>.md and prints it. See bench/dns/README.md.
 set -euo pipefail
 
-QUICK=0 BUILD=1 KEEP=0 KNOT_ONLY=0 ONLY=all
+QUICK=0 BUILD=1 KEEP=0 KNOT_ONLY=0 ONLY=all RUNS=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -24,7 +25,10 @@ while [ $# -gt 0 ]; do
     --only)
       [ "${2:-}" = gslb ] || { echo "--only takes: gslb" >&2; exit 2; }
       ONLY=gslb; shift ;;
-    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+    --runs)
+      case "${2:-}" in [1-9] | [1-9][0-9]) RUNS=$2 ;; *) echo "--runs takes 1..99" >&2; exit 2 ;; esac
+      shift ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -50,6 +54,7 @@ if [ "$QUICK" = 1 ]; then
 else
   MAX_RUNS=3 MAX_SECS=15 FIX_SECS=10
 fi
+[ -z "$RUNS" ] || MAX_RUNS=$RUNS
 CPU_RATE=50000   # fixed rate for CPU µs per query (peer-baselines: 50k, unpinned)
 LAT_RATE=20000   # fixed rate for latency percentiles (peer-baselines: 20k, pinned)
 MEM_NAMES=10000 MEM_PREFIXES=100000
