@@ -12,6 +12,8 @@
 //! (as Knot, NSD and BIND add them); CHAOS-class identity (`id.server.`,
 //! `hostname.bind.`, `version.bind.`, `version.server.`) when configured, else REFUSED.
 
+use std::collections::HashMap;
+
 use hickory_proto::op::{Message, OpCode, Query as HQuery, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -69,6 +71,29 @@ impl Prepared {
             for c in self.answer_counters.iter() {
                 c.inc_by(n);
             }
+        }
+    }
+}
+
+/// The counters prepared replies count into, looked up once per worker and snapshot
+/// generation rather than once per reply (`with_label_values` hashes every label).
+#[derive(Default)]
+pub struct CounterCache {
+    generation: u64,
+    /// (GSLB id, QTYPE) → the NOERROR query counter of the name's zone.
+    gslb_queries: HashMap<(usize, u16), IntCounter>,
+    /// (GSLB id, target index) → answers of the target's cluster under the name's policy.
+    answers: HashMap<(usize, usize), IntCounter>,
+}
+
+impl CounterCache {
+    /// Forgets the counters when `generation` is not the one they were looked up for
+    /// (GSLB ids and target indexes are a snapshot's).
+    pub fn reset_for(&mut self, generation: u64) {
+        if self.generation != generation {
+            self.gslb_queries.clear();
+            self.answers.clear();
+            self.generation = generation;
         }
     }
 }
@@ -149,8 +174,32 @@ const CLASS_ANY: u16 = 255;
 /// Prepares the reply to (`qname` lower-case wire, `qtype`, `qclass`) for `client`;
 /// `identity` answers CHAOS-class queries. `sigs` is given when the query has the DO
 /// bit: in a signed zone the reply then carries RRSIGs and compact denial (RFC 9824).
+///
+/// A GSLB name's A or AAAA answer without signatures, the one that depends on the
+/// client and so misses the reply cache most, is encoded directly ([`gslb_reply`]);
+/// everything else through a hickory-proto `Message`.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare(
+    snap: &Snapshot,
+    metrics: &Metrics,
+    counters: &mut CounterCache,
+    identity: &IdentitySpec,
+    qname: &[u8],
+    qtype: u16,
+    qclass: u16,
+    client: Client,
+    sigs: Option<&mut crate::dnssec::SigCache>,
+) -> Prepared {
+    counters.reset_for(snap.generation);
+    if let Some(p) = gslb_reply(snap, metrics, counters, qname, qtype, qclass, client, &sigs) {
+        return p;
+    }
+    prepare_message(snap, metrics, identity, qname, qtype, qclass, client, sigs)
+}
+
+/// [`prepare`] through a hickory-proto `Message`: every kind of reply.
+#[allow(clippy::too_many_arguments)]
+fn prepare_message(
     snap: &Snapshot,
     metrics: &Metrics,
     identity: &IdentitySpec,
@@ -226,6 +275,114 @@ pub fn prepare(
         pending: std::cell::Cell::new(0),
         resign_at,
     }
+}
+
+/// The reply to an A or AAAA query (class IN or ANY) for a GSLB name, when the policy
+/// answers at least one address and no signature is asked for, encoded by hand: the
+/// bytes hickory-proto writes for the same message (header, the question, then one
+/// record per address owned by a pointer to the question name). `None`: not such a
+/// query; [`prepare`] builds it the general way.
+#[allow(clippy::too_many_arguments)]
+fn gslb_reply(
+    snap: &Snapshot,
+    metrics: &Metrics,
+    counters: &mut CounterCache,
+    qname: &[u8],
+    qtype: u16,
+    qclass: u16,
+    client: Client,
+    sigs: &Option<&mut crate::dnssec::SigCache>,
+) -> Option<Prepared> {
+    const A: u16 = 1;
+    const AAAA: u16 = 28;
+    let family = match qtype {
+        A => Family::V4,
+        AAAA => Family::V6,
+        _ => return None,
+    };
+    if qclass != CLASS_IN && qclass != CLASS_ANY {
+        return None;
+    }
+    let Found::Node(zone, node) = snap.zones.find(qname, RecordType::from(qtype)) else {
+        return None;
+    };
+    let id = node.gslb?;
+    if sigs.is_some() && zone.dnssec.is_some() {
+        return None;
+    }
+    let g = snap.zones.gslb.get(id)?;
+    let choice = policy::decide(snap, id, &client, family);
+    if choice.targets.is_empty() {
+        return None;
+    }
+    let (rtype, rdlen): (u16, u16) = match family {
+        Family::V4 => (A, 4),
+        Family::V6 => (AAAA, 16),
+    };
+    let count: usize = choice
+        .targets
+        .iter()
+        .map(|t| match family {
+            Family::V4 => snap.v4(id, *t).len(),
+            Family::V6 => snap.v6(id, *t).len(),
+        })
+        .sum();
+    let ancount = u16::try_from(count).ok()?;
+    let mut b = Vec::with_capacity(
+        crate::wire::HEADER_LEN + qname.len() + 4 + count * (12 + usize::from(rdlen)),
+    );
+    b.extend_from_slice(&[0, 0, 0x84, 0, 0, 1]);
+    b.extend_from_slice(&ancount.to_be_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    b.extend_from_slice(qname);
+    b.extend_from_slice(&qtype.to_be_bytes());
+    b.extend_from_slice(&qclass.to_be_bytes());
+    let mut record = |rdata: &[u8]| {
+        b.extend_from_slice(&[0xc0, crate::wire::HEADER_LEN as u8]);
+        b.extend_from_slice(&rtype.to_be_bytes());
+        b.extend_from_slice(&CLASS_IN.to_be_bytes());
+        b.extend_from_slice(&g.ttl.to_be_bytes());
+        b.extend_from_slice(&rdlen.to_be_bytes());
+        b.extend_from_slice(rdata);
+    };
+    for t in &choice.targets {
+        match family {
+            Family::V4 => snap.v4(id, *t).iter().for_each(|a| record(&a.octets())),
+            Family::V6 => snap.v6(id, *t).iter().for_each(|a| record(&a.octets())),
+        }
+    }
+    let policy = g.policy.as_str();
+    let mut answer_counters = Vec::with_capacity(choice.targets.len() + 1);
+    if choice.fail_open {
+        answer_counters.push(metrics.fail_open(policy));
+    }
+    for t in &choice.targets {
+        let c = counters
+            .answers
+            .entry((id, *t))
+            .or_insert_with(|| metrics.answers(g.targets[*t].cluster.as_str(), policy));
+        answer_counters.push(c.clone());
+    }
+    let query_counter = counters
+        .gslb_queries
+        .entry((id, qtype))
+        .or_insert_with(|| {
+            metrics.queries(&zone.label, qtype_label(qtype), Rcode::NoError.as_str())
+        })
+        .clone();
+    Some(Prepared {
+        bytes: b.into_boxed_slice(),
+        cuts: Box::default(),
+        aa: true,
+        rcode: Rcode::NoError,
+        scope: choice.scope,
+        per_client: choice.per_client,
+        ede: None,
+        query_counter,
+        answer_counters: answer_counters.into_boxed_slice(),
+        pending: std::cell::Cell::new(0),
+        resign_at: None,
+    })
 }
 
 impl Builder<'_> {
@@ -467,7 +624,7 @@ impl Builder<'_> {
         let Some(g) = self.snap.zones.gslb.get(id) else {
             return false;
         };
-        let choice = policy::choose(self.snap, id, &self.client, family);
+        let choice = policy::decide(self.snap, id, &self.client, family);
         self.scope = self.scope.max(choice.scope);
         self.per_client |= choice.per_client;
         let policy = g.policy.as_str();
@@ -541,5 +698,128 @@ impl Builder<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::LoadedConfig;
+    use crate::state::ServerState;
+
+    const CONFIG: &str = "apiVersion: causeway.dev/v1alpha1
+kind: Zone
+metadata: {name: z}
+spec:
+  origin: svc.example.
+  soa: {rname: hostmaster.svc.example.}
+  nameservers: [{name: ns1, addresses: [127.0.0.53]}]
+  gslb:
+    - {name: near, policy: latency, ttl: 17, targets: [
+        {cluster: a, addresses: [192.0.2.1, 192.0.2.9, 2001:db8::1]},
+        {cluster: b, addresses: [192.0.2.2, 2001:db8::2, 2001:db8::3]}]}
+    - {name: all, policy: all-healthy, maxAnswers: 2, targets: [
+        {cluster: a, addresses: [192.0.2.1]}, {cluster: b, addresses: [192.0.2.2]}]}
+    - {name: v4only, policy: failover, targets: [{cluster: a, addresses: [192.0.2.1]}]}
+---
+apiVersion: causeway.dev/v1alpha1
+kind: LatencyMap
+metadata: {name: m}
+spec:
+  entries:
+    - {prefix: 198.51.100.0/24, rttMs: {a: 50, b: 5}}
+";
+
+    fn wire(name: &str) -> Vec<u8> {
+        crate::wire::wire_name(&Name::from_ascii(name).unwrap()).to_vec()
+    }
+
+    #[test]
+    fn gslb_replies_encoded_by_hand_equal_hickory_s() {
+        let loaded = LoadedConfig::parse(std::path::Path::new("t.yaml"), CONFIG).unwrap();
+        let shared = ServerState::serving(&loaded);
+        let snap = shared.state.load_full();
+        let metrics = Metrics::new();
+        let identity = IdentitySpec::default();
+        let mut counters = CounterCache::default();
+        let clients = [
+            Client::new("198.51.100.7".parse().unwrap(), 24),
+            Client::new("203.0.113.1".parse().unwrap(), 32),
+            Client::new("2001:db8:9::".parse().unwrap(), 48),
+        ];
+        let mut fast = 0;
+        for name in [
+            "near.svc.example.",
+            "all.svc.example.",
+            "v4only.svc.example.",
+        ] {
+            for qtype in [1u16, 28] {
+                for qclass in [CLASS_IN, CLASS_ANY] {
+                    for client in clients {
+                        let q = wire(name);
+                        let by_hand = gslb_reply(
+                            &snap,
+                            &metrics,
+                            &mut counters,
+                            &q,
+                            qtype,
+                            qclass,
+                            client,
+                            &None,
+                        );
+                        let general = prepare_message(
+                            &snap, &metrics, &identity, &q, qtype, qclass, client, None,
+                        );
+                        let Some(p) = by_hand else {
+                            // No IPv6 address: NODATA, left to the general path.
+                            assert!(!name.starts_with("near") && qtype == 28, "{name} {qtype}");
+                            continue;
+                        };
+                        fast += 1;
+                        assert_eq!(p.bytes, general.bytes, "{name} {qtype} {qclass} {client:?}");
+                        assert_eq!(
+                            (p.scope, p.per_client, p.aa, p.rcode as u8),
+                            (
+                                general.scope,
+                                general.per_client,
+                                general.aa,
+                                general.rcode as u8
+                            )
+                        );
+                        assert_eq!(p.answer_counters.len(), general.answer_counters.len());
+                    }
+                }
+            }
+        }
+        assert_eq!(fast, 24);
+        // Neither for other types nor a name without GSLB.
+        let q = wire("near.svc.example.");
+        assert!(
+            gslb_reply(
+                &snap,
+                &metrics,
+                &mut counters,
+                &q,
+                16,
+                CLASS_IN,
+                clients[0],
+                &None
+            )
+            .is_none()
+        );
+        let q = wire("ns1.svc.example.");
+        assert!(
+            gslb_reply(
+                &snap,
+                &metrics,
+                &mut counters,
+                &q,
+                1,
+                CLASS_IN,
+                clients[0],
+                &None
+            )
+            .is_none()
+        );
     }
 }

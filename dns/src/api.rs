@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `POST /v1/latency` | `{"measurements":[{"prefix":"198.51.100.0/24","cluster":"idc-bj","rttMs":12.5}]}`, optionally with `"prober":"ID"` (who measured) |
 //! | `GET /v1/latency?client=198.51.100.7&cluster=idc-bj` | JSON: the live posted measurements (both filters optional), each with prober and age |
+//! | `PUT /v1/latency/map` | a whole latency map in the line format ([`crate::latency::MapParser`]), streamed, at most [`MAX_MAP_BODY`]: replaces the config's map at once; a bad one is refused naming its line and the old map keeps serving |
+//! | `DELETE /v1/latency/map` | back to the config's map |
 //! | `POST /v1/health` | a `causeway_model::HealthReport`, or `{"reports":[...]}` |
 //! | `POST /v1/placement` | a `causeway_model::Placement`, or `{"placements":[...]}` ([`crate::inputs`]) |
 //! | `GET /v1/explain?name=app.svc.example.&client=198.51.100.0/24&type=A` | JSON [`crate::explain::Explanation`], plus `measured`: the matched prefix's posted RTTs with prober and age |
@@ -40,6 +42,8 @@ use crate::state::ServerState;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 << 20;
+/// Largest `PUT /v1/latency/map` body (about 25 bytes a prefix: some 40 million).
+pub const MAX_MAP_BODY: usize = 1 << 30;
 /// Most measurements in one POST.
 pub const MAX_MEASUREMENTS: usize = 200_000;
 
@@ -181,6 +185,8 @@ async fn route(api: &Api, req: Request<Incoming>) -> Resp {
             Ok(b) => post_latency(api, &b),
             Err(r) => r,
         },
+        (&Method::PUT, "/v1/latency/map") => put_latency_map(api, req).await,
+        (&Method::DELETE, "/v1/latency/map") => swap_latency_map(api, None).await,
         (&Method::POST, "/v1/health") => match body(req).await {
             Ok(b) => post_health(api, &b),
             Err(r) => r,
@@ -192,7 +198,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Resp {
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/v1/explain" | "/v1/latency" | "/v1/health"
-            | "/v1/placement",
+            | "/v1/placement" | "/v1/latency/map",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -206,6 +212,78 @@ async fn body(req: Request<Incoming>) -> Result<Bytes, Resp> {
             format!("cannot read body: {e}\n"),
         )),
     }
+}
+
+/// `PUT /v1/latency/map`: parses the body as it arrives (only the current line is
+/// buffered), sorts the table on a blocking thread, then swaps it in. Queries see the
+/// old map until the new one is whole; a bad body changes nothing.
+async fn put_latency_map(api: &Api, req: Request<Incoming>) -> Resp {
+    let mut parser = crate::latency::MapParser::new("body");
+    let mut body = req.into_body();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => return bad(format!("cannot read body: {e}")),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > MAX_MAP_BODY {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body: larger than {MAX_MAP_BODY} bytes\n"),
+            );
+        }
+        if let Err(e) = parser.feed(&data) {
+            return map_error(e);
+        }
+    }
+    match tokio::task::spawn_blocking(move || parser.finish()).await {
+        Ok(Ok(table)) => swap_latency_map(api, Some(Arc::new(table))).await,
+        Ok(Err(e)) => map_error(e),
+        Err(e) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({ "error": format!("building the map failed: {e}") }),
+        ),
+    }
+}
+
+fn map_error(e: crate::latency::MapError) -> Resp {
+    warn!(line = e.line, reason = %e.reason, "latency map upload refused");
+    json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({ "error": e.to_string(), "line": e.line }),
+    )
+}
+
+/// Hands `map` (or `None`: the config's) to the builder and answers once queries see it.
+async fn swap_latency_map(api: &Api, map: Option<Arc<crate::latency::LatencyTable>>) -> Resp {
+    let (prefixes, clusters) = map.as_ref().map_or((0, Vec::new()), |m| {
+        (
+            m.len(),
+            m.clusters()
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
+        )
+    });
+    let uploaded = map.is_some();
+    let (done, published) = tokio::sync::oneshot::channel();
+    if api.events.send(Event::LatencyMap { map, done }).is_err() || published.await.is_err() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": InputError::Stopped.to_string() }),
+        );
+    }
+    if !uploaded {
+        return json(StatusCode::OK, &serde_json::json!({ "deleted": true }));
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "prefixes": prefixes, "clusters": clusters }),
+    )
 }
 
 fn post_latency(api: &Api, body: &[u8]) -> Resp {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_model::{ClusterId, Health, HealthReport, Placement, Role};
-use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -54,6 +53,14 @@ pub enum Event {
     Latency,
     /// A new configuration, validated and compiled.
     Reload(Box<LoadedConfig>),
+    /// A latency map uploaded whole (`PUT /v1/latency/map`) replacing the config's, or
+    /// `None` (`DELETE`) to serve the config's again; `done` is told once queries see it.
+    LatencyMap {
+        /// The new map.
+        map: Option<Arc<LatencyTable>>,
+        /// Told after the snapshot with it is published.
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// Key of an external report: (service FQDN or every service, cluster).
@@ -70,51 +77,17 @@ pub struct Builder {
     external: HashMap<ReportKey, (Health, String)>,
     /// Last placement per service FQDN: cluster → what it set. Kept across reloads.
     placements: HashMap<String, HashMap<ClusterId, Arc<TargetPlacement>>>,
-    static_latency: StaticLatency,
+    /// The config's latency map (entries and files).
+    static_latency: Arc<LatencyTable>,
+    /// A map uploaded whole, served instead of the config's until deleted.
+    uploaded: Option<Arc<LatencyTable>>,
+    /// Told after the next publish.
+    published: Vec<tokio::sync::oneshot::Sender<()>>,
     store: LatencyStore,
     latency: Arc<LatencyTable>,
     latency_dirty: bool,
     probe_token: CancellationToken,
     shutdown: CancellationToken,
-}
-
-/// Static latency entries, compact: (prefix, cluster index, RTT) and the cluster names.
-#[derive(Default)]
-struct StaticLatency {
-    clusters: Vec<ClusterId>,
-    items: Vec<(IpNet, u16, f32)>,
-}
-
-impl StaticLatency {
-    fn iter(&self) -> impl Iterator<Item = (IpNet, ClusterId, f32)> + '_ {
-        self.items
-            .iter()
-            .map(|(p, c, r)| (*p, self.clusters[usize::from(*c)].clone(), *r))
-    }
-}
-
-/// Takes the config's latency entries into compact form.
-fn static_latency(config: &mut Config) -> StaticLatency {
-    let mut out = StaticLatency::default();
-    let mut index: HashMap<ClusterId, u16> = HashMap::new();
-    for e in std::mem::take(&mut config.latency) {
-        for (c, r) in e.rtt_ms {
-            let i = match index.get(&c) {
-                Some(i) => *i,
-                None => {
-                    let Ok(i) = u16::try_from(out.clusters.len()) else {
-                        continue;
-                    };
-                    out.clusters.push(c.clone());
-                    index.insert(c, i);
-                    i
-                }
-            };
-            out.items.push((e.prefix, i, r as f32));
-        }
-    }
-    out.items.shrink_to_fit();
-    out
 }
 
 /// Returns freed heap memory to the OS (glibc keeps the peak of a big config parse).
@@ -146,8 +119,9 @@ impl Builder {
             mut config,
             zones,
             probes: probe_targets,
+            latency: static_latency,
         } = loaded;
-        let static_latency = static_latency(&mut config);
+        config.latency = Vec::new();
         let mut b = Self {
             shared,
             tx,
@@ -158,6 +132,8 @@ impl Builder {
             external: HashMap::new(),
             placements: HashMap::new(),
             static_latency,
+            uploaded: None,
+            published: Vec::new(),
             store,
             latency: Arc::new(LatencyTable::default()),
             latency_dirty: true,
@@ -202,6 +178,7 @@ impl Builder {
                     }
                     if health_changed {
                         self.publish();
+                        self.acknowledge();
                     }
                 }
                 _ = tick.tick() => {
@@ -276,11 +253,26 @@ impl Builder {
                 self.latency_dirty = true;
                 false
             }
+            Event::LatencyMap { map, done } => {
+                match &map {
+                    Some(m) => info!(
+                        prefixes = m.len(),
+                        clusters = m.clusters().len(),
+                        "latency map uploaded"
+                    ),
+                    None => info!("uploaded latency map deleted: serving the config's"),
+                }
+                self.uploaded = map;
+                self.published.push(done);
+                self.rebuild_latency();
+                true
+            }
             Event::Reload(loaded) => {
                 let LoadedConfig {
-                    mut config,
+                    config,
                     zones,
                     probes,
+                    latency,
                 } = *loaded;
                 // Carry probe state over by (name, cluster).
                 let mut carried = HashMap::new();
@@ -291,7 +283,7 @@ impl Builder {
                         }
                     }
                 }
-                self.static_latency = static_latency(&mut config);
+                self.static_latency = latency;
                 self.set_limiter(&config);
                 self.zones = zones;
                 self.probe_targets = probes;
@@ -428,11 +420,12 @@ impl Builder {
         }
     }
 
+    /// The served map: the uploaded one, else the config's, with the posted
+    /// measurements over it (no copy when nothing is posted).
     fn rebuild_latency(&mut self) {
-        let dynamic = self.store.items();
-        self.latency = Arc::new(LatencyTable::build(
-            self.static_latency.iter().chain(dynamic),
-        ));
+        let base = self.uploaded.as_ref().unwrap_or(&self.static_latency);
+        let posted = Arc::new(LatencyTable::build(self.store.items()));
+        self.latency = LatencyTable::merge(&[base, &posted]);
         self.latency_dirty = false;
         self.shared
             .metrics
@@ -471,5 +464,12 @@ impl Builder {
             .metrics
             .generation
             .set(self.shared.state.load().generation as i64);
+    }
+
+    /// Tells those waiting for a latency map that queries see it.
+    fn acknowledge(&mut self) {
+        for done in self.published.drain(..) {
+            let _ = done.send(());
+        }
     }
 }

@@ -487,7 +487,26 @@ fn default_fall() -> u32 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LatencyMapSpec {
     /// Entries.
+    #[serde(default)]
     pub entries: Vec<LatencyEntrySpec>,
+    /// A big map in the line format of [`crate::latency::MapParser`] (`prefix CLUSTER...`
+    /// header, then `PREFIX RTT|-...` lines), relative to the config file. Read when the
+    /// config is loaded; not part of the CRD (a path on the dns host means nothing in
+    /// the hub).
+    #[serde(default)]
+    #[schemars(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// A `LatencyMap`'s `spec.file`, resolved.
+#[derive(Debug, Clone)]
+pub struct LatencyFile {
+    /// The path, relative to the config file's directory when it was relative.
+    pub path: PathBuf,
+    /// As written in the config (named in errors).
+    pub shown: String,
+    /// Index of its document among those the config was read from.
+    pub document: usize,
 }
 
 /// One static latency entry: client prefix → RTT per cluster in milliseconds.
@@ -527,6 +546,8 @@ pub struct Config {
     pub zones: Vec<ZoneConfig>,
     /// Static latency entries of every `LatencyMap`.
     pub latency: Vec<LatencyEntrySpec>,
+    /// Map files of the `LatencyMap`s (`spec.file`), in document order.
+    pub latency_files: Vec<LatencyFile>,
 }
 
 impl Config {
@@ -535,6 +556,7 @@ impl Config {
         let mut server: Option<ServerSpec> = None;
         let mut zones: Vec<ZoneConfig> = Vec::new();
         let mut latency = Vec::new();
+        let mut latency_files = Vec::new();
         let mut origins = HashSet::new();
         for (index, doc) in docs.iter().enumerate() {
             match doc.kind.as_str() {
@@ -567,6 +589,17 @@ impl Config {
                     let spec: LatencyMapSpec = doc.spec()?;
                     validate_latency_map(doc, &spec)?;
                     latency.extend(spec.entries);
+                    if let Some(f) = spec.file {
+                        let path = match file.parent() {
+                            Some(dir) if f.is_relative() => dir.join(&f),
+                            _ => f.clone(),
+                        };
+                        latency_files.push(LatencyFile {
+                            path,
+                            shown: f.display().to_string(),
+                            document: index,
+                        });
+                    }
                 }
                 _ => return Err(doc.unknown_kind(&KINDS)),
             }
@@ -582,6 +615,7 @@ impl Config {
             server: server.unwrap_or_default(),
             zones,
             latency,
+            latency_files,
         })
     }
 }
@@ -746,6 +780,9 @@ fn validate_check(doc: &Document, field: &str, c: &HealthCheckSpec) -> Result<()
 }
 
 fn validate_latency_map(doc: &Document, m: &LatencyMapSpec) -> Result<(), ConfigError> {
+    if m.file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+        return Err(doc.error("spec.file", "must not be empty"));
+    }
     for (i, e) in m.entries.iter().enumerate() {
         for (c, rtt) in &e.rtt_ms {
             if !rtt.is_finite() || *rtt < 0.0 {

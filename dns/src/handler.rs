@@ -66,6 +66,7 @@ pub struct Handler {
     limited: u32,
     counters: Counters,
     sigs: crate::dnssec::SigCache,
+    labels: answer::CounterCache,
     last_flush: std::time::Instant,
 }
 
@@ -96,6 +97,7 @@ impl Handler {
             limited: 0,
             counters,
             sigs: crate::dnssec::SigCache::default(),
+            labels: answer::CounterCache::default(),
             last_flush: std::time::Instant::now(),
         }
     }
@@ -197,6 +199,7 @@ impl Handler {
                 let p = answer::prepare(
                     &snap,
                     &self.shared.metrics,
+                    &mut self.labels,
                     &self.shared.identity.load(),
                     &self.lower,
                     q.qtype,

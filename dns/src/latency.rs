@@ -1,180 +1,23 @@
 //! The latency map: client network prefix → RTT per cluster, longest-prefix match.
 //!
-//! Two parts: [`LatencyStore`] keeps measurements posted to the API in a moka cache
-//! that ages them out; [`LatencyTable`] is the immutable, merged (static config +
-//! posted) table that a [`crate::state::Snapshot`] holds and queries read without locks.
+//! Three parts: [`LatencyStore`] keeps measurements posted to the API in a moka cache
+//! that ages them out; [`LatencyTable`] ([`table`]) is the compact, immutable, merged
+//! (static map + posted) table that a [`crate::state::Snapshot`] holds and queries read
+//! without locks; [`lines`] reads big maps in a line format, from a file or an upload.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+mod lines;
+mod table;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use causeway_model::ClusterId;
 use ipnet::IpNet;
 
-/// One prefix's measurements.
-#[derive(Debug, Clone)]
-pub struct LatencyEntry {
-    /// The client network.
-    pub prefix: IpNet,
-    /// (cluster index into [`LatencyTable::clusters`], RTT in ms).
-    pub rtts: Box<[(u16, f32)]>,
-    /// Whether a longer prefix lies inside this one (then the answer for a client in
-    /// this prefix is not valid for the whole prefix: see the ECS scope in `policy`).
-    pub has_nested: bool,
-}
-
-#[derive(Debug, Default)]
-struct Family {
-    /// Prefix lengths present, longest first, each with masked address → entry index.
-    levels: Vec<(u8, HashMap<u128, u32>)>,
-}
-
-/// Immutable longest-prefix-match table for IPv4 and IPv6.
-#[derive(Debug, Default)]
-pub struct LatencyTable {
-    clusters: Vec<ClusterId>,
-    entries: Vec<LatencyEntry>,
-    v4: Family,
-    v6: Family,
-}
-
-fn bits(addr: IpAddr) -> (u128, u8) {
-    match addr {
-        IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
-        IpAddr::V6(a) => (u128::from(a), 128),
-    }
-}
-
-fn mask(v: u128, width: u8, len: u8) -> u128 {
-    if len == 0 {
-        return 0;
-    }
-    let keep = if width == 128 {
-        u128::MAX
-    } else {
-        (1u128 << width) - 1
-    };
-    let drop = u32::from(width - len);
-    let m = if drop >= 128 {
-        0
-    } else {
-        (keep >> drop) << drop
-    };
-    v & m
-}
-
-impl LatencyTable {
-    /// Builds a table from (prefix, cluster, RTT ms) triples; later triples for the same
-    /// (prefix, cluster) win.
-    pub fn build(items: impl IntoIterator<Item = (IpNet, ClusterId, f32)>) -> Self {
-        let mut table = Self::default();
-        let mut interned: HashMap<ClusterId, u16> = HashMap::new();
-        let mut by_prefix: HashMap<IpNet, Vec<(u16, f32)>> = HashMap::new();
-        for (prefix, cluster, rtt) in items {
-            let idx = match interned.get(&cluster) {
-                Some(i) => *i,
-                None => {
-                    let Ok(i) = u16::try_from(table.clusters.len()) else {
-                        continue; // more than 65535 clusters: ignore the rest
-                    };
-                    table.clusters.push(cluster.clone());
-                    interned.insert(cluster, i);
-                    i
-                }
-            };
-            let v = by_prefix.entry(prefix.trunc()).or_default();
-            match v.iter_mut().find(|(c, _)| *c == idx) {
-                Some(slot) => slot.1 = rtt,
-                None => v.push((idx, rtt)),
-            }
-        }
-        let mut v4: HashMap<u8, HashMap<u128, u32>> = HashMap::new();
-        let mut v6: HashMap<u8, HashMap<u128, u32>> = HashMap::new();
-        for (prefix, mut rtts) in by_prefix {
-            rtts.sort_by_key(|r| r.0);
-            let idx = table.entries.len() as u32;
-            let (v, _) = bits(prefix.addr());
-            let fam = if prefix.addr().is_ipv4() {
-                &mut v4
-            } else {
-                &mut v6
-            };
-            fam.entry(prefix.prefix_len()).or_default().insert(v, idx);
-            table.entries.push(LatencyEntry {
-                prefix,
-                rtts: rtts.into_boxed_slice(),
-                has_nested: false,
-            });
-        }
-        let into_levels = |m: HashMap<u8, HashMap<u128, u32>>| {
-            let mut levels: Vec<_> = m.into_iter().collect();
-            levels.sort_by_key(|l| std::cmp::Reverse(l.0));
-            for (_, map) in &mut levels {
-                map.shrink_to_fit();
-            }
-            Family { levels }
-        };
-        table.v4 = into_levels(v4);
-        table.v6 = into_levels(v6);
-        // Mark every entry that has a longer entry inside it.
-        let mut nested = Vec::new();
-        for e in &table.entries {
-            let (v, width) = bits(e.prefix.addr());
-            let fam = if width == 32 { &table.v4 } else { &table.v6 };
-            for (len, map) in &fam.levels {
-                if *len < e.prefix.prefix_len()
-                    && let Some(i) = map.get(&mask(v, width, *len))
-                {
-                    nested.push(*i);
-                }
-            }
-        }
-        for i in nested {
-            table.entries[i as usize].has_nested = true;
-        }
-        table
-    }
-
-    /// RTT of `cluster` in entry `e`, if measured.
-    pub fn rtt(&self, e: &LatencyEntry, cluster: &ClusterId) -> Option<f32> {
-        let idx = self.clusters.iter().position(|c| c == cluster)?;
-        e.rtts
-            .iter()
-            .find(|(c, _)| usize::from(*c) == idx)
-            .map(|(_, r)| *r)
-    }
-
-    /// The longest prefix of at most `max_len` bits containing `addr`, with its length.
-    pub fn lookup(&self, addr: IpAddr, max_len: u8) -> Option<&LatencyEntry> {
-        let (v, width) = bits(addr);
-        let fam = if width == 32 { &self.v4 } else { &self.v6 };
-        fam.levels
-            .iter()
-            .filter(|(len, _)| *len <= max_len)
-            .find_map(|(len, map)| map.get(&mask(v, width, *len)))
-            .map(|i| &self.entries[*i as usize])
-    }
-
-    /// Number of prefixes.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Whether any prefix of `addr`'s family is present.
-    pub fn has_family(&self, addr: IpAddr) -> bool {
-        if addr.is_ipv4() {
-            !self.v4.levels.is_empty()
-        } else {
-            !self.v6.levels.is_empty()
-        }
-    }
-}
+pub use lines::{MAX_LINE, MAX_RTT_MS, MapError, MapParser, read_file};
+pub use table::{
+    DuplicatePrefix, Duplicates, LatencyEntry, LatencyTable, MAX_ROWS, TableBuilder, TooManyRows,
+};
 
 /// One posted measurement as the store keeps it: who measured it and when it arrived.
 #[derive(Debug, Clone)]
@@ -292,7 +135,139 @@ mod tests {
             ("0.0.0.0/0".parse().unwrap(), c("a"), 7.0),
         ]);
         let e = t.lookup("203.0.113.9".parse().unwrap(), 32).unwrap();
-        assert_eq!(t.rtt(e, &c("a")), Some(7.0));
+        assert_eq!(t.rtt(&e, &c("a")), Some(7.0));
+    }
+
+    fn parse(text: &str, chunk: usize) -> Result<LatencyTable, MapError> {
+        let mut p = MapParser::new("map.txt");
+        for part in text.as_bytes().chunks(chunk) {
+            p.feed(part)?;
+        }
+        p.finish()
+    }
+
+    #[test]
+    fn line_format_in_any_chunking() {
+        let text = "# a map\n\nprefix a b c\r\n10.1.2.0/24 12.5 40 -\n10.1.0.0/16\t1 - 3\n\
+                    10.1.2.7 9 9 9\n2001:db8::/32 - 5 -\n0.0.0.0/0 100 100 100";
+        for chunk in [1, 3, 7, 64, 4096] {
+            let t = parse(text, chunk).unwrap();
+            assert_eq!(t.len(), 5);
+            let e = t.lookup("10.1.2.9".parse().unwrap(), 32).unwrap();
+            assert_eq!(e.prefix.to_string(), "10.1.2.0/24");
+            assert!(e.has_nested, "10.1.2.7/32 lies inside");
+            assert_eq!(t.rtt(&e, &c("a")), Some(12.5));
+            assert_eq!(t.rtt(&e, &c("b")), Some(40.0));
+            assert_eq!(t.rtt(&e, &c("c")), None);
+            let e = t.lookup("10.1.2.7".parse().unwrap(), 32).unwrap();
+            assert_eq!(e.prefix.prefix_len(), 32);
+            assert!(!e.has_nested);
+            let e = t.lookup("10.1.9.9".parse().unwrap(), 32).unwrap();
+            assert_eq!(e.prefix.to_string(), "10.1.0.0/16");
+            assert!(e.has_nested);
+            assert_eq!(t.rtt(&e, &c("c")), Some(3.0));
+            let e = t.lookup("192.0.2.1".parse().unwrap(), 32).unwrap();
+            assert_eq!(e.prefix.prefix_len(), 0);
+            assert!(e.has_nested);
+            let e = t.lookup("2001:db8::1".parse().unwrap(), 128).unwrap();
+            assert_eq!(t.rtt(&e, &c("b")), Some(5.0));
+        }
+    }
+
+    #[test]
+    fn line_format_errors_name_the_line() {
+        for (text, line, needle) in [
+            ("", 0, "no header"),
+            ("10.0.0.0/8 1\n", 1, "header"),
+            ("prefix a a\n", 1, "twice"),
+            ("prefix a\n10.0.0.0/8 1 2\n", 2, "more RTT"),
+            ("prefix a b\n\n10.0.0.0/8 1\n", 3, "1 RTT"),
+            ("prefix a\n10.0.0.0/33 1\n", 2, "not a prefix"),
+            ("prefix a\n10.0.0.0/8 -1\n", 2, "column 2"),
+            ("prefix a\n10.0.0.0/8 NaN\n", 2, "not an RTT"),
+            (
+                "prefix a\n10.0.0.0/8 1\n#\n10.0.0.9/8 2\n",
+                4,
+                "lines 2 and 4",
+            ),
+            ("prefix a\n::/0 1\n::1/0 2\n", 3, "lines 2 and 3"),
+        ] {
+            let e = parse(text, 5).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.to_string().contains(needle), "{text:?}: {e}");
+            assert!(
+                e.to_string().starts_with(&format!("map.txt:{line}: ")),
+                "{e}"
+            );
+        }
+        let long = format!("prefix a\n{}", "x".repeat(MAX_LINE + 1));
+        assert!(parse(&long, 4096).unwrap_err().reason.contains("longer"));
+    }
+
+    #[test]
+    fn merge_lets_later_layers_win_per_cluster() {
+        let base = Arc::new(parse("prefix a b\n10.0.0.0/8 1 2\n10.1.0.0/16 3 4\n", 64).unwrap());
+        let posted = Arc::new(LatencyTable::build([
+            ("10.0.0.0/8".parse().unwrap(), c("b"), 20.0),
+            ("10.1.2.0/24".parse().unwrap(), c("z"), 9.0),
+        ]));
+        let m = LatencyTable::merge(&[&base, &posted]);
+        assert_eq!(m.len(), 3);
+        let e = m.lookup("10.9.0.1".parse().unwrap(), 32).unwrap();
+        assert_eq!(
+            (m.rtt(&e, &c("a")), m.rtt(&e, &c("b"))),
+            (Some(1.0), Some(20.0))
+        );
+        let e = m.lookup("10.1.2.1".parse().unwrap(), 32).unwrap();
+        assert_eq!(m.rtt(&e, &c("z")), Some(9.0));
+        assert_eq!(m.rtt(&e, &c("a")), None);
+        assert!(
+            m.lookup("10.1.0.0".parse().unwrap(), 16)
+                .unwrap()
+                .has_nested
+        );
+        // One layer: the same table, no copy.
+        let empty = Arc::new(LatencyTable::default());
+        assert!(Arc::ptr_eq(&LatencyTable::merge(&[&empty, &base]), &base));
+    }
+
+    #[test]
+    fn big_shuffled_table_matches_a_plain_map() {
+        // Rows in a scrambled order, several lengths: every lookup agrees with a
+        // straightforward map of the same rows.
+        let mut text = String::from("prefix a b\n");
+        let mut want = std::collections::HashMap::new();
+        for i in 0..20_000u32 {
+            let x = i.wrapping_mul(2_654_435_761);
+            let (len, addr) = match i % 3 {
+                0 => (24, x & 0xffff_ff00),
+                1 => (16, x & 0xffff_0000),
+                _ => (20, x & 0xffff_f000),
+            };
+            let p = IpNet::new(std::net::Ipv4Addr::from(addr).into(), len).unwrap();
+            if want.insert(p, i).is_none() {
+                text.push_str(&format!("{p} {i} -\n"));
+            } else {
+                want.remove(&p);
+                want.insert(p, u32::MAX);
+            }
+        }
+        want.retain(|_, v| *v != u32::MAX);
+        let text: String = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("prefix")
+                    || want.contains_key(&l.split(' ').next().unwrap().parse::<IpNet>().unwrap())
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let t = parse(&text, 1000).unwrap();
+        assert_eq!(t.len(), want.len());
+        for (p, i) in &want {
+            let e = t.lookup(p.addr(), p.prefix_len()).unwrap();
+            assert_eq!(e.prefix, *p);
+            assert_eq!(t.rtt(&e, &c("a")), Some(*i as f32));
+        }
     }
 
     #[test]

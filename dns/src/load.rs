@@ -14,6 +14,7 @@ use causeway_config::{ConfigError, Document};
 
 use crate::config::Config;
 use crate::health::{ProbeSetupError, ProbeTargets};
+use crate::latency::LatencyTable;
 use crate::zone::{CheckProtocol, CompileError, Trust, Zones};
 
 /// A configuration ready to serve: validated, compiled, its probes set up.
@@ -25,6 +26,9 @@ pub struct LoadedConfig {
     pub zones: Arc<Zones>,
     /// The probes of its health checks.
     pub probes: ProbeTargets,
+    /// The static latency map: the `LatencyMap` entries and files, merged (a later
+    /// document's RTT for the same prefix and cluster wins).
+    pub latency: Arc<LatencyTable>,
 }
 
 impl LoadedConfig {
@@ -89,12 +93,36 @@ impl LoadedConfig {
         let zones = Zones::compile(&config.zones).map_err(|e| compile_error(&config, docs, e))?;
         let probes = ProbeTargets::build(&zones)
             .map_err(|e| probe_error(&config, &zones, docs, &config.file, e))?;
+        let latency = static_latency(&config, docs)?;
         Ok(Self {
             config,
             zones: Arc::new(zones),
             probes,
+            latency,
         })
     }
+}
+
+/// The static latency map of `config`: its inline entries, then each map file (read
+/// streamed; an error names `spec.file` of its document and the file's line).
+fn static_latency(config: &Config, docs: &[Document]) -> Result<Arc<LatencyTable>, ConfigError> {
+    let inline = Arc::new(LatencyTable::build(config.latency.iter().flat_map(|e| {
+        e.rtt_ms
+            .iter()
+            .map(move |(c, r)| (e.prefix, c.clone(), *r as f32))
+    })));
+    let mut layers = vec![inline];
+    for f in &config.latency_files {
+        let table = crate::latency::read_file(&f.path, &f.shown).map_err(|e| {
+            match docs.get(f.document) {
+                Some(doc) => doc.error("spec.file", &e),
+                None => ConfigError::file(&config.file, e),
+            }
+        })?;
+        layers.push(Arc::new(table));
+    }
+    let refs: Vec<&Arc<LatencyTable>> = layers.iter().collect();
+    Ok(LatencyTable::merge(&refs))
 }
 
 /// A zone that validates, standing in for none in [`LoadedConfig::from_documents_allowing_no_zone`].

@@ -134,6 +134,27 @@ impl Choice {
 /// qualifies. When none is healthy, every target of the family is answered (fail
 /// open); when some are healthy but none takes new clients, the healthy ones are.
 pub fn choose(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> Choice {
+    choose_with(snap, id, client, family, true)
+}
+
+/// [`choose`] without [`Choice::reason`] (left empty): the query path's, which
+/// formats no text.
+pub fn decide(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> Choice {
+    choose_with(snap, id, client, family, false)
+}
+
+/// `reason()` when `explain`, else an empty string (no allocation).
+fn why(explain: bool, reason: impl FnOnce() -> String) -> String {
+    if explain { reason() } else { String::new() }
+}
+
+fn choose_with(
+    snap: &Snapshot,
+    id: GslbId,
+    client: &Client,
+    family: Family,
+    explain: bool,
+) -> Choice {
     let Some(g) = snap.zones.gslb.get(id) else {
         return Choice::nothing("no such GSLB name");
     };
@@ -194,12 +215,12 @@ pub fn choose(snap: &Snapshot, id: GslbId, client: &Client, family: Family) -> C
         };
     }
     let mut choice = match g.policy {
-        PolicyKind::Latency => latency::choose(snap, g, &pool, client),
-        PolicyKind::Failover => failover::choose(g, &pool),
-        PolicyKind::Weighted => weighted::choose(snap, id, &pool, client),
-        PolicyKind::AllHealthy => all_healthy::choose(g, &pool),
+        PolicyKind::Latency => latency::choose(snap, g, &pool, client, explain),
+        PolicyKind::Failover => failover::choose(g, &pool, explain),
+        PolicyKind::Weighted => weighted::choose(snap, id, &pool, client, explain),
+        PolicyKind::AllHealthy => all_healthy::choose(g, &pool, explain),
     };
-    if standby {
+    if standby && explain {
         choice.reason = format!(
             "no active target is healthy: standby only; {}",
             choice.reason
@@ -229,7 +250,7 @@ pub fn candidates(snap: &Snapshot, id: GslbId, choice: &Choice) -> Vec<Candidate
                 external: h
                     .external
                     .map(|(s, r)| format!("{}: {r}", format!("{s:?}").to_lowercase())),
-                rtt_ms: entry.and_then(|e| snap.latency.rtt(e, &t.cluster)),
+                rtt_ms: entry.and_then(|e| snap.latency.rtt(&e, &t.cluster)),
                 weight: snap.weight(id, i),
                 weight_from: from(h.placement.is_some()),
                 role: snap.role(id, i),

@@ -292,16 +292,11 @@ impl ServerState {
     /// counts as healthy), the static latency map, the configured rate limiter. For
     /// offline `explain`, tests, fuzzing and benchmarks of the query path.
     pub fn serving(loaded: &LoadedConfig) -> Self {
-        let latency = LatencyTable::build(loaded.config.latency.iter().flat_map(|e| {
-            e.rtt_ms
-                .iter()
-                .map(move |(c, r)| (e.prefix, c.clone(), *r as f32))
-        }));
         Self {
             state: Arc::new(State::new(
                 loaded.zones.clone(),
                 Arc::new(Vec::new()),
-                Arc::new(latency),
+                loaded.latency.clone(),
             )),
             metrics: Metrics::new(),
             limiter: ArcSwapOption::new(

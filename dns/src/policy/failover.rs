@@ -1,10 +1,10 @@
 //! `failover`: the lowest tier that has a healthy target; all healthy targets of that
 //! tier (up to `maxAnswers`). The answer does not depend on the client (scope 0).
 
-use super::{Choice, cluster};
+use super::{Choice, cluster, why};
 use crate::zone::Gslb;
 
-pub(super) fn choose(g: &Gslb, healthy: &[usize]) -> Choice {
+pub(super) fn choose(g: &Gslb, healthy: &[usize], explain: bool) -> Choice {
     let tier = healthy
         .iter()
         .map(|t| g.targets[*t].tier)
@@ -16,12 +16,14 @@ pub(super) fn choose(g: &Gslb, healthy: &[usize]) -> Choice {
         .filter(|t| g.targets[*t].tier == tier)
         .take(g.max_answers)
         .collect();
-    let names: Vec<&str> = targets.iter().map(|t| cluster(g, *t)).collect();
     Choice {
-        reason: format!(
-            "tier {tier} is the first with a healthy target: {}",
-            names.join(", ")
-        ),
+        reason: why(explain, || {
+            let names: Vec<&str> = targets.iter().map(|t| cluster(g, *t)).collect();
+            format!(
+                "tier {tier} is the first with a healthy target: {}",
+                names.join(", ")
+            )
+        }),
         targets,
         scope: 0,
         per_client: false,

@@ -4,11 +4,17 @@
 //! cluster; the healthy target with the lowest RTT wins (ties: `defaultOrder`). Without
 //! data for the client, the first healthy target in `defaultOrder` wins.
 
-use super::{Choice, Client, cluster, single};
+use super::{Choice, Client, cluster, single, why};
 use crate::state::Snapshot;
 use crate::zone::Gslb;
 
-pub(super) fn choose(snap: &Snapshot, g: &Gslb, healthy: &[usize], client: &Client) -> Choice {
+pub(super) fn choose(
+    snap: &Snapshot,
+    g: &Gslb,
+    healthy: &[usize],
+    client: &Client,
+    explain: bool,
+) -> Choice {
     let entry = if client.source_len == 0 {
         None
     } else {
@@ -22,7 +28,7 @@ pub(super) fn choose(snap: &Snapshot, g: &Gslb, healthy: &[usize], client: &Clie
     };
     if let Some(e) = entry {
         let best = ordered()
-            .filter_map(|t| snap.latency.rtt(e, &g.targets[t].cluster).map(|r| (t, r)))
+            .filter_map(|t| snap.latency.rtt(&e, &g.targets[t].cluster).map(|r| (t, r)))
             .min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((t, rtt)) = best {
             // The answer holds for the whole matched prefix, unless a longer prefix
@@ -37,7 +43,9 @@ pub(super) fn choose(snap: &Snapshot, g: &Gslb, healthy: &[usize], client: &Clie
                 scope,
                 true,
                 Some(e.prefix),
-                format!("lowest RTT for {}: {} at {rtt} ms", e.prefix, cluster(g, t)),
+                why(explain, || {
+                    format!("lowest RTT for {}: {} at {rtt} ms", e.prefix, cluster(g, t))
+                }),
             );
         }
     }
@@ -51,10 +59,12 @@ pub(super) fn choose(snap: &Snapshot, g: &Gslb, healthy: &[usize], client: &Clie
         scope,
         depends,
         entry.map(|e| e.prefix),
-        format!(
-            "no latency data for {} among healthy targets: default order picks {}",
-            client.net(),
-            cluster(g, t)
-        ),
+        why(explain, || {
+            format!(
+                "no latency data for {} among healthy targets: default order picks {}",
+                client.net(),
+                cluster(g, t)
+            )
+        }),
     )
 }

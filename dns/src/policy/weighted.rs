@@ -13,7 +13,7 @@
 //! The client network is the client address cut to /24 (IPv4) or /56 (IPv6), or to
 //! the ECS source prefix if shorter; that length is the ECS scope.
 
-use super::{Choice, Client, cluster, single};
+use super::{Choice, Client, cluster, single, why};
 use crate::state::Snapshot;
 use crate::zone::GslbId;
 
@@ -22,7 +22,13 @@ pub const V4_NETWORK: u8 = 24;
 /// Client network length used for IPv6.
 pub const V6_NETWORK: u8 = 56;
 
-pub(super) fn choose(snap: &Snapshot, id: GslbId, healthy: &[usize], client: &Client) -> Choice {
+pub(super) fn choose(
+    snap: &Snapshot,
+    id: GslbId,
+    healthy: &[usize],
+    client: &Client,
+    explain: bool,
+) -> Choice {
     let g = &snap.zones.gslb[id];
     let max = if client.addr.is_ipv4() {
         V4_NETWORK
@@ -60,11 +66,13 @@ pub(super) fn choose(snap: &Snapshot, id: GslbId, healthy: &[usize], client: &Cl
         net.source_len,
         true,
         None,
-        format!(
-            "weighted rendezvous hash of client network {} picks {}",
-            net.net(),
-            cluster(g, t)
-        ),
+        why(explain, || {
+            format!(
+                "weighted rendezvous hash of client network {} picks {}",
+                net.net(),
+                cluster(g, t)
+            )
+        }),
     )
 }
 
