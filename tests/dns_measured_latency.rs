@@ -31,7 +31,11 @@ use std::time::{Duration, Instant};
 
 use causeway_testbed::relay::Relay;
 use causeway_testbed::testing::{self, HttpClient, Process, Spawn, wait_for};
+use gslb_netns::{Netns, in_ns, with_args};
 use http::Method;
+
+#[path = "support/gslb_netns.rs"]
+mod gslb_netns;
 
 /// The client network and its host.
 const CLIENT_NET: &str = "10.201.1.0/24";
@@ -59,71 +63,6 @@ const TTL_SECS: u64 = 1;
 /// at most 3 rounds here (0.6 s), dns applies a report within ~1 s, unbound caches 1 s,
 /// plus slack for a loaded 2-core machine.
 const FOLLOW_WINDOW: Duration = Duration::from_secs(6);
-
-/// Network namespaces and their links; deleted on drop (also when the test fails).
-struct Netns {
-    names: Vec<String>,
-}
-
-impl Netns {
-    fn ip(args: &[&str]) -> Result<(), String> {
-        let out = Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|e| format!("ip: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-
-    /// Adds namespace `name` linked to the root namespace by a veth pair:
-    /// `host`/24 on the root side, `inner`/24 inside, default route via `host`.
-    fn add(&mut self, name: &str, host: &str, inner: &str) -> Result<(), String> {
-        let _ = Self::ip(&["netns", "del", name]); // left over from a killed run
-        Self::ip(&["netns", "add", name])?;
-        self.names.push(name.to_string());
-        let outside = format!("{name}-h");
-        let _ = Self::ip(&["link", "del", &outside]);
-        Self::ip(&[
-            "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", name,
-        ])?;
-        Self::ip(&["addr", "add", &format!("{host}/24"), "dev", &outside])?;
-        Self::ip(&["link", "set", &outside, "up"])?;
-        for args in [
-            vec!["addr", "add", &format!("{inner}/24"), "dev", "eth0"],
-            vec!["link", "set", "eth0", "up"],
-            vec!["link", "set", "lo", "up"],
-            vec!["route", "add", "default", "via", host],
-        ] {
-            let mut full = vec!["-n", name];
-            full.extend(args.iter().map(|s| &**s));
-            Self::ip(&full)?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes its veth end, and with it the root's end.
-        for n in &self.names {
-            let _ = Self::ip(&["netns", "del", n]);
-        }
-    }
-}
-
-/// A command run inside namespace `ns`.
-fn in_ns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).arg(program);
-    c
-}
 
 #[test]
 fn probers_in_namespaces_steer_unbound_to_the_measured_nearest_cluster() {
@@ -202,7 +141,10 @@ fn probers_in_namespaces_steer_unbound_to_the_measured_nearest_cluster() {
 
     // unbound in the client namespace, stub zone svc.example. → causeway dns.
     let unbound_conf = d.join("unbound.conf");
-    write(&unbound_conf, &unbound_config(d, dns_addr));
+    write(
+        &unbound_conf,
+        &gslb_netns::unbound_config(d, UNBOUND_PORT, CLIENT, TTL_SECS, "svc.example.", dns_addr),
+    );
     let unbound = Spawn::new(
         "unbound",
         with_args(
@@ -389,52 +331,15 @@ fn probers_in_namespaces_steer_unbound_to_the_measured_nearest_cluster() {
     drop(beacon);
 }
 
-/// Polls unbound from the client namespace until it answers `want`; returns how long it
-/// took, or fails with the last answer after `within`.
+/// Polls unbound from the client namespace until it answers `want` for the GSLB name;
+/// how long it took.
 fn follow(ns: &str, want: &str, within: Duration, what: &str) -> Duration {
-    let t = Instant::now();
-    let mut last = String::new();
-    while t.elapsed() < within {
-        match resolve(ns) {
-            Ok(a) if a == want => return t.elapsed(),
-            Ok(a) => last = a,
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what}: unbound did not answer {want} within {within:?}; last: {last}");
+    gslb_netns::follow_a(ns, UNBOUND_PORT, "app.svc.example.", want, within, what)
 }
 
 /// The one A record unbound returns for `app.svc.example.`, asked from inside `ns`.
 fn resolve(ns: &str) -> Result<String, String> {
-    let out = in_ns(ns, "dig")
-        .args([
-            "@127.0.0.1",
-            "-p",
-            &UNBOUND_PORT.to_string(),
-            "+time=1",
-            "+tries=1",
-        ])
-        .arg("app.svc.example.")
-        .arg("A")
-        .output()
-        .map_err(|e| format!("dig: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !text.contains("status: NOERROR") {
-        return Err(text);
-    }
-    let a: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with(';'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 5 && f[0] == "app.svc.example." && f[3] == "A").then(|| f[4])
-        })
-        .collect();
-    match a.as_slice() {
-        [one] => Ok(one.to_string()),
-        _ => Err(text),
-    }
+    gslb_netns::dig_a(ns, UNBOUND_PORT, "app.svc.example.")
 }
 
 fn get(api: SocketAddr, path: &str) -> String {
@@ -512,48 +417,6 @@ spec:
       addresses: [\"{beacon}\"]
 "
     )
-}
-
-fn unbound_config(d: &Path, dns: SocketAddr) -> String {
-    let d = d.display();
-    format!(
-        "server:
-  interface: 127.0.0.1@{UNBOUND_PORT}
-  port: {UNBOUND_PORT}
-  outgoing-interface: {CLIENT}
-  do-ip4: yes
-  do-ip6: no
-  access-control: 127.0.0.0/8 allow
-  username: \"\"
-  chroot: \"\"
-  directory: \"{d}\"
-  pidfile: \"\"
-  use-syslog: no
-  logfile: \"\"
-  verbosity: 1
-  num-threads: 1
-  module-config: \"iterator\"
-  cache-max-ttl: {TTL_SECS}
-  cache-max-negative-ttl: {TTL_SECS}
-  prefetch: no
-  serve-expired: no
-  qname-minimisation: no
-  domain-insecure: \"svc.example.\"
-  auto-trust-anchor-file: \"\"
-remote-control:
-  control-enable: no
-stub-zone:
-  name: \"svc.example.\"
-  stub-addr: {}@{}
-",
-        dns.ip(),
-        dns.port()
-    )
-}
-
-fn with_args(mut c: Command, args: &[&str]) -> Command {
-    c.args(args);
-    c
 }
 
 fn sa(ip: &str, port: u16) -> SocketAddr {

@@ -21,6 +21,10 @@ smoothed RTT of each prefix to every dns API (POST /v1/latency, with
 report, so a prober that stops loses its entries there (health is not affected).
 GET /v1/latency on the dns API shows each entry's prober and age.
 
+In a cluster that runs `causeway agent`, the agent can measure instead:
+`causeway agent --probe-config FILE` (the same document), reported by the stub
+(`causeway stub --dns-url URL`) as CLUSTER/NAME from the agent's certificate.
+
 Config: one `kind: Prober` document (docs/dns.md, \"Measured latency\").
 
 Examples:

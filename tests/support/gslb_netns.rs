@@ -1,0 +1,199 @@
+//! Network namespaces for the measured-latency tests (`dns_measured_latency`,
+//! `dns_agent_prober`): namespaces linked to the root namespace by veth pairs, commands
+//! run inside them, and unbound in a client namespace asked with dig.
+//!
+//! Needs root (`ip netns add`), `unbound` and `dig`.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Network namespaces and their links; deleted on drop (also when the test fails).
+pub struct Netns {
+    /// The namespaces made so far.
+    pub names: Vec<String>,
+}
+
+impl Netns {
+    /// None yet.
+    pub fn new() -> Self {
+        Netns { names: Vec::new() }
+    }
+
+    /// Runs `ip ARGS`.
+    pub fn ip(args: &[&str]) -> Result<(), String> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Whether `ip netns add` is permitted here (tries it with a name ending in the pid).
+    pub fn permitted(prefix: &str) -> Result<(), String> {
+        let probe = format!("{prefix}-perm-{}", std::process::id());
+        Self::ip(&["netns", "add", &probe])?;
+        let _ = Self::ip(&["netns", "del", &probe]);
+        Ok(())
+    }
+
+    /// Adds namespace `name` linked to the root namespace by a veth pair:
+    /// `host`/24 on the root side, `inner`/24 inside, default route via `host`.
+    pub fn add(&mut self, name: &str, host: &str, inner: &str) -> Result<(), String> {
+        let _ = Self::ip(&["netns", "del", name]); // left over from a killed run
+        Self::ip(&["netns", "add", name])?;
+        self.names.push(name.to_string());
+        let outside = format!("{name}-h");
+        let _ = Self::ip(&["link", "del", &outside]);
+        Self::ip(&[
+            "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", name,
+        ])?;
+        Self::ip(&["addr", "add", &format!("{host}/24"), "dev", &outside])?;
+        Self::ip(&["link", "set", &outside, "up"])?;
+        for args in [
+            vec!["addr", "add", &format!("{inner}/24"), "dev", "eth0"],
+            vec!["link", "set", "eth0", "up"],
+            vec!["link", "set", "lo", "up"],
+            vec!["route", "add", "default", "via", host],
+        ] {
+            let mut full = vec!["-n", name];
+            full.extend(args.iter().map(|s| &**s));
+            Self::ip(&full)?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its veth end, and with it the root's end.
+        for n in &self.names {
+            let _ = Self::ip(&["netns", "del", n]);
+        }
+    }
+}
+
+/// A command run inside namespace `ns`.
+pub fn in_ns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(program);
+    c
+}
+
+/// `c` with `args` appended.
+pub fn with_args(mut c: Command, args: &[&str]) -> Command {
+    c.args(args);
+    c
+}
+
+/// The one A record of `name` that unbound on 127.0.0.1:`port` returns, asked from
+/// inside `ns`.
+pub fn dig_a(ns: &str, port: u16, name: &str) -> Result<String, String> {
+    let out = in_ns(ns, "dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=1", "+tries=1"])
+        .arg(name)
+        .arg("A")
+        .output()
+        .map_err(|e| format!("dig: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !text.contains("status: NOERROR") {
+        return Err(text);
+    }
+    let a: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 5 && f[0] == name && f[3] == "A").then(|| f[4])
+        })
+        .collect();
+    match a.as_slice() {
+        [one] => Ok(one.to_string()),
+        _ => Err(text),
+    }
+}
+
+/// Polls [`dig_a`] until it answers `want`; returns how long it took, or fails with the
+/// last answer after `within`.
+pub fn follow_a(
+    ns: &str,
+    port: u16,
+    name: &str,
+    want: &str,
+    within: Duration,
+    what: &str,
+) -> Duration {
+    let t = Instant::now();
+    let mut last = String::new();
+    while t.elapsed() < within {
+        match dig_a(ns, port, name) {
+            Ok(a) if a == want => return t.elapsed(),
+            Ok(a) => last = a,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: unbound did not answer {want} within {within:?}; last: {last}");
+}
+
+/// unbound's config: listening on 127.0.0.1:`port`, asking from `outgoing`, caching at
+/// most `ttl` seconds, with stub zone `zone` served by `dns`.
+pub fn unbound_config(
+    d: &Path,
+    port: u16,
+    outgoing: &str,
+    ttl: u64,
+    zone: &str,
+    dns: SocketAddr,
+) -> String {
+    let d = d.display();
+    format!(
+        "server:
+  interface: 127.0.0.1@{port}
+  port: {port}
+  outgoing-interface: {outgoing}
+  do-ip4: yes
+  do-ip6: no
+  access-control: 127.0.0.0/8 allow
+  username: \"\"
+  chroot: \"\"
+  directory: \"{d}\"
+  pidfile: \"\"
+  use-syslog: no
+  logfile: \"\"
+  verbosity: 1
+  num-threads: 1
+  module-config: \"iterator\"
+  cache-max-ttl: {ttl}
+  cache-max-negative-ttl: {ttl}
+  prefetch: no
+  serve-expired: no
+  qname-minimisation: no
+  domain-insecure: \"{zone}\"
+  auto-trust-anchor-file: \"\"
+remote-control:
+  control-enable: no
+stub-zone:
+  name: \"{zone}\"
+  stub-addr: {}@{}
+",
+        dns.ip(),
+        dns.port()
+    )
+}
