@@ -216,10 +216,10 @@ pub fn watch_liveness(tcp: &TcpStream) {
 }
 
 /// Accepts TLS on one already-accepted TCP connection within `timeout`, reading
-/// through a buffer of `read_buffer` bytes once the ClientHello is in: until then the
-/// connection holds only the socket and rustls' [`rustls::server::Acceptor`] (which
-/// buffers what the peer sent), so a peer that sends nothing or a partial ClientHello
-/// costs no read buffer and no server connection state.
+/// through a buffer of `read_buffer` bytes once the ClientHello is in. Until the peer
+/// sends anything the connection holds only its socket (the TLS state is allocated
+/// then); until its ClientHello is complete, rustls' [`rustls::server::Acceptor`]
+/// (which buffers what arrived) but no read buffer and no server connection state.
 pub async fn accept_tls(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -229,11 +229,15 @@ pub async fn accept_tls(
 ) -> Result<server::TlsStream<BufTcp>, TransportError> {
     let _ = tcp.set_nodelay(true);
     let tls = async {
-        let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
-        let tcp = BufReader::with_capacity(read_buffer, hello.io);
-        StartHandshake::from_parts(hello.accepted, tcp)
-            .into_stream(config.clone())
-            .await
+        tcp.readable().await?;
+        Box::pin(async {
+            let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+            let tcp = BufReader::with_capacity(read_buffer, hello.io);
+            StartHandshake::from_parts(hello.accepted, tcp)
+                .into_stream(config.clone())
+                .await
+        })
+        .await
     };
     handshake_within(timeout, tls, || peer.to_string()).await
 }
@@ -328,7 +332,9 @@ pub async fn serve_tls<F, Fut>(
             };
             drop(permit);
             match accepted {
-                Ok(tls) => serve(tls, peer, shutdown).await,
+                // Boxed: the task of a pending handshake is not sized for a served
+                // connection.
+                Ok(tls) => Box::pin(serve(tls, peer, shutdown)).await,
                 Err(e @ TransportError::Evicted { .. }) => {
                     tracing::debug!(error = %e, %peer, "TLS handshake evicted")
                 }
