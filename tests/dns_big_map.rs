@@ -174,8 +174,10 @@ fn big_map_from_file_upload_swap_and_refusals() {
     // DELETE: the config's map (the last good file) again.
     let (status, body) = s.http("DELETE", "/v1/latency/map", "");
     assert_eq!(status, 200, "{body}");
-    assert!(
-        wait_for(Duration::from_secs(5), POLL, || serves(&s, 0)),
-        "the config's map after DELETE"
+    wait_for(
+        "the config's map after DELETE",
+        Duration::from_secs(5),
+        POLL,
+        || serves(&s, 0),
     );
 }
