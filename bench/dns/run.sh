@@ -60,8 +60,8 @@ LAT_RATE=20000   # fixed rate for latency percentiles (peer-baselines: 20k, pinn
 MEM_NAMES=10000 MEM_PREFIXES=100000
 
 die() { echo "bench/dns: $*" >&2; exit 1; }
-for t in knotd kdig dnsperf python3 taskset timeout; do
-  command -v "$t" >/dev/null || die "$t not found: apt-get install -y knot knot-dnsutils dnsperf python3 util-linux coreutils"
+for t in knotd kdig dnsperf python3 taskset timeout curl; do
+  command -v "$t" >/dev/null || die "$t not found: apt-get install -y knot knot-dnsutils dnsperf python3 util-linux coreutils curl"
 done
 # gdnsd (the peer for computed GSLB answers) is optional: without it its rows are left out.
 GDNSD=0
@@ -291,6 +291,28 @@ measure() {
 # Median of the max-rate runs: the line of RESULTS whose qps is the median for (scen, server).
 pin_server() { taskset -a -p -c "$2" "$1" >/dev/null; }
 
+# cold_cache PID API: empties causeway's reply caches before a miss-ecs run. Otherwise a
+# run would start with the previous run's tail in the caches: dnsperf starts every run at
+# the top of the file, which the previous run has just sent (a 5 s run sends 1.25 passes),
+# and the measured miss fraction drops to 80-85 %. SIGHUP reloads the config (docs/dns.md),
+# the new snapshot generation makes every worker drop its cache on its next query
+# (dns/src/handler.rs); wait until /metrics shows the new generation, then 1 s for the
+# reload thread to finish, so the reload's CPU falls before the run. The simulated
+# fraction (gen.py) also starts from empty caches.
+cold_cache() {
+  local g0 g i
+  gen_of() { curl -s --max-time 2 "http://$1/metrics" | awk '/^causeway_dns_snapshot_generation / {print $2}'; }
+  g0=$(gen_of "$2")
+  [ -n "$g0" ] || die "no causeway_dns_snapshot_generation at http://$2/metrics"
+  kill -HUP "$1"
+  for ((i = 0; i < 600; i++)); do
+    g=$(gen_of "$2")
+    if [ -n "$g" ] && [ "$g" -gt "$g0" ]; then sleep 1; return 0; fi
+    sleep 0.1
+  done
+  die "causeway $1 did not reload within 60 s after SIGHUP"
+}
+
 # servers_for SCEN: sets SERVERS to "name pid addr port" of every server of SCEN (for
 # miss-ecs, "causeway" is the instance with the 100k-prefix map).
 servers_for() {
@@ -314,6 +336,7 @@ run_point_set() { # SCEN DATAFILE
   for ((i = 0; i < MAX_RUNS; i++)); do
     for s in "${servers[@]}"; do
       set -- $s
+      [ "$scen/$1" != miss-ecs/causeway ] || cold_cache "$2" $MISS_API
       measure "$scen" "$1" "$2" "$3" "$4" "$data" unpinned max $MAX_SECS
     done
   done
@@ -322,7 +345,9 @@ run_point_set() { # SCEN DATAFILE
     set -- $s
     # pinned: server on cpu1, dnsperf on cpu0 (Knot pins its own workers: re-pin after start)
     pin_server "$2" 1
+    [ "$scen/$1" != miss-ecs/causeway ] || cold_cache "$2" $MISS_API
     measure "$scen" "$1" "$2" "$3" "$4" "$data" pinned max $MAX_SECS
+    [ "$scen/$1" != miss-ecs/causeway ] || cold_cache "$2" $MISS_API
     measure "$scen" "$1" "$2" "$3" "$4" "$data" latency $LAT_RATE $FIX_SECS
     pin_server "$2" 0,1
   done
@@ -341,6 +366,7 @@ cpu_rounds() {
       servers_for "$1"
       for s in "${SERVERS[@]}"; do
         set -- $sc $s
+        [ "$1/$3" != miss-ecs/causeway ] || cold_cache "$4" $MISS_API
         measure "$1" "$3" "$4" "$5" "$6" "$2" unpinned $CPU_RATE $FIX_SECS
       done
     done
@@ -391,6 +417,7 @@ PY
   MISS_MEASURED=""
   for ((i = 0; i < MAX_RUNS; i++)); do
     out="$WORK/perf-stat-$i.txt"
+    cold_cache "$pid" $MISS_API
     perf stat -x, -e probe_cwprobed:cwprep -p "$pid" -o "$out" -- sleep $((FIX_SECS + 2)) &
     local perf_pid=$!
     sleep 0.5
