@@ -237,7 +237,7 @@ mod tests {
         // straightforward map of the same rows.
         let mut text = String::from("prefix a b\n");
         let mut want = std::collections::HashMap::new();
-        for i in 0..20_000u32 {
+        for i in 0..60_000u32 {
             let x = i.wrapping_mul(2_654_435_761);
             let (len, addr) = match i % 3 {
                 0 => (24, x & 0xffff_ff00),
@@ -263,6 +263,20 @@ mod tests {
             .collect();
         let t = parse(&text, 1000).unwrap();
         assert_eq!(t.len(), want.len());
+        assert!(
+            t.v4_bucketed(),
+            "the /24 level is big enough to be bucketed"
+        );
+        // Addresses in no prefix: none of the levels matches.
+        for i in 0..2_000u32 {
+            let a = std::net::Ipv4Addr::from(i.wrapping_mul(2_246_822_519) | 0x8000_0000);
+            let hit = t.lookup(a.into(), 32).map(|e| e.prefix);
+            let want_hit = [24u8, 20, 16].into_iter().find_map(|len| {
+                let p = IpNet::new(a.into(), len).unwrap().trunc();
+                want.contains_key(&p).then_some(p)
+            });
+            assert_eq!(hit, want_hit, "{a}");
+        }
         for (p, i) in &want {
             let e = t.lookup(p.addr(), p.prefix_len()).unwrap();
             assert_eq!(e.prefix, *p);

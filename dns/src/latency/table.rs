@@ -46,6 +46,46 @@ struct Level<K> {
     /// Entry number of `keys[0]`.
     start: u32,
     keys: Box<[K]>,
+    /// For a big IPv4 level: `buckets[h]` is the first key whose top 16 bits are at
+    /// least `h` (65,537 of them), so a search looks at one bucket's keys only (a few
+    /// cache lines rather than ~20 for a million keys). Empty otherwise.
+    buckets: Box<[u32]>,
+}
+
+/// IPv4 levels with more keys than this get [`Level::buckets`] (256 KiB each).
+const BUCKETED: usize = 16_384;
+
+impl Level<u32> {
+    fn with_buckets(mut self) -> Self {
+        if self.keys.len() > BUCKETED {
+            let mut b = Vec::with_capacity(65_537);
+            let mut i = 0usize;
+            for h in 0..=65_536u32 {
+                while i < self.keys.len() && self.keys[i] >> 16 < h {
+                    i += 1;
+                }
+                b.push(i as u32);
+            }
+            self.buckets = b.into_boxed_slice();
+        }
+        self
+    }
+
+    fn search(&self, key: u32) -> Option<usize> {
+        if self.buckets.is_empty() {
+            return self.keys.binary_search(&key).ok();
+        }
+        let h = (key >> 16) as usize;
+        let (lo, hi) = (self.buckets[h] as usize, self.buckets[h + 1] as usize);
+        let i = self.keys.get(lo..hi)?.binary_search(&key).ok()?;
+        Some(lo + i)
+    }
+}
+
+impl Level<u128> {
+    fn search(&self, key: u128) -> Option<usize> {
+        self.keys.binary_search(&key).ok()
+    }
 }
 
 /// Immutable longest-prefix-match table for IPv4 and IPv6.
@@ -81,13 +121,12 @@ fn find<K: Ord + Copy>(
     levels: &[Level<K>],
     max_len: u8,
     key: impl Fn(u8) -> K,
+    search: impl Fn(&Level<K>, K) -> Option<usize>,
 ) -> Option<(u8, u32)> {
-    levels.iter().filter(|l| l.len <= max_len).find_map(|l| {
-        l.keys
-            .binary_search(&key(l.len))
-            .ok()
-            .map(|i| (l.len, l.start + i as u32))
-    })
+    levels
+        .iter()
+        .filter(|l| l.len <= max_len)
+        .find_map(|l| search(l, key(l.len)).map(|i| (l.len, l.start + i as u32)))
 }
 
 impl LatencyTable {
@@ -206,13 +245,18 @@ impl LatencyTable {
         match addr {
             IpAddr::V4(a) => {
                 let v = u32::from(a);
-                let (len, e) = find(&self.v4, max_len, |len| mask4(v, len))?;
+                let (len, e) = find(&self.v4, max_len, |len| mask4(v, len), Level::<u32>::search)?;
                 let p = IpNet::new(IpAddr::V4(Ipv4Addr::from(mask4(v, len))), len).ok()?;
                 Some(self.entry(e, p))
             }
             IpAddr::V6(a) => {
                 let v = u128::from(a);
-                let (len, e) = find(&self.v6, max_len, |len| mask6(v, len))?;
+                let (len, e) = find(
+                    &self.v6,
+                    max_len,
+                    |len| mask6(v, len),
+                    Level::<u128>::search,
+                )?;
                 let p = IpNet::new(IpAddr::V6(Ipv6Addr::from(mask6(v, len))), len).ok()?;
                 Some(self.entry(e, p))
             }
@@ -238,11 +282,21 @@ impl LatencyTable {
         }
     }
 
+    /// Whether an IPv4 level is bucketed (for tests).
+    #[cfg(test)]
+    pub(crate) fn v4_bucketed(&self) -> bool {
+        self.v4.iter().any(|l| !l.buckets.is_empty())
+    }
+
     /// Heap bytes the table holds (for logs and tests).
     pub fn heap_bytes(&self) -> usize {
         self.rtts.len() * 4
             + self.nested.len() * 8
-            + self.v4.iter().map(|l| l.keys.len() * 4).sum::<usize>()
+            + self
+                .v4
+                .iter()
+                .map(|l| l.keys.len() * 4 + l.buckets.len() * 4)
+                .sum::<usize>()
             + self.v6.iter().map(|l| l.keys.len() * 16).sum::<usize>()
     }
 }
@@ -433,11 +487,15 @@ impl TableBuilder {
             let len = (v4[start] >> 58) as u8;
             let end = start + v4[start..].partition_point(|k| (k >> 58) as u8 == len);
             let keys: Box<[u32]> = v4[start..end].iter().map(|k| (k >> 26) as u32).collect();
-            levels4.push(Level {
-                len,
-                start: start as u32,
-                keys,
-            });
+            levels4.push(
+                Level {
+                    len,
+                    start: start as u32,
+                    keys,
+                    buckets: Box::default(),
+                }
+                .with_buckets(),
+            );
             start = end;
         }
         drop(std::mem::take(&mut self.v4));
@@ -452,6 +510,7 @@ impl TableBuilder {
                 len,
                 start: (kept4 + start) as u32,
                 keys,
+                buckets: Box::default(),
             });
             start = end;
         }
@@ -462,7 +521,7 @@ impl TableBuilder {
         for (i, long) in levels4.iter().enumerate() {
             for short in &levels4[..i] {
                 for k in long.keys.iter() {
-                    if let Ok(x) = short.keys.binary_search(&mask4(*k, short.len)) {
+                    if let Some(x) = short.search(mask4(*k, short.len)) {
                         mark(short.start + x as u32);
                     }
                 }
