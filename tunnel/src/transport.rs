@@ -9,15 +9,121 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio_rustls::server::{LazyConfigAcceptor, StartHandshake};
-use tokio_rustls::{TlsConnector, client, server};
+use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 /// A TCP stream read through a buffer: rustls asks for at most one TLS record
 /// (≤ 16 KiB) per read, so without it a large body costs one `recv(2)` per record.
-pub type BufTcp = BufReader<TcpStream>;
+///
+/// The buffer exists only once it is useful: reads go straight to the socket until
+/// [`BufTcp::buffer_reads`] (after the TLS handshake, which is a few small reads), and
+/// it is allocated when the socket first has data after that. A peer stalling its
+/// handshake thus holds no read buffer (256 KiB on the agents' listener).
+pub struct BufTcp {
+    tcp: TcpStream,
+    capacity: usize,
+    buffering: bool,
+    /// Empty until allocated, then `capacity` bytes, of which `pos..filled` are unread.
+    buf: Vec<u8>,
+    pos: usize,
+    filled: usize,
+}
+
+impl BufTcp {
+    /// `tcp`, to be read through a buffer of `capacity` bytes after
+    /// [`BufTcp::buffer_reads`].
+    pub fn new(capacity: usize, tcp: TcpStream) -> Self {
+        BufTcp {
+            tcp,
+            capacity,
+            buffering: false,
+            buf: Vec::new(),
+            pos: 0,
+            filled: 0,
+        }
+    }
+
+    /// Reads through the buffer from now on.
+    pub fn buffer_reads(&mut self) {
+        self.buffering = true;
+    }
+
+    /// The TCP stream.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// The TCP stream, mutably (reading from it directly skips what is buffered).
+    pub fn get_mut(&mut self) -> &mut TcpStream {
+        &mut self.tcp
+    }
+}
+
+impl tokio::io::AsyncRead for BufTcp {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        dst: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos == this.filled {
+            // Nothing buffered: large reads (and every read until buffering starts) go
+            // straight to the socket.
+            if !this.buffering || dst.remaining() >= this.capacity {
+                return std::pin::Pin::new(&mut this.tcp).poll_read(cx, dst);
+            }
+            if this.buf.is_empty() {
+                std::task::ready!(this.tcp.poll_read_ready(cx))?;
+                this.buf = vec![0; this.capacity];
+            }
+            let mut fill = tokio::io::ReadBuf::new(&mut this.buf);
+            std::task::ready!(std::pin::Pin::new(&mut this.tcp).poll_read(cx, &mut fill))?;
+            this.filled = fill.filled().len();
+            this.pos = 0;
+        }
+        let n = dst.remaining().min(this.filled - this.pos);
+        dst.put_slice(&this.buf[this.pos..this.pos + n]);
+        this.pos += n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for BufTcp {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
 
 /// Read buffer of a stub⇄agent session and of an agent's API-server connection:
 /// bulk bodies arrive here, many records per `recv(2)`.
@@ -138,11 +244,13 @@ pub async fn connect_tls(
     config: Arc<rustls::ClientConfig>,
     read_buffer: usize,
 ) -> Result<client::TlsStream<BufTcp>, TransportError> {
-    let tcp = BufReader::with_capacity(read_buffer, connect_tcp(addr).await?);
+    let tcp = BufTcp::new(read_buffer, connect_tcp(addr).await?);
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|_| TransportError::ServerName(server_name.to_owned()))?;
     let tls = TlsConnector::from(config).connect(name, tcp);
-    handshake(tls, || addr.to_owned()).await
+    let mut tls = handshake(tls, || addr.to_owned()).await?;
+    tls.get_mut().0.buffer_reads();
+    Ok(tls)
 }
 
 /// Runs a TLS handshake within [`HANDSHAKE_TIMEOUT`]; `peer` names the other side in
@@ -216,10 +324,9 @@ pub fn watch_liveness(tcp: &TcpStream) {
 }
 
 /// Accepts TLS on one already-accepted TCP connection within `timeout`, reading
-/// through a buffer of `read_buffer` bytes once the ClientHello is in. Until the peer
-/// sends anything the connection holds only its socket (the TLS state is allocated
-/// then); until its ClientHello is complete, rustls' [`rustls::server::Acceptor`]
-/// (which buffers what arrived) but no read buffer and no server connection state.
+/// through a buffer of `read_buffer` bytes after the handshake. Until the peer sends
+/// anything the connection holds only its socket (the TLS state is allocated then),
+/// and never a read buffer before the handshake ended ([`BufTcp`]).
 pub async fn accept_tls(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -230,16 +337,12 @@ pub async fn accept_tls(
     let _ = tcp.set_nodelay(true);
     let tls = async {
         tcp.readable().await?;
-        Box::pin(async {
-            let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
-            let tcp = BufReader::with_capacity(read_buffer, hello.io);
-            StartHandshake::from_parts(hello.accepted, tcp)
-                .into_stream(config.clone())
-                .await
-        })
-        .await
+        // Boxed: the TLS state is allocated only now.
+        Box::pin(TlsAcceptor::from(config.clone()).accept(BufTcp::new(read_buffer, tcp))).await
     };
-    handshake_within(timeout, tls, || peer.to_string()).await
+    let mut tls = handshake_within(timeout, tls, || peer.to_string()).await?;
+    tls.get_mut().0.buffer_reads();
+    Ok(tls)
 }
 
 /// The peer's leaf certificate on a server-side TLS stream, if it sent one.
@@ -695,6 +798,43 @@ mod tests {
         let s = TcpSocket::new_v4().unwrap();
         s.bind(SocketAddr::new(from.into(), 0)).unwrap();
         s.connect(to).await.ok()
+    }
+
+    /// [`BufTcp`] returns the bytes sent, in order, whatever the read sizes, before and
+    /// after buffering starts, and allocates its buffer only when buffering.
+    #[tokio::test]
+    async fn buf_tcp_reads_everything_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            for chunk in sent.chunks(7_000) {
+                tcp.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut r = BufTcp::new(4096, TcpStream::connect(addr).await.unwrap());
+        let mut got = vec![0u8; 100];
+        r.read_exact(&mut got).await.unwrap();
+        assert!(r.buf.is_empty(), "no buffer before buffer_reads");
+        r.buffer_reads();
+        let sizes = [1usize, 10, 4095, 4096, 9000, 3, 50_000];
+        let mut i = 0;
+        loop {
+            let mut b = vec![0u8; sizes[i % sizes.len()]];
+            i += 1;
+            let n = r.read(&mut b).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&b[..n]);
+        }
+        writer.await.unwrap();
+        assert_eq!(r.buf.len(), 4096);
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "bytes differ");
     }
 
     /// Waits (bounded) until `f` holds.
