@@ -146,7 +146,7 @@ pub struct StubConfig {
     /// listeners (`spec.handshakes`).
     pub handshakes: crate::transport::HandshakeLimits,
     /// Measured latency: report agents' probers to dns (`--dns-url`; not in the file).
-    pub latency_reports: Option<crate::stub::latency::LatencyReports>,
+    pub latency_reports: Option<LatencyReports>,
 }
 
 /// Where the audit log goes.
@@ -312,6 +312,54 @@ impl OneDocumentFile for StubConfig {
             handshakes,
             latency_reports: None,
         })
+    }
+}
+
+/// Where and how often the stub reports its agents' measurements.
+#[derive(Debug, Clone)]
+pub struct LatencyReports {
+    /// dns APIs; each gets every report.
+    pub dns: Vec<DnsUrl>,
+    /// Time between polls.
+    pub interval: Duration,
+}
+
+/// A dns API given as `http://HOST:PORT` (or `HOST:PORT`); the host is resolved at
+/// every report, so a Service name follows its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsUrl {
+    /// `HOST:PORT`.
+    pub authority: String,
+}
+
+/// A `--dns-url` that is not `http://HOST:PORT`.
+#[derive(Debug, thiserror::Error)]
+#[error("--dns-url {0:?}: expected http://HOST:PORT")]
+pub struct DnsUrlError(pub String);
+
+impl std::str::FromStr for DnsUrl {
+    type Err = DnsUrlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || DnsUrlError(s.to_string());
+        let rest = s.strip_prefix("http://").unwrap_or(s);
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+            return Err(bad());
+        }
+        let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        Ok(DnsUrl {
+            authority: authority.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for DnsUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}", self.authority)
     }
 }
 

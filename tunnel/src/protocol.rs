@@ -13,7 +13,7 @@
 //! |---|---|
 //! | `x-causeway-identity` | the authenticated [`Identity`], base64url(JSON) |
 //! | `x-causeway-upgrade` | the client asked for `Upgrade: <value>` (exec, attach, port-forward) |
-//! | `x-causeway-internal` | `latency`: the stub's own `GET` of the agent prober's measurements ([`crate::agent::prober::LATENCY_PATH`]); the agent answers it itself and never forwards it |
+//! | `x-causeway-internal` | `latency`: the stub's own `GET` of the agent prober's measurements ([`LATENCY_PATH`]); the agent answers it itself and never forwards it |
 //!
 //! HTTP/2 forbids connection-specific headers (RFC 9113 §8.2.2), so an upgrade is
 //! carried as an ordinary request whose body is the client→server byte stream. The
@@ -58,6 +58,10 @@ pub const HDR_INTERNAL: HeaderName = HeaderName::from_static("x-causeway-interna
 
 /// [`HDR_INTERNAL`]'s value for the prober's measurements.
 pub const INTERNAL_LATENCY: &str = "latency";
+
+/// Path of the stub's poll of the agent prober's measurements (with
+/// [`HDR_INTERNAL`]: [`INTERNAL_LATENCY`]).
+pub const LATENCY_PATH: &str = "/causeway.dev/v1/latency";
 
 /// Agent → stub: `101` when the API server switched protocols.
 pub const HDR_STATUS: HeaderName = HeaderName::from_static("x-causeway-status");

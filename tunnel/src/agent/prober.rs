@@ -21,8 +21,7 @@ use super::forward::{Carrier, Forwarder};
 use crate::body::{self, TunnelBody};
 use crate::protocol;
 
-/// Path of the stub's poll of the prober's measurements.
-pub const LATENCY_PATH: &str = "/causeway.dev/v1/latency";
+pub use crate::protocol::LATENCY_PATH;
 
 /// The measuring loop's latest results.
 pub struct Prober {

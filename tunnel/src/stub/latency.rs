@@ -21,10 +21,10 @@ use http_body_util::{BodyExt, Limited};
 use tokio_util::sync::CancellationToken;
 
 use super::state::StubState;
-use crate::agent::prober::LATENCY_PATH;
 use crate::body;
+pub use crate::config::{DnsUrl, DnsUrlError, LatencyReports};
 use crate::mux::session::Sent;
-use crate::protocol;
+use crate::protocol::{self, LATENCY_PATH};
 
 /// How long an agent has to answer the poll.
 const POLL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,54 +36,6 @@ const POST_ATTEMPTS: u32 = 2;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Largest answer read from an agent (a config holds at most 10 000 client networks).
 const MAX_ANSWER: usize = 2 << 20;
-
-/// Where and how often the stub reports its agents' measurements.
-#[derive(Debug, Clone)]
-pub struct LatencyReports {
-    /// dns APIs; each gets every report.
-    pub dns: Vec<DnsUrl>,
-    /// Time between polls.
-    pub interval: Duration,
-}
-
-/// A dns API given as `http://HOST:PORT` (or `HOST:PORT`); the host is resolved at
-/// every report, so a Service name follows its address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsUrl {
-    /// `HOST:PORT`.
-    pub authority: String,
-}
-
-/// A `--dns-url` that is not `http://HOST:PORT`.
-#[derive(Debug, thiserror::Error)]
-#[error("--dns-url {0:?}: expected http://HOST:PORT")]
-pub struct DnsUrlError(pub String);
-
-impl std::str::FromStr for DnsUrl {
-    type Err = DnsUrlError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || DnsUrlError(s.to_string());
-        let rest = s.strip_prefix("http://").unwrap_or(s);
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
-            return Err(bad());
-        }
-        let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
-        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(bad());
-        }
-        Ok(DnsUrl {
-            authority: authority.to_string(),
-        })
-    }
-}
-
-impl std::fmt::Display for DnsUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}", self.authority)
-    }
-}
 
 /// Polls and reports until `shutdown`; only while the stub is active (the lease holder),
 /// so HA stubs do not report twice.
