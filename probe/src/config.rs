@@ -9,7 +9,7 @@
 //!   dns: ["10.0.0.53:8053"]      # causeway dns API addresses (--dns replaces them)
 //!   interval: 1s                 # one round over every beacon
 //!   timeout: 1s                  # per measurement
-//!   method: tcp-echo             # or tcp-connect
+//!   method: tcp-echo             # or tcp-connect, or icmp (port ignored)
 //!   alpha: 0.3                   # EWMA weight of a new sample
 //!   minSamples: 3                # samples before a beacon is reported
 //!   fall: 3                      # consecutive failures that forget a beacon's samples
@@ -37,6 +37,10 @@ pub enum Method {
     /// Time the TCP connect (SYN → SYN-ACK): any listening port, but a proxy or NAT that
     /// terminates TCP on the way answers for the beacon.
     TcpConnect,
+    /// ICMP echo to the beacon's address (its port is ignored): the network RTT with no
+    /// listener needed, where ICMP is permitted (see [`crate::icmp`]); checked when the
+    /// config loads.
+    Icmp,
 }
 
 /// One client network and its beacons.
@@ -166,6 +170,12 @@ impl ProberConfig {
                     "at least one ADDR:PORT",
                 ));
             }
+            if s.method == Method::Icmp
+                && let Some(a) = b.addresses.first()
+                && let Err(e) = crate::icmp::permitted(a.ip())
+            {
+                return Err(doc.error("spec.method", format!("icmp: {e}")));
+            }
             if b.prefix != b.prefix.trunc() {
                 return Err(doc.error(
                     &format!("spec.beacons[{i}].prefix"),
@@ -213,6 +223,21 @@ mod tests {
         assert_eq!(c.min_samples, 3);
         assert_eq!(c.method, Method::TcpEcho);
         assert_eq!(c.beacons[0].addresses.len(), 1);
+    }
+
+    #[test]
+    fn icmp_loads_where_permitted_and_says_why_not_elsewhere() {
+        let r = load(&format!(
+            "{HEAD}spec:\n  method: icmp\n  beacons:\n    - prefix: 10.1.0.0/24\n      addresses: [\"127.0.0.1:0\"]\n"
+        ));
+        match crate::icmp::permitted("127.0.0.1".parse().expect("ip")) {
+            Ok(()) => assert_eq!(r.expect("icmp permitted").method, Method::Icmp),
+            Err(_) => {
+                let e = r.expect_err("icmp not permitted");
+                assert!(e.to_string().contains("spec.method"), "{e}");
+                assert!(e.to_string().contains("CAP_NET_RAW"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 pub mod beacon;
 pub mod config;
+pub mod icmp;
 pub mod measure;
 pub mod report;
 pub mod smooth;

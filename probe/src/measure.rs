@@ -11,12 +11,15 @@ use crate::config::Method;
 /// Times one round trip to `addr` within `timeout` (a fresh connection each time).
 ///
 /// `tcp-echo`: connect, then the time from writing one byte until it is read back.
-/// `tcp-connect`: the time the connect takes.
+/// `tcp-connect`: the time the connect takes. `icmp`: one echo ([`crate::icmp::once`]).
 pub async fn once(
     addr: SocketAddr,
     method: Method,
     timeout: Duration,
 ) -> std::io::Result<Duration> {
+    if method == Method::Icmp {
+        return crate::icmp::once(addr.ip(), timeout).await;
+    }
     let deadline = tokio::time::Instant::now() + timeout;
     let fut = async {
         let start = Instant::now();

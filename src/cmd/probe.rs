@@ -13,7 +13,8 @@ const LONG_ABOUT: &str = "\
 Measure latency from this cluster to client networks and report it to causeway dns.
 
 Every spec.interval the prober times one round trip to each beacon of each client
-network (tcp-echo: one byte echoed on a fresh connection; tcp-connect: the connect),
+network (tcp-echo: one byte echoed on a fresh connection; tcp-connect: the connect;
+icmp: one echo request, where ping sockets or CAP_NET_RAW permit it),
 smooths each beacon's RTT (EWMA with weight spec.alpha; reported only after
 spec.minSamples samples; spec.fall failures in a row forget it), and POSTs the lowest
 smoothed RTT of each prefix to every dns API (POST /v1/latency, with
