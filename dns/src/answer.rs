@@ -277,6 +277,56 @@ fn prepare_message(
     }
 }
 
+/// The policy decision behind a GSLB name's A or AAAA reply that [`encode_gslb`]
+/// writes by hand: the reply's bytes and counters depend on the client only through
+/// [`Choice::targets`] and [`Choice::fail_open`], so one encoding serves every client
+/// network with the same decision ([`Choice::scope`] is patched per query).
+pub struct GslbDecision<'a> {
+    zone: &'a Zone,
+    id: usize,
+    family: Family,
+    /// The policy's choice (non-empty targets).
+    pub choice: policy::Choice,
+}
+
+/// The decision for an A or AAAA query (class IN or ANY) for a GSLB name when the
+/// policy answers at least one address and no signature is asked for (`signed`: the
+/// query has DO and some zone is signed). `None`: not such a query.
+pub fn decide_gslb<'a>(
+    snap: &'a Snapshot,
+    qname: &[u8],
+    qtype: u16,
+    qclass: u16,
+    client: Client,
+    signed: bool,
+) -> Option<GslbDecision<'a>> {
+    let family = match qtype {
+        1 => Family::V4,
+        28 => Family::V6,
+        _ => return None,
+    };
+    if qclass != CLASS_IN && qclass != CLASS_ANY {
+        return None;
+    }
+    let Found::Node(zone, node) = snap.zones.find(qname, RecordType::from(qtype)) else {
+        return None;
+    };
+    let id = node.gslb?;
+    if signed && zone.dnssec.is_some() {
+        return None;
+    }
+    let choice = policy::decide(snap, id, &client, family);
+    if choice.targets.is_empty() {
+        return None;
+    }
+    Some(GslbDecision {
+        zone,
+        id,
+        family,
+        choice,
+    })
+}
+
 /// The reply to an A or AAAA query (class IN or ANY) for a GSLB name, when the policy
 /// answers at least one address and no signature is asked for, encoded by hand: the
 /// bytes hickory-proto writes for the same message (header, the question, then one
@@ -293,28 +343,26 @@ fn gslb_reply(
     client: Client,
     sigs: &Option<&mut crate::dnssec::SigCache>,
 ) -> Option<Prepared> {
+    let d = decide_gslb(snap, qname, qtype, qclass, client, sigs.is_some())?;
+    encode_gslb(snap, metrics, counters, qname, qtype, qclass, &d)
+}
+
+/// Encodes the reply of decision `d` (from [`decide_gslb`] for the same query) by hand.
+/// `None` only when the answer has more records than a message can count.
+pub fn encode_gslb(
+    snap: &Snapshot,
+    metrics: &Metrics,
+    counters: &mut CounterCache,
+    qname: &[u8],
+    qtype: u16,
+    qclass: u16,
+    d: &GslbDecision<'_>,
+) -> Option<Prepared> {
     const A: u16 = 1;
     const AAAA: u16 = 28;
-    let family = match qtype {
-        A => Family::V4,
-        AAAA => Family::V6,
-        _ => return None,
-    };
-    if qclass != CLASS_IN && qclass != CLASS_ANY {
-        return None;
-    }
-    let Found::Node(zone, node) = snap.zones.find(qname, RecordType::from(qtype)) else {
-        return None;
-    };
-    let id = node.gslb?;
-    if sigs.is_some() && zone.dnssec.is_some() {
-        return None;
-    }
+    counters.reset_for(snap.generation);
+    let (zone, id, family, choice) = (d.zone, d.id, d.family, &d.choice);
     let g = snap.zones.gslb.get(id)?;
-    let choice = policy::decide(snap, id, &client, family);
-    if choice.targets.is_empty() {
-        return None;
-    }
     let (rtype, rdlen): (u16, u16) = match family {
         Family::V4 => (A, 4),
         Family::V6 => (AAAA, 16),

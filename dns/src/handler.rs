@@ -43,7 +43,63 @@ pub enum Transport {
 
 enum Slot {
     Static(Prepared),
-    PerClient(HashMap<(u128, u8), Prepared, Seeded>),
+    PerClient(PerClient),
+}
+
+/// The replies of one key that depend on the client network. A GSLB name's A/AAAA
+/// reply depends on the client only through the policy's decision (the targets, in
+/// order, and fail-open), so clients with the same decision share one reply: a new
+/// client network costs the decision and a map insert, not an encoding. Other
+/// per-client replies (signed, through CNAMEs, ANY) get one reply each.
+struct PerClient {
+    replies: Vec<Prepared>,
+    /// (targets, fail open) → index in `replies`, for the shared replies.
+    shared: Vec<(Box<[usize]>, bool, u32)>,
+    /// Client network → (index in `replies`, ECS scope for this client).
+    clients: HashMap<(u128, u8), (u32, u8), Seeded>,
+}
+
+impl PerClient {
+    fn new(seed: Seeded) -> Self {
+        Self {
+            replies: Vec::new(),
+            shared: Vec::new(),
+            clients: HashMap::with_hasher(seed),
+        }
+    }
+
+    /// The shared reply of decision (`targets`, `fail_open`), if there is one.
+    fn find_shared(&self, targets: &[usize], fail_open: bool) -> Option<u32> {
+        self.shared
+            .iter()
+            .find(|s| *s.0 == *targets && s.1 == fail_open)
+            .map(|s| s.2)
+    }
+
+    fn get(&self, client: &(u128, u8)) -> Option<(&Prepared, u8)> {
+        let &(i, scope) = self.clients.get(client)?;
+        Some((self.replies.get(i as usize)?, scope))
+    }
+
+    /// Stores `p` as `client`'s own reply, replacing the one it had unless shared.
+    fn insert_own(&mut self, client: (u128, u8), p: Prepared) {
+        let scope = p.scope;
+        if let Some(&(i, _)) = self.clients.get(&client)
+            && !self.shared.iter().any(|s| s.2 == i)
+            && let Some(old) = self.replies.get_mut(i as usize)
+        {
+            // A signed reply prepared again: count the old one's uses.
+            old.flush();
+            *old = p;
+            self.clients.insert(client, (i, scope));
+            return;
+        }
+        let Ok(i) = u32::try_from(self.replies.len()) else {
+            return;
+        };
+        self.replies.push(p);
+        self.clients.insert(client, (i, scope));
+    }
 }
 
 /// The hasher of the worker's caches: a multiply-xorshift over the key's words with a
@@ -174,7 +230,7 @@ impl Handler {
         for slot in self.cache.values() {
             match slot {
                 Slot::Static(p) => p.flush(),
-                Slot::PerClient(m) => m.values().for_each(Prepared::flush),
+                Slot::PerClient(m) => m.replies.iter().for_each(Prepared::flush),
             }
         }
         self.last_flush = std::time::Instant::now();
@@ -184,6 +240,26 @@ impl Handler {
     pub fn maybe_flush_metrics(&mut self) {
         if self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush_metrics();
+        }
+    }
+
+    /// The per-client slot of the current key, made (or made from a static one, whose
+    /// uses are counted first) when there is none.
+    fn per_client_slot(&mut self) -> Option<&mut PerClient> {
+        let seed = self.seed;
+        if !self.cache.contains_key(self.key.as_slice()) {
+            // The key is copied only for a new slot, not on every miss.
+            self.cache
+                .insert(self.key.clone(), Slot::PerClient(PerClient::new(seed)));
+        }
+        let slot = self.cache.get_mut(self.key.as_slice())?;
+        if let Slot::Static(old) = slot {
+            old.flush();
+            *slot = Slot::PerClient(PerClient::new(seed));
+        }
+        match slot {
+            Slot::PerClient(m) => Some(m),
+            Slot::Static(_) => None,
         }
     }
 
@@ -254,15 +330,45 @@ impl Handler {
             client.source_len,
         );
 
-        let prepared: &Prepared = {
-            // Two lookups keep the borrow checker happy without cloning on a hit.
-            let fresh = |p: &Prepared| p.resign_at.is_none_or(|t| std::time::Instant::now() < t);
-            let hit = match self.cache.get(self.key.as_slice()) {
-                Some(Slot::Static(p)) => fresh(p),
-                Some(Slot::PerClient(m)) => m.get(&client_key).is_some_and(fresh),
-                None => false,
-            };
-            if !hit {
+        let fresh = |p: &Prepared| p.resign_at.is_none_or(|t| std::time::Instant::now() < t);
+        let hit = match self.cache.get(self.key.as_slice()) {
+            Some(Slot::Static(p)) => fresh(p),
+            Some(Slot::PerClient(m)) => m.get(&client_key).is_some_and(|(p, _)| fresh(p)),
+            None => false,
+        };
+        if !hit {
+            self.entries += 1;
+            let decided =
+                answer::decide_gslb(&snap, &self.lower, q.qtype, q.qclass, client, dnssec_ok)
+                    .filter(|d| d.choice.per_client);
+            let mut done = false;
+            if let Some(d) = decided {
+                let (targets, fail_open, scope) =
+                    (&d.choice.targets, d.choice.fail_open, d.choice.scope);
+                if let Some(m) = self.per_client_slot()
+                    && let Some(i) = m.find_shared(targets, fail_open)
+                {
+                    m.clients.insert(client_key, (i, scope));
+                    done = true;
+                } else if let Some(p) = answer::encode_gslb(
+                    &snap,
+                    &self.shared.metrics,
+                    &mut self.labels,
+                    &self.lower,
+                    q.qtype,
+                    q.qclass,
+                    &d,
+                ) && let Some(m) = self.per_client_slot()
+                    && let Ok(i) = u32::try_from(m.replies.len())
+                {
+                    m.replies.push(p);
+                    m.shared
+                        .push((targets.clone().into_boxed_slice(), fail_open, i));
+                    m.clients.insert(client_key, (i, scope));
+                    done = true;
+                }
+            }
+            if !done {
                 let p = answer::prepare(
                     &snap,
                     &self.shared.metrics,
@@ -274,47 +380,26 @@ impl Handler {
                     client,
                     dnssec_ok.then_some(&mut self.sigs),
                 );
-                self.entries += 1;
                 if p.per_client {
-                    // The key is copied only for a new slot, not on every miss.
-                    if !self.cache.contains_key(self.key.as_slice()) {
-                        self.cache.insert(
-                            self.key.clone(),
-                            Slot::PerClient(HashMap::with_hasher(self.seed)),
-                        );
-                    }
-                    let Some(slot) = self.cache.get_mut(self.key.as_slice()) else {
-                        return false;
-                    };
-                    match slot {
-                        Slot::PerClient(m) => {
-                            // A signed reply prepared again: count the old one's uses.
-                            if let Some(old) = m.insert(client_key, p) {
-                                old.flush();
-                            }
-                        }
-                        slot @ Slot::Static(_) => {
-                            let mut m = HashMap::with_hasher(self.seed);
-                            m.insert(client_key, p);
-                            *slot = Slot::PerClient(m);
-                        }
+                    if let Some(m) = self.per_client_slot() {
+                        m.insert_own(client_key, p);
                     }
                 } else {
                     match self.cache.insert(self.key.clone(), Slot::Static(p)) {
                         Some(Slot::Static(old)) => old.flush(),
-                        Some(Slot::PerClient(m)) => m.values().for_each(Prepared::flush),
+                        Some(Slot::PerClient(m)) => m.replies.iter().for_each(Prepared::flush),
                         None => {}
                     }
                 }
             }
-            match self.cache.get(self.key.as_slice()) {
-                Some(Slot::Static(p)) => p,
-                Some(Slot::PerClient(m)) => match m.get(&client_key) {
-                    Some(p) => p,
-                    None => return false,
-                },
+        }
+        let (prepared, scope): (&Prepared, u8) = match self.cache.get(self.key.as_slice()) {
+            Some(Slot::Static(p)) => (p, p.scope),
+            Some(Slot::PerClient(m)) => match m.get(&client_key) {
+                Some(found) => found,
                 None => return false,
-            }
+            },
+            None => return false,
         };
 
         prepared.pending.set(prepared.pending.get() + 1);
@@ -377,7 +462,6 @@ impl Handler {
         out[2..4].copy_from_slice(&flags.to_be_bytes());
         out[wire::HEADER_LEN..wire::HEADER_LEN + q.qname.len()].copy_from_slice(q.qname);
         if let Some(edns) = q.edns {
-            let scope = prepared.scope;
             wire::write_opt(
                 out,
                 wire::OptReply {
@@ -392,5 +476,104 @@ impl Handler {
             out[10..12].copy_from_slice(&ar.to_be_bytes());
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::LoadedConfig;
+    use hickory_proto::op::{Edns, Message, Query};
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+    use hickory_proto::rr::{Name, RData, RecordType};
+
+    const CONFIG: &str = "apiVersion: causeway.dev/v1alpha1
+kind: Zone
+metadata: {name: z}
+spec:
+  origin: svc.example.
+  soa: {rname: hostmaster.svc.example.}
+  nameservers: [{name: ns1, addresses: [127.0.0.53]}]
+  gslb:
+    - {name: near, policy: latency, ttl: 17, targets: [
+        {cluster: a, addresses: [192.0.2.1, 192.0.2.9]},
+        {cluster: b, addresses: [192.0.2.2]}]}
+---
+apiVersion: causeway.dev/v1alpha1
+kind: LatencyMap
+metadata: {name: m}
+spec:
+  entries:
+    - {prefix: 10.0.0.0/8, rttMs: {a: 5, b: 50}}
+    - {prefix: 10.1.0.0/16, rttMs: {a: 50, b: 5}}
+    - {prefix: 192.0.2.0/24, rttMs: {a: 5, b: 50}}
+";
+
+    fn query(id: u16, addr: &str, len: u8) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.add_query(Query::query(
+            Name::from_ascii("near.svc.example.").unwrap(),
+            RecordType::A,
+        ));
+        let mut e = Edns::new();
+        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+            addr.parse().unwrap(),
+            len,
+            0,
+        )));
+        m.edns = Some(e);
+        m.to_vec().unwrap()
+    }
+
+    /// Client networks with the same decision share one reply, each with its own
+    /// ECS scope (RFC 7871): the cached replies equal fresh ones, and say what the
+    /// latency map says.
+    #[test]
+    fn shared_replies_keep_each_clients_scope() {
+        let loaded = LoadedConfig::parse(std::path::Path::new("t.yaml"), CONFIG).unwrap();
+        let shared = Arc::new(ServerState::serving(&loaded));
+        let mut warm = Handler::new(shared.clone());
+        let cases: [(&str, u8, &[&str], u8); 7] = [
+            ("10.2.3.0", 24, &["192.0.2.1", "192.0.2.9"], 24),
+            ("10.5.0.0", 16, &["192.0.2.1", "192.0.2.9"], 16),
+            ("10.1.7.0", 24, &["192.0.2.2"], 16),
+            ("192.0.2.0", 24, &["192.0.2.1", "192.0.2.9"], 24),
+            ("192.0.2.128", 25, &["192.0.2.1", "192.0.2.9"], 24),
+            ("10.1.0.0", 16, &["192.0.2.2"], 16),
+            ("198.51.100.0", 24, &["192.0.2.1", "192.0.2.9"], 24),
+        ];
+        let src: IpAddr = "127.0.0.1".parse().unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for round in 0..2u16 {
+            for (i, (addr, len, want, scope)) in cases.iter().enumerate() {
+                let q = query(round * 100 + i as u16, addr, *len);
+                assert!(warm.handle(&q, src, Transport::Udp, &mut a));
+                let mut cold = Handler::new(shared.clone());
+                assert!(cold.handle(&q, src, Transport::Udp, &mut b));
+                assert_eq!(a, b, "{addr}/{len} round {round}");
+                let m = Message::from_vec(&a).unwrap();
+                let got: Vec<String> = m
+                    .answers
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::A(x) => Some(x.0.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(got, *want, "{addr}/{len}");
+                let Some(EdnsOption::Subnet(ecs)) =
+                    m.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet))
+                else {
+                    panic!("no ECS in the reply to {addr}/{len}");
+                };
+                assert_eq!(ecs.scope_prefix(), *scope, "{addr}/{len}");
+            }
+        }
+        // Two decisions, two encodings, seven client networks.
+        let Some(Slot::PerClient(m)) = warm.cache.values().next() else {
+            panic!("no per-client slot");
+        };
+        assert_eq!((m.replies.len(), m.clients.len()), (2, 7));
     }
 }

@@ -162,21 +162,17 @@ fn choose_with(
         Family::V4 => !snap.v4(id, t).is_empty(),
         Family::V6 => !snap.v6(id, t).is_empty(),
     };
-    let eligible: Vec<usize> = (0..g.targets.len()).filter(|t| has_family(*t)).collect();
-    let healthy: Vec<usize> = eligible
-        .iter()
-        .copied()
-        .filter(|t| snap.is_healthy(id, *t))
-        .collect();
-    if eligible.is_empty() {
+    let n = g.targets.len();
+    let healthy = |t: usize| has_family(t) && snap.is_healthy(id, t);
+    if !(0..n).any(has_family) {
         return Choice::nothing("no target has an address of this family");
     }
-    if healthy.is_empty() {
+    if !(0..n).any(healthy) {
         if !g.fail_open {
             return Choice::nothing("every target is unhealthy and failOpen is false: no answer");
         }
         return Choice {
-            targets: eligible,
+            targets: (0..n).filter(|t| has_family(*t)).collect(),
             scope: 0,
             per_client: false,
             fail_open: true,
@@ -184,27 +180,46 @@ fn choose_with(
             reason: "every target is unhealthy: answering all of them (fail open)".into(),
         };
     }
-    let taking = |role: Role| -> Vec<usize> {
-        healthy
-            .iter()
-            .copied()
-            .filter(|t| snap.role(id, *t) == role && snap.takes_new_clients(id, *t))
-            .collect()
+    // The pool on the stack for up to `INLINE` targets: the query path runs this on
+    // every reply-cache miss.
+    const INLINE: usize = 16;
+    let taking = |role: Role| {
+        (0..n).filter(move |t| {
+            healthy(*t) && snap.role(id, *t) == role && snap.takes_new_clients(id, *t)
+        })
     };
-    let mut pool = taking(Role::Active);
+    let mut inline = [0usize; INLINE];
+    let mut heap = Vec::new();
+    let mut collect = |role: Role| -> usize {
+        if n <= INLINE {
+            let mut k = 0;
+            for t in taking(role) {
+                inline[k] = t;
+                k += 1;
+            }
+            k
+        } else {
+            heap = taking(role).collect();
+            heap.len()
+        }
+    };
+    let mut k = collect(Role::Active);
     let mut standby = false;
-    if pool.is_empty() {
-        pool = taking(Role::Standby);
-        standby = !pool.is_empty();
+    if k == 0 {
+        k = collect(Role::Standby);
+        standby = k > 0;
     }
-    if pool.is_empty() {
+    if k == 0 {
         if !g.fail_open {
             return Choice::nothing(
                 "no healthy target takes new clients and failOpen is false: no answer",
             );
         }
         return Choice {
-            targets: healthy.into_iter().take(g.max_answers.max(1)).collect(),
+            targets: (0..n)
+                .filter(|t| healthy(*t))
+                .take(g.max_answers.max(1))
+                .collect(),
             scope: 0,
             per_client: false,
             fail_open: true,
@@ -214,11 +229,12 @@ fn choose_with(
                 .into(),
         };
     }
+    let pool: &[usize] = if n <= INLINE { &inline[..k] } else { &heap };
     let mut choice = match g.policy {
-        PolicyKind::Latency => latency::choose(snap, g, &pool, client, explain),
-        PolicyKind::Failover => failover::choose(g, &pool, explain),
-        PolicyKind::Weighted => weighted::choose(snap, id, &pool, client, explain),
-        PolicyKind::AllHealthy => all_healthy::choose(g, &pool, explain),
+        PolicyKind::Latency => latency::choose(snap, g, pool, client, explain),
+        PolicyKind::Failover => failover::choose(g, pool, explain),
+        PolicyKind::Weighted => weighted::choose(snap, id, pool, client, explain),
+        PolicyKind::AllHealthy => all_healthy::choose(g, pool, explain),
     };
     if standby && explain {
         choice.reason = format!(
