@@ -498,37 +498,7 @@ spec:
 }
 
 fn dns_config(ns_addr: &str) -> String {
-    format!(
-        "apiVersion: causeway.dev/v1alpha1
-kind: DnsServer
-metadata: {{name: dns}}
-spec:
-  latency: {{maxAge: {}ms}}
-  watch: false
----
-apiVersion: causeway.dev/v1alpha1
-kind: Zone
-metadata: {{name: svc}}
-spec:
-  origin: svc.example.
-  soa: {{rname: hostmaster.svc.example.}}
-  nameservers:
-    - {{name: ns1.svc.example., addresses: [\"{ns_addr}\"]}}
-  gslb:
-    - name: app
-      ttl: {TTL_SECS}
-      policy: latency
-      defaultOrder: [{b}, {a}]
-      targets:
-        - {{cluster: {a}, addresses: [\"{aa}\"]}}
-        - {{cluster: {b}, addresses: [\"{ba}\"]}}
-",
-        MAX_AGE.as_millis(),
-        a = A.0,
-        aa = A.1,
-        b = B.0,
-        ba = B.1,
-    )
+    gslb_netns::latency_dns_config(ns_addr, MAX_AGE, TTL_SECS, A, B)
 }
 
 /// The agents' prober for `client_net`, timing `beacon` (a relay); no `dns` (the stub

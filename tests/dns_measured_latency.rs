@@ -367,37 +367,7 @@ fn row(v: &serde_json::Value, cluster: &str) -> Option<(f64, String)> {
 }
 
 fn dns_config() -> String {
-    format!(
-        "apiVersion: causeway.dev/v1alpha1
-kind: DnsServer
-metadata: {{name: dns}}
-spec:
-  latency: {{maxAge: {}ms}}
-  watch: false
----
-apiVersion: causeway.dev/v1alpha1
-kind: Zone
-metadata: {{name: svc}}
-spec:
-  origin: svc.example.
-  soa: {{rname: hostmaster.svc.example.}}
-  nameservers:
-    - {{name: ns1.svc.example., addresses: [\"{HOST_ON_CLIENT}\"]}}
-  gslb:
-    - name: app
-      ttl: {TTL_SECS}
-      policy: latency
-      defaultOrder: [{b}, {a}]
-      targets:
-        - {{cluster: {a}, addresses: [\"{aa}\"]}}
-        - {{cluster: {b}, addresses: [\"{ba}\"]}}
-",
-        MAX_AGE.as_millis(),
-        a = A.0,
-        aa = A.1,
-        b = B.0,
-        ba = B.1,
-    )
+    gslb_netns::latency_dns_config(HOST_ON_CLIENT, MAX_AGE, TTL_SECS, A, B)
 }
 
 fn prober_config(beacon: SocketAddr, dns: SocketAddr) -> String {

@@ -197,3 +197,47 @@ stub-zone:
         dns.port()
     )
 }
+
+/// The dns config both measured-latency tests serve: one zone whose GSLB name `app`
+/// (TTL `ttl_secs`) is a latency policy over clusters `a` and `b` (`(id, address)`), with
+/// `defaultOrder` putting `b` first so that only measurements can make `a` win; measured
+/// entries age out after `max_age`; the zone's name server is `ns_addr`.
+pub fn latency_dns_config(
+    ns_addr: &str,
+    max_age: std::time::Duration,
+    ttl_secs: u64,
+    a: (&str, &str),
+    b: (&str, &str),
+) -> String {
+    format!(
+        "apiVersion: causeway.dev/v1alpha1
+kind: DnsServer
+metadata: {{name: dns}}
+spec:
+  latency: {{maxAge: {}ms}}
+  watch: false
+---
+apiVersion: causeway.dev/v1alpha1
+kind: Zone
+metadata: {{name: svc}}
+spec:
+  origin: svc.example.
+  soa: {{rname: hostmaster.svc.example.}}
+  nameservers:
+    - {{name: ns1.svc.example., addresses: [\"{ns_addr}\"]}}
+  gslb:
+    - name: app
+      ttl: {ttl_secs}
+      policy: latency
+      defaultOrder: [{b0}, {a0}]
+      targets:
+        - {{cluster: {a0}, addresses: [\"{a1}\"]}}
+        - {{cluster: {b0}, addresses: [\"{b1}\"]}}
+",
+        max_age.as_millis(),
+        a0 = a.0,
+        a1 = a.1,
+        b0 = b.0,
+        b1 = b.1,
+    )
+}
