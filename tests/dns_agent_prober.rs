@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use causeway_testbed::relay::Relay;
 use causeway_testbed::testing::{self, HttpClient, HttpResponse, Process, Spawn, wait_for};
-use gslb_netns::{Netns, in_ns, with_args};
+use gslb_netns::{Netns, in_ns, sa, with_args, write};
 use http::Method;
 use http_body_util::Full;
 
@@ -504,27 +504,11 @@ fn dns_config(ns_addr: &str) -> String {
 /// The agents' prober for `client_net`, timing `beacon` (a relay); no `dns` (the stub
 /// reports).
 fn prober_config(client_net: &str, beacon: SocketAddr) -> String {
-    format!(
-        "apiVersion: causeway.dev/v1alpha1
-kind: Prober
-metadata: {{name: {PROBER}}}
-spec:
-  interval: {INTERVAL_MS}ms
-  timeout: 1s
-  method: tcp-echo
-  alpha: {ALPHA}
-  minSamples: {MIN_SAMPLES}
-  beacons:
-    - prefix: {client_net}
-      addresses: [\"{beacon}\"]
-"
+    gslb_netns::prober_config(
+        PROBER,
+        None,
+        client_net,
+        beacon,
+        (INTERVAL_MS, ALPHA, MIN_SAMPLES),
     )
-}
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("ip"), port)
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }

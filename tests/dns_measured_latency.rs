@@ -25,13 +25,12 @@
 //! `ip netns add` is not permitted.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use causeway_testbed::relay::Relay;
 use causeway_testbed::testing::{self, HttpClient, Process, Spawn, wait_for};
-use gslb_netns::{Netns, in_ns, with_args};
+use gslb_netns::{Netns, in_ns, sa, with_args, write};
 use http::Method;
 
 #[path = "support/gslb_netns.rs"]
@@ -371,28 +370,11 @@ fn dns_config() -> String {
 }
 
 fn prober_config(beacon: SocketAddr, dns: SocketAddr) -> String {
-    format!(
-        "apiVersion: causeway.dev/v1alpha1
-kind: Prober
-metadata: {{name: edge}}
-spec:
-  dns: [\"{dns}\"]
-  interval: {INTERVAL_MS}ms
-  timeout: 1s
-  method: tcp-echo
-  alpha: {ALPHA}
-  minSamples: {MIN_SAMPLES}
-  beacons:
-    - prefix: {CLIENT_NET}
-      addresses: [\"{beacon}\"]
-"
+    gslb_netns::prober_config(
+        "edge",
+        Some(dns),
+        CLIENT_NET,
+        beacon,
+        (INTERVAL_MS, ALPHA, MIN_SAMPLES),
     )
-}
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().expect("ip"), port)
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }

@@ -241,3 +241,40 @@ spec:
         b1 = b.1,
     )
 }
+
+/// A tcp-echo prober named `name` timing `beacon` for `client_net` every `interval_ms`
+/// (EWMA `alpha`, `min_samples`), reporting to `dns` when given (else its stub reports).
+pub fn prober_config(
+    name: &str,
+    dns: Option<std::net::SocketAddr>,
+    client_net: &str,
+    beacon: std::net::SocketAddr,
+    (interval_ms, alpha, min_samples): (u64, f64, u32),
+) -> String {
+    let dns = dns.map_or(String::new(), |d| format!("  dns: [\"{d}\"]\n"));
+    format!(
+        "apiVersion: causeway.dev/v1alpha1
+kind: Prober
+metadata: {{name: {name}}}
+spec:
+{dns}  interval: {interval_ms}ms
+  timeout: 1s
+  method: tcp-echo
+  alpha: {alpha}
+  minSamples: {min_samples}
+  beacons:
+    - prefix: {client_net}
+      addresses: [\"{beacon}\"]
+"
+    )
+}
+
+/// `ip:port` as a socket address.
+pub fn sa(ip: &str, port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(ip.parse().expect("ip"), port)
+}
+
+/// Writes `text` to `path`, naming the path if that fails.
+pub fn write(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
